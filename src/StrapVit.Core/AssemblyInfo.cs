@@ -1,0 +1,4 @@
+namespace StrapVit.Core;
+
+/// <summary>Marker type for assembly scanning and tests.</summary>
+public static class CoreAssembly;
