@@ -1,4 +1,0 @@
-namespace StrapVit.Core;
-
-/// <summary>Marker type for assembly scanning and tests.</summary>
-public static class CoreAssembly;

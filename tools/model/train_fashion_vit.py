@@ -1,0 +1,280 @@
+#!/usr/bin/python3
+"""Train the embedded default model (fashion-vit-tiny) and write its model package.
+
+Usage (from the repository root, with Debian's torch):
+    /usr/bin/python3 tools/model/train_fashion_vit.py --epochs 12 --seed 0 --threads 2
+
+Writes <out>/model.onnx, <out>/model.json (CONTRACT.md section 2) and <out>/metrics.json.
+The exported model takes already-normalised input "input" [N,1,28,28] and returns "logits" [N,10];
+the service applies (x - 0.286) / 0.353 to [0,1] pixels itself. Training applies it here.
+
+--time-batches N only measures seconds per batch (and projects seconds per epoch), then exits.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import vitlib  # noqa: E402
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="models/fashion-vit-tiny")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--mlp-ratio", type=float, default=2.0)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--aug", choices=["none", "flip", "flipcrop"], default="flipcrop")
+    p.add_argument("--data-dir", default=vitlib.FASHION_DIR)
+    p.add_argument("--time-batches", type=int, default=0,
+                   help="only time this many training batches, print s/epoch, and exit")
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--checkpoint", default="tools/model/out/fashion-vit-tiny.pt",
+                   help="torch state_dict written after every epoch (git-ignored folder)")
+    return p.parse_args()
+
+
+def load_split(data_dir, split):
+    x = vitlib.read_idx_images(os.path.join(data_dir, f"{split}-images-idx3-ubyte.gz"))
+    y = vitlib.read_idx_labels(os.path.join(data_dir, f"{split}-labels-idx1-ubyte.gz"))
+    return torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))
+
+
+def normalise(x_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [B,28,28] -> normalised float [B,1,28,28]."""
+    x = x_u8.float().div_(255.0).unsqueeze(1)
+    return (x - vitlib.FASHION_MEAN) / vitlib.FASHION_STD
+
+
+def augment(x_u8: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and random 28x28 crop from a 2-px zero-padded image (uint8 in, uint8 out)."""
+    if mode == "none":
+        return x_u8
+    b = x_u8.shape[0]
+    flip = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None], x_u8.flip(-1), x_u8)
+    if mode == "flipcrop":
+        pad = 2
+        xp = F.pad(x, (pad, pad, pad, pad))  # zero = black background
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        ar = torch.arange(28)
+        rows = (oy[:, None] + ar)[:, :, None]  # [B,28,1]
+        cols = (ox[:, None] + ar)[:, None, :]  # [B,1,28]
+        x = xp[torch.arange(b)[:, None, None], rows, cols]
+    return x
+
+
+@torch.no_grad()
+def evaluate(model, x_u8, y, batch=1000):
+    model.eval()
+    preds = []
+    for i in range(0, x_u8.shape[0], batch):
+        preds.append(model(normalise(x_u8[i:i + batch])).argmax(1))
+    return torch.cat(preds)
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+
+    x_train, y_train = load_split(args.data_dir, "train")
+    x_test, y_test = load_split(args.data_dir, "t10k")
+    print(f"train {tuple(x_train.shape)} test {tuple(x_test.shape)}", flush=True)
+
+    model = vitlib.ViT(image_size=28, patch_size=4, in_chans=1, num_classes=10,
+                       dim=args.dim, depth=args.depth, heads=args.heads, mlp_ratio=args.mlp_ratio)
+    n_params = vitlib.count_params(model)
+    print(f"params {n_params}", flush=True)
+
+    # No weight decay on biases, LayerNorm weights, cls token and position embedding.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name in ("cls_token", "pos_embed") else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.999))
+
+    n = x_train.shape[0]
+    steps_per_epoch = n // args.batch_size  # drop the last partial batch
+    total_steps = steps_per_epoch * args.epochs
+    warmup = int(args.warmup_epochs * steps_per_epoch)
+
+    def lr_at(step):
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        t = (step - warmup) / max(1, total_steps - warmup)
+        return args.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    crit = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    gen = torch.Generator().manual_seed(args.seed)  # data order and augmentation
+
+    t0 = time.time()
+    step = 0
+    history = []
+    for epoch in range(args.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        te = time.time()
+        run_loss, run_correct, run_n = 0.0, 0, 0
+        for bi in range(steps_per_epoch):
+            idx = perm[bi * args.batch_size:(bi + 1) * args.batch_size]
+            xb = normalise(augment(x_train[idx], args.aug, gen))
+            yb = y_train[idx]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            logits = model(xb)
+            loss = crit(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            run_loss += loss.item() * yb.shape[0]
+            run_correct += (logits.argmax(1) == yb).sum().item()
+            run_n += yb.shape[0]
+            if args.time_batches and bi + 1 == args.time_batches:
+                dt = time.time() - te
+                spb = dt / args.time_batches
+                print(f"TIMING dim={args.dim} depth={args.depth} heads={args.heads} mlp={args.mlp_ratio} "
+                      f"batch={args.batch_size}: {spb:.4f} s/batch -> {spb * steps_per_epoch:.1f} s/epoch "
+                      f"({steps_per_epoch} batches); train acc so far {run_correct / run_n:.4f}", flush=True)
+                return
+            if (bi + 1) % args.log_every == 0:
+                print(f"epoch {epoch + 1} batch {bi + 1}/{steps_per_epoch} loss {run_loss / run_n:.4f} "
+                      f"acc {run_correct / run_n:.4f} lr {lr_at(step):.2e} elapsed {time.time() - t0:.0f}s",
+                      flush=True)
+        ep_time = time.time() - te
+        pred = evaluate(model, x_test, y_test)
+        test_acc = (pred == y_test).float().mean().item()
+        history.append({"epoch": epoch + 1, "train_loss": run_loss / run_n, "train_acc": run_correct / run_n,
+                        "test_acc": test_acc, "epoch_seconds": ep_time})
+        print(f"EPOCH {epoch + 1}/{args.epochs} train_loss {run_loss / run_n:.4f} train_acc "
+              f"{run_correct / run_n:.4f} test_acc {test_acc:.4f} epoch_time {ep_time:.0f}s "
+              f"total {time.time() - t0:.0f}s", flush=True)
+        if args.checkpoint:
+            os.makedirs(os.path.dirname(args.checkpoint), exist_ok=True)
+            torch.save(model.state_dict(), args.checkpoint)
+    train_seconds = time.time() - t0
+
+    # ---- final evaluation (eval mode, float32, all 10,000 test images) ----
+    model.eval()
+    pred = evaluate(model, x_test, y_test)
+    correct = (pred == y_test)
+    test_acc = correct.float().mean().item()
+    per_class = {vitlib.FASHION_LABELS[c]: correct[y_test == c].float().mean().item() for c in range(10)}
+    subset_acc = correct[:1000].float().mean().item()
+    print(f"FINAL test accuracy (10000): {test_acc:.4f}; first 1000: {subset_acc:.4f}", flush=True)
+
+    export_and_package(model, args, x_test, y_test, pred, {
+        "params": n_params,
+        "train_seconds": round(train_seconds, 1),
+        "test_accuracy_10000": test_acc,
+        "test_accuracy_first_1000": subset_acc,
+        "test_correct_10000": int(correct.sum().item()),
+        "test_correct_first_1000": int(correct[:1000].sum().item()),
+        "per_class_accuracy": per_class,
+        "history": history,
+    })
+
+
+def export_and_package(model, args, x_test, y_test, torch_pred, metrics):
+    import onnx
+
+    os.makedirs(args.out, exist_ok=True)
+    onnx_path = os.path.join(args.out, "model.onnx")
+    example = normalise(x_test[:2])
+    vitlib.export_onnx(model, onnx_path, example, "input", "logits")
+    m = onnx.load(onnx_path)
+    onnx.checker.check_model(m, full_check=True)
+    op_types = sorted({n.op_type for n in m.graph.node})
+    print(f"exported {onnx_path} ({os.path.getsize(onnx_path)} bytes), ops: {op_types}", flush=True)
+    assert os.path.getsize(onnx_path) < 5 * 1024 * 1024
+
+    # tokens tensor: the Add that consumes the position-embedding initializer
+    tokens = vitlib.find_tokens_tensor(m, model.pos_embed.detach().numpy())
+    inf = vitlib.inferred_shape(m, tokens)
+    hook = vitlib.tap_shape(model, example)
+    t_expected = model.num_patches + 1
+    print(f"tokens tensor {tokens!r}: inferred shape {inf}, torch hook shape {hook}", flush=True)
+    assert hook == (2, t_expected, model.dim), hook
+    if inf is not None:
+        assert list(inf[1:]) == [t_expected, model.dim], inf
+
+    # verify the exported file numerically (onnxruntime if present, else the numpy evaluator)
+    check = normalise(x_test[:256])
+    with torch.no_grad():
+        ref_logits = model(check).numpy()
+    try:
+        import onnxruntime as ort  # noqa: F401
+
+        sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"input": check.numpy()})[0]
+        tok = None
+        how = "onnxruntime"
+    except ImportError:
+        runner = vitlib.OnnxNumpyRunner(m)
+        res = runner.run({"input": check.numpy()}, outputs=["logits", tokens])
+        got, tok = res["logits"], res[tokens]
+        how = "numpy reference evaluator (onnxruntime not installed)"
+        assert tok.shape == (256, t_expected, model.dim), tok.shape
+        one = runner.run({"input": check[:1].numpy()})["logits"]
+        assert np.abs(one - ref_logits[:1]).max() < 1e-4
+    diff = float(np.abs(got - ref_logits).max())
+    agree = float((got.argmax(1) == torch_pred[:256].numpy()).mean())
+    print(f"ONNX check via {how}: max |logit diff| {diff:.2e}, argmax agreement {agree:.4f}", flush=True)
+    assert diff < 1e-3 and agree == 1.0
+
+    meta = {
+        "name": "fashion-vit-tiny",
+        "input": {"name": "input", "channels": 1, "height": 28, "width": 28,
+                  "mean": [vitlib.FASHION_MEAN], "std": [vitlib.FASHION_STD]},
+        "output": "logits",
+        "labels": vitlib.FASHION_LABELS,
+        "patchSize": 4,
+        "tokens": {"tensor": tokens, "classToken": True},
+    }
+    with open(os.path.join(args.out, "model.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+
+    metrics.update({
+        "command": "/usr/bin/python3 " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+        "args": vars(args),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "opset": 17,
+        "onnx_ops": op_types,
+        "onnx_bytes": os.path.getsize(onnx_path),
+        "tokens_tensor": tokens,
+        "tokens_shape": ["N", t_expected, model.dim],
+        "onnx_check": {"method": how, "max_abs_logit_diff": diff, "images": 256},
+    })
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+        f.write("\n")
+    print(json.dumps(meta, indent=2))
+
+
+if __name__ == "__main__":
+    main()
