@@ -1,0 +1,154 @@
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats.Bmp;
+using SixLabors.ImageSharp.Formats.Gif;
+using SixLabors.ImageSharp.Formats.Jpeg;
+using SixLabors.ImageSharp.Formats.Png;
+using SixLabors.ImageSharp.Formats.Webp;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+
+namespace StrapVit.Core.Imaging;
+
+/// <summary>
+/// Turns uploaded bytes into the model's input (CONTRACT.md section 1): identify the header first and enforce the
+/// byte/pixel/frame limits, then decode, apply the EXIF orientation, convert channels, resize to H x W and scale to
+/// [0, 1]. Only PNG, JPEG, GIF, BMP and WebP are accepted, since every extra codec is extra attack surface.
+/// </summary>
+public sealed class ImageDecoder
+{
+    private readonly ImageLimits _limits;
+    private readonly Configuration _configuration;
+
+    public ImageDecoder(ImageLimits limits)
+    {
+        _limits = limits;
+        _configuration = new Configuration(
+            new PngConfigurationModule(),
+            new JpegConfigurationModule(),
+            new GifConfigurationModule(),
+            new BmpConfigurationModule(),
+            new WebpConfigurationModule());
+        // Decode at most one frame past the limit, so an oversized animation costs bounded work before it is refused.
+        _configuration.ImageFormatsManager.SetDecoder(GifFormat.Instance, new GifDecoder { MaxFrames = (uint)limits.MaxFrames + 1 });
+    }
+
+    /// <summary>Formats accepted, as MIME types.</summary>
+    public static IReadOnlyList<string> AcceptedMediaTypes { get; } =
+        ["image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp"];
+
+    /// <summary>Decodes <paramref name="bytes"/> into a <c>[C, H, W]</c> tensor in [0, 1].</summary>
+    /// <exception cref="ImageRejectedException">The bytes are not an acceptable image.</exception>
+    public ImageTensor Decode(ReadOnlySpan<byte> bytes, int channels, int height, int width)
+    {
+        if (bytes.IsEmpty)
+        {
+            throw new ImageRejectedException(ImageRejection.Undecodable, "The image is empty.");
+        }
+
+        if (bytes.Length > _limits.MaxBytes)
+        {
+            throw new ImageRejectedException(ImageRejection.TooLarge, $"The image is {bytes.Length} bytes; the limit is {_limits.MaxBytes}.");
+        }
+
+        var info = Identify(bytes);
+        using var image = Load(bytes);
+        if (image.Frames.Count > _limits.MaxFrames)
+        {
+            throw new ImageRejectedException(ImageRejection.TooLarge, $"The image has more than {_limits.MaxFrames} frames.");
+        }
+
+        while (image.Frames.Count > 1)
+        {
+            image.Frames.RemoveFrame(image.Frames.Count - 1);
+        }
+
+        image.Mutate(x =>
+        {
+            x.AutoOrient();
+            if (image.Width != width || image.Height != height || info.Width != width || info.Height != height)
+            {
+                x.Resize(new ResizeOptions { Size = new Size(width, height), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Triangle });
+            }
+        });
+        return ToTensor(image, channels);
+    }
+
+    private IImageInfo Identify(ReadOnlySpan<byte> bytes)
+    {
+        IImageInfo? info;
+        try
+        {
+            using var stream = new MemoryStream(bytes.ToArray(), writable: false);
+            info = Image.Identify(_configuration, stream);
+        }
+        catch (Exception ex) when (ex is ImageFormatException or InvalidDataException or UnknownImageFormatException or NotSupportedException)
+        {
+            throw new ImageRejectedException(ImageRejection.Undecodable, $"The image header cannot be read: {ex.Message}", ex);
+        }
+
+        if (info is null)
+        {
+            throw new ImageRejectedException(ImageRejection.Undecodable,
+                $"The bytes are not an image in an accepted format ({string.Join(", ", AcceptedMediaTypes)}).");
+        }
+
+        if (info.Width < 1 || info.Height < 1)
+        {
+            throw new ImageRejectedException(ImageRejection.Undecodable, $"The image has no pixels ({info.Width}x{info.Height}).");
+        }
+
+        if (info.Width > _limits.MaxDimension || info.Height > _limits.MaxDimension
+            || (long)info.Width * info.Height > _limits.MaxPixels)
+        {
+            throw new ImageRejectedException(ImageRejection.TooLarge,
+                $"The image is {info.Width}x{info.Height}; the limits are {_limits.MaxPixels} pixels and {_limits.MaxDimension} per side.");
+        }
+
+        return info;
+    }
+
+    private Image<Rgba64> Load(ReadOnlySpan<byte> bytes)
+    {
+        try
+        {
+            // 16 bits per channel keeps 16-bit sources exact and 8-bit ones exact after /65535 (v * 257 / 65535 = v / 255).
+            return Image.Load<Rgba64>(_configuration, bytes);
+        }
+        catch (Exception ex) when (ex is ImageFormatException or InvalidDataException or UnknownImageFormatException
+                                       or NotSupportedException or InvalidOperationException or ArgumentException
+                                       or IndexOutOfRangeException or InvalidImageContentException)
+        {
+            throw new ImageRejectedException(ImageRejection.Undecodable, $"The image cannot be decoded: {ex.Message}", ex);
+        }
+    }
+
+    private static ImageTensor ToTensor(Image<Rgba64> image, int channels)
+    {
+        int h = image.Height, w = image.Width;
+        var data = new float[channels * h * w];
+        image.ProcessPixelRows(rows =>
+        {
+            for (var y = 0; y < h; y++)
+            {
+                var row = rows.GetRowSpan(y);
+                for (var x = 0; x < w; x++)
+                {
+                    var p = row[x];
+                    float r = p.R / 65535f, g = p.G / 65535f, b = p.B / 65535f;
+                    if (channels == 1)
+                    {
+                        // ITU-R 601-2 luma, as PIL's convert("L") and torchvision's Grayscale use; alpha is dropped like PIL's convert.
+                        data[(y * w) + x] = (0.299f * r) + (0.587f * g) + (0.114f * b);
+                    }
+                    else
+                    {
+                        data[(y * w) + x] = r;
+                        data[(h * w) + (y * w) + x] = g;
+                        data[(2 * h * w) + (y * w) + x] = b;
+                    }
+                }
+            }
+        });
+        return new ImageTensor(data, channels, h, w);
+    }
+}
