@@ -1,4 +1,18 @@
-var app = WebApplication.CreateBuilder(args).Build();
+using Serilog;
+using StrapVit.Api.Endpoints;
+using StrapVit.Api.Hosting;
+
+var builder = WebApplication.CreateBuilder(args);
+builder.AddStrapVitLogging();
+builder.Services.AddStrapVitModel(builder.Configuration);
+builder.Services.AddStrapVitApi();
+
+var app = builder.Build();
+app.UseSerilogRequestLogging();
+app.UseStrapVitPipeline();
+app.MapStrapVitOperations();
+app.MapModelEndpoints();
+app.MapClassifyEndpoints();
 app.Run();
 
 /// <summary>Entry point, public for WebApplicationFactory.</summary>

@@ -1,0 +1,27 @@
+using StrapVit.Core.Inference;
+
+namespace StrapVit.Api.Contracts;
+
+/// <summary>Answer of <c>POST /v1/classify</c>.</summary>
+/// <param name="Predictions">The top-K classes, most probable first.</param>
+/// <param name="Defense">The defense's report, or null when the defense was off.</param>
+/// <param name="TimingsMs">Wall time of each stage in milliseconds (decode, defense, inference, total).</param>
+public sealed record ClassifyResponse(
+    IReadOnlyList<Prediction> Predictions,
+    object? Defense,
+    IReadOnlyDictionary<string, double> TimingsMs);
+
+/// <summary>Answer of <c>GET /v1/model</c>.</summary>
+public sealed record ModelInfoResponse(
+    string Name,
+    IReadOnlyList<string> Labels,
+    ModelInputInfo Input,
+    int PatchSize,
+    string ExecutionProvider,
+    GradientAvailability Gradients);
+
+/// <summary>Input layout: images are resized to height x width and converted to this many channels.</summary>
+public sealed record ModelInputInfo(int Channels, int Height, int Width);
+
+/// <summary>Whether the gradient graphs (attacks, saliency) could be built for this model, and if not, why.</summary>
+public sealed record GradientAvailability(bool Available, string? Error);

@@ -1,0 +1,96 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
+using Microsoft.ML.OnnxRuntime;
+using StrapVit.Api.Contracts;
+using StrapVit.Api.Errors;
+using StrapVit.Api.Hosting;
+using StrapVit.Api.Observability;
+using StrapVit.Api.Uploads;
+using StrapVit.Core.Imaging;
+
+namespace StrapVit.Api.Endpoints;
+
+/// <summary><c>POST /v1/classify</c>: classify one uploaded image.</summary>
+public static partial class ClassifyEndpoints
+{
+    public const string InferencePolicy = "inference";
+
+    public static IEndpointRouteBuilder MapClassifyEndpoints(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/v1/classify", Classify)
+            .WithName("Classify")
+            .WithTags("Classification")
+            .WithSummary("Classify an image")
+            .WithDescription("Upload an image as multipart/form-data (file field 'image') or as the raw body with an image/* content type. "
+                + "It is EXIF-oriented, converted to the model's channels, resized to its input size and scaled to [0, 1].")
+            .WithMetadata(new ImageUploadMetadata())
+            .DisableAntiforgery()
+            .RequireRateLimiting(InferencePolicy)
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
+            .ProducesProblem(StatusCodes.Status429TooManyRequests)
+            .ProducesProblem(StatusCodes.Status501NotImplemented);
+        return app;
+    }
+
+    /// <param name="request">The HTTP request carrying the image.</param>
+    /// <param name="topK">How many classes to return, most probable first (default 5).</param>
+    /// <param name="defense">off | detect | mitigate.</param>
+    /// <param name="runtime">The loaded model.</param>
+    /// <param name="decoder">Image decoding with limits.</param>
+    /// <param name="limits">Image limits.</param>
+    /// <param name="requestLimits">Request limits.</param>
+    /// <param name="metrics">Service metrics.</param>
+    /// <param name="loggerFactory">Logging.</param>
+    /// <param name="ct">Aborted when the client disconnects.</param>
+    internal static async Task<Ok<ClassifyResponse>> Classify(
+        HttpRequest request,
+        string? topK,
+        string? defense,
+        ModelRuntime runtime,
+        ImageDecoder decoder,
+        IOptions<ImageLimits> limits,
+        IOptions<RequestLimitOptions> requestLimits,
+        ServiceMetrics metrics,
+        ILoggerFactory loggerFactory,
+        CancellationToken ct)
+    {
+        var total = Stopwatch.StartNew();
+        var classifier = runtime.Classifier;
+        var k = QueryParsing.ParseInt(topK, "topK", Math.Min(5, classifier.ClassCount), 1, Math.Min(requestLimits.Value.MaxTopK, classifier.ClassCount));
+        var mode = QueryParsing.ParseDefense(defense, DefenseMode.Off);
+        if (mode != DefenseMode.Off)
+        {
+            throw new ProblemException(StatusCodes.Status501NotImplemented, "Defense not available yet",
+                $"defense={mode.ToString().ToLowerInvariant()} is not implemented in this version; use defense=off.");
+        }
+
+        var upload = await ImageUpload.ReadAsync(request, limits.Value, ct);
+        var decodeWatch = Stopwatch.StartNew();
+        var input = classifier.Manifest.Input;
+        var image = decoder.Decode(upload.Bytes, input.Channels, input.Height, input.Width);
+        var decodeMs = decodeWatch.Elapsed.TotalMilliseconds;
+
+        using var runOptions = new RunOptions();
+        using var cancel = ct.Register(() => runOptions.Terminate = true);
+        var result = classifier.Classify(image, k, runOptions);
+        metrics.ObserveInference("forward", TimeSpan.FromMilliseconds(result.InferenceMs));
+
+        var totalMs = total.Elapsed.TotalMilliseconds;
+        LogClassified(loggerFactory.CreateLogger("StrapVit.Api.Classify"), upload.Bytes.Length,
+            Convert.ToHexStringLower(SHA256.HashData(upload.Bytes))[..16], result.Top.Label, result.Top.Probability, totalMs);
+        return TypedResults.Ok(new ClassifyResponse(result.Predictions, null, new Dictionary<string, double>
+        {
+            ["decode"] = Math.Round(decodeMs, 3),
+            ["inference"] = Math.Round(result.InferenceMs, 3),
+            ["total"] = Math.Round(totalMs, 3),
+        }));
+    }
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "Classified {ImageBytes}-byte image {ImageSha256} as {Label} (p={Probability:F3}) in {ElapsedMs:F2} ms")]
+    private static partial void LogClassified(ILogger logger, int imageBytes, string imageSha256, string label, float probability, double elapsedMs);
+}

@@ -1,0 +1,40 @@
+using StrapVit.Api.Errors;
+
+namespace StrapVit.Api.Endpoints;
+
+/// <summary>The <c>defense</c> query parameter.</summary>
+public enum DefenseMode
+{
+    Off,
+    Detect,
+    Mitigate,
+}
+
+internal static class QueryParsing
+{
+    public static DefenseMode ParseDefense(string? value, DefenseMode fallback) => value?.ToLowerInvariant() switch
+    {
+        null or "" => fallback,
+        "off" => DefenseMode.Off,
+        "detect" => DefenseMode.Detect,
+        "mitigate" => DefenseMode.Mitigate,
+        _ => throw ProblemException.BadParameter("defense", $"'{value}' is not one of off, detect, mitigate."),
+    };
+
+    public static int ParseInt(string? value, string name, int fallback, int min, int max)
+    {
+        if (string.IsNullOrEmpty(value))
+        {
+            return fallback;
+        }
+
+        if (!int.TryParse(value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var v))
+        {
+            throw ProblemException.BadParameter(name, $"'{value}' is not an integer.");
+        }
+
+        return v < min || v > max
+            ? throw ProblemException.BadParameter(name, $"{v} is outside [{min}, {max}].")
+            : v;
+    }
+}

@@ -1,0 +1,31 @@
+using Microsoft.AspNetCore.Http.HttpResults;
+using StrapVit.Api.Contracts;
+using StrapVit.Api.Hosting;
+
+namespace StrapVit.Api.Endpoints;
+
+/// <summary><c>GET /v1/model</c>: what model is served, and how.</summary>
+public static class ModelEndpoints
+{
+    public static IEndpointRouteBuilder MapModelEndpoints(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/v1/model", GetModel)
+            .WithName("GetModel")
+            .WithTags("Model")
+            .WithSummary("Describe the served model");
+        return app;
+    }
+
+    internal static Ok<ModelInfoResponse> GetModel(ModelRuntime runtime)
+    {
+        var classifier = runtime.Classifier;
+        var m = classifier.Manifest;
+        return TypedResults.Ok(new ModelInfoResponse(
+            m.Name,
+            m.Labels,
+            new ModelInputInfo(m.Input.Channels, m.Input.Height, m.Input.Width),
+            m.PatchSize,
+            classifier.ExecutionProvider,
+            runtime.Gradients));
+    }
+}

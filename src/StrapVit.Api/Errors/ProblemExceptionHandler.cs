@@ -1,0 +1,66 @@
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Mvc;
+using StrapVit.Core.Imaging;
+
+namespace StrapVit.Api.Errors;
+
+/// <summary>
+/// Maps the exceptions that describe a bad request to RFC 7807 responses. Anything else is left to the default
+/// handler (a generic 500), so real bugs stay visible instead of being dressed up as client errors.
+/// </summary>
+public sealed partial class ProblemExceptionHandler(IProblemDetailsService problems, ILogger<ProblemExceptionHandler> logger) : IExceptionHandler
+{
+    public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
+    {
+        var problem = exception switch
+        {
+            ProblemException p => (p.Status, p.Title, p.Message, p.RetryAfterSeconds),
+            ImageRejectedException img => (StatusOf(img.Reason), TitleOf(img.Reason), img.Message, (int?)null),
+            BadHttpRequestException bad => (bad.StatusCode, bad.StatusCode == 413 ? "Request too large" : "Bad request", bad.Message, (int?)null),
+            _ => default((int Status, string Title, string Detail, int? RetryAfter)?),
+        };
+
+        if (problem is not { } p2)
+        {
+            if (exception is OperationCanceledException && httpContext.RequestAborted.IsCancellationRequested)
+            {
+                // The client went away; nobody reads the answer, 499 keeps it out of the server-error rate.
+                httpContext.Response.StatusCode = 499;
+                return true;
+            }
+
+            return false;
+        }
+
+        LogRejected(logger, httpContext.Request.Path, p2.Status, p2.Detail);
+        httpContext.Response.StatusCode = p2.Status;
+        if (p2.RetryAfter is { } retry)
+        {
+            httpContext.Response.Headers.RetryAfter = retry.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        return await problems.TryWriteAsync(new ProblemDetailsContext
+        {
+            HttpContext = httpContext,
+            Exception = exception,
+            ProblemDetails = new ProblemDetails { Status = p2.Status, Title = p2.Title, Detail = p2.Detail },
+        });
+    }
+
+    private static int StatusOf(ImageRejection reason) => reason switch
+    {
+        ImageRejection.TooLarge => StatusCodes.Status413PayloadTooLarge,
+        ImageRejection.UnsupportedFormat => StatusCodes.Status415UnsupportedMediaType,
+        _ => StatusCodes.Status400BadRequest,
+    };
+
+    private static string TitleOf(ImageRejection reason) => reason switch
+    {
+        ImageRejection.TooLarge => "Image too large",
+        ImageRejection.UnsupportedFormat => "Unsupported image format",
+        _ => "Undecodable image",
+    };
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Request to {Path} refused with {Status}: {Detail}")]
+    private static partial void LogRejected(ILogger logger, string path, int status, string detail);
+}

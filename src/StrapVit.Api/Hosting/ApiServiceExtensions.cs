@@ -1,0 +1,117 @@
+using System.Reflection;
+using System.Threading.RateLimiting;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+using Prometheus;
+using StrapVit.Api.Endpoints;
+using StrapVit.Api.Errors;
+using StrapVit.Api.Observability;
+using StrapVit.Api.Uploads;
+
+namespace StrapVit.Api.Hosting;
+
+/// <summary>HTTP plumbing: problem details, limits, OpenAPI, health and metrics.</summary>
+public static class ApiServiceExtensions
+{
+    public const string ReadyTag = "ready";
+
+    public static IServiceCollection AddStrapVitApi(this IServiceCollection services)
+    {
+        services.AddProblemDetails();
+        services.AddExceptionHandler<ProblemExceptionHandler>();
+        services.AddSingleton<ServiceMetrics>();
+        services.AddHealthChecks().AddCheck<ModelReadyHealthCheck>("model", tags: [ReadyTag]);
+        services.AddRateLimiter(o =>
+        {
+            o.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
+            o.AddPolicy(ClassifyEndpoints.InferencePolicy, ctx =>
+            {
+                var limits = ctx.RequestServices.GetRequiredService<IOptions<RequestLimitOptions>>().Value;
+                return RateLimitPartition.GetConcurrencyLimiter("inference", _ => new ConcurrencyLimiterOptions
+                {
+                    PermitLimit = limits.MaxConcurrentInferences,
+                    QueueLimit = limits.InferenceQueueLength,
+                    QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
+                });
+            });
+            o.OnRejected = async (ctx, ct) =>
+            {
+                ctx.HttpContext.Response.Headers.RetryAfter = "1";
+                await ctx.HttpContext.RequestServices.GetRequiredService<IProblemDetailsService>().WriteAsync(new ProblemDetailsContext
+                {
+                    HttpContext = ctx.HttpContext,
+                    ProblemDetails = new ProblemDetails
+                    {
+                        Status = StatusCodes.Status429TooManyRequests,
+                        Title = "Too many requests",
+                        Detail = "The service is at its concurrency limit; retry after the number of seconds in Retry-After.",
+                    },
+                });
+            };
+        });
+        services.AddEndpointsApiExplorer();
+        services.AddSwaggerGen(o =>
+        {
+            o.SwaggerDoc("v1", new Microsoft.OpenApi.OpenApiInfo
+            {
+                Title = "StrapVitService",
+                Version = "v1",
+                Description = "A Vision Transformer classifier with the STRAP-ViT adversarial-patch defense, and attacks to red-team it. "
+                    + "All pixel values and budgets are in [0, 1] pixel space at the model's input resolution.",
+            });
+            var xml = Path.Combine(AppContext.BaseDirectory, $"{Assembly.GetExecutingAssembly().GetName().Name}.xml");
+            if (File.Exists(xml))
+            {
+                o.IncludeXmlComments(xml);
+            }
+
+            o.OperationFilter<ImageUploadOperationFilter>();
+        });
+        return services;
+    }
+
+    public static WebApplication UseStrapVitPipeline(this WebApplication app)
+    {
+        app.UseMiddleware<RequestOutcomeMiddleware>();
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        app.UseHttpMetrics();
+        app.UseRateLimiter();
+        app.UseSwagger();
+        app.UseSwaggerUI(o =>
+        {
+            o.SwaggerEndpoint("/swagger/v1/swagger.json", "StrapVitService v1");
+            o.RoutePrefix = "swagger";
+        });
+        return app;
+    }
+
+    public static WebApplication MapStrapVitOperations(this WebApplication app)
+    {
+        app.MapHealthChecks("/healthz/live", new HealthCheckOptions { Predicate = _ => false });
+        app.MapHealthChecks("/healthz/ready", new HealthCheckOptions
+        {
+            Predicate = c => c.Tags.Contains(ReadyTag),
+            ResultStatusCodes =
+            {
+                [HealthStatus.Healthy] = StatusCodes.Status200OK,
+                [HealthStatus.Degraded] = StatusCodes.Status200OK,
+                [HealthStatus.Unhealthy] = StatusCodes.Status503ServiceUnavailable,
+            },
+        });
+        app.MapMetrics("/metrics");
+        app.MapGet("/", () => Results.Redirect("/swagger")).ExcludeFromDescription();
+        return app;
+    }
+}
+
+/// <summary>Ready once the model is loaded and warmed up.</summary>
+public sealed class ModelReadyHealthCheck(ModelRuntime runtime) : IHealthCheck
+{
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
+        Task.FromResult(runtime.IsReady
+            ? HealthCheckResult.Healthy($"{runtime.Classifier.Manifest.Name} on {runtime.Classifier.ExecutionProvider}")
+            : HealthCheckResult.Unhealthy("The model is not loaded yet."));
+}

@@ -1,0 +1,39 @@
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Options;
+using StrapVit.Api.Uploads;
+using StrapVit.Core.Imaging;
+using StrapVit.Core.Inference;
+
+namespace StrapVit.Api.Hosting;
+
+/// <summary>Composition of the model, decoding and their options.</summary>
+public static class ModelServiceExtensions
+{
+    public static IServiceCollection AddStrapVitModel(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<ModelOptions>().Bind(configuration.GetSection(ModelOptions.SectionName))
+            .Validate(o => string.IsNullOrWhiteSpace(o.Path) || Directory.Exists(o.Path),
+                "Model:Path must name an existing model package directory.")
+            .ValidateOnStart();
+        services.AddOptions<InferenceOptions>().Bind(configuration.GetSection(InferenceOptions.SectionName))
+            .Validate(o => o.MaxBatchSize is >= 1 and <= 4096, "Inference:MaxBatchSize must be in [1, 4096].")
+            .Validate(o => o.IntraOpThreads >= 0, "Inference:IntraOpThreads must be >= 0.")
+            .ValidateOnStart();
+        services.AddOptions<ImageLimits>().Bind(configuration.GetSection(ImageLimits.SectionName))
+            .Validate(o => o.MaxBytes > 0 && o.MaxPixels > 0 && o.MaxDimension > 0 && o.MaxFrames >= 1,
+                "Images limits must be positive (MaxFrames at least 1).")
+            .ValidateOnStart();
+        services.AddOptions<RequestLimitOptions>().Bind(configuration.GetSection(RequestLimitOptions.SectionName))
+            .Validate(o => o.MaxConcurrentInferences >= 1 && o.InferenceQueueLength >= 0 && o.MaxTopK >= 1,
+                "Limits must be positive.")
+            .ValidateOnStart();
+
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<InferenceOptions>>().Value);
+        services.AddSingleton(sp => new ImageDecoder(sp.GetRequiredService<IOptions<ImageLimits>>().Value));
+        services.AddSingleton<OnnxSessionFactory>();
+        services.AddSingleton<ModelRuntime>();
+        services.AddHostedService(sp => sp.GetRequiredService<ModelRuntime>());
+        services.AddOptions<FormOptions>().Configure<IOptions<ImageLimits>>((form, limits) => ImageUpload.ConfigureFormOptions(form, limits.Value));
+        return services;
+    }
+}
