@@ -134,11 +134,13 @@ public sealed class ImageDecoder
                 for (var x = 0; x < w; x++)
                 {
                     var p = row[x];
-                    float r = p.R / 65535f, g = p.G / 65535f, b = p.B / 65535f;
+                    // Divide in double so that 8-bit sources land exactly on v / 255 as a float, like torchvision's ToTensor.
+                    float r = (float)(p.R / 65535.0), g = (float)(p.G / 65535.0), b = (float)(p.B / 65535.0);
                     if (channels == 1)
                     {
-                        // ITU-R 601-2 luma, as PIL's convert("L") and torchvision's Grayscale use; alpha is dropped like PIL's convert.
-                        data[(y * w) + x] = (0.299f * r) + (0.587f * g) + (0.114f * b);
+                        // ITU-R 601-2 luma, as PIL's convert("L") and torchvision's Grayscale use; alpha is dropped like
+                        // PIL's convert. Gray sources pass through untouched.
+                        data[(y * w) + x] = p.R == p.G && p.G == p.B ? r : (float)((0.299 * r) + (0.587 * g) + (0.114 * b));
                     }
                     else
                     {

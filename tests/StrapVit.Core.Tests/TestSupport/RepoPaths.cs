@@ -1,0 +1,24 @@
+namespace StrapVit.Core.Tests.TestSupport;
+
+/// <summary>Locates files of the repository (models, samples, fixtures) from the test's output folder.</summary>
+public static class RepoPaths
+{
+    private static readonly Lazy<string> RootPath = new(() =>
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "StrapVitService.sln")))
+        {
+            dir = dir.Parent;
+        }
+
+        return dir?.FullName ?? throw new InvalidOperationException("StrapVitService.sln not found above the test folder.");
+    });
+
+    public static string Root => RootPath.Value;
+
+    public static string DefaultModel => Path.Combine(Root, "models", "fashion-vit-tiny");
+
+    public static string Samples => Path.Combine(Root, "samples");
+
+    public static string Fixture(params string[] parts) => Path.Combine([Root, "tests", "fixtures", .. parts]);
+}
