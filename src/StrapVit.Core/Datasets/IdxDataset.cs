@@ -1,0 +1,88 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+using StrapVit.Core.Imaging;
+
+namespace StrapVit.Core.Datasets;
+
+/// <summary>
+/// A labelled image set in the (optionally gzipped) IDX format of MNIST and Fashion-MNIST: unsigned bytes,
+/// a 16-byte image header (magic 0x803, count, rows, cols) and an 8-byte label header (magic 0x801, count).
+/// </summary>
+public sealed class IdxDataset
+{
+    private IdxDataset(byte[] pixels, byte[] labels, int rows, int cols)
+    {
+        Pixels = pixels;
+        Labels = labels;
+        Rows = rows;
+        Cols = cols;
+    }
+
+    /// <summary>All images back to back, one byte per pixel.</summary>
+    public byte[] Pixels { get; }
+
+    public byte[] Labels { get; }
+
+    public int Rows { get; }
+
+    public int Cols { get; }
+
+    public int Count => Labels.Length;
+
+    public static IdxDataset Load(string imagesPath, string labelsPath)
+    {
+        var images = ReadAll(imagesPath);
+        var labels = ReadAll(labelsPath);
+        if (images.Length < 16 || BinaryPrimitives.ReadInt32BigEndian(images) != 0x803)
+        {
+            throw new InvalidDataException($"{imagesPath} is not an IDX image file.");
+        }
+
+        if (labels.Length < 8 || BinaryPrimitives.ReadInt32BigEndian(labels) != 0x801)
+        {
+            throw new InvalidDataException($"{labelsPath} is not an IDX label file.");
+        }
+
+        var n = BinaryPrimitives.ReadInt32BigEndian(images.AsSpan(4));
+        var rows = BinaryPrimitives.ReadInt32BigEndian(images.AsSpan(8));
+        var cols = BinaryPrimitives.ReadInt32BigEndian(images.AsSpan(12));
+        var m = BinaryPrimitives.ReadInt32BigEndian(labels.AsSpan(4));
+        if (n != m || images.Length != 16 + ((long)n * rows * cols) || labels.Length != 8 + m)
+        {
+            throw new InvalidDataException($"{imagesPath} and {labelsPath} disagree on the number of items or are truncated.");
+        }
+
+        return new IdxDataset(images[16..], labels[8..], rows, cols);
+    }
+
+    /// <summary>Image <paramref name="index"/> as a one-channel tensor in [0, 1].</summary>
+    public ImageTensor Image(int index)
+    {
+        var size = Rows * Cols;
+        var data = new float[size];
+        var src = Pixels.AsSpan(index * size, size);
+        for (var i = 0; i < size; i++)
+        {
+            data[i] = src[i] / 255f;
+        }
+
+        return new ImageTensor(data, 1, Rows, Cols);
+    }
+
+    private static byte[] ReadAll(string path)
+    {
+        using var file = File.OpenRead(path);
+        using var ms = new MemoryStream();
+        if (path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase))
+        {
+            using var gz = new GZipStream(file, CompressionMode.Decompress);
+            gz.CopyTo(ms);
+        }
+        else
+        {
+            file.CopyTo(ms);
+        }
+
+        return ms.ToArray();
+    }
+}
