@@ -3,7 +3,7 @@ using SixLabors.ImageSharp.Formats.Jpeg;
 using SixLabors.ImageSharp.Formats.Png;
 using SixLabors.ImageSharp.PixelFormats;
 using StrapVit.Core.Imaging;
-using StrapVit.Core.Tests.TestSupport;
+using StrapVit.Testing;
 
 namespace StrapVit.Core.Tests.Imaging;
 

@@ -6,8 +6,9 @@ using SixLabors.ImageSharp.Formats.Jpeg;
 using SixLabors.ImageSharp.Formats.Png;
 using SixLabors.ImageSharp.Metadata.Profiles.Exif;
 using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
 
-namespace StrapVit.Core.Tests.TestSupport;
+namespace StrapVit.Testing;
 
 /// <summary>Builds odd but valid, and malformed, image files for decoder tests.</summary>
 public static class TestImages
@@ -34,6 +35,51 @@ public static class TestImages
         }
 
         return img;
+    }
+
+    /// <summary>An 8-bit PNG of a <c>[C, H, W]</c> tensor in [0, 1] (values rounded to 256 levels).</summary>
+    public static byte[] PngFromTensor(float[] data, int channels, int height, int width)
+    {
+        static byte B(float v) => (byte)MathF.Round(Math.Clamp(v, 0f, 1f) * 255f);
+        using var img = new Image<Rgb24>(width, height);
+        var plane = height * width;
+        for (var y = 0; y < height; y++)
+        {
+            for (var x = 0; x < width; x++)
+            {
+                var i = (y * width) + x;
+                img[x, y] = channels == 1
+                    ? new Rgb24(B(data[i]), B(data[i]), B(data[i]))
+                    : new Rgb24(B(data[i]), B(data[plane + i]), B(data[(2 * plane) + i]));
+            }
+        }
+
+        return Png(img);
+    }
+
+    /// <summary>The 8-bit grayscale PNG at <paramref name="path"/> re-encoded with 16 bits per sample.</summary>
+    public static byte[] Png16(string path)
+    {
+        using var img = Image.Load<L16>(path);
+        return Png(img, new PngEncoder { BitDepth = PngBitDepth.Bit16, ColorType = PngColorType.Grayscale });
+    }
+
+    /// <summary>The image at <paramref name="path"/> re-encoded as a palette PNG.</summary>
+    public static byte[] PngPalette(string path)
+    {
+        using var img = Image.Load<Rgba32>(path);
+        return Png(img, new PngEncoder { ColorType = PngColorType.Palette, BitDepth = PngBitDepth.Bit8 });
+    }
+
+    /// <summary>
+    /// The image at <paramref name="path"/> stored rotated 90 degrees counter-clockwise with EXIF orientation 6,
+    /// so it displays upright only if the orientation is honoured.
+    /// </summary>
+    public static byte[] RotatedJpegOf(string path)
+    {
+        using var img = Image.Load<Rgba32>(path);
+        img.Mutate(x => x.Rotate(RotateMode.Rotate270));
+        return JpegWithOrientation(img, 6);
     }
 
     public static byte[] Gif(int frames, int size = 8)

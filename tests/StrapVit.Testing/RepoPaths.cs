@@ -1,4 +1,4 @@
-namespace StrapVit.Core.Tests.TestSupport;
+namespace StrapVit.Testing;
 
 /// <summary>Locates files of the repository (models, samples, fixtures) from the test's output folder.</summary>
 public static class RepoPaths
@@ -19,6 +19,8 @@ public static class RepoPaths
     public static string DefaultModel => Path.Combine(Root, "models", "fashion-vit-tiny");
 
     public static string Samples => Path.Combine(Root, "samples");
+
+    public static string Sample(string name) => Path.Combine(Samples, name);
 
     public static string Fixture(params string[] parts) => Path.Combine([Root, "tests", "fixtures", .. parts]);
 }

@@ -1,0 +1,76 @@
+using System.Net;
+using StrapVit.Api.Tests.Support;
+using StrapVit.Testing;
+
+namespace StrapVit.Api.Tests.Endpoints;
+
+public sealed class OperationsTests(ServiceFactory factory) : IClassFixture<ServiceFactory>
+{
+    private readonly HttpClient _client = factory.CreateClient();
+
+    [Fact]
+    public async Task Model_endpoint_describes_the_embedded_model()
+    {
+        var body = await (await _client.GetAsync("/v1/model")).JsonAsync();
+
+        Assert.Equal("fashion-vit-tiny", body.GetProperty("name").GetString());
+        Assert.Equal(10, body.GetProperty("labels").GetArrayLength());
+        Assert.Equal("T-shirt/top", body.GetProperty("labels")[0].GetString());
+        Assert.Equal(1, body.GetProperty("input").GetProperty("channels").GetInt32());
+        Assert.Equal(28, body.GetProperty("input").GetProperty("height").GetInt32());
+        Assert.Equal(28, body.GetProperty("input").GetProperty("width").GetInt32());
+        Assert.Equal(4, body.GetProperty("patchSize").GetInt32());
+        Assert.Equal("CPUExecutionProvider", body.GetProperty("executionProvider").GetString());
+        Assert.True(body.GetProperty("gradients").TryGetProperty("available", out _));
+    }
+
+    [Theory]
+    [InlineData("/healthz/live")]
+    [InlineData("/healthz/ready")]
+    public async Task Health_endpoints_are_healthy_once_loaded(string path)
+    {
+        using var response = await _client.GetAsync(path);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("Healthy", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task Metrics_expose_model_info_inference_latency_and_outcomes()
+    {
+        await _client.PostAsync("/v1/classify", Http.Multipart(File.ReadAllBytes(RepoPaths.Sample("bag.png"))));
+        await _client.PostAsync("/v1/classify", Http.Raw([1, 2, 3], "image/png"));
+
+        var text = await _client.GetStringAsync("/metrics");
+
+        Assert.Contains("strapvit_model_info{model=\"fashion-vit-tiny\",execution_provider=\"CPUExecutionProvider\"", text, StringComparison.Ordinal);
+        Assert.Contains("strapvit_ready 1", text, StringComparison.Ordinal);
+        Assert.Matches(@"strapvit_inference_duration_seconds_count\{graph=""forward""\} [1-9]", text);
+        Assert.Matches(@"strapvit_requests_total\{endpoint=""classify"",outcome=""success""\} [1-9]", text);
+        Assert.Matches(@"strapvit_requests_total\{endpoint=""classify"",outcome=""client_error""\} [1-9]", text);
+        Assert.Contains("http_request_duration_seconds_bucket", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Swagger_describes_the_upload_so_try_it_out_offers_a_file_picker()
+    {
+        var doc = await (await _client.GetAsync("/swagger/v1/swagger.json")).JsonAsync();
+        var body = doc.GetProperty("paths").GetProperty("/v1/classify").GetProperty("post").GetProperty("requestBody").GetProperty("content");
+        var image = body.GetProperty("multipart/form-data").GetProperty("schema").GetProperty("properties").GetProperty("image");
+
+        Assert.Equal("binary", image.GetProperty("format").GetString());
+        Assert.True(body.TryGetProperty("image/png", out _));
+        Assert.True(doc.GetProperty("paths").TryGetProperty("/v1/model", out _));
+        using var ui = await _client.GetAsync("/swagger/index.html");
+        Assert.Equal(HttpStatusCode.OK, ui.StatusCode);
+    }
+
+    [Fact]
+    public async Task Unknown_routes_are_problem_json()
+    {
+        using var response = await _client.GetAsync("/v1/nope");
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+    }
+}
