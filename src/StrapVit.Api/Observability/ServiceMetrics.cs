@@ -31,6 +31,43 @@ public sealed class ServiceMetrics
         "strapvit_ready",
         "1 when the model is loaded and warmed up, else 0.");
 
+    // Defense and attack metrics: names fixed here (dashboards and alerts in deploy/ use them), observed by those features.
+    private readonly Histogram _defenseDuration = Metrics.CreateHistogram(
+        "strapvit_defense_duration_seconds",
+        "Time the patch defense adds to a classification, by mode.",
+        new HistogramConfiguration { LabelNames = ["mode"], Buckets = Histogram.ExponentialBuckets(0.0001, 2, 16) });
+
+    private readonly Counter _defenseImagesFlagged = Metrics.CreateCounter(
+        "strapvit_defense_images_flagged_total",
+        "Images in which the defense flagged at least one token beyond its minimum K, by mode.",
+        new CounterConfiguration { LabelNames = ["mode"] });
+
+    private readonly Histogram _defenseTokensFlagged = Metrics.CreateHistogram(
+        "strapvit_defense_tokens_flagged",
+        "Tokens flagged (and, in mitigate mode, transformed) per image.",
+        new HistogramConfiguration { Buckets = [0, 1, 2, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256] });
+
+    private readonly Histogram _attackDuration = Metrics.CreateHistogram(
+        "strapvit_attack_duration_seconds",
+        "Wall time of adversarial-example generation, by attack.",
+        new HistogramConfiguration { LabelNames = ["attack"], Buckets = Histogram.ExponentialBuckets(0.001, 2, 18) });
+
+    private readonly Histogram _attackIterations = Metrics.CreateHistogram(
+        "strapvit_attack_iterations",
+        "Gradient iterations an attack used, by attack.",
+        new HistogramConfiguration { LabelNames = ["attack"], Buckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000] });
+
+    private readonly Counter _attacks = Metrics.CreateCounter(
+        "strapvit_attacks_total",
+        "Finished attacks by attack and outcome (success, failure, rejected, canceled, error).",
+        new CounterConfiguration { LabelNames = ["attack", "outcome"] });
+
+    public static readonly string[] DefenseModes = ["detect", "mitigate"];
+
+    public static readonly string[] AttackNames = ["fgsm", "pgd", "deepfool", "patch", "universal_patch"];
+
+    public static readonly string[] AttackOutcomes = ["success", "failure", "rejected", "canceled", "error"];
+
     public static readonly string[] Outcomes = ["success", "client_error", "server_error", "canceled"];
 
     public ServiceMetrics()
@@ -42,12 +79,48 @@ public sealed class ServiceMetrics
         }
 
         _inferenceDuration.WithLabels("forward");
+        foreach (var mode in DefenseModes)
+        {
+            _defenseDuration.WithLabels(mode);
+            _defenseImagesFlagged.WithLabels(mode);
+        }
+
+        foreach (var attack in AttackNames)
+        {
+            _attackDuration.WithLabels(attack);
+            _attackIterations.WithLabels(attack);
+            foreach (var outcome in AttackOutcomes)
+            {
+                _attacks.WithLabels(attack, outcome);
+            }
+        }
+
         _ready.Set(0);
     }
 
     public void ObserveInference(string graph, TimeSpan elapsed) => _inferenceDuration.WithLabels(graph).Observe(elapsed.TotalSeconds);
 
     public void CountRequest(string endpoint, string outcome) => _requests.WithLabels(endpoint, outcome).Inc();
+
+    public void ObserveDefense(string mode, TimeSpan elapsed, int tokensFlagged, bool imageFlagged)
+    {
+        _defenseDuration.WithLabels(mode).Observe(elapsed.TotalSeconds);
+        _defenseTokensFlagged.Observe(tokensFlagged);
+        if (imageFlagged)
+        {
+            _defenseImagesFlagged.WithLabels(mode).Inc();
+        }
+    }
+
+    public void ObserveAttack(string attack, string outcome, TimeSpan elapsed, int iterations)
+    {
+        _attacks.WithLabels(attack, outcome).Inc();
+        if (outcome is "success" or "failure")
+        {
+            _attackDuration.WithLabels(attack).Observe(elapsed.TotalSeconds);
+            _attackIterations.WithLabels(attack).Observe(iterations);
+        }
+    }
 
     public void SetModelInfo(string model, string executionProvider, string sha256)
     {
