@@ -23,7 +23,7 @@ public sealed class ModelPackageTests
         Assert.Equal(32, model.GetProperty("input").GetProperty("height").GetInt32());
         Assert.Equal(8, model.GetProperty("patchSize").GetInt32());
 
-        foreach (var sample in reference.GetProperty("samples").EnumerateArray())
+        foreach (var sample in reference.GetProperty("images").EnumerateArray())
         {
             var pixels = sample.GetProperty("pixels").EnumerateArray().Select(v => v.GetSingle()).ToArray();
             var logits = sample.GetProperty("logits").EnumerateArray().Select(v => v.GetSingle()).ToArray();
