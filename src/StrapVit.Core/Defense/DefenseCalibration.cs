@@ -1,0 +1,94 @@
+using System.Text.Json;
+using StrapVit.Core.Imaging;
+using StrapVit.Core.Inference;
+using StrapVit.Core.Models;
+
+namespace StrapVit.Core.Defense;
+
+/// <summary>
+/// The clean reference the defense compares against, computed once per model from clean images and stored as
+/// <see cref="FileName"/> beside the package (or in the cache folder under the model's hash).
+/// Token part (needs a tokens tensor): per patch-token position, the mean channel distribution q_t =
+/// mean softmax(z_t / T), the mean token c_t, the mean L2 norm, and a quantile of the clean JSD scores.
+/// Pixel part (any model): per patch position, the mean pixel histogram, the mean pixel value and a score quantile.
+/// </summary>
+public sealed record DefenseCalibration
+{
+    public const string FileName = "defense-calibration.json";
+
+    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+
+    public required string ModelSha256 { get; init; }
+
+    public required int Images { get; init; }
+
+    /// <summary>Quantile of the clean scores stored as each position's threshold.</summary>
+    public required double Quantile { get; init; }
+
+    public TokenReference? Tokens { get; init; }
+
+    public required PixelReference Pixels { get; init; }
+
+    public void Save(string path)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        File.WriteAllText(path, JsonSerializer.Serialize(this, Json));
+    }
+
+    /// <exception cref="ModelPackageException">The file is unreadable or belongs to another model.</exception>
+    public static DefenseCalibration Load(string path, ModelPackage package)
+    {
+        DefenseCalibration? calibration;
+        try
+        {
+            calibration = JsonSerializer.Deserialize<DefenseCalibration>(File.ReadAllText(path), Json);
+        }
+        catch (JsonException ex)
+        {
+            throw new ModelPackageException($"Defense calibration '{path}' is not valid: {ex.Message}", ex);
+        }
+
+        if (calibration is null || calibration.ModelSha256 != package.Sha256)
+        {
+            throw new ModelPackageException($"Defense calibration '{path}' was made for another model.onnx (hash mismatch); run the calibrate verb again.");
+        }
+
+        return calibration;
+    }
+
+    /// <summary>Where the calibration of <paramref name="package"/> is looked for, in order.</summary>
+    public static IEnumerable<string> CandidatePaths(ModelPackage package, string? cacheDirectory)
+    {
+        yield return Path.Combine(package.Directory, FileName);
+        if (!string.IsNullOrWhiteSpace(cacheDirectory))
+        {
+            yield return Path.Combine(cacheDirectory, package.Sha256, FileName);
+        }
+    }
+
+    /// <summary>Computes the reference from clean images (all of the model's input size and channels).</summary>
+    public static DefenseCalibration Compute(
+        ModelPackage package, TokenSpaceModel? tokens, IReadOnlyList<ImageTensor> images, double temperature, int histogramBins, double quantile)
+    {
+        if (images.Count < 10)
+        {
+            throw new ArgumentException("At least 10 clean images are needed to calibrate.", nameof(images));
+        }
+
+        return new DefenseCalibration
+        {
+            ModelSha256 = package.Sha256,
+            Images = images.Count,
+            Quantile = quantile,
+            Tokens = tokens is null ? null : TokenReference.Compute(tokens, images, temperature, quantile),
+            Pixels = PixelReference.Compute(package.Manifest, images, histogramBins, quantile),
+        };
+    }
+
+    internal static float QuantileOf(List<double> values, double q)
+    {
+        values.Sort();
+        var i = (int)Math.Clamp(Math.Ceiling(q * values.Count) - 1, 0, values.Count - 1);
+        return (float)values[i];
+    }
+}

@@ -1,0 +1,82 @@
+namespace StrapVit.Core.Defense;
+
+/// <summary>Which realisation of the patch defense runs.</summary>
+public enum DefenseVariant
+{
+    /// <summary>Token space when the model has a tokens tensor and a calibration, else pixel space.</summary>
+    Auto,
+
+    /// <summary>STRAP-ViT proper: JSD over token embeddings, randomized transforms of flagged tokens.</summary>
+    Token,
+
+    /// <summary>Model-agnostic: JSD over per-patch pixel histograms, randomized transforms of flagged patches' pixels.</summary>
+    Pixel,
+}
+
+/// <summary>Token-space transforms of STRAP-ViT's mitigation phase.</summary>
+[Flags]
+public enum TokenTransforms
+{
+    None = 0,
+
+    /// <summary>Project onto the L2 ball of the clean token norm at that position.</summary>
+    LpProjection = 1,
+
+    /// <summary><c>z ← c + α (z − c)</c> toward the clean centre c.</summary>
+    AffineShrink = 2,
+
+    /// <summary>Divide the token's deviation from its channel mean by τ &gt; 1: the channel softmax at temperature T becomes the one at T·τ.</summary>
+    Temperature = 4,
+
+    All = LpProjection | AffineShrink | Temperature,
+}
+
+/// <summary>Configuration section <c>Defense</c>. Defaults were chosen on the calibration images, not the reported test images.</summary>
+public sealed class DefenseOptions
+{
+    public const string SectionName = "Defense";
+
+    public DefenseVariant Variant { get; set; } = DefenseVariant.Auto;
+
+    /// <summary>Minimum number of tokens flagged (and transformed) per image: the paper's K.</summary>
+    public int MinTokens { get; set; } = 4;
+
+    /// <summary>A token is also flagged when its score exceeds <c>ThresholdScale</c> x the clean quantile at its position.</summary>
+    public double ThresholdScale { get; set; } = 1.0;
+
+    /// <summary>Softmax temperature T turning a token into a distribution over its channels.</summary>
+    public double Temperature { get; set; } = 1.0;
+
+    /// <summary>Transforms the random subset is drawn from.</summary>
+    public TokenTransforms Transforms { get; set; } = TokenTransforms.All;
+
+    /// <summary>Range of the shrinkage factor α, drawn uniformly per token.</summary>
+    public double ShrinkMin { get; set; }
+
+    /// <summary>Upper end of α.</summary>
+    public double ShrinkMax { get; set; } = 0.3;
+
+    /// <summary>Range of the temperature-scaling factor τ, drawn uniformly per token.</summary>
+    public double TemperatureScaleMin { get; set; } = 2.0;
+
+    /// <summary>Upper end of τ.</summary>
+    public double TemperatureScaleMax { get; set; } = 4.0;
+
+    /// <summary>Bins of the per-patch pixel histograms of the pixel-space variant.</summary>
+    public int PixelHistogramBins { get; set; } = 16;
+
+    /// <summary>Pixel-space variant: a patch is flagged when its JSD distance to the image's histogram exceeds this.</summary>
+    public double PixelThreshold { get; set; } = 0.6;
+
+    /// <summary>Returns the first problem with these options, or null.</summary>
+    public string? Validate() =>
+        MinTokens < 0 ? "Defense:MinTokens must be >= 0."
+        : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."
+        : !(Temperature > 0) ? "Defense:Temperature must be > 0."
+        : Transforms == TokenTransforms.None ? "Defense:Transforms must name at least one transform."
+        : !(ShrinkMin >= 0 && ShrinkMin <= ShrinkMax && ShrinkMax < 1) ? "Defense:ShrinkMin..ShrinkMax must satisfy 0 <= min <= max < 1."
+        : !(TemperatureScaleMin >= 1 && TemperatureScaleMin <= TemperatureScaleMax) ? "Defense:TemperatureScaleMin..Max must satisfy 1 <= min <= max."
+        : PixelHistogramBins is < 2 or > 256 ? "Defense:PixelHistogramBins must be in [2, 256]."
+        : !(PixelThreshold > 0) ? "Defense:PixelThreshold must be > 0."
+        : null;
+}

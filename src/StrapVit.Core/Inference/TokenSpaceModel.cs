@@ -1,0 +1,91 @@
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using StrapVit.Core.Models;
+using StrapVit.Core.Onnx;
+
+namespace StrapVit.Core.Inference;
+
+/// <summary>
+/// The model split at its token tensor (<see cref="TokenGraphSplitter"/>): one session embeds pixels into tokens
+/// <c>[N, T, D]</c>, another runs the encoder and head on (possibly rewritten) tokens. Thread-safe like the sessions.
+/// </summary>
+public sealed class TokenSpaceModel : IDisposable
+{
+    private readonly OrtSession _embed;
+    private readonly OrtSession _encode;
+
+    /// <exception cref="ModelPackageException">The package has no tokens tensor, or the split fails.</exception>
+    public TokenSpaceModel(ModelPackage package, OnnxSessionFactory factory)
+    {
+        var tokens = package.Manifest.Tokens
+            ?? throw new ModelPackageException("model.json has no 'tokens' entry, so the model cannot be split into embedding and encoder.");
+        var split = TokenGraphSplitter.Split(ForwardGraph.LoadNormalized(package), tokens.Tensor);
+        Manifest = package.Manifest;
+        _embed = factory.Create(split.Embedding.ToByteArray(), "token embedding");
+        try
+        {
+            _encode = factory.Create(split.Encoder.ToByteArray(), "token encoder");
+        }
+        catch
+        {
+            _embed.Dispose();
+            throw;
+        }
+
+        var probe = Embed(new float[Manifest.Input.Size], 1);
+        GridRows = Manifest.Input.Height / Manifest.PatchSize;
+        GridCols = Manifest.Input.Width / Manifest.PatchSize;
+        HasClassToken = tokens.ClassToken;
+        TokenCount = GridRows * GridCols + (HasClassToken ? 1 : 0);
+        if (probe.Length % TokenCount != 0)
+        {
+            throw new ModelPackageException(
+                $"tokens.tensor '{tokens.Tensor}' has {probe.Length} values per image, not a multiple of the {TokenCount} tokens that patchSize {Manifest.PatchSize} and classToken imply.");
+        }
+
+        Dim = probe.Length / TokenCount;
+    }
+
+    public ModelManifest Manifest { get; }
+
+    /// <summary>Tokens per image, the class token included.</summary>
+    public int TokenCount { get; }
+
+    /// <summary>Channels per token.</summary>
+    public int Dim { get; }
+
+    public bool HasClassToken { get; }
+
+    /// <summary>Index of the first patch token (1 after a class token).</summary>
+    public int FirstPatchToken => HasClassToken ? 1 : 0;
+
+    public int GridRows { get; }
+
+    public int GridCols { get; }
+
+    /// <summary>Tokens <c>[N, T, D]</c> of <paramref name="batch"/> images in [0, 1] pixel space.</summary>
+    public float[] Embed(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions = null)
+    {
+        var input = Manifest.Input;
+        return Run(_embed, ForwardGraph.PixelInput, pixels, [batch, input.Channels, input.Height, input.Width], TokenGraphSplitter.TokensName, runOptions);
+    }
+
+    /// <summary>Logits <c>[N, K]</c> from tokens <c>[N, T, D]</c>.</summary>
+    public float[] Encode(ReadOnlySpan<float> tokens, int batch, RunOptions? runOptions = null) =>
+        Run(_encode, TokenGraphSplitter.TokensName, tokens, [batch, TokenCount, Dim], ForwardGraph.LogitsOutput, runOptions);
+
+    private static float[] Run(OrtSession session, string inputName, ReadOnlySpan<float> data, long[] shape, string outputName, RunOptions? runOptions)
+    {
+        var buffer = data.ToArray();
+        using var tensor = OrtValue.CreateTensorValueFromMemory(buffer, shape);
+        using var ro = runOptions is null ? new RunOptions() : null;
+        using var results = session.Session.Run(runOptions ?? ro!, [inputName], [tensor], [outputName]);
+        return results[0].GetTensorDataAsSpan<float>().ToArray();
+    }
+
+    public void Dispose()
+    {
+        _embed.Dispose();
+        _encode.Dispose();
+    }
+}
