@@ -62,9 +62,12 @@ public sealed record DefenseCalibration
         yield return Path.Combine(package.Directory, FileName);
         if (!string.IsNullOrWhiteSpace(cacheDirectory))
         {
-            yield return Path.Combine(cacheDirectory, package.Sha256, FileName);
+            yield return Path.Combine(cacheDirectory, CacheFileName(package));
         }
     }
+
+    /// <summary>File name in the shared cache folder, keyed by the model hash.</summary>
+    public static string CacheFileName(ModelPackage package) => $"{package.Sha256}.{FileName}";
 
     /// <summary>Computes the reference from clean images (all of the model's input size and channels).</summary>
     public static DefenseCalibration Compute(

@@ -30,5 +30,18 @@ public sealed record DefenseReport(
     int Seed,
     double ElapsedMs);
 
-/// <summary>Logits after the defense, with its report.</summary>
-public sealed record DefendedLogits(float[] Logits, DefenseReport Report);
+/// <summary>
+/// Logits after the defense, with its report, and every patch's score and effective threshold
+/// (row-major over the patch grid) for heatmaps.
+/// </summary>
+public sealed record DefendedLogits(float[] Logits, DefenseReport Report, double[] Scores, double[] Thresholds);
+
+/// <summary>A defense in front of the classifier: scores patches, flags, optionally transforms, then classifies.</summary>
+public interface IPatchDefense
+{
+    /// <summary>"token" or "pixel".</summary>
+    string Variant { get; }
+
+    /// <summary>Runs <paramref name="batch"/> images (back to back in <paramref name="pixels"/>), image i with seed <c>seeds[i]</c>.</summary>
+    DefendedLogits[] Run(ReadOnlySpan<float> pixels, int batch, DefenseMode mode, IReadOnlyList<int> seeds, Microsoft.ML.OnnxRuntime.RunOptions? runOptions = null);
+}

@@ -1,0 +1,45 @@
+using StrapVit.Core.Inference;
+using StrapVit.Core.Models;
+
+namespace StrapVit.Core.Defense;
+
+/// <summary>The defense chosen for a model, or why none could be set up.</summary>
+public sealed record DefenseSetup(IPatchDefense? Defense, string? UnavailableReason, DefenseCalibration? Calibration) : IDisposable
+{
+    /// <summary>The split model the token variant owns, if any.</summary>
+    internal TokenSpaceModel? TokenModel { get; init; }
+
+    public void Dispose() => TokenModel?.Dispose();
+}
+
+/// <summary>Finds the calibration for a package and builds the configured defense variant over it.</summary>
+public static class DefenseLoader
+{
+    public static DefenseSetup Create(
+        ModelPackage package, VitClassifier classifier, OnnxSessionFactory sessions, DefenseOptions options, string? cacheDirectory)
+    {
+        var path = DefenseCalibration.CandidatePaths(package, cacheDirectory).FirstOrDefault(File.Exists);
+        if (path is null)
+        {
+            return new DefenseSetup(null,
+                $"No {DefenseCalibration.FileName} for this model (looked beside the package and in the cache); run `strapvit calibrate <model-dir> --images <folder>`.",
+                null);
+        }
+
+        var calibration = DefenseCalibration.Load(path, package);
+        var wantToken = options.Variant == DefenseVariant.Token
+            || (options.Variant == DefenseVariant.Auto && package.Manifest.Tokens is not null && calibration.Tokens is not null);
+        if (!wantToken)
+        {
+            return new DefenseSetup(new PixelPatchDefense(classifier, calibration.Pixels, options), null, calibration);
+        }
+
+        if (calibration.Tokens is null)
+        {
+            return new DefenseSetup(null, "Defense:Variant is Token but the calibration has no token reference (the package has no tokens tensor?).", calibration);
+        }
+
+        var tokenModel = new TokenSpaceModel(package, sessions);
+        return new DefenseSetup(new TokenPatchDefense(tokenModel, calibration.Tokens, options), null, calibration) { TokenModel = tokenModel };
+    }
+}
