@@ -1,0 +1,48 @@
+namespace StrapVit.Benchmarks;
+
+/// <summary>One benchmark case: a model package and a batch size. ToString is BenchmarkDotNet's column text.</summary>
+public sealed record BenchCase(string Model, string PackageDir, int Batch)
+{
+    public override string ToString() => $"{Model} x{Batch}";
+}
+
+/// <summary>Which packages exist on this machine: the embedded model, and the exports of tools/gradients/export_vit_b16.py.</summary>
+public static class BenchModels
+{
+    public static string RepoRoot { get; } = FindRoot();
+
+    /// <summary>Cache for the built gradient graphs (ignored by git), so each case builds ViT-B/16's graph once.</summary>
+    public static string CacheDir => Path.Combine(RepoRoot, "tools", "gradients", "out", "cache");
+
+    public static IEnumerable<BenchCase> Available()
+    {
+        var embedded = Path.Combine(RepoRoot, "models", "fashion-vit-tiny");
+        var tiny = Path.Combine(RepoRoot, "tools", "gradients", "out", "tiny");
+        var b16 = Path.Combine(RepoRoot, "tools", "gradients", "out", "vit-b16");
+        var only = Environment.GetEnvironmentVariable("STRAPVIT_BENCH_MODELS")?.Split(',');
+        (string Name, string Dir, int[] Batches)[] all =
+        [
+            ("fashion-vit-tiny", embedded, [1, 32]),
+            ("tiny-seeded", tiny, [1, 32]),
+            ("vit-b16", b16, [1, 8]),
+        ];
+        foreach (var (name, dir, batches) in all)
+        {
+            if (!File.Exists(Path.Combine(dir, "model.onnx")) || (only is not null && !only.Contains(name))) continue;
+            foreach (var batch in batches) yield return new BenchCase(name, dir, batch);
+        }
+    }
+
+    private static string FindRoot()
+    {
+        foreach (var start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                if (File.Exists(Path.Combine(dir.FullName, "StrapVitService.sln"))) return dir.FullName;
+            }
+        }
+
+        throw new InvalidOperationException("Run the benchmarks from inside the repository (StrapVitService.sln not found).");
+    }
+}
