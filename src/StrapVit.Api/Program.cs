@@ -1,4 +1,5 @@
 using Serilog;
+using StrapVit.Api.Defense;
 using StrapVit.Api.Endpoints;
 using StrapVit.Api.Hosting;
 
@@ -13,6 +14,7 @@ app.UseStrapVitPipeline();
 app.MapStrapVitOperations();
 app.MapModelEndpoints();
 app.MapClassifyEndpoints();
+app.MapDefenseEndpoints();
 app.Run();
 
 /// <summary>Entry point, public for WebApplicationFactory.</summary>

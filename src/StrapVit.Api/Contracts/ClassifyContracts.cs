@@ -1,3 +1,4 @@
+using StrapVit.Core.Defense;
 using StrapVit.Core.Inference;
 
 namespace StrapVit.Api.Contracts;
@@ -8,7 +9,7 @@ namespace StrapVit.Api.Contracts;
 /// <param name="TimingsMs">Wall time of each stage in milliseconds (decode, defense, inference, total).</param>
 public sealed record ClassifyResponse(
     IReadOnlyList<Prediction> Predictions,
-    object? Defense,
+    DefenseReport? Defense,
     IReadOnlyDictionary<string, double> TimingsMs);
 
 /// <summary>Answer of <c>GET /v1/model</c>.</summary>
@@ -18,7 +19,11 @@ public sealed record ModelInfoResponse(
     ModelInputInfo Input,
     int PatchSize,
     string ExecutionProvider,
-    GradientAvailability Gradients);
+    GradientAvailability Gradients,
+    DefenseAvailability Defense);
+
+/// <summary>Whether the patch defense runs for this model, which variant, and if not, why.</summary>
+public sealed record DefenseAvailability(bool Available, string? Variant, string DefaultMode, string? Error);
 
 /// <summary>Input layout: images are resized to height x width and converted to this many channels.</summary>
 public sealed record ModelInputInfo(int Channels, int Height, int Width);

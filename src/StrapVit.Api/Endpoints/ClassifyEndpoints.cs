@@ -4,7 +4,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Contracts;
-using StrapVit.Api.Errors;
+using StrapVit.Api.Defense;
 using StrapVit.Api.Hosting;
 using StrapVit.Api.Observability;
 using StrapVit.Api.Uploads;
@@ -20,6 +20,7 @@ public static partial class ClassifyEndpoints
     public static IEndpointRouteBuilder MapClassifyEndpoints(this IEndpointRouteBuilder app)
     {
         app.MapPost("/v1/classify", Classify)
+            .AddEndpointFilter<PatchDefenseFilter>()
             .WithName("Classify")
             .WithTags("Classification")
             .WithSummary("Classify an image")
@@ -32,13 +33,14 @@ public static partial class ClassifyEndpoints
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
             .ProducesProblem(StatusCodes.Status429TooManyRequests)
-            .ProducesProblem(StatusCodes.Status501NotImplemented);
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         return app;
     }
 
     /// <param name="request">The HTTP request carrying the image.</param>
     /// <param name="topK">How many classes to return, most probable first (default 5).</param>
-    /// <param name="defense">off | detect | mitigate.</param>
+    /// <param name="defense">off | detect | mitigate (default mitigate): the STRAP-ViT patch defense in front of the classifier.</param>
+    /// <param name="seed">Seed of the defense's randomized transforms (default: a fresh one, reported back).</param>
     /// <param name="runtime">The loaded model.</param>
     /// <param name="decoder">Image decoding with limits.</param>
     /// <param name="limits">Image limits.</param>
@@ -50,6 +52,7 @@ public static partial class ClassifyEndpoints
         HttpRequest request,
         string? topK,
         string? defense,
+        string? seed,
         ModelRuntime runtime,
         ImageDecoder decoder,
         IOptions<ImageLimits> limits,
@@ -61,13 +64,7 @@ public static partial class ClassifyEndpoints
         var total = Stopwatch.StartNew();
         var classifier = runtime.Classifier;
         var k = QueryParsing.ParseInt(topK, "topK", Math.Min(5, classifier.ClassCount), 1, Math.Min(requestLimits.Value.MaxTopK, classifier.ClassCount));
-        var mode = QueryParsing.ParseDefense(defense, DefenseMode.Off);
-        if (mode != DefenseMode.Off)
-        {
-            throw new ProblemException(StatusCodes.Status501NotImplemented, "Defense not available yet",
-                $"defense={mode.ToString().ToLowerInvariant()} is not implemented in this version; use defense=off.");
-        }
-
+        var selection = DefenseSelection.From(request.HttpContext);
         var upload = await ImageUpload.ReadAsync(request, limits.Value, ct);
         var decodeWatch = Stopwatch.StartNew();
         var input = classifier.Manifest.Input;
@@ -76,21 +73,29 @@ public static partial class ClassifyEndpoints
 
         using var runOptions = new RunOptions();
         using var cancel = ct.Register(() => runOptions.Terminate = true);
-        var result = classifier.Classify(image, k, runOptions);
-        metrics.ObserveInference("forward", TimeSpan.FromMilliseconds(result.InferenceMs));
+        var result = DefendedClassification.Run(runtime, metrics, image, k, selection, runOptions);
 
         var totalMs = total.Elapsed.TotalMilliseconds;
+        var top = result.Predictions[0];
         LogClassified(loggerFactory.CreateLogger("StrapVit.Api.Classify"), upload.Bytes.Length,
-            Convert.ToHexStringLower(SHA256.HashData(upload.Bytes))[..16], result.Top.Label, result.Top.Probability, totalMs);
-        return TypedResults.Ok(new ClassifyResponse(result.Predictions, null, new Dictionary<string, double>
+            Convert.ToHexStringLower(SHA256.HashData(upload.Bytes))[..16], top.Label, top.Probability,
+            result.Defense?.Report.FlaggedTokens.Count ?? 0, totalMs);
+        var timings = new Dictionary<string, double>
         {
             ["decode"] = Math.Round(decodeMs, 3),
             ["inference"] = Math.Round(result.InferenceMs, 3),
             ["total"] = Math.Round(totalMs, 3),
-        }));
+        };
+        if (result.Defense is not null)
+        {
+            // With the token defense, embedding, scoring, transforms and encoder are one stage: "inference" includes "defense".
+            timings["defense"] = Math.Round(result.DefenseMs, 3);
+        }
+
+        return TypedResults.Ok(new ClassifyResponse(result.Predictions, result.Defense?.Report, timings));
     }
 
     [LoggerMessage(Level = LogLevel.Information,
-        Message = "Classified {ImageBytes}-byte image {ImageSha256} as {Label} (p={Probability:F3}) in {ElapsedMs:F2} ms")]
-    private static partial void LogClassified(ILogger logger, int imageBytes, string imageSha256, string label, float probability, double elapsedMs);
+        Message = "Classified {ImageBytes}-byte image {ImageSha256} as {Label} (p={Probability:F3}, {TokensFlagged} tokens flagged) in {ElapsedMs:F2} ms")]
+    private static partial void LogClassified(ILogger logger, int imageBytes, string imageSha256, string label, float probability, int tokensFlagged, double elapsedMs);
 }

@@ -1,5 +1,7 @@
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
 using StrapVit.Api.Contracts;
+using StrapVit.Api.Defense;
 using StrapVit.Api.Hosting;
 
 namespace StrapVit.Api.Endpoints;
@@ -16,7 +18,7 @@ public static class ModelEndpoints
         return app;
     }
 
-    internal static Ok<ModelInfoResponse> GetModel(ModelRuntime runtime)
+    internal static Ok<ModelInfoResponse> GetModel(ModelRuntime runtime, IOptions<DefenseEndpointOptions> defense)
     {
         var classifier = runtime.Classifier;
         var m = classifier.Manifest;
@@ -26,6 +28,8 @@ public static class ModelEndpoints
             new ModelInputInfo(m.Input.Channels, m.Input.Height, m.Input.Width),
             m.PatchSize,
             classifier.ExecutionProvider,
-            runtime.Gradients));
+            runtime.Gradients,
+            new DefenseAvailability(runtime.Defense is not null, runtime.Defense?.Variant,
+                defense.Value.DefaultMode.ToString().ToLowerInvariant(), runtime.DefenseUnavailable)));
     }
 }

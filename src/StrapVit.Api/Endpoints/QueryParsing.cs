@@ -1,14 +1,7 @@
 using StrapVit.Api.Errors;
+using StrapVit.Core.Defense;
 
 namespace StrapVit.Api.Endpoints;
-
-/// <summary>The <c>defense</c> query parameter.</summary>
-public enum DefenseMode
-{
-    Off,
-    Detect,
-    Mitigate,
-}
 
 internal static class QueryParsing
 {

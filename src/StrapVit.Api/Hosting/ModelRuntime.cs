@@ -1,6 +1,8 @@
 using Microsoft.Extensions.Options;
 using StrapVit.Api.Contracts;
 using StrapVit.Api.Observability;
+using StrapVit.Core.Defense;
+using StrapVit.Core.Gradients;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
 
@@ -13,26 +15,44 @@ namespace StrapVit.Api.Hosting;
 public sealed partial class ModelRuntime(
     IOptions<ModelOptions> modelOptions,
     IOptions<InferenceOptions> inferenceOptions,
+    IOptions<DefenseOptions> defenseOptions,
     OnnxSessionFactory sessionFactory,
     ServiceMetrics metrics,
+    ILoggerFactory loggerFactory,
     ILogger<ModelRuntime> logger) : IHostedService, IDisposable
 {
     private VitClassifier? _classifier;
+    private DefenseSetup? _defense;
+    private GradientRunner? _gradientRunner;
 
     /// <summary>The classifier; throws until start-up has loaded it.</summary>
     public VitClassifier Classifier => _classifier ?? throw new InvalidOperationException("The model is not loaded yet.");
 
     public bool IsReady => _classifier is not null;
 
+    /// <summary>The patch defense in front of the classifier, or null when it could not be set up (see <see cref="DefenseUnavailable"/>).</summary>
+    public IPatchDefense? Defense => _defense?.Defense;
+
+    /// <summary>Why the defense is unavailable, or null.</summary>
+    public string? DefenseUnavailable => _defense?.UnavailableReason ?? (_defense is null ? "The model is not loaded yet." : null);
+
+    /// <summary>Folder for artefacts derived from the model (gradient graphs, calibration).</summary>
+    public string CacheDirectory { get; } = ModelCache.Resolve(modelOptions.Value.CacheDirectory);
+
     /// <summary>Whether gradient graphs (attacks, saliency) are available for the loaded model.</summary>
     public GradientAvailability Gradients { get; private set; } =
-        new(false, "Gradient graphs are not built by this version of the service yet.");
+        new(false, "The model is not loaded yet.");
+
+    /// <summary>The gradient graphs' runner (attacks, saliency), or null when they could not be built (see <see cref="Gradients"/>).</summary>
+    public GradientRunner? GradientRunner => _gradientRunner;
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
         var started = TimeProvider.System.GetTimestamp();
         var package = ModelPackage.Load(modelOptions.Value.Path);
         _classifier = new VitClassifier(package, sessionFactory, inferenceOptions.Value);
+        _defense = LoadDefense(package, _classifier);
+        Gradients = LoadGradients(package);
         metrics.SetModelInfo(package.Manifest.Name, _classifier.ExecutionProvider, package.Sha256);
         LogLoaded(logger, package.Manifest.Name, package.Directory, package.Sha256[..12], _classifier.ExecutionProvider,
             TimeProvider.System.GetElapsedTime(started).TotalMilliseconds);
@@ -41,7 +61,67 @@ public sealed partial class ModelRuntime(
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public void Dispose() => _classifier?.Dispose();
+    public void Dispose()
+    {
+        _defense?.Dispose();
+        _gradientRunner?.Dispose();
+        _classifier?.Dispose();
+    }
+
+    private DefenseSetup LoadDefense(ModelPackage package, VitClassifier classifier)
+    {
+        try
+        {
+            var setup = DefenseLoader.Create(package, classifier, sessionFactory, defenseOptions.Value, CacheDirectory);
+            if (setup.Defense is { } defense)
+            {
+                LogDefenseReady(logger, defense.Variant, defenseOptions.Value.MinTokens, setup.Calibration!.Images);
+            }
+            else
+            {
+                LogDefenseUnavailable(logger, setup.UnavailableReason!);
+            }
+
+            return setup;
+        }
+        catch (ModelPackageException ex)
+        {
+            // A bad calibration file disables the defense; classification itself still works.
+            LogDefenseUnavailable(logger, ex.Message);
+            return new DefenseSetup(null, ex.Message, null);
+        }
+    }
+
+    private GradientAvailability LoadGradients(ModelPackage package)
+    {
+        var started = TimeProvider.System.GetTimestamp();
+        try
+        {
+            var graphs = new GradientGraphs(CacheDirectory, loggerFactory.CreateLogger<GradientGraphs>());
+            _gradientRunner = GradientRunner.Create(package, graphs, sessionFactory);
+            LogGradientsReady(logger, _gradientRunner.ExecutionProvider, TimeProvider.System.GetElapsedTime(started).TotalMilliseconds);
+            return new GradientAvailability(true, null);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // Attacks and saliency need the gradient graphs; classification does not. Report and carry on.
+            var reason = ex.Message.Split('\n')[0].Trim();
+            LogGradientsUnavailable(logger, ex.GetType().Name, reason);
+            return new GradientAvailability(false, reason);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Gradient graphs ready on {ExecutionProvider} in {ElapsedMs:F0} ms")]
+    private static partial void LogGradientsReady(ILogger logger, string executionProvider, double elapsedMs);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Gradient graphs unavailable (attacks and saliency disabled): {ErrorType}: {Reason}")]
+    private static partial void LogGradientsUnavailable(ILogger logger, string errorType, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Patch defense ready: {Variant} space, K={MinTokens}, calibrated on {Images} clean images")]
+    private static partial void LogDefenseReady(ILogger logger, string variant, int minTokens, int images);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Patch defense unavailable: {Reason}")]
+    private static partial void LogDefenseUnavailable(ILogger logger, string reason);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "Model {ModelName} loaded from {ModelPath} (sha256 {ModelHash}) on {ExecutionProvider}, warmed up in {ElapsedMs:F0} ms")]

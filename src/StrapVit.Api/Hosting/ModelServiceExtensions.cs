@@ -1,6 +1,8 @@
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using StrapVit.Api.Uploads;
+using StrapVit.Api.Defense;
+using StrapVit.Core.Defense;
 using StrapVit.Core.Imaging;
 using StrapVit.Core.Inference;
 
@@ -27,6 +29,10 @@ public static class ModelServiceExtensions
             .Validate(o => o.MaxConcurrentInferences >= 1 && o.InferenceQueueLength >= 0 && o.MaxTopK >= 1,
                 "Limits must be positive.")
             .ValidateOnStart();
+
+        services.AddOptions<DefenseOptions>().Bind(configuration.GetSection(DefenseOptions.SectionName)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<DefenseOptions>, DefenseOptionsValidator>();
+        services.AddOptions<DefenseEndpointOptions>().Bind(configuration.GetSection(DefenseOptions.SectionName));
 
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<InferenceOptions>>().Value);
         services.AddSingleton(sp => new ImageDecoder(sp.GetRequiredService<IOptions<ImageLimits>>().Value));

@@ -25,5 +25,7 @@ public sealed class RequestOutcomeMiddleware(RequestDelegate next, ServiceMetric
     }
 
     private static string? EndpointOf(PathString path) =>
-        path.StartsWithSegments("/v1/classify", StringComparison.OrdinalIgnoreCase) ? "classify" : null;
+        path.StartsWithSegments("/v1/classify", StringComparison.OrdinalIgnoreCase) ? "classify"
+        : path.StartsWithSegments("/v1/defense", StringComparison.OrdinalIgnoreCase) ? "defense"
+        : null;
 }

@@ -68,14 +68,19 @@ public sealed class ServiceMetrics
 
     public static readonly string[] AttackOutcomes = ["success", "failure", "rejected", "canceled", "error"];
 
+    public static readonly string[] Endpoints = ["classify", "defense"];
+
     public static readonly string[] Outcomes = ["success", "client_error", "server_error", "canceled"];
 
     public ServiceMetrics()
     {
         // Publish the zero series up front so dashboards and alerts see them before the first request.
-        foreach (var outcome in Outcomes)
+        foreach (var endpoint in Endpoints)
         {
-            _requests.WithLabels("classify", outcome);
+            foreach (var outcome in Outcomes)
+            {
+                _requests.WithLabels(endpoint, outcome);
+            }
         }
 
         _inferenceDuration.WithLabels("forward");

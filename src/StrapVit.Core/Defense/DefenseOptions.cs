@@ -31,7 +31,10 @@ public enum TokenTransforms
     All = LpProjection | AffineShrink | Temperature,
 }
 
-/// <summary>Configuration section <c>Defense</c>. Defaults were chosen on the calibration images, not the reported test images.</summary>
+/// <summary>
+/// Configuration section <c>Defense</c>. Defaults were chosen on the calibration images, not the reported test images.
+/// The softmax temperature T and the histogram bins are fixed when calibrating (they shape the clean reference).
+/// </summary>
 public sealed class DefenseOptions
 {
     public const string SectionName = "Defense";
@@ -43,9 +46,6 @@ public sealed class DefenseOptions
 
     /// <summary>A token is also flagged when its score exceeds <c>ThresholdScale</c> x the clean quantile at its position.</summary>
     public double ThresholdScale { get; set; } = 1.0;
-
-    /// <summary>Softmax temperature T turning a token into a distribution over its channels.</summary>
-    public double Temperature { get; set; } = 1.0;
 
     /// <summary>Transforms the random subset is drawn from.</summary>
     public TokenTransforms Transforms { get; set; } = TokenTransforms.All;
@@ -62,21 +62,12 @@ public sealed class DefenseOptions
     /// <summary>Upper end of τ.</summary>
     public double TemperatureScaleMax { get; set; } = 4.0;
 
-    /// <summary>Bins of the per-patch pixel histograms of the pixel-space variant.</summary>
-    public int PixelHistogramBins { get; set; } = 16;
-
-    /// <summary>Pixel-space variant: a patch is flagged when its JSD distance to the image's histogram exceeds this.</summary>
-    public double PixelThreshold { get; set; } = 0.6;
-
     /// <summary>Returns the first problem with these options, or null.</summary>
     public string? Validate() =>
         MinTokens < 0 ? "Defense:MinTokens must be >= 0."
         : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."
-        : !(Temperature > 0) ? "Defense:Temperature must be > 0."
         : Transforms == TokenTransforms.None ? "Defense:Transforms must name at least one transform."
         : !(ShrinkMin >= 0 && ShrinkMin <= ShrinkMax && ShrinkMax < 1) ? "Defense:ShrinkMin..ShrinkMax must satisfy 0 <= min <= max < 1."
         : !(TemperatureScaleMin >= 1 && TemperatureScaleMin <= TemperatureScaleMax) ? "Defense:TemperatureScaleMin..Max must satisfy 1 <= min <= max."
-        : PixelHistogramBins is < 2 or > 256 ? "Defense:PixelHistogramBins must be in [2, 256]."
-        : !(PixelThreshold > 0) ? "Defense:PixelThreshold must be > 0."
         : null;
 }

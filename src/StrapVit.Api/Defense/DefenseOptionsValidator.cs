@@ -1,0 +1,11 @@
+using Microsoft.Extensions.Options;
+using StrapVit.Core.Defense;
+
+namespace StrapVit.Api.Defense;
+
+/// <summary>Start-up validation of <see cref="DefenseOptions"/> with the option's own message.</summary>
+public sealed class DefenseOptionsValidator : IValidateOptions<DefenseOptions>
+{
+    public ValidateOptionsResult Validate(string? name, DefenseOptions options) =>
+        options.Validate() is { } problem ? ValidateOptionsResult.Fail(problem) : ValidateOptionsResult.Success;
+}

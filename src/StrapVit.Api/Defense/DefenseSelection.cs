@@ -1,0 +1,57 @@
+using Microsoft.Extensions.Options;
+using StrapVit.Api.Endpoints;
+using StrapVit.Core.Defense;
+
+namespace StrapVit.Api.Defense;
+
+/// <summary>Configuration section <c>Defense</c>, the HTTP side: what a request gets when it names no mode.</summary>
+public sealed class DefenseEndpointOptions
+{
+    public DefenseMode DefaultMode { get; set; } = DefenseMode.Mitigate;
+}
+
+/// <summary>The defense a request asked for (query <c>defense</c>, <c>seed</c>), resolved by <see cref="PatchDefenseFilter"/>.</summary>
+/// <param name="Mode">off, detect or mitigate.</param>
+/// <param name="Seed">Seed of the randomized transforms: the client's, or a fresh one that the report returns.</param>
+/// <param name="Explicit">Whether the client named the mode (a default falls back to off when the defense is unavailable).</param>
+public sealed record DefenseSelection(DefenseMode Mode, int Seed, bool Explicit)
+{
+    private static readonly object Key = new();
+
+    public static DefenseSelection From(HttpContext context) =>
+        context.Items[Key] as DefenseSelection ?? throw new InvalidOperationException("The endpoint is not behind PatchDefenseFilter.");
+
+    internal void Store(HttpContext context) => context.Items[Key] = this;
+}
+
+/// <summary>
+/// The defense's place in the request pipeline: an endpoint filter in front of every classification endpoint. It
+/// resolves the requested mode (default: mitigate) and seed before the body is read, so a bad value costs nothing,
+/// and refuses an explicit detect/mitigate with 503 when the model has no defense.
+/// </summary>
+public sealed class PatchDefenseFilter(IOptions<DefenseEndpointOptions> options) : IEndpointFilter
+{
+    public ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
+    {
+        var http = context.HttpContext;
+        var query = http.Request.Query;
+        var requested = query["defense"].ToString();
+        var mode = QueryParsing.ParseDefense(requested, options.Value.DefaultMode);
+        var seed = QueryParsing.ParseInt(query["seed"].ToString(), "seed", Random.Shared.Next(), 0, int.MaxValue);
+        var runtime = http.RequestServices.GetRequiredService<Hosting.ModelRuntime>();
+        var explicitMode = !string.IsNullOrEmpty(requested);
+        if (mode != DefenseMode.Off && runtime.Defense is null)
+        {
+            if (explicitMode)
+            {
+                throw new Errors.ProblemException(StatusCodes.Status503ServiceUnavailable, "Defense unavailable",
+                    $"defense={requested} cannot run for this model: {runtime.DefenseUnavailable}");
+            }
+
+            mode = DefenseMode.Off;
+        }
+
+        new DefenseSelection(mode, seed, explicitMode).Store(http);
+        return next(context);
+    }
+}
