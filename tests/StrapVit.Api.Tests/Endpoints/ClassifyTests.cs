@@ -70,17 +70,6 @@ public sealed class ClassifyTests(ServiceFactory factory) : IClassFixture<Servic
         Assert.Contains(parameter, problem.GetProperty("title").GetString(), StringComparison.Ordinal);
     }
 
-    [Theory]
-    [InlineData("detect")]
-    [InlineData("mitigate")]
-    public async Task Defense_modes_say_honestly_that_they_are_not_available(string mode)
-    {
-        using var response = await _client.PostAsync($"/v1/classify?defense={mode}", Http.Multipart(File.ReadAllBytes(RepoPaths.Sample("bag.png"))));
-
-        var problem = await response.AssertProblemAsync(501);
-        Assert.Contains("not implemented", problem.GetProperty("detail").GetString(), StringComparison.OrdinalIgnoreCase);
-    }
-
     public static TheoryData<string, Func<HttpContent>, int> MalformedUploads => new()
     {
         { "empty raw body", () => Http.Raw([], "image/png"), 400 },

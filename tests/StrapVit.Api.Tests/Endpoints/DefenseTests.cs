@@ -1,0 +1,129 @@
+using System.Net;
+using System.Text.Json;
+using SixLabors.ImageSharp;
+using StrapVit.Api.Tests.Support;
+using StrapVit.Testing;
+
+namespace StrapVit.Api.Tests.Endpoints;
+
+/// <summary>The STRAP-ViT defense in front of classification: modes, report, seeding, inspection.</summary>
+public sealed class DefenseTests(ServiceFactory factory) : IClassFixture<ServiceFactory>
+{
+    private readonly HttpClient _client = factory.CreateClient();
+
+    private static byte[] Bag => File.ReadAllBytes(RepoPaths.Sample("bag.png"));
+
+    [Fact]
+    public async Task The_defense_mitigates_by_default_and_reports_what_it_did()
+    {
+        using var response = await _client.PostAsync("/v1/classify?seed=42", Http.Multipart(Bag));
+
+        var body = await response.JsonAsync();
+        var defense = body.GetProperty("defense");
+        Assert.Equal("mitigate", defense.GetProperty("mode").GetString());
+        Assert.Equal("token", defense.GetProperty("variant").GetString());
+        Assert.Equal(42, defense.GetProperty("seed").GetInt32());
+        var k = defense.GetProperty("k").GetInt32();
+        var flagged = defense.GetProperty("flaggedTokens").EnumerateArray().ToArray();
+        Assert.True(flagged.Length >= k && k >= 1, $"{flagged.Length} flagged with K={k}");
+        foreach (var token in flagged)
+        {
+            var index = token.GetProperty("index").GetInt32();
+            Assert.Equal(index / 7, token.GetProperty("row").GetInt32());
+            Assert.Equal(index % 7, token.GetProperty("col").GetInt32());
+            Assert.InRange(token.GetProperty("score").GetDouble(), 0, Math.Sqrt(Math.Log(2)));
+        }
+
+        var transforms = defense.GetProperty("transforms").EnumerateArray().ToArray();
+        Assert.Equal(flagged.Length, transforms.Length);
+        Assert.All(transforms, t => Assert.InRange(t.GetProperty("ops").GetArrayLength(), 1, 3));
+        Assert.True(body.GetProperty("timingsMs").GetProperty("defense").GetDouble() > 0);
+        Assert.Equal("Bag", body.GetProperty("predictions")[0].GetProperty("label").GetString());
+    }
+
+    [Fact]
+    public async Task The_same_seed_gives_the_same_answer()
+    {
+        using var a = await _client.PostAsync("/v1/classify?seed=7&topK=10", Http.Multipart(Bag));
+        using var b = await _client.PostAsync("/v1/classify?seed=7&topK=10", Http.Multipart(Bag));
+
+        var ja = await a.JsonAsync();
+        var jb = await b.JsonAsync();
+        Assert.Equal(ja.GetProperty("predictions").GetRawText(), jb.GetProperty("predictions").GetRawText());
+        Assert.Equal(ja.GetProperty("defense").GetProperty("transforms").GetRawText(), jb.GetProperty("defense").GetProperty("transforms").GetRawText());
+    }
+
+    [Fact]
+    public async Task Detect_flags_but_classifies_the_untouched_image()
+    {
+        using var off = await _client.PostAsync("/v1/classify?defense=off&topK=10", Http.Multipart(Bag));
+        using var detect = await _client.PostAsync("/v1/classify?defense=detect&topK=10", Http.Multipart(Bag));
+
+        var plain = (await off.JsonAsync()).GetProperty("predictions").EnumerateArray().ToArray();
+        var body = await detect.JsonAsync();
+        var detected = body.GetProperty("predictions").EnumerateArray().ToArray();
+        Assert.Equal("detect", body.GetProperty("defense").GetProperty("mode").GetString());
+        Assert.Equal(0, body.GetProperty("defense").GetProperty("transforms").GetArrayLength());
+        for (var i = 0; i < plain.Length; i++)
+        {
+            Assert.Equal(plain[i].GetProperty("index").GetInt32(), detected[i].GetProperty("index").GetInt32());
+            Assert.Equal(plain[i].GetProperty("probability").GetDouble(), detected[i].GetProperty("probability").GetDouble(), 4);
+        }
+    }
+
+    [Theory]
+    [InlineData("seed=-1", "seed")]
+    [InlineData("seed=x", "seed")]
+    [InlineData("defense=on", "defense")]
+    public async Task Bad_defense_parameters_are_400(string query, string parameter)
+    {
+        using var response = await _client.PostAsync($"/v1/classify?{query}", Http.Multipart(Bag));
+
+        var problem = await response.AssertProblemAsync(400);
+        Assert.Contains(parameter, problem.GetProperty("title").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Inspect_returns_scores_thresholds_and_a_heatmap()
+    {
+        using var response = await _client.PostAsync("/v1/defense/inspect", Http.Multipart(Bag));
+
+        var body = await response.JsonAsync();
+        Assert.Equal(7, body.GetProperty("rows").GetInt32());
+        Assert.Equal(7, body.GetProperty("cols").GetInt32());
+        Assert.Equal(49, body.GetProperty("scores").GetArrayLength());
+        Assert.Equal(49, body.GetProperty("thresholds").GetArrayLength());
+        Assert.Equal("detect", body.GetProperty("report").GetProperty("mode").GetString());
+        var png = Convert.FromBase64String(body.GetProperty("heatmapPng").GetString()!);
+        var info = Image.Identify(png);
+        Assert.True(info.Width >= 224 && info.Height >= 224);
+    }
+
+    [Fact]
+    public async Task Inspect_answers_a_png_when_asked()
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/defense/inspect") { Content = Http.Multipart(Bag) };
+        request.Headers.Accept.ParseAdd("image/png");
+
+        using var response = await _client.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("image/png", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal(0x89, (await response.Content.ReadAsByteArrayAsync())[0]);
+    }
+
+    [Fact]
+    public async Task Model_endpoint_and_metrics_report_the_defense()
+    {
+        await _client.PostAsync("/v1/classify", Http.Multipart(Bag));
+
+        var model = await (await _client.GetAsync("/v1/model")).JsonAsync();
+        var metrics = await _client.GetStringAsync("/metrics");
+
+        Assert.True(model.GetProperty("defense").GetProperty("available").GetBoolean());
+        Assert.Equal("token", model.GetProperty("defense").GetProperty("variant").GetString());
+        Assert.Equal(JsonValueKind.Null, model.GetProperty("defense").GetProperty("error").ValueKind);
+        Assert.Matches(@"strapvit_defense_duration_seconds_count\{mode=""mitigate""\} [1-9]", metrics);
+        Assert.Matches(@"strapvit_defense_tokens_flagged_count [1-9]", metrics);
+    }
+}
