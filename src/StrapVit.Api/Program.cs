@@ -1,12 +1,15 @@
 using Serilog;
+using StrapVit.Api.Attacks;
 using StrapVit.Api.Defense;
 using StrapVit.Api.Endpoints;
+using StrapVit.Api.Explain;
 using StrapVit.Api.Hosting;
 
 var builder = WebApplication.CreateBuilder(args);
 builder.AddStrapVitLogging();
 builder.Services.AddStrapVitModel(builder.Configuration);
 builder.Services.AddStrapVitApi();
+builder.Services.AddStrapVitAttacks(builder.Configuration);
 
 var app = builder.Build();
 app.UseSerilogRequestLogging();
@@ -14,6 +17,8 @@ app.UseStrapVitPipeline();
 app.MapStrapVitOperations();
 app.MapModelEndpoints();
 app.MapClassifyEndpoints();
+app.MapAttackEndpoints();
+app.MapSaliencyEndpoints();
 app.MapDefenseEndpoints();
 app.Run();
 

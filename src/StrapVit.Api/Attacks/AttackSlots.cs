@@ -13,11 +13,12 @@ public sealed class AttackSlots(IOptions<AttackOptions> options, ServiceMetrics 
     private readonly SemaphoreSlim slots = new(options.Value.MaxConcurrentAttacks, options.Value.MaxConcurrentAttacks);
 
     /// <summary>Takes a slot or throws the 429 problem; dispose the result to give it back.</summary>
-    public IDisposable Enter(string attack)
+    /// <param name="attack">The attack's metric name, or null for work that is not an attack (saliency).</param>
+    public IDisposable Enter(string? attack)
     {
         if (!slots.Wait(0))
         {
-            metrics.ObserveAttack(attack, "rejected", TimeSpan.Zero, 0);
+            if (attack is not null) metrics.ObserveAttack(attack, "rejected", TimeSpan.Zero, 0);
             throw new ProblemException(StatusCodes.Status429TooManyRequests, "Too many attacks",
                 $"{options.Value.MaxConcurrentAttacks} attack or saliency requests are already running; retry after the number of seconds in Retry-After.")
             {

@@ -1,0 +1,48 @@
+using Microsoft.Extensions.Options;
+using StrapVit.Api.Errors;
+using StrapVit.Api.Hosting;
+using StrapVit.Api.Observability;
+using StrapVit.Core.Attacks;
+using StrapVit.Core.Imaging;
+
+namespace StrapVit.Api.Attacks;
+
+/// <summary>What the gradient endpoints (attacks, saliency, patch jobs) share, injected as one parameter.</summary>
+public sealed class AttackServices(
+    ModelRuntime runtime,
+    ImageDecoder decoder,
+    IOptions<ImageLimits> imageLimits,
+    IOptions<AttackOptions> options,
+    AttackSlots slots,
+    ServiceMetrics metrics,
+    ILogger<AttackServices> logger)
+{
+    public ModelRuntime Runtime { get; } = runtime;
+
+    public ImageDecoder Decoder { get; } = decoder;
+
+    public ImageLimits ImageLimits => imageLimits.Value;
+
+    public AttackOptions Options => options.Value;
+
+    public AttackSlots Slots { get; } = slots;
+
+    public ServiceMetrics Metrics { get; } = metrics;
+
+    public ILogger Logger { get; } = logger;
+
+    /// <summary>The served model with gradients, or the 503 problem saying why there are none.</summary>
+    public IDifferentiableClassifier Model()
+    {
+        if (Runtime.GradientRunner is not { } runner)
+        {
+            throw new ProblemException(StatusCodes.Status503ServiceUnavailable, "Gradients unavailable",
+                $"This model's gradient graphs could not be built, so attacks and saliency are unavailable: {Runtime.Gradients.Error ?? "unknown reason"}")
+            {
+                RetryAfterSeconds = 60,
+            };
+        }
+
+        return new OnnxDifferentiableClassifier(runner, Runtime.Classifier, Options.MaxBatchSize);
+    }
+}
