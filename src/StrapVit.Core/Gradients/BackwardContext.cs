@@ -19,6 +19,7 @@ internal sealed class BackwardContext
     private readonly Dictionary<string, TensorProto> constantNodes;
     private readonly HashSet<string> usedNames;
     private readonly Dictionary<string, List<string>> contributions = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, List<Piece>> pieces = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> constantCache = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> shapeCache = new(StringComparer.Ordinal);
     private int counter;
@@ -91,14 +92,56 @@ internal sealed class BackwardContext
         list.Add(grad);
     }
 
+    /// <summary>
+    /// A contribution that covers only <c>[start, start + length)</c> of <paramref name="tensor"/> along
+    /// <paramref name="axis"/> (Gather of one index, Slice, chunk). When the pieces of a tensor tile that axis, as
+    /// q/k/v picked from one fused projection do, they are joined with one Concat instead of zero-padding each to
+    /// full size and summing.
+    /// </summary>
+    public void AccumulatePiece(string tensor, string grad, int axis, long start, long length)
+    {
+        if (!IsDiff(tensor)) return;
+        if (!pieces.TryGetValue(tensor, out var list))
+        {
+            pieces[tensor] = list = [];
+        }
+
+        list.Add(new Piece(grad, axis, start, length));
+    }
+
     /// <summary>The total cotangent of a tensor: its only contribution, or one Sum of all of them.</summary>
     public string? Finalize(string tensor)
     {
+        if (pieces.Remove(tensor, out var parts)) JoinPieces(tensor, parts);
         if (!contributions.TryGetValue(tensor, out var list) || list.Count == 0) return null;
         if (list.Count == 1) return list[0];
         var sum = Emit("Sum", list);
         contributions[tensor] = [sum];
         return sum;
+    }
+
+    private sealed record Piece(string Grad, int Axis, long Start, long Length);
+
+    private void JoinPieces(string tensor, List<Piece> parts)
+    {
+        var dims = DimsOf(tensor);
+        var sorted = parts.OrderBy(p => p.Start).ToList();
+        var axis = sorted[0].Axis;
+        var tiles = sorted.All(p => p.Axis == axis) && sorted[0].Start == 0 && sorted[^1].Start + sorted[^1].Length == dims.AtA[axis]
+            && sorted.Zip(sorted.Skip(1)).All(pair => pair.First.Start + pair.First.Length == pair.Second.Start);
+        if (tiles)
+        {
+            Accumulate(tensor, sorted.Count == 1 ? sorted[0].Grad : Emit("Concat", sorted.Select(p => p.Grad), OnnxProto.IntAttr("axis", axis)));
+            return;
+        }
+
+        foreach (var p in parts)
+        {
+            var pads = new long[2 * dims.Rank];
+            pads[p.Axis] = p.Start;
+            pads[dims.Rank + p.Axis] = dims.AtA[p.Axis] - p.Start - p.Length;
+            Accumulate(tensor, Pad(p.Grad, pads));
+        }
     }
 
     // ---- emission ----
@@ -160,6 +203,30 @@ internal sealed class BackwardContext
         tensor.Name = Fresh("grad/const");
         graph.Initializer.Add(tensor);
         return tensor.Name;
+    }
+
+    /// <summary>A new initializer holding the transpose of 2-D float initializer <paramref name="name"/>, or null when
+    /// <paramref name="name"/> is not one (computed or pixel-dependent tensors).</summary>
+    public string? TransposedInitializer(string name)
+    {
+        if (IsDiff(name)) return null;
+        var key = "T:" + name;
+        if (constantCache.TryGetValue(key, out var cached)) return cached;
+        var init = graph.Initializer.FirstOrDefault(i => i.Name == name);
+        if (init is null || init.Dims.Count != 2 || init.DataType != OnnxProto.Float) return null;
+        var values = OnnxProto.ReadFloats(init);
+        var (rows, cols) = ((int)init.Dims[0], (int)init.Dims[1]);
+        if (values is null || values.Length != rows * cols) return null;
+        var transposed = new float[values.Length];
+        for (var r = 0; r < rows; r++)
+        {
+            for (var c = 0; c < cols; c++)
+            {
+                transposed[(c * rows) + r] = values[(r * cols) + c];
+            }
+        }
+
+        return constantCache[key] = FloatConstant([cols, rows], transposed);
     }
 
     // ---- shape helpers ----

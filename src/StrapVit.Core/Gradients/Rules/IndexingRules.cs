@@ -55,6 +55,7 @@ internal static class IndexingRules
             : Enumerable.Range(0, starts.Length).Select(i => (long)i).ToArray();
         var steps = node.Input.Count > 4 && node.Input[4].Length > 0 ? ctx.IntsOf(node.Input[4], "steps") : null;
         var pads = new long[2 * dx.Rank];
+        var cutAxes = new List<int>();
         for (var j = 0; j < starts.Length; j++)
         {
             if (steps is not null && steps[j] != 1) throw ctx.Fail($"step {steps[j]} is not supported (only unit steps)");
@@ -74,6 +75,14 @@ internal static class IndexingRules
             if (endA <= startA) return; // empty slice: nothing flows back
             pads[axis] = startA;
             pads[dx.Rank + axis] = dx.AtA[axis] - endA;
+            if (endA - startA != dx.AtA[axis]) cutAxes.Add(axis);
+        }
+
+        if (cutAxes.Count == 1)
+        {
+            var axis = cutAxes[0];
+            ctx.AccumulatePiece(x, grads[0]!, axis, pads[axis], dx.AtA[axis] - pads[axis] - pads[dx.Rank + axis]);
+            return;
         }
 
         ctx.Accumulate(x, ctx.Pad(grads[0]!, pads));
@@ -99,12 +108,9 @@ internal static class IndexingRules
         if (di.HasBatchDim) throw ctx.Fail("its indices change with the batch size");
         var dim = dx.AtA[axis];
         var values = ctx.IntsOf(indices, "indices").Select(v => v < 0 ? v + dim : v).ToArray();
-        var pads = new long[2 * dx.Rank];
         if (di.Rank == 0)
         {
-            pads[axis] = values[0];
-            pads[dx.Rank + axis] = dim - values[0] - 1;
-            ctx.Accumulate(x, ctx.Pad(ctx.Unsqueeze(g, axis), pads));
+            ctx.AccumulatePiece(x, ctx.Unsqueeze(g, axis), axis, values[0], 1);
             return;
         }
 
@@ -112,9 +118,7 @@ internal static class IndexingRules
         var flat = di.Rank == 1 ? g : ctx.ReshapeTo(g, dx.Select(d => { var c = (long[])d.Clone(); c[axis] = k; return c; }), null);
         if (values.Select((v, j) => v - j).Distinct().Count() == 1)
         {
-            pads[axis] = values[0];
-            pads[dx.Rank + axis] = dim - values[0] - k;
-            ctx.Accumulate(x, ctx.Pad(flat, pads));
+            ctx.AccumulatePiece(x, flat, axis, values[0], k);
             return;
         }
 

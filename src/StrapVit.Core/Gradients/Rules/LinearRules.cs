@@ -43,7 +43,10 @@ internal static class LinearRules
 
         if (ctx.IsDiff(a))
         {
-            var ga2 = ctx.Emit("MatMul", [g2, ctx.Transpose(b2, SwapLastTwo(rankB2))]);
+            // A constant 2-D weight is transposed once, at build time: ONNX Runtime prepacks constant MatMul
+            // weights, which it does not do for a Transpose node (nor for the FusedMatMul it would fuse it into).
+            var bT = !bVec && db.Rank == 2 ? ctx.TransposedInitializer(b) : null;
+            var ga2 = ctx.Emit("MatMul", [g2, bT ?? ctx.Transpose(b2, SwapLastTwo(rankB2))]);
             var dims = dy2.Select(d => [.. d[..^1], k]);
             ctx.Accumulate(a, ctx.ReduceTo(ga2, dims, da, a));
         }
