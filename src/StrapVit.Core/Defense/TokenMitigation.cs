@@ -14,32 +14,95 @@ public static class TokenMitigation
     /// <summary>Rewrites <paramref name="token"/> in place and returns the names of the transforms applied.</summary>
     public static string[] Apply(Span<float> token, ReadOnlySpan<float> center, float cleanNorm, DefenseOptions options, Random rng)
     {
+        var steps = Draw(options, rng);
+        Apply(token, center, cleanNorm, steps);
+        return steps.Select(s => s.Op).ToArray();
+    }
+
+    /// <summary>Draws a uniformly random non-empty subset of the enabled transforms, its order and its parameters.</summary>
+    public static MitigationStep[] Draw(DefenseOptions options, Random rng)
+    {
         var enabled = new List<string>(3);
         if (options.Transforms.HasFlag(TokenTransforms.LpProjection)) enabled.Add(Lp);
         if (options.Transforms.HasFlag(TokenTransforms.AffineShrink)) enabled.Add(Shrink);
         if (options.Transforms.HasFlag(TokenTransforms.Temperature)) enabled.Add(Temperature);
 
-        // A uniformly random non-empty subset, then a random order.
         var mask = rng.Next(1, 1 << enabled.Count);
         var chosen = enabled.Where((_, i) => (mask & (1 << i)) != 0).ToArray();
         rng.Shuffle(chosen);
-        foreach (var op in chosen)
+        return chosen.Select(op => new MitigationStep(op, op switch
         {
-            switch (op)
+            Shrink => options.ShrinkMin + (rng.NextDouble() * (options.ShrinkMax - options.ShrinkMin)),
+            Temperature => options.TemperatureScaleMin + (rng.NextDouble() * (options.TemperatureScaleMax - options.TemperatureScaleMin)),
+            _ => 0,
+        })).ToArray();
+    }
+
+    /// <summary>Applies drawn <paramref name="steps"/> in order.</summary>
+    public static void Apply(Span<float> token, ReadOnlySpan<float> center, float cleanNorm, IReadOnlyList<MitigationStep> steps)
+    {
+        foreach (var step in steps)
+        {
+            switch (step.Op)
             {
                 case Lp:
                     ProjectL2(token, cleanNorm);
                     break;
                 case Shrink:
-                    ShrinkToward(token, center, options.ShrinkMin + (rng.NextDouble() * (options.ShrinkMax - options.ShrinkMin)));
+                    ShrinkToward(token, center, step.Parameter);
                     break;
                 default:
-                    ScaleTemperature(token, options.TemperatureScaleMin + (rng.NextDouble() * (options.TemperatureScaleMax - options.TemperatureScaleMin)));
+                    ScaleTemperature(token, step.Parameter);
                     break;
             }
         }
+    }
 
-        return chosen;
+    /// <summary>
+    /// The exact vector-Jacobian product of <see cref="Apply(Span{float}, ReadOnlySpan{float}, float, IReadOnlyList{MitigationStep})"/>
+    /// at <paramref name="input"/>: turns dL/d(output token) in <paramref name="grad"/> into dL/d(input token).
+    /// Used by the adaptive (EOT) attacker, who knows the defense and differentiates through it.
+    /// </summary>
+    public static void Backward(ReadOnlySpan<float> input, ReadOnlySpan<float> center, float cleanNorm, IReadOnlyList<MitigationStep> steps, Span<float> grad)
+    {
+        // Replay forward, keeping each step's input (only the projection's Jacobian depends on it).
+        var states = new float[steps.Count][];
+        var z = input.ToArray();
+        for (var s = 0; s < steps.Count; s++)
+        {
+            states[s] = (float[])z.Clone();
+            Apply(z, center, cleanNorm, [steps[s]]);
+        }
+
+        for (var s = steps.Count - 1; s >= 0; s--)
+        {
+            switch (steps[s].Op)
+            {
+                case Lp:
+                    // z' = r z / |z| outside the ball: J = (r / |z|)(I - u u^T), u = z / |z|; identity inside.
+                    var x = states[s];
+                    var norm = Math.Sqrt(x.Sum(v => (double)v * v));
+                    if (norm > cleanNorm && norm > 0)
+                    {
+                        double dot = 0;
+                        for (var i = 0; i < grad.Length; i++) dot += grad[i] * (x[i] / norm);
+                        for (var i = 0; i < grad.Length; i++) grad[i] = (float)(cleanNorm / norm * (grad[i] - (x[i] / norm * dot)));
+                    }
+
+                    break;
+                case Shrink:
+                    for (var i = 0; i < grad.Length; i++) grad[i] = (float)(grad[i] * steps[s].Parameter);
+                    break;
+                default:
+                    // z' = mean + (z - mean) / tau: J = I / tau + (1 - 1/tau) 11^T / D, symmetric.
+                    var tau = steps[s].Parameter;
+                    double mean = 0;
+                    foreach (var g in grad) mean += g;
+                    mean /= grad.Length;
+                    for (var i = 0; i < grad.Length; i++) grad[i] = (float)((grad[i] / tau) + ((1 - (1 / tau)) * mean));
+                    break;
+            }
+        }
     }
 
     /// <summary>Projects onto the L2 ball of radius <paramref name="radius"/> (no change inside it).</summary>
@@ -90,3 +153,6 @@ public static class TokenMitigation
         }
     }
 }
+
+/// <summary>One drawn transform: its name and parameter (α for the shrink, τ for the temperature, unused for the projection).</summary>
+public readonly record struct MitigationStep(string Op, double Parameter);

@@ -117,4 +117,31 @@ public sealed class TokenMitigationTests
             Assert.Equal([TokenMitigation.Shrink], TokenMitigation.Apply(Outlier(), Center, CleanNorm, options, rng));
         }
     }
+
+    [Theory]
+    [InlineData("lp_projection,affine_shrink,temperature")]
+    [InlineData("temperature,lp_projection")]
+    [InlineData("affine_shrink")]
+    public void Backward_matches_central_finite_differences(string ops)
+    {
+        var steps = ops.Split(',').Select(op => new MitigationStep(op, op == TokenMitigation.Shrink ? 0.4 : 2.5)).ToArray();
+        var rng = new Random(5);
+        var z = Outlier();
+        var g = Enumerable.Range(0, Dim).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+        var v = Enumerable.Range(0, Dim).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+
+        var back = (float[])g.Clone();
+        TokenMitigation.Backward(z, Center, CleanNorm, steps, back);
+        var analytic = back.Zip(v, (a, b) => (double)a * b).Sum();
+
+        double F(float sign)
+        {
+            var x = z.Select((zi, i) => zi + (sign * 1e-2f * v[i])).ToArray();
+            TokenMitigation.Apply(x, Center, CleanNorm, steps);
+            return x.Zip(g, (a, b) => (double)a * b).Sum();
+        }
+
+        var numeric = (F(1) - F(-1)) / 2e-2;
+        Assert.Equal(numeric, analytic, 2);
+    }
 }
