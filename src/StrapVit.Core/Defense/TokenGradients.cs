@@ -1,0 +1,104 @@
+using Google.Protobuf;
+using Onnx;
+using StrapVit.Core.Gradients;
+using StrapVit.Core.Inference;
+using StrapVit.Core.Models;
+using StrapVit.Core.Onnx;
+
+namespace StrapVit.Core.Defense;
+
+/// <summary>
+/// Gradient graphs of the two halves of the split model, for an attacker who differentiates through the token
+/// defense: the encoder's cross-entropy/VJP with respect to the tokens, and the embedding's VJP with respect to the
+/// pixels. The gradient builder wants an image-shaped input and an <c>[N, K]</c> output, so the encoder is given a
+/// <c>[N, 1, T, D]</c> input reshaped to tokens and the embedding's <c>[N, T, D]</c> output is flattened to
+/// <c>[N, T·D]</c>; both reshapes are exact.
+/// </summary>
+public sealed class TokenGradients : IDisposable
+{
+    private const string TokenImage = "token_image";
+    private const string FlatTokens = "tokens_flat";
+
+    private TokenGradients(GradientRunner encoder, GradientRunner embedding)
+    {
+        Encoder = encoder;
+        Embedding = embedding;
+    }
+
+    /// <summary>Encoder: input <c>[N, 1, T, D]</c> tokens, output logits.</summary>
+    public GradientRunner Encoder { get; }
+
+    /// <summary>Embedding: input pixels, output <c>[N, T·D]</c> tokens (use its VJP).</summary>
+    public GradientRunner Embedding { get; }
+
+    public static TokenGradients Create(ModelPackage package, TokenSpaceModel model, OnnxSessionFactory sessions)
+    {
+        var tokens = package.Manifest.Tokens ?? throw new ModelPackageException("model.json has no 'tokens' entry.");
+        var split = TokenGraphSplitter.Split(ForwardGraph.LoadNormalized(package), tokens.Tensor);
+        var builder = new GradientGraphBuilder();
+        var encoder = WrapEncoder(split.Encoder, model.TokenCount, model.Dim);
+        var embedding = WrapEmbedding(split.Embedding, model.TokenCount, model.Dim);
+        var encoderRunner = GradientRunner.Create(
+            builder.Build(encoder, GradientObjective.CrossEntropy).ToByteArray(),
+            builder.Build(encoder, GradientObjective.Vjp).ToByteArray(),
+            sessions);
+        try
+        {
+            var vjp = builder.Build(embedding, GradientObjective.Vjp).ToByteArray();
+            // The embedding has no classes; its "cross-entropy" graph is never run, the VJP graph stands in for it.
+            return new TokenGradients(encoderRunner, GradientRunner.Create(vjp, vjp, sessions));
+        }
+        catch
+        {
+            encoderRunner.Dispose();
+            throw;
+        }
+    }
+
+    private static ModelProto WrapEncoder(ModelProto encoder, int t, int d)
+    {
+        var model = encoder.Clone();
+        var graph = model.Graph;
+        var shape = $"strapvit_token_shape";
+        graph.Initializer.Add(Int64Tensor(shape, [-1, t, d]));
+        graph.Node.Insert(0, ForwardGraph.Node("Reshape", [TokenImage, shape], [TokenGraphSplitter.TokensName], "strapvit_token_image_to_tokens"));
+        graph.Input.Clear();
+        graph.Input.Add(FloatInput(TokenImage, ["N", 1, t, d]));
+        return model;
+    }
+
+    private static ModelProto WrapEmbedding(ModelProto embedding, int t, int d)
+    {
+        var model = embedding.Clone();
+        var graph = model.Graph;
+        var shape = "strapvit_flat_shape";
+        graph.Initializer.Add(Int64Tensor(shape, [-1, (long)t * d]));
+        graph.Node.Add(ForwardGraph.Node("Reshape", [TokenGraphSplitter.TokensName, shape], [FlatTokens], "strapvit_tokens_flatten"));
+        graph.Output.Clear();
+        graph.Output.Add(FloatInput(FlatTokens, ["N", (long)t * d]));
+        return model;
+    }
+
+    private static ValueInfoProto FloatInput(string name, object[] dims) => new()
+    {
+        Name = name,
+        Type = new TypeProto
+        {
+            TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = ForwardGraph.Shape(dims) },
+        },
+    };
+
+    private static TensorProto Int64Tensor(string name, long[] values)
+    {
+        var tensor = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Int64 };
+        tensor.Dims.Add(values.Length);
+        tensor.Int64Data.AddRange(values);
+        return tensor;
+    }
+
+    public void Dispose()
+    {
+        Encoder.Dispose();
+        Embedding.Dispose();
+    }
+}
