@@ -19,6 +19,7 @@ app.MapModelEndpoints();
 app.MapClassifyEndpoints();
 app.MapAttackEndpoints();
 app.MapSaliencyEndpoints();
+app.MapPatchJobEndpoints();
 app.MapDefenseEndpoints();
 app.Run();
 

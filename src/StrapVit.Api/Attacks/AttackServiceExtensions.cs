@@ -12,6 +12,7 @@ public static class AttackServiceExtensions
         services.AddSingleton<IValidateOptions<AttackOptions>, AttackOptionsValidator>();
         services.AddSingleton<AttackSlots>();
         services.AddSingleton<AttackServices>();
+        services.AddSingleton<PatchJobStore>();
         return services;
     }
 }

@@ -1,0 +1,135 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using StrapVit.Api.Tests.Support;
+
+namespace StrapVit.Api.Tests.Attacks;
+
+/// <summary>Universal-patch jobs: start, progress, result, image, cancel, limits. Tiny step counts on the 12x12 fixture model.</summary>
+public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixture<PatchJobTests.JobFactory>
+{
+    private readonly HttpClient client = factory.CreateClient();
+
+    private async Task<JsonElement> WaitForAsync(string location, Func<JsonElement, bool> done)
+    {
+        // Polls the job the way a client would; the deadline only bounds a broken job.
+        var deadline = DateTime.UtcNow.AddSeconds(120);
+        while (true)
+        {
+            var body = await client.GetFromJsonAsync<JsonElement>(location);
+            if (done(body) || DateTime.UtcNow > deadline) return body;
+            await Task.Delay(50);
+        }
+    }
+
+    [Fact]
+    public async Task A_job_runs_to_a_patch_with_a_held_out_success_rate()
+    {
+        using var response = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 1, patchSize = 3, steps = 4, batchSize = 4, seed = 5 });
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var location = response.Headers.Location!.ToString();
+        var started = await response.JsonAsync();
+        Assert.Equal(location, $"/v1/patches/{started.GetProperty("id").GetString()}");
+        Assert.Equal(4, started.GetProperty("totalSteps").GetInt32());
+
+        var body = await WaitForAsync(location, b => b.GetProperty("status").GetString() != "running");
+        Assert.Equal("succeeded", body.GetProperty("status").GetString());
+        Assert.Equal(4, body.GetProperty("step").GetInt32());
+        Assert.Equal(5, body.GetProperty("settings").GetProperty("seed").GetInt32());
+        var result = body.GetProperty("result");
+        Assert.InRange(result.GetProperty("heldOutSuccessRate").GetDouble(), 0, 1);
+        Assert.True(result.GetProperty("heldOutImages").GetInt32() > 0);
+        Assert.Equal(0, body.GetProperty("etaSeconds").GetDouble());
+
+        using var image = await client.GetAsync($"{location}/image");
+        Assert.Equal("image/png", image.Content.Headers.ContentType?.MediaType);
+        using var png = SixLabors.ImageSharp.Image.Load(await image.Content.ReadAsByteArrayAsync());
+        Assert.Equal((3, 3), (png.Width, png.Height));
+
+        using var delete = await client.DeleteAsync(location);
+        Assert.Equal(HttpStatusCode.NoContent, delete.StatusCode);
+        using var gone = await client.GetAsync(location);
+        await gone.AssertProblemAsync(404);
+    }
+
+    [Fact]
+    public async Task A_running_job_reports_progress_and_can_be_canceled()
+    {
+        using var response = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 2, patchSize = 3, steps = 200, batchSize = 2 });
+        var location = response.Headers.Location!.ToString();
+        var running = await WaitForAsync(location, b => b.GetProperty("step").GetInt32() >= 1);
+        Assert.Equal("running", running.GetProperty("status").GetString());
+        Assert.InRange(running.GetProperty("successRate").GetDouble(), 0, 1);
+
+        using var cancel = await client.DeleteAsync(location);
+        Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
+        var body = await WaitForAsync(location, b => b.GetProperty("status").GetString() != "running");
+        Assert.Equal("canceled", body.GetProperty("status").GetString());
+        Assert.True(body.GetProperty("step").GetInt32() < 200);
+        Assert.Equal(JsonValueKind.Null, body.GetProperty("result").ValueKind);
+    }
+
+    [Theory]
+    [InlineData("{}", "targetClass")]
+    [InlineData("{\"targetClass\": 9}", "targetClass")]
+    [InlineData("{\"targetClass\": 1, \"patchSize\": 13}", "patchSize")]
+    [InlineData("{\"targetClass\": 1, \"steps\": 100000}", "steps")]
+    [InlineData("{\"targetClass\": 1, \"batchSize\": 0}", "batchSize")]
+    [InlineData("{\"targetClass\": 1, \"maxScale\": 1.5}", "maxScale")]
+    [InlineData("{\"targetClass\": 1, \"stepSize\": -1}", "stepSize")]
+    public async Task Bad_job_parameters_are_400_problems_naming_them(string json, string named)
+    {
+        using var response = await client.PostAsync("/v1/patches", Http.Raw(System.Text.Encoding.UTF8.GetBytes(json), "application/json"));
+        var problem = await response.AssertProblemAsync(400);
+        Assert.Contains($"'{named}'", problem.GetProperty("title").GetString());
+    }
+
+    [Fact]
+    public async Task An_unknown_job_is_404()
+    {
+        using var response = await client.GetAsync("/v1/patches/nope");
+        await response.AssertProblemAsync(404);
+    }
+
+    /// <summary>The attack fixture model with a tiny IDX image set for training and held-out evaluation.</summary>
+    public sealed class JobFactory() : AttackServiceFactory(Paths())
+    {
+        private static Dictionary<string, string?> Paths()
+        {
+            var dir = Path.Combine(Path.GetTempPath(), "strapvit-attack-tests", "idx-" + Guid.NewGuid().ToString("N"));
+            Directory.CreateDirectory(dir);
+            var random = new Random(1);
+            const int n = 24;
+            var pixels = new byte[n * 144];
+            random.NextBytes(pixels);
+            var labels = Enumerable.Range(0, n).Select(i => (byte)(i % 5)).ToArray();
+            Write(Path.Combine(dir, "images.gz"), 0x803, [n, 12, 12], pixels);
+            Write(Path.Combine(dir, "labels.gz"), 0x801, [n], labels);
+            return new()
+            {
+                ["Attacks:Universal:TrainImages"] = Path.Combine(dir, "images.gz"),
+                ["Attacks:Universal:TrainLabels"] = Path.Combine(dir, "labels.gz"),
+                ["Attacks:Universal:HoldOutImages"] = Path.Combine(dir, "images.gz"),
+                ["Attacks:Universal:HoldOutLabels"] = Path.Combine(dir, "labels.gz"),
+                ["Attacks:Universal:MaxRunningJobs"] = "4",
+                ["Attacks:Universal:MaxSteps"] = "1000",
+            };
+        }
+
+        private static void Write(string path, int magic, int[] dims, byte[] data)
+        {
+            using var file = File.Create(path);
+            using var gz = new GZipStream(file, CompressionLevel.Fastest);
+            Span<byte> word = stackalloc byte[4];
+            foreach (var v in new[] { magic }.Concat(dims))
+            {
+                BinaryPrimitives.WriteInt32BigEndian(word, v);
+                gz.Write(word);
+            }
+
+            gz.Write(data);
+        }
+    }
+}
