@@ -6,6 +6,9 @@ ICliCommand[] commands =
 [
     new GradientGraphCommand(),
     new CalibrateCommand(),
+    new AttackEvalCommand(),
+    new PatchTrainCommand(),
+    new PgdBenchCommand(),
 ];
 
 return Dispatch(args, commands, Console.Out, Console.Error);
