@@ -67,8 +67,9 @@ public class GradientBenchmarks
         public Config()
         {
             // In-process: the generated out-of-process project would inherit the repo's analyzers and central
-            // package pinning. Few iterations: a ViT-B/16 gradient at batch 8 takes seconds per call.
-            AddJob(Job.Default.WithToolchain(InProcessEmitToolchain.Instance).WithWarmupCount(2).WithIterationCount(8)
+            // package pinning. Long timeout and few iterations: a ViT-B/16 gradient at batch 8 takes seconds per call
+            // (and building its graph once, tens of seconds).
+            AddJob(Job.Default.WithToolchain(new InProcessEmitToolchain(TimeSpan.FromMinutes(60), logOutput: true)).WithWarmupCount(2).WithIterationCount(8)
                 .WithIterationTime(Perfolizer.Horology.TimeInterval.FromMilliseconds(500)));
             WithOptions(ConfigOptions.DisableOptimizationsValidator);
         }
