@@ -6,6 +6,7 @@ ICliCommand[] commands =
 [
     new GradientGraphCommand(),
     new CalibrateCommand(),
+    new EvaluateCommand(),
     new AttackEvalCommand(),
     new PatchTrainCommand(),
     new PgdBenchCommand(),
