@@ -94,9 +94,13 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
     }
 
     /// <summary>The attack fixture model with a tiny IDX image set for training and held-out evaluation.</summary>
-    public sealed class JobFactory() : AttackServiceFactory(Paths())
+    public class JobFactory : AttackServiceFactory
     {
-        private static Dictionary<string, string?> Paths()
+        public JobFactory() : base(Paths(4)) { }
+
+        protected JobFactory(int maxRunningJobs) : base(Paths(maxRunningJobs)) { }
+
+        private static Dictionary<string, string?> Paths(int maxRunningJobs)
         {
             var dir = Path.Combine(Path.GetTempPath(), "strapvit-attack-tests", "idx-" + Guid.NewGuid().ToString("N"));
             Directory.CreateDirectory(dir);
@@ -113,7 +117,7 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
                 ["Attacks:Universal:TrainLabels"] = Path.Combine(dir, "labels.gz"),
                 ["Attacks:Universal:HoldOutImages"] = Path.Combine(dir, "images.gz"),
                 ["Attacks:Universal:HoldOutLabels"] = Path.Combine(dir, "labels.gz"),
-                ["Attacks:Universal:MaxRunningJobs"] = "4",
+                ["Attacks:Universal:MaxRunningJobs"] = maxRunningJobs.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["Attacks:Universal:MaxSteps"] = "1000",
             };
         }
@@ -132,4 +136,24 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
             gz.Write(data);
         }
     }
+}
+
+/// <summary>Past <c>Attacks:Universal:MaxRunningJobs</c> a new job is refused with 429 and Retry-After.</summary>
+public sealed class PatchJobLimitTests(PatchJobLimitTests.OneJobFactory factory) : IClassFixture<PatchJobLimitTests.OneJobFactory>
+{
+    private readonly HttpClient client = factory.CreateClient();
+
+    [Fact]
+    public async Task A_second_job_past_the_limit_is_429_until_the_first_is_canceled()
+    {
+        using var first = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 1, patchSize = 3, steps = 1000, batchSize = 1 });
+        Assert.Equal(HttpStatusCode.Accepted, first.StatusCode);
+        using var second = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 1, patchSize = 3, steps = 2, batchSize = 1 });
+        await second.AssertProblemAsync(429);
+        Assert.NotNull(second.Headers.RetryAfter);
+        using var cancel = await client.DeleteAsync(first.Headers.Location);
+        Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
+    }
+
+    public sealed class OneJobFactory() : PatchJobTests.JobFactory(1);
 }
