@@ -5,7 +5,7 @@
 #   promtool check config/rules   deploy/prometheus, the PrometheusRule in deploy/k8s, and every Grafana panel query
 # Tools that are missing are installed first (apt-get, npm), so a fresh machine needs only network access to those
 # registries. The metric-name, port and probe checks live in the .NET tests (tests/StrapVit.Api.Tests/Deployment).
-# Exit status: 0 when every check passes.
+# Exit status: 0 when every check passes; a tool that cannot be installed counts as a failure, never as a skip.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -32,12 +32,14 @@ need_apt() { # need_apt COMMAND PACKAGE
         apt_updated=1
     fi
     retry apt-get install -y -qq --no-install-recommends "$2" > /dev/null
+    command -v "$1" > /dev/null
 }
 
 need_apt docker-compose docker-compose || fail "could not install docker-compose"
 need_apt promtool prometheus || fail "could not install promtool (Debian package prometheus)"
 if ! command -v dockerfilelint > /dev/null; then
-    retry npm install -g --silent dockerfilelint@1.8.0 > /dev/null || fail "could not install dockerfilelint"
+    retry npm install -g --silent dockerfilelint@1.8.0 > /dev/null
+    command -v dockerfilelint > /dev/null || fail "could not install dockerfilelint"
 fi
 
 work=$(mktemp -d)
