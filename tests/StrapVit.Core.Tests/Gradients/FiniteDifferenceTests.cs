@@ -28,19 +28,23 @@ public sealed class FiniteDifferenceTests(ITestOutputHelper output)
         var labels = Enumerable.Range(0, batch).Select(_ => (long)rng.Next(runner.Classes)).ToArray();
         var grad = runner.CrossEntropy(x, labels, batch).PixelGrad;
 
-        foreach (var step in new[] { 1e-2f, 3e-3f })
+        // Per direction, the better of two steps: float32 rounding grows as h shrinks, truncation error as it grows.
+        for (var d = 0; d < 3; d++)
         {
-            for (var d = 0; d < 3; d++)
+            var v = Enumerable.Range(0, x.Length).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            var analytic = GradientCheck.Dot(grad, v);
+            var best = double.MaxValue;
+            foreach (var step in new[] { 1e-2f, 3e-3f })
             {
-                var v = Enumerable.Range(0, x.Length).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-                var analytic = GradientCheck.Dot(grad, v);
                 var plus = runner.CrossEntropy(GradientCheck.Shift(x, v, step), labels, batch).Loss!.Sum(l => (double)l);
                 var minus = runner.CrossEntropy(GradientCheck.Shift(x, v, -step), labels, batch).Loss!.Sum(l => (double)l);
                 var numeric = (plus - minus) / (2 * step);
                 var error = Math.Abs(analytic - numeric) / Math.Max(Math.Abs(numeric), 1e-2);
-                output.WriteLine($"{Path.GetFileName(packageDir)} h={step}: analytic {analytic:E4}, numeric {numeric:E4}, error {error:E2}");
-                Assert.True(error < 2e-2, $"h={step}: analytic {analytic}, numeric {numeric}");
+                output.WriteLine($"{Path.GetFileName(packageDir)} direction {d} h={step}: analytic {analytic:E4}, numeric {numeric:E4}, error {error:E2}");
+                best = Math.Min(best, error);
             }
+
+            Assert.True(best < 1e-2, $"direction {d}: directional derivative error {best:E3} at the better step");
         }
     }
 }
