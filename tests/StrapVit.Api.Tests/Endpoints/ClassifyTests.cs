@@ -37,8 +37,8 @@ public sealed class ClassifyTests(ServiceFactory factory) : IClassFixture<Servic
     {
         var png = File.ReadAllBytes(RepoPaths.Sample("bag.png"));
 
-        using var multipart = await _client.PostAsync("/v1/classify?topK=10", Http.Multipart(png));
-        using var raw = await _client.PostAsync("/v1/classify?topK=10", Http.Raw(png, "image/png"));
+        using var multipart = await _client.PostAsync("/v1/classify?topK=10&seed=3", Http.Multipart(png));
+        using var raw = await _client.PostAsync("/v1/classify?topK=10&seed=3", Http.Raw(png, "image/png"));
 
         var a = (await multipart.JsonAsync()).GetProperty("predictions").GetRawText();
         var b = (await raw.JsonAsync()).GetProperty("predictions").GetRawText();

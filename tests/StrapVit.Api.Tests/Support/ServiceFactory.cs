@@ -7,11 +7,17 @@ namespace StrapVit.Api.Tests.Support;
 /// The real service on the embedded model, on CPU (tests never need a GPU), with small limits so the limit tests
 /// stay cheap. Extra settings override these.
 /// </summary>
-public class ServiceFactory(IReadOnlyDictionary<string, string?>? settings = null) : WebApplicationFactory<Program>
+public class ServiceFactory : WebApplicationFactory<Program>
 {
     public const long TestMaxBytes = 256 * 1024;
 
-    public ServiceFactory() : this(null) { }
+    private readonly IReadOnlyDictionary<string, string?>? settings;
+
+    /// <summary>The embedded model with the test defaults (xUnit fixtures need exactly one public constructor).</summary>
+    public ServiceFactory() { }
+
+    /// <summary>The same with extra settings, e.g. <c>Model:Path</c>.</summary>
+    internal ServiceFactory(IReadOnlyDictionary<string, string?>? settings) => this.settings = settings;
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
