@@ -75,9 +75,10 @@ public static class ApiServiceExtensions
     public static WebApplication UseStrapVitPipeline(this WebApplication app)
     {
         app.UseMiddleware<RequestOutcomeMiddleware>();
+        // Outside the exception handler, so errors it turns into responses are counted with their final status.
+        app.UseHttpMetrics();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
-        app.UseHttpMetrics();
         app.UseRateLimiter();
         app.UseSwagger();
         app.UseSwaggerUI(o =>

@@ -27,5 +27,8 @@ public sealed class RequestOutcomeMiddleware(RequestDelegate next, ServiceMetric
     private static string? EndpointOf(PathString path) =>
         path.StartsWithSegments("/v1/classify", StringComparison.OrdinalIgnoreCase) ? "classify"
         : path.StartsWithSegments("/v1/defense", StringComparison.OrdinalIgnoreCase) ? "defense"
+        : path.StartsWithSegments("/v1/attacks", StringComparison.OrdinalIgnoreCase) ? "attack"
+        : path.StartsWithSegments("/v1/patches", StringComparison.OrdinalIgnoreCase) ? "patch_job"
+        : path.StartsWithSegments("/v1/explain", StringComparison.OrdinalIgnoreCase) ? "explain"
         : null;
 }

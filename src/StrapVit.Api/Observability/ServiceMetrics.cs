@@ -68,7 +68,7 @@ public sealed class ServiceMetrics
 
     public static readonly string[] AttackOutcomes = ["success", "failure", "rejected", "canceled", "error"];
 
-    public static readonly string[] Endpoints = ["classify", "defense"];
+    public static readonly string[] Endpoints = ["classify", "defense", "attack", "patch_job", "explain"];
 
     public static readonly string[] Outcomes = ["success", "client_error", "server_error", "canceled"];
 

@@ -49,6 +49,8 @@ public sealed class OperationsTests(ServiceFactory factory) : IClassFixture<Serv
         Assert.Matches(@"strapvit_requests_total\{endpoint=""classify"",outcome=""success""\} [1-9]", text);
         Assert.Matches(@"strapvit_requests_total\{endpoint=""classify"",outcome=""client_error""\} [1-9]", text);
         Assert.Contains("http_request_duration_seconds_bucket", text, StringComparison.Ordinal);
+        // The 400 written by the exception handler is counted as a 400, not as the 200 it started as.
+        Assert.Contains("http_requests_received_total{code=\"400\"", text, StringComparison.Ordinal);
     }
 
     [Fact]
