@@ -99,11 +99,28 @@ public static class ForwardGraph
         graph.Initializer.Add(FloatTensor(meanName, [1, c, 1, 1], m.Input.Mean));
         graph.Initializer.Add(FloatTensor(stdName, [1, c, 1, 1], m.Input.Std));
 
-        // The original input name becomes an internal tensor fed by the normalization nodes.
+        // The original input name becomes an internal tensor fed by the normalization nodes. A model whose input is
+        // already called pixel_values (Hugging Face exports) gets its consumers moved to a fresh internal name first.
+        var normalized = original.Name;
+        if (normalized == PixelInput)
+        {
+            normalized = UniqueName(graph, "strapvit_normalized_pixels");
+            foreach (var node in graph.Node)
+            {
+                for (var i = 0; i < node.Input.Count; i++)
+                {
+                    if (node.Input[i] == PixelInput)
+                    {
+                        node.Input[i] = normalized;
+                    }
+                }
+            }
+        }
+
         var normalize = new[]
         {
             Node("Sub", [PixelInput, meanName], [centered], "strapvit_normalize_sub"),
-            Node("Div", [centered, stdName], [original.Name], "strapvit_normalize_div"),
+            Node("Div", [centered, stdName], [normalized], "strapvit_normalize_div"),
         };
         for (var i = normalize.Length - 1; i >= 0; i--)
         {

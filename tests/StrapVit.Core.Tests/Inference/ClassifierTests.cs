@@ -54,4 +54,37 @@ public sealed class ClassifierTests
 
         Assert.Contains(classifier.ExecutionProvider, new[] { OnnxSessionFactory.Cpu, OnnxSessionFactory.Cuda });
     }
+
+    [Fact]
+    public void A_package_whose_input_is_already_named_pixel_values_still_loads()
+    {
+        // Hugging Face exports call their input pixel_values, the name the baked graph itself uses.
+        var source = RepoPaths.Fixture("models", "rgb-vit-32");
+        var dir = Directory.CreateTempSubdirectory("strapvit-hf-");
+        try
+        {
+            var model = global::Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(source, "model.onnx")));
+            foreach (var node in model.Graph.Node)
+            {
+                for (var i = 0; i < node.Input.Count; i++)
+                {
+                    if (node.Input[i] == "pixels_in") node.Input[i] = "pixel_values";
+                }
+            }
+
+            model.Graph.Input[0].Name = "pixel_values";
+            File.WriteAllBytes(Path.Combine(dir.FullName, "model.onnx"), Google.Protobuf.MessageExtensions.ToByteArray(model));
+            File.WriteAllText(Path.Combine(dir.FullName, "model.json"),
+                File.ReadAllText(Path.Combine(source, "model.json")).Replace("\"pixels_in\"", "\"pixel_values\"", StringComparison.Ordinal));
+            using var renamed = Load(dir.FullName);
+            using var original = Load(source);
+            var x = Enumerable.Range(0, 3 * 32 * 32).Select(i => (i % 17) / 17f).ToArray();
+
+            Assert.Equal(original.Logits(x, 1), renamed.Logits(x, 1));
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
 }
