@@ -37,12 +37,12 @@ for ax, section in zip(axes[:2], ["per-image patch", "universal patch"]):
 axes[0].legend(fontsize=8, loc="lower left")
 
 adaptive = [r for r in rows if r["section"].startswith("adaptive")]
-labels = [f"{r['section'].replace('adaptive ', '')}\n{r['scenario'].split(') ')[-1]}\n{r['defense']}" for r in adaptive]
+labels = [f"{r['section'].replace('adaptive ', '').replace(' patch', '')}, {r['scenario'].split(') ')[-1].replace(' (EOT)', ' EOT')}, {r['defense']}" for r in adaptive]
 axes[2].bar(range(len(adaptive)), [100 * r["accuracy"] for r in adaptive], color=[colors[r["defense"]] for r in adaptive])
 axes[2].set_xticks(range(len(adaptive)))
-axes[2].set_xticklabels(labels, fontsize=7)
+axes[2].set_xticklabels(labels, fontsize=7, rotation=35, ha="right")
 axes[2].set_ylim(0, 100)
-axes[2].set_title("adaptive (EOT) vs non-adaptive, token defense")
+axes[2].set_title("6x6 patch: adaptive vs non-adaptive", fontsize=10)
 axes[2].grid(axis="y", alpha=0.3)
 
 fig.tight_layout()
