@@ -37,20 +37,11 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         for (var i = 0; i < batch; i++)
         {
             var image = tokens.AsSpan(i * t * d, t * d);
-            reference.Score(image, scores);
-            var (flagged, above) = TokenSelection.Select(scores, reference.Threshold, candidates, options.MinTokens, options.ThresholdScale);
-            var applied = Array.Empty<AppliedTransform>();
-            if (mode == DefenseMode.Mitigate)
-            {
-                var rng = new Random(seeds[i]);
-                applied = new AppliedTransform[flagged.Length];
-                for (var j = 0; j < flagged.Length; j++)
-                {
-                    var k = flagged[j];
-                    applied[j] = new AppliedTransform(k - first,
-                        TokenMitigation.Apply(image.Slice(k * d, d), reference.Center[k], reference.Norm[k], options, rng));
-                }
-            }
+            var rng = new Random(seeds[i]);
+            var (flagged, above, steps) = FlagAndTransform(image, d, reference, options, candidates, scores,
+                mode == DefenseMode.Mitigate ? () => TokenMitigation.Draw(options, rng) : null);
+            var applied = flagged.Take(steps.Length)
+                .Select((k, j) => new AppliedTransform(k - first, steps[j].Select(step => step.Op).ToArray())).ToArray();
 
             pending[i] = (
                 flagged.Select(k => Flag(k, scores[k])).ToArray(),
@@ -69,6 +60,28 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             new DefenseReport(modeName, Variant, p.Flagged, p.Above, options.ThresholdScale, options.MinTokens, p.Applied, seeds[i], perImageMs),
             p.Scores,
             p.Thresholds)).ToArray();
+    }
+
+    /// <summary>
+    /// Scores one image's tokens <c>[T*D]</c>, flags "threshold, at least K" among <paramref name="candidates"/>, and,
+    /// when <paramref name="draw"/> is given, transforms each flagged token in place with the steps it draws. Shared
+    /// with the adaptive attacker's view of the defense, so both run exactly the same defense.
+    /// </summary>
+    internal static (int[] Flagged, int Above, MitigationStep[][] Steps) FlagAndTransform(
+        Span<float> image, int dim, TokenReference reference, DefenseOptions options, int[] candidates, double[] scores,
+        Func<MitigationStep[]>? draw)
+    {
+        reference.Score(image, scores);
+        var (flagged, above) = TokenSelection.Select(scores, reference.Threshold, candidates, options.MinTokens, options.ThresholdScale);
+        var steps = new MitigationStep[draw is null ? 0 : flagged.Length][];
+        for (var j = 0; j < steps.Length; j++)
+        {
+            var k = flagged[j];
+            steps[j] = draw!();
+            TokenMitigation.Apply(image.Slice(k * dim, dim), reference.Center[k], reference.Norm[k], steps[j]);
+        }
+
+        return (flagged, above, steps);
     }
 
     private FlaggedToken Flag(int tokenIndex, double score)

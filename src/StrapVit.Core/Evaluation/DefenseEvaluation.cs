@@ -85,7 +85,7 @@ public sealed class DefenseEvaluation(
         }
 
         Adaptive(rows, test, calibration, reference);
-        Ablation(rows, test, perImage.GetValueOrDefault(settings.AdaptivePatchSize) ?? perImage.Values.First(), calibration);
+        Ablation(rows, test, perImage.GetValueOrDefault(settings.AdaptivePatchSize) ?? perImage.Values.First(), calibration, reference);
         var overhead = Overhead(test, token, pixel);
         return new EvaluationReport(package.Manifest.Name, test.Count, calibration.Count, options, settings, rows, overhead,
             Stopwatch.GetElapsedTime(started).TotalSeconds);
@@ -118,10 +118,9 @@ public sealed class DefenseEvaluation(
         log.WriteLine($"  token {u.Accuracy:P1}");
     }
 
-    private void Ablation(List<EvaluationRow> rows, EvaluationSet clean, PatchedSet patched, EvaluationSet calibration)
+    private void Ablation(List<EvaluationRow> rows, EvaluationSet clean, PatchedSet patched, EvaluationSet calibration, DefenseCalibration reference)
     {
         log.WriteLine($"ablation on clean and {Label(patched.PatchSize)} per-image patches");
-        var reference = Calibrate(calibration, settings.Temperature);
         void Add(string knob, DefenseOptions o, TokenReference r)
         {
             var defense = new TokenPatchDefense(tokens, r, o);
@@ -139,7 +138,12 @@ public sealed class DefenseEvaluation(
         }
 
         foreach (var s in settings.AblationThresholdScale) Add($"threshold x{s:G3}", Copy(options, o => o.ThresholdScale = s), reference.Tokens!);
-        foreach (var t in settings.AblationTemperature) Add($"T={t:G3}", options, Calibrate(calibration, t).Tokens!);
+        foreach (var t in settings.AblationTemperature)
+        {
+            // Only a different temperature needs a new reference.
+            var tokens = t == settings.Temperature ? reference.Tokens! : Calibrate(calibration, t).Tokens!;
+            Add($"T={t:G3}", options, tokens);
+        }
     }
 
     private Dictionary<string, double> Overhead(EvaluationSet set, TokenPatchDefense token, PixelPatchDefense pixel)

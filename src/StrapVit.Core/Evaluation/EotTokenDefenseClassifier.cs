@@ -80,6 +80,14 @@ public sealed class EotTokenDefenseClassifier(
         return new GradientResult(batch, Classes, logits, loss, grad);
     }
 
+    private MitigationStep[] Draw()
+    {
+        lock (_gate)
+        {
+            return TokenMitigation.Draw(options, _rng);
+        }
+    }
+
     /// <summary>One draw of the defense over clean tokens: the defended tokens and, per image, each flagged token's steps.</summary>
     private (float[] Tokens, List<(int Token, MitigationStep[] Steps)>[] Plans) Defend(float[] clean, int batch)
     {
@@ -90,21 +98,8 @@ public sealed class EotTokenDefenseClassifier(
         var plans = new List<(int, MitigationStep[])>[batch];
         for (var i = 0; i < batch; i++)
         {
-            var image = tokens.AsSpan(i * t * d, t * d);
-            reference.Score(image, scores);
-            var (flagged, _) = TokenSelection.Select(scores, reference.Threshold, candidates, options.MinTokens, options.ThresholdScale);
-            plans[i] = [];
-            foreach (var k in flagged)
-            {
-                MitigationStep[] steps;
-                lock (_gate)
-                {
-                    steps = TokenMitigation.Draw(options, _rng);
-                }
-
-                TokenMitigation.Apply(image.Slice(k * d, d), reference.Center[k], reference.Norm[k], steps);
-                plans[i].Add((k, steps));
-            }
+            var (flagged, _, steps) = TokenPatchDefense.FlagAndTransform(tokens.AsSpan(i * t * d, t * d), d, reference, options, candidates, scores, Draw);
+            plans[i] = flagged.Zip(steps).ToList();
         }
 
         return (tokens, plans);

@@ -50,7 +50,7 @@ public sealed class ImageDecoder
             throw new ImageRejectedException(ImageRejection.TooLarge, $"The image is {bytes.Length} bytes; the limit is {_limits.MaxBytes}.");
         }
 
-        var info = Identify(bytes);
+        CheckHeader(bytes);
         using var image = Load(bytes);
         if (image.Frames.Count > _limits.MaxFrames)
         {
@@ -65,7 +65,8 @@ public sealed class ImageDecoder
         image.Mutate(x =>
         {
             x.AutoOrient();
-            if (image.Width != width || image.Height != height || info.Width != width || info.Height != height)
+            // The size after orientation: a rotated image swaps its sides.
+            if (x.GetCurrentSize() != new Size(width, height))
             {
                 x.Resize(new ResizeOptions { Size = new Size(width, height), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Triangle });
             }
@@ -73,7 +74,7 @@ public sealed class ImageDecoder
         return ToTensor(image, channels);
     }
 
-    private IImageInfo Identify(ReadOnlySpan<byte> bytes)
+    private void CheckHeader(ReadOnlySpan<byte> bytes)
     {
         IImageInfo? info;
         try
@@ -103,8 +104,6 @@ public sealed class ImageDecoder
             throw new ImageRejectedException(ImageRejection.TooLarge,
                 $"The image is {info.Width}x{info.Height}; the limits are {_limits.MaxPixels} pixels and {_limits.MaxDimension} per side.");
         }
-
-        return info;
     }
 
     private Image<Rgba64> Load(ReadOnlySpan<byte> bytes)
