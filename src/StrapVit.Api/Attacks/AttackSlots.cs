@@ -12,6 +12,9 @@ public sealed class AttackSlots(IOptions<AttackOptions> options, ServiceMetrics 
 {
     private readonly SemaphoreSlim slots = new(options.Value.MaxConcurrentAttacks, options.Value.MaxConcurrentAttacks);
 
+    /// <summary>Attack and saliency requests holding a slot now.</summary>
+    public int InUse => options.Value.MaxConcurrentAttacks - slots.CurrentCount;
+
     /// <summary>Takes a slot or throws the 429 problem; dispose the result to give it back.</summary>
     /// <param name="attack">The attack's metric name, or null for work that is not an attack (saliency).</param>
     public IDisposable Enter(string? attack)
@@ -26,18 +29,25 @@ public sealed class AttackSlots(IOptions<AttackOptions> options, ServiceMetrics 
             };
         }
 
-        return new Release(slots);
+        metrics.SetAttackSlotsInUse(InUse);
+        return new Release(this);
     }
 
     public void Dispose() => slots.Dispose();
 
-    private sealed class Release(SemaphoreSlim slots) : IDisposable
+    private void Exit()
+    {
+        slots.Release();
+        metrics.SetAttackSlotsInUse(InUse);
+    }
+
+    private sealed class Release(AttackSlots owner) : IDisposable
     {
         private int released;
 
         public void Dispose()
         {
-            if (Interlocked.Exchange(ref released, 1) == 0) slots.Release();
+            if (Interlocked.Exchange(ref released, 1) == 0) owner.Exit();
         }
     }
 }

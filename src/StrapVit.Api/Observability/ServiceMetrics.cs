@@ -31,6 +31,10 @@ public sealed class ServiceMetrics
         "strapvit_ready",
         "1 when the model is loaded and warmed up, else 0.");
 
+    private readonly Gauge _attackSlotsInUse = Metrics.CreateGauge(
+        "strapvit_attack_slots_in_use",
+        "Attack and saliency requests running now (each holds one of Attacks:MaxConcurrentAttacks slots).");
+
     // Defense and attack metrics: names fixed here (dashboards and alerts in deploy/ use them), observed by those features.
     private readonly Histogram _defenseDuration = Metrics.CreateHistogram(
         "strapvit_defense_duration_seconds",
@@ -126,6 +130,8 @@ public sealed class ServiceMetrics
             _attackIterations.WithLabels(attack).Observe(iterations);
         }
     }
+
+    public void SetAttackSlotsInUse(int inUse) => _attackSlotsInUse.Set(inUse);
 
     public void SetModelInfo(string model, string executionProvider, string sha256)
     {
