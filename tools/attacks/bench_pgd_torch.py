@@ -39,11 +39,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--depth", type=int, default=6)
+    ap.add_argument("--stem-channels", type=int, default=32, help="the embedded model's 3x3 stem; 0 = plain patch embedding")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    model = vitlib.ViT(image_size=28, patch_size=4, in_chans=1, num_classes=10, dim=64, depth=args.depth, heads=4, mlp_ratio=2.0)
+    model = vitlib.ViT(image_size=28, patch_size=4, in_chans=1, num_classes=10, dim=64, depth=args.depth, heads=4, mlp_ratio=2.0,
+                       stem_channels=args.stem_channels)
     weights = "random (seed 0)"
     if os.path.exists(args.checkpoint):
         model.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))

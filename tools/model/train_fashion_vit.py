@@ -2,7 +2,7 @@
 """Train the embedded default model (fashion-vit-tiny) and write its model package.
 
 Usage (from the repository root, with Debian's torch):
-    /usr/bin/python3 tools/model/train_fashion_vit.py --epochs 15 --seed 0 --threads 2
+    /usr/bin/python3 tools/model/train_fashion_vit.py --epochs 20 --seed 0 --threads 2 --stem-channels 32
 
 Writes <out>/model.onnx, <out>/model.json (CONTRACT.md section 2) and <out>/metrics.json.
 The exported model takes already-normalised input "input" [N,1,28,28] and returns "logits" [N,10];
@@ -34,7 +34,7 @@ import vitlib  # noqa: E402
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="models/fashion-vit-tiny")
     p.add_argument("--threads", type=int, default=2)
@@ -42,6 +42,8 @@ def parse_args():
     p.add_argument("--depth", type=int, default=6)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--mlp-ratio", type=float, default=2.0)
+    p.add_argument("--stem-channels", type=int, default=32,
+                   help="channels of a 3x3 convolutional stem before the 4x4 patchify convolution (0 = none)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
@@ -114,7 +116,8 @@ def main():
     print(f"train {tuple(x_train.shape)} test {tuple(x_test.shape)}", flush=True)
 
     model = vitlib.ViT(image_size=28, patch_size=4, in_chans=1, num_classes=10,
-                       dim=args.dim, depth=args.depth, heads=args.heads, mlp_ratio=args.mlp_ratio)
+                       dim=args.dim, depth=args.depth, heads=args.heads, mlp_ratio=args.mlp_ratio,
+                       stem_channels=args.stem_channels)
     n_params = vitlib.count_params(model)
     if args.init_from:
         model.load_state_dict(torch.load(args.init_from))

@@ -79,12 +79,19 @@ class Block(nn.Module):
 
 class ViT(nn.Module):
     def __init__(self, image_size=28, patch_size=4, in_chans=1, num_classes=10,
-                 dim=64, depth=4, heads=4, mlp_ratio=2.0):
+                 dim=64, depth=4, heads=4, mlp_ratio=2.0, stem_channels=0):
         super().__init__()
         assert image_size % patch_size == 0
         self.num_patches = (image_size // patch_size) ** 2
         self.dim = dim
-        self.patch_embed = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+        # Optional convolutional stem (Xiao et al. 2021, "Early convolutions help transformers see better"):
+        # one 3x3 stride-1 convolution + GELU before the patchify convolution. Each token then sees its own
+        # patch plus a 1-pixel border, still centred on its patch, and the tiny ViT gains the locality prior
+        # it otherwise has to learn from data. 0 = plain ViT (patchify only).
+        self.stem = (nn.Sequential(nn.Conv2d(in_chans, stem_channels, kernel_size=3, padding=1), nn.GELU())
+                     if stem_channels > 0 else nn.Identity())
+        embed_in = stem_channels if stem_channels > 0 else in_chans
+        self.patch_embed = nn.Conv2d(embed_in, dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, dim))
         # No-op module: a forward hook on it sees the [N, T+1, D] tokens after position embedding.
@@ -111,7 +118,7 @@ class ViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        x = self.patch_embed(x)                 # [B, D, h, w]
+        x = self.patch_embed(self.stem(x))      # [B, D, h, w]
         x = x.flatten(2).transpose(1, 2)        # [B, P, D]
         cls = self.cls_token.expand(b, 1, self.dim)  # [B, 1, D]
         x = torch.cat([cls, x], dim=1) + self.pos_embed

@@ -14,6 +14,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="models/fashion-vit-tiny")
     ap.add_argument("--notes", default=None, help="markdown appended under 'Training notes'")
+    ap.add_argument("--quiet-epoch-seconds", type=float, default=None,
+                    help="seconds per epoch measured by --time-batches on an otherwise idle machine")
     args = ap.parse_args()
     with open(os.path.join(args.model, "metrics.json")) as f:
         mt = json.load(f)
@@ -22,6 +24,16 @@ def main():
     a = mt["args"]
     dim, depth, heads, mlp = a["dim"], a["depth"], a["heads"], a["mlp_ratio"]
     hidden = int(dim * mlp)
+    stem = a.get("stem_channels", 0)
+    if stem:
+        embed_text = (f"- Convolutional stem: `Conv2d(1, {stem}, kernel 3, stride 1, padding 1)` + exact GELU, then the patch\n"
+                      f"  embedding `Conv2d({stem}, {dim}, kernel 4, stride 4)` -> 7x7 = 49 patch tokens of width {dim}. Each token\n"
+                      "  sees its own 4x4 patch plus a 1-pixel border (a 6x6 receptive field centred on the patch), so a token\n"
+                      "  still stands for its patch, as the patch defense and the heatmaps assume. The stem is the one\n"
+                      "  convolutional prior of \"Early convolutions help transformers see better\" (Xiao et al., 2021): without\n"
+                      "  it the same ViT reached 88.3% in 15 epochs (see the training notes).")
+    else:
+        embed_text = f"- Patch embedding: `Conv2d(1, {dim}, kernel 4, stride 4)` -> 7x7 = 49 patch tokens of width {dim}."
     minutes = mt["train_seconds"] / 60
     per_class = "\n".join(f"| {i} | {k} | {v * 100:.1f}% |" for i, (k, v) in enumerate(mt["per_class_accuracy"].items()))
     mon_key = next(k for k in mt["history"][0] if k.startswith("test_acc"))
@@ -34,6 +46,10 @@ def main():
     ls_text = (f"- Label smoothing {a['label_smoothing']} in training caps confident probabilities; do not read softmax\n"
                "  values as calibrated probabilities.\n") if a["label_smoothing"] else (
         "- Softmax outputs are not calibrated probabilities (no calibration was done).\n")
+    timing_text = ""
+    if args.quiet_epoch_seconds:
+        timing_text = (f" A timing run\n  (`--time-batches`) on the idle machine measured about {args.quiet_epoch_seconds:.0f} s per epoch for this"
+                       " configuration;\n  the per-epoch times below include whatever else ran on the machine.")
     notes = ""
     if args.notes:
         with open(args.notes) as f:
@@ -58,7 +74,7 @@ send [0, 1] pixels / ordinary images; anyone running `model.onnx` directly must 
 
 ## Architecture
 
-- Patch embedding: `Conv2d(1, {dim}, kernel 4, stride 4)` -> 7x7 = 49 patch tokens of width {dim}.
+{embed_text}
 - Learned class token prepended, learned position embedding `[1, 50, {dim}]` added (this Add's output is the
   tokens tensor `{mt['tokens_tensor']}`; found by inspecting the exported graph for the Add that consumes the
   position-embedding initializer, shape checked with a torch forward hook and ONNX shape inference).
@@ -86,9 +102,7 @@ send [0, 1] pixels / ordinary images; anyone running `model.onnx` directly must 
 ```
 
 - Wall time: **{mt['train_seconds']:.0f} s ({minutes:.1f} min)** for the {a['epochs']} epochs on the 2-core CPU
-  development machine with {a['threads']} torch threads and `OPENBLAS_NUM_THREADS=1` (the script sets it), while
-  other builds shared the machine (per-epoch times below vary with that load; a 100-batch timing run measured
-  about 134 s per epoch for this configuration).
+  development machine with {a['threads']} torch threads and `OPENBLAS_NUM_THREADS=1` (the script sets it).{timing_text}
 
 | Epoch | Train loss | Train acc (augmented) | {mon_label} | Seconds |
 |---|---|---|---|---|
