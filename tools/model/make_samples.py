@@ -5,6 +5,7 @@
 
 samples/fashion-mnist/test-1000-{images-idx3,labels-idx1}-ubyte.gz : t10k test images 0..999, in order
 samples/fashion-mnist/calib-500-{images-idx3,labels-idx1}-ubyte.gz : train images 0..499, in order
+samples/fashion-mnist/tune-500-{images-idx3,labels-idx1}-ubyte.gz : t10k test images 5000..5499, in order
 samples/<class>.png   : 8-bit grayscale 28x28 test images the model classifies correctly
 samples/trouser-rgb-112.jpg : the trouser PNG as 3-channel RGB, upscaled to 112x112 (bicubic)
 samples/README.md, samples/fashion-mnist/README.md
@@ -31,7 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vitlib  # noqa: E402
 
 PNG_CLASSES = [("trouser", 1), ("pullover", 2), ("sneaker", 7), ("bag", 8), ("ankle-boot", 9)]
-MIN_PROB = 0.8  # training used label smoothing 0.1, so confident answers sit near 0.9, not 1.0
+MIN_PROB = 0.8  # a sample must be classified confidently (and stay so after PNG/JPEG re-encodings)
+TUNE = slice(5000, 5500)  # held-out test images for choosing defense defaults, disjoint from test-1000
 
 
 class Classifier:
@@ -86,8 +88,11 @@ def main():
     vitlib.write_idx_labels(os.path.join(fm, "test-1000-labels-idx1-ubyte.gz"), y_test[:1000])
     vitlib.write_idx_images(os.path.join(fm, "calib-500-images-idx3-ubyte.gz"), x_train[:500])
     vitlib.write_idx_labels(os.path.join(fm, "calib-500-labels-idx1-ubyte.gz"), y_train[:500])
+    vitlib.write_idx_images(os.path.join(fm, "tune-500-images-idx3-ubyte.gz"), x_test[TUNE])
+    vitlib.write_idx_labels(os.path.join(fm, "tune-500-labels-idx1-ubyte.gz"), y_test[TUNE])
     # read back and compare
-    for name, xs, ys in (("test-1000", x_test[:1000], y_test[:1000]), ("calib-500", x_train[:500], y_train[:500])):
+    for name, xs, ys in (("test-1000", x_test[:1000], y_test[:1000]), ("calib-500", x_train[:500], y_train[:500]),
+                         ("tune-500", x_test[TUNE], y_test[TUNE])):
         xi = vitlib.read_idx_images(os.path.join(fm, f"{name}-images-idx3-ubyte.gz"))
         yi = vitlib.read_idx_labels(os.path.join(fm, f"{name}-labels-idx1-ubyte.gz"))
         assert np.array_equal(xi, xs) and np.array_equal(yi, ys), name
@@ -98,7 +103,8 @@ def main():
     correct_1000 = int((pred == y_test[:1000]).sum())
     p_cal = clf.probs(x_train[:500])
     correct_cal = int((p_cal.argmax(1) == y_train[:500]).sum())
-    print(f"ONNX model: test-1000 {correct_1000}/1000, calib-500 {correct_cal}/500")
+    correct_tune = int((clf.probs(x_test[TUNE]).argmax(1) == y_test[TUNE]).sum())
+    print(f"ONNX model: test-1000 {correct_1000}/1000, calib-500 {correct_cal}/500, tune-500 {correct_tune}/500")
     per_class_1000 = {vitlib.FASHION_LABELS[c]: (int(((pred == c) & (y_test[:1000] == c)).sum()),
                                                  int((y_test[:1000] == c).sum())) for c in range(10)}
     counts_cal = {vitlib.FASHION_LABELS[c]: int((y_train[:500] == c).sum()) for c in range(10)}
@@ -150,10 +156,10 @@ def main():
         print(f"{c['file']}: test index {c['test_index']} {c['label']} p={c['prob']:.4f} "
               f"(min over re-encodings {c['min_prob_variants']:.4f})")
 
-    write_readmes(args, clf, chosen, correct_1000, per_class_1000, correct_cal, counts_cal)
+    write_readmes(args, clf, chosen, correct_1000, per_class_1000, correct_cal, counts_cal, correct_tune)
 
 
-def write_readmes(args, clf, chosen, correct_1000, per_class_1000, correct_cal, counts_cal):
+def write_readmes(args, clf, chosen, correct_1000, per_class_1000, correct_cal, counts_cal, correct_tune):
     rows = "\n".join(f"| `{c['file']}` | {c['label']} | {c['test_index']} | {c['prob']:.4f} |" for c in chosen)
     trouser = next(c for c in chosen if c["class"] == 1)
     with open(os.path.join(args.out, "README.md"), "w") as f:
@@ -195,10 +201,12 @@ Both gzip streams are written with mtime 0 and no file name, so regenerating giv
 | Files | Images | Source indices (0-based) | Use |
 |---|---|---|---|
 | `test-1000-images-idx3-ubyte.gz`, `test-1000-labels-idx1-ubyte.gz` | 1000 | `t10k` test set 0..999, in order | tests, evaluation, reported accuracy |
-| `calib-500-images-idx3-ubyte.gz`, `calib-500-labels-idx1-ubyte.gz` | 500 | `train` set 0..499, in order | defense calibration / tuning only |
+| `calib-500-images-idx3-ubyte.gz`, `calib-500-labels-idx1-ubyte.gz` | 500 | `train` set 0..499, in order | the defense's clean reference (calibration), universal-patch training |
+| `tune-500-images-idx3-ubyte.gz`, `tune-500-labels-idx1-ubyte.gz` | 500 | `t10k` test set 5000..5499, in order | choosing the defense's defaults (`strapvit evaluate --split tune`) |
 
-Keep the two apart: tune and calibrate on `calib-500`, report on `test-1000`. (`calib-500` comes from the
-training set, so the model has seen these images in training; its accuracy there is not a generalisation number.)
+Keep the three apart: calibrate on `calib-500`, choose defaults on `tune-500`, report on `test-1000`.
+(`calib-500` comes from the training set, so the model has seen these images in training; its accuracy there is not
+a generalisation number. `tune-500` is held-out test images, disjoint from `test-1000`.)
 
 Labels: 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, 5 Sandal, 6 Shirt, 7 Sneaker, 8 Bag, 9 Ankle boot.
 
@@ -209,6 +217,7 @@ Computed from the exported `model.onnx` in float32 with the service's normalisat
 
 - `test-1000`: **{correct_1000} / 1000 = {correct_1000 / 10:.1f}%**
 - `calib-500`: {correct_cal} / 500 = {correct_cal / 5:.1f}% (training images)
+- `tune-500`: {correct_tune} / 500 = {correct_tune / 5:.1f}%
 
 A C# evaluation that decodes these bytes, scales to [0, 1] and runs the package should match the test-1000
 count exactly or within one or two images (ties between float implementations).

@@ -32,10 +32,10 @@ internal sealed class EvaluateCommand : ICliCommand
                                  [--sizes 4,6,8] [--steps 100] [--universal-steps 300] [--target 8]
                                  [--adaptive-count 200] [--eot-samples 4] [--k 4] [--threshold-scale 1.0]
 
-        report (default): calibrate on all --calib images, report on the first --count --images.
-        tune:             calibrate on the first half of --calib, report on its second half (for choosing defaults
-                          on images separate from the reported ones; --images is ignored).
-        Writes <output>/results-<split>.json and <output>/tables-<split>.md. Labels come from the matching
+        Calibrates the defense on all --calib images (clean training images) and scores the first --count --images.
+        --split names the run: report (default) for the reported test images (samples/fashion-mnist/test-1000-*),
+        tune for the held-out images the defaults are chosen on (samples/fashion-mnist/tune-500-*, disjoint
+        from test-1000). Writes <output>/results-<split>.json and <output>/tables-<split>.md. Labels come from the matching
         *labels-idx1* file next to each images file.
         """;
 
@@ -44,7 +44,7 @@ internal sealed class EvaluateCommand : ICliCommand
         if (args.Positionals.Count != 1) throw new CliUsageException("expected exactly one <model-dir>");
         var calibPath = args.RequiredOption("calib");
         var split = args.Option("split") ?? "report";
-        var imagesPath = split == "tune" ? calibPath : args.RequiredOption("images");
+        var imagesPath = args.RequiredOption("images");
         if (split is not ("report" or "tune")) throw new CliUsageException("--split must be report or tune");
         var count = (int)CliNumbers.Double(args, "count", 500, 10, 100_000);
         var output = args.Option("output") ?? Path.Combine("docs", "evaluation");
@@ -69,9 +69,7 @@ internal sealed class EvaluateCommand : ICliCommand
         var package = ModelPackage.Load(args.Positionals[0]);
         var calib = IdxDataset.Load(calibPath, LabelsFor(calibPath));
         var images = IdxDataset.Load(imagesPath, LabelsFor(imagesPath));
-        var (test, reference) = split == "tune"
-            ? (EvaluationSet.FromIdx(calib, calib.Count - (calib.Count / 2), calib.Count / 2), EvaluationSet.FromIdx(calib, calib.Count / 2))
-            : (EvaluationSet.FromIdx(images, count), EvaluationSet.FromIdx(calib, calib.Count));
+        var (test, reference) = (EvaluationSet.FromIdx(images, count), EvaluationSet.FromIdx(calib, calib.Count));
 
         var cpu = new InferenceOptions { Device = InferenceDevice.Cpu };
         var sessions = new OnnxSessionFactory(cpu, NullLogger<OnnxSessionFactory>.Instance);
