@@ -1,4 +1,3 @@
-using Serilog;
 using StrapVit.Api.Attacks;
 using StrapVit.Api.Defense;
 using StrapVit.Api.Endpoints;
@@ -12,7 +11,7 @@ builder.Services.AddStrapVitApi();
 builder.Services.AddStrapVitAttacks(builder.Configuration);
 
 var app = builder.Build();
-app.UseSerilogRequestLogging();
+app.UseStrapVitRequestLogging();
 app.UseStrapVitPipeline();
 app.MapStrapVitOperations();
 app.MapModelEndpoints();

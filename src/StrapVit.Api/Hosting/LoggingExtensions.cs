@@ -1,4 +1,5 @@
 using Serilog;
+using Serilog.Events;
 using Serilog.Formatting.Compact;
 
 namespace StrapVit.Api.Hosting;
@@ -25,4 +26,22 @@ public static class LoggingExtensions
         });
         return builder;
     }
+
+    /// <summary>
+    /// One log event per request (Serilog's request logging). Probes and scrapes (/healthz/*, /metrics) are logged at
+    /// Verbose, so kubelet and Prometheus, which call them every few seconds, do not drown the request log; server
+    /// errors are logged at Error.
+    /// </summary>
+    public static WebApplication UseStrapVitRequestLogging(this WebApplication app)
+    {
+        app.UseSerilogRequestLogging(options => options.GetLevel = RequestLogLevel);
+        return app;
+    }
+
+    /// <summary>The level of a finished request's log event.</summary>
+    public static LogEventLevel RequestLogLevel(HttpContext context, double elapsedMs, Exception? exception) =>
+        exception is not null || context.Response.StatusCode >= StatusCodes.Status500InternalServerError ? LogEventLevel.Error
+        : context.Request.Path.StartsWithSegments("/healthz", StringComparison.OrdinalIgnoreCase)
+            || context.Request.Path.StartsWithSegments("/metrics", StringComparison.OrdinalIgnoreCase) ? LogEventLevel.Verbose
+        : LogEventLevel.Information;
 }
