@@ -7,8 +7,8 @@ Usage (from the repository root, with Debian's torch; NOT the python3 first on P
         [--out tools/attacks/out/bench-vit] [--batch 1,32] [--steps 10] [--repeats 5] [--threads 2]
     dotnet run -c Release --project src/StrapVit.Cli -- bench-pgd tools/attacks/out/bench-vit --batch 1,32 --threads 2
 
-It builds tools/model/vitlib.ViT with the embedded model's architecture (28x28x1, patch 4, dim 64, depth 6, 4 heads,
-MLP ratio 2), loads the training checkpoint when it exists (else seeded random weights: the cost is the same),
+It builds tools/model/vitlib.ViT with the embedded model's architecture (28x28x1, 3x3 stem of 32 channels, patch 4,
+dim 64, depth 6, 4 heads, MLP ratio 2), loads the training checkpoint when it exists (else seeded random weights: the cost is the same),
 exports it as a model package to --out (so the C# side runs exactly these weights), and times, per batch size,
 the same protocol as `strapvit bench-pgd`: untargeted Linf PGD, eps 8/255, step 2/255, no random start, no early
 stop, `steps` forward+backward passes plus the 3 verdict forwards (clean, float, 8-bit), best of `repeats`.

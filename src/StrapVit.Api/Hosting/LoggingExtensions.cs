@@ -34,7 +34,14 @@ public static class LoggingExtensions
     /// </summary>
     public static WebApplication UseStrapVitRequestLogging(this WebApplication app)
     {
-        app.UseSerilogRequestLogging(options => options.GetLevel = RequestLogLevel);
+        // This host's logger, not the static Log.Logger the middleware defaults to (another host in the same
+        // process, e.g. in tests, may have replaced that).
+        var logger = app.Services.GetRequiredService<Serilog.ILogger>();
+        app.UseSerilogRequestLogging(options =>
+        {
+            options.GetLevel = RequestLogLevel;
+            options.Logger = logger;
+        });
         return app;
     }
 

@@ -96,11 +96,11 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
     /// <summary>The attack fixture model with a tiny IDX image set for training and held-out evaluation.</summary>
     public class JobFactory : AttackServiceFactory
     {
-        public JobFactory() : base(Paths(4)) { }
+        public JobFactory() : base(Paths(4, 1000)) { }
 
-        protected JobFactory(int maxRunningJobs) : base(Paths(maxRunningJobs)) { }
+        protected JobFactory(int maxRunningJobs, int maxSteps) : base(Paths(maxRunningJobs, maxSteps)) { }
 
-        private static Dictionary<string, string?> Paths(int maxRunningJobs)
+        private static Dictionary<string, string?> Paths(int maxRunningJobs, int maxSteps)
         {
             var dir = Path.Combine(Path.GetTempPath(), "strapvit-attack-tests", "idx-" + Guid.NewGuid().ToString("N"));
             Directory.CreateDirectory(dir);
@@ -118,7 +118,7 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
                 ["Attacks:Universal:HoldOutImages"] = Path.Combine(dir, "images.gz"),
                 ["Attacks:Universal:HoldOutLabels"] = Path.Combine(dir, "labels.gz"),
                 ["Attacks:Universal:MaxRunningJobs"] = maxRunningJobs.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                ["Attacks:Universal:MaxSteps"] = "1000",
+                ["Attacks:Universal:MaxSteps"] = maxSteps.ToString(System.Globalization.CultureInfo.InvariantCulture),
             };
         }
 
@@ -146,7 +146,8 @@ public sealed class PatchJobLimitTests(PatchJobLimitTests.OneJobFactory factory)
     [Fact]
     public async Task A_second_job_past_the_limit_is_429_until_the_first_is_canceled()
     {
-        using var first = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 1, patchSize = 3, steps = 1000, batchSize = 1 });
+        // Millions of steps: the first job is still running when the second arrives, however fast the machine.
+        using var first = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 1, patchSize = 3, steps = 10_000_000, batchSize = 1 });
         Assert.Equal(HttpStatusCode.Accepted, first.StatusCode);
         using var second = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 1, patchSize = 3, steps = 2, batchSize = 1 });
         await second.AssertProblemAsync(429);
@@ -155,5 +156,5 @@ public sealed class PatchJobLimitTests(PatchJobLimitTests.OneJobFactory factory)
         Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
     }
 
-    public sealed class OneJobFactory() : PatchJobTests.JobFactory(1);
+    public sealed class OneJobFactory() : PatchJobTests.JobFactory(1, 10_000_000);
 }
