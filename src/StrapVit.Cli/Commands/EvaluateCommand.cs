@@ -35,8 +35,8 @@ internal sealed class EvaluateCommand : ICliCommand
         Calibrates the defense on all --calib images (clean training images) and scores the first --count --images.
         --split names the run: report (default) for the reported test images (samples/fashion-mnist/test-1000-*),
         tune for the held-out images the defaults are chosen on (samples/fashion-mnist/tune-500-*, disjoint
-        from test-1000). Writes <output>/results-<split>.json and <output>/tables-<split>.md. Labels come from the matching
-        *labels-idx1* file next to each images file.
+        from test-1000). Writes <output>/results-<split>.json and <output>/tables-<split>.md. Labels come from the
+        matching *labels-idx1* file next to each images file.
         """;
 
     public int Run(CliArguments args, TextWriter stdout, TextWriter stderr)
@@ -69,7 +69,8 @@ internal sealed class EvaluateCommand : ICliCommand
         var package = ModelPackage.Load(args.Positionals[0]);
         var calib = IdxDataset.Load(calibPath, LabelsFor(calibPath));
         var images = IdxDataset.Load(imagesPath, LabelsFor(imagesPath));
-        var (test, reference) = (EvaluationSet.FromIdx(images, count), EvaluationSet.FromIdx(calib, calib.Count));
+        var test = EvaluationSet.FromIdx(images, count);
+        var reference = EvaluationSet.FromIdx(calib, calib.Count);
 
         var cpu = new InferenceOptions { Device = InferenceDevice.Cpu };
         var sessions = new OnnxSessionFactory(cpu, NullLogger<OnnxSessionFactory>.Instance);
