@@ -27,8 +27,7 @@ internal static class DefendedClassification
         var defended = defense.Run(image.Data, 1, selection.Mode, [selection.Seed], runOptions)[0];
         var elapsed = sw.Elapsed;
         var report = defended.Report;
-        var modeName = selection.Mode == DefenseMode.Detect ? "detect" : "mitigate";
-        metrics.ObserveDefense(modeName, elapsed, report.FlaggedTokens.Count, report.FlaggedAboveThreshold > 0);
+        metrics.ObserveDefense(report.Mode, elapsed, report.FlaggedTokens.Count, report.FlaggedAboveThreshold > 0);
         metrics.ObserveInference(defense.Variant == "token" ? "token_split" : "forward", elapsed);
         return new DefendedResult(classifier.Rank(defended.Logits, topK), defended, elapsed.TotalMilliseconds, elapsed.TotalMilliseconds);
     }

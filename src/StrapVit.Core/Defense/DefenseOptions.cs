@@ -63,6 +63,9 @@ public sealed class DefenseOptions
     public double TemperatureScaleMax { get; set; } = 4.0;
 
     /// <summary>Returns the first problem with these options, or null.</summary>
+    /// <summary>A copy to vary one setting on (every property is a value).</summary>
+    public DefenseOptions Clone() => (DefenseOptions)MemberwiseClone();
+
     public string? Validate() =>
         MinTokens < 0 ? "Defense:MinTokens must be >= 0."
         : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."

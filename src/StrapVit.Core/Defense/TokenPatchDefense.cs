@@ -14,8 +14,6 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
 {
     public string Variant => "token";
 
-    public TokenReference Reference => reference;
-
     public DefendedLogits[] Run(ReadOnlySpan<float> pixels, int batch, DefenseMode mode, IReadOnlyList<int> seeds, RunOptions? runOptions = null)
     {
         if (mode == DefenseMode.Off)
@@ -33,6 +31,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         var tokens = model.Embed(pixels, batch, runOptions);
         var candidates = Enumerable.Range(first, t - first).ToArray();
         var scores = new double[t];
+        var thresholds = reference.Threshold[first..].Select(v => v * options.ThresholdScale).ToArray();
         var pending = new (FlaggedToken[] Flagged, int Above, AppliedTransform[] Applied, double[] Scores, double[] Thresholds)[batch];
         for (var i = 0; i < batch; i++)
         {
@@ -48,7 +47,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
                 above,
                 applied,
                 scores[first..].ToArray(),
-                reference.Threshold[first..].Select(v => v * options.ThresholdScale).ToArray());
+                thresholds);
         }
 
         var logits = model.Encode(tokens, batch, runOptions);

@@ -57,9 +57,9 @@ public sealed class DefenseEvaluation(
             rows.Add(new(section, scenario, "none", DefenseScoring.Undefended(classifier, set).Accuracy, null, null, attackSuccess));
             foreach (var defense in new IPatchDefense[] { token, pixel })
             {
-                var mitigated = DefenseScoring.Defended(defense, set, DefenseMode.Mitigate, seed);
-                var detected = DefenseScoring.Defended(defense, set, DefenseMode.Detect, seed, patched?.Placements, package.Manifest.PatchSize);
-                rows.Add(new(section, scenario, defense.Variant, mitigated.Accuracy, detected.Flagged, detected.Coverage, attackSuccess));
+                // Flagging happens before any transform, so the mitigate run's report also gives detection and coverage.
+                var s = DefenseScoring.Defended(defense, set, DefenseMode.Mitigate, seed, patched?.Placements, package.Manifest.PatchSize);
+                rows.Add(new(section, scenario, defense.Variant, s.Accuracy, s.Flagged, s.Coverage, attackSuccess));
             }
 
             log.WriteLine($"  {section} / {scenario}: " + string.Join(", ", rows.Where(r => r.Section == section && r.Scenario == scenario).Select(r => $"{r.Defense} {r.Accuracy:P1}")));
@@ -84,23 +84,22 @@ public sealed class DefenseEvaluation(
             Score("universal patch", Label(size), patched.Images, patched, patched.AttackSuccessRate);
         }
 
-        Adaptive(rows, test, calibration, reference);
+        Adaptive(rows, test, calibration, reference, token);
         Ablation(rows, test, perImage.GetValueOrDefault(settings.AdaptivePatchSize) ?? perImage.Values.First(), calibration, reference);
         var overhead = Overhead(test, token, pixel);
         return new EvaluationReport(package.Manifest.Name, test.Count, calibration.Count, options, settings, rows, overhead,
             Stopwatch.GetElapsedTime(started).TotalSeconds);
     }
 
-    private void Adaptive(List<EvaluationRow> rows, EvaluationSet test, EvaluationSet calibration, DefenseCalibration reference)
+    private void Adaptive(List<EvaluationRow> rows, EvaluationSet test, EvaluationSet calibration, DefenseCalibration reference, TokenPatchDefense token)
     {
         var size = settings.AdaptivePatchSize;
         var subset = Take(test, settings.AdaptiveCount);
         var eot = new EotTokenDefenseClassifier(tokens, reference.Tokens!, options, tokenGradients, settings.EotSamples, settings.Seed);
-        var token = new TokenPatchDefense(tokens, reference.Tokens!, options);
 
         log.WriteLine($"adaptive per-image patch {size}x{size} through the token defense (EOT {settings.EotSamples}, {subset.Count} images)");
         var plain = PatchScenarios.PerImage(undefended, subset, size, settings.PatchSteps, settings.Seed);
-        var adaptive = PatchScenarios.PerImage(eot, subset, size, settings.PatchSteps, settings.Seed, "adaptive");
+        var adaptive = PatchScenarios.PerImage(eot, subset, size, settings.PatchSteps, settings.Seed);
         foreach (var (name, set) in new[] { ("non-adaptive", plain), ("adaptive (EOT)", adaptive) })
         {
             var none = DefenseScoring.Undefended(classifier, set.Images).Accuracy;
@@ -111,7 +110,7 @@ public sealed class DefenseEvaluation(
         }
 
         log.WriteLine($"adaptive universal patch {size}x{size} through the token defense");
-        var (universal, _) = PatchScenarios.Universal(eot, calibration, subset, size, settings.UniversalTarget, settings.UniversalSteps, settings.Seed, "adaptive universal");
+        var (universal, _) = PatchScenarios.Universal(eot, calibration, subset, size, settings.UniversalTarget, settings.UniversalSteps, settings.Seed);
         var u = DefenseScoring.Defended(token, universal.Images, DefenseMode.Mitigate, settings.Seed + 7);
         rows.Add(new("adaptive universal patch", $"{Label(size)} adaptive (EOT)", "none", DefenseScoring.Undefended(classifier, universal.Images).Accuracy, null, null, universal.AttackSuccessRate));
         rows.Add(new("adaptive universal patch", $"{Label(size)} adaptive (EOT)", "token", u.Accuracy, null, null, universal.AttackSuccessRate));
@@ -184,11 +183,7 @@ public sealed class DefenseEvaluation(
 
     private static DefenseOptions Copy(DefenseOptions o, Action<DefenseOptions> change)
     {
-        var copy = new DefenseOptions
-        {
-            Variant = o.Variant, MinTokens = o.MinTokens, ThresholdScale = o.ThresholdScale, Transforms = o.Transforms,
-            ShrinkMin = o.ShrinkMin, ShrinkMax = o.ShrinkMax, TemperatureScaleMin = o.TemperatureScaleMin, TemperatureScaleMax = o.TemperatureScaleMax,
-        };
+        var copy = o.Clone();
         change(copy);
         return copy;
     }

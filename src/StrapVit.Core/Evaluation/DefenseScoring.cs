@@ -8,9 +8,8 @@ namespace StrapVit.Core.Evaluation;
 /// <summary>What one defense configuration did on one set of images.</summary>
 /// <param name="Accuracy">Share of images whose top-1 equals the label.</param>
 /// <param name="Flagged">Share of images with at least one token over its threshold (on clean images: the false-positive rate).</param>
-/// <param name="MeanAboveThreshold">Mean number of tokens over threshold per image.</param>
 /// <param name="Coverage">Mean share of the true patch area covered by flagged tokens (patched images only).</param>
-public sealed record DefenseScore(double Accuracy, double Flagged, double MeanAboveThreshold, double? Coverage);
+public sealed record DefenseScore(double Accuracy, double Flagged, double? Coverage);
 
 /// <summary>Runs a defense (or none) over an evaluation set and scores it.</summary>
 public static class DefenseScoring
@@ -20,7 +19,7 @@ public static class DefenseScoring
     public static DefenseScore Undefended(VitClassifier classifier, EvaluationSet set)
     {
         var logits = classifier.Logits(set.Pixels, set.Count);
-        return new DefenseScore(Accuracy(logits, set.Labels, classifier.ClassCount), 0, 0, null);
+        return new DefenseScore(Accuracy(logits, set.Labels, classifier.ClassCount), 0, null);
     }
 
     /// <summary>Scores <paramref name="defense"/> in <paramref name="mode"/>; image i uses seed <c>seed + i</c>.</summary>
@@ -41,7 +40,6 @@ public static class DefenseScoring
         return new DefenseScore(
             Accuracy(all, set.Labels, classes),
             results.Count(r => r.Report.FlaggedAboveThreshold > 0) / (double)results.Count,
-            results.Average(r => r.Report.FlaggedAboveThreshold),
             coverage);
     }
 

@@ -4,7 +4,7 @@ using StrapVit.Core.Attacks.Universal;
 namespace StrapVit.Core.Evaluation;
 
 /// <summary>Patched versions of an evaluation set, and where each patch went.</summary>
-public sealed record PatchedSet(string Kind, int PatchSize, EvaluationSet Images, IReadOnlyList<PatchPlacement> Placements, double AttackSuccessRate, double Seconds);
+public sealed record PatchedSet(int PatchSize, EvaluationSet Images, IReadOnlyList<PatchPlacement> Placements, double AttackSuccessRate);
 
 /// <summary>Builds the patched image sets the evaluation scores the defenses on.</summary>
 public static class PatchScenarios
@@ -12,13 +12,12 @@ public static class PatchScenarios
     private const int Chunk = 100;
 
     /// <summary>LaVAN-style per-image patches, untargeted against the true label, optimised on <paramref name="model"/>.</summary>
-    public static PatchedSet PerImage(IDifferentiableClassifier model, EvaluationSet set, int patchSize, int steps, int seed, string kind = "per-image")
+    public static PatchedSet PerImage(IDifferentiableClassifier model, EvaluationSet set, int patchSize, int steps, int seed)
     {
         var attack = new PatchAttack(patchSize, steps: steps);
         var pixels = new float[set.Pixels.Length];
         var placements = new List<PatchPlacement>(set.Count);
         var successes = 0;
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         for (var start = 0; start < set.Count; start += Chunk)
         {
             var n = Math.Min(Chunk, set.Count - start);
@@ -30,8 +29,7 @@ public static class PatchScenarios
             successes += result.Samples.Count(s => s.SuccessQuantized);
         }
 
-        return new PatchedSet(kind, patchSize, set.WithPixels(pixels), placements, successes / (double)set.Count,
-            System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
+        return new PatchedSet(patchSize, set.WithPixels(pixels), placements, successes / (double)set.Count);
     }
 
     /// <summary>
@@ -39,11 +37,10 @@ public static class PatchScenarios
     /// every image of <paramref name="set"/> at a random pose. Placement is the pose's bounding square, rounded.
     /// </summary>
     public static (PatchedSet Set, UniversalPatchResult Patch) Universal(
-        IDifferentiableClassifier model, EvaluationSet train, EvaluationSet set, int patchSize, int target, int steps, int seed, string kind = "universal")
+        IDifferentiableClassifier model, EvaluationSet train, EvaluationSet set, int patchSize, int target, int steps, int seed)
     {
         var settings = new UniversalPatchSettings(patchSize, target, Steps: steps);
         var trainer = new UniversalPatchTrainer(settings);
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var patch = trainer.Train(model, train.Pixels, train.Count, seed);
         int c = model.Channels, h = model.Height, w = model.Width;
         var random = new Random(seed + 1);
@@ -65,7 +62,6 @@ public static class PatchScenarios
         var hits = Enumerable.Range(0, set.Count).Count(i => set.Labels[i] != target
             && Numerics.Probabilities.ArgMax(logits.AsSpan(i * model.Classes, model.Classes)) == target);
         var eligible = set.Labels.Count(l => l != target);
-        return (new PatchedSet(kind, patchSize, set.WithPixels(quantized), placements, hits / (double)Math.Max(1, eligible),
-            System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds), patch);
+        return (new PatchedSet(patchSize, set.WithPixels(quantized), placements, hits / (double)Math.Max(1, eligible)), patch);
     }
 }
