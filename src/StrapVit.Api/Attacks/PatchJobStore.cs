@@ -5,6 +5,7 @@ using StrapVit.Api.Observability;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Attacks.Universal;
 using StrapVit.Core.Datasets;
+using StrapVit.Core.Evaluation;
 using StrapVit.Core.Imaging;
 
 namespace StrapVit.Api.Attacks;
@@ -94,8 +95,8 @@ public sealed partial class PatchJobStore(
 {
     private readonly ConcurrentDictionary<string, PatchJob> jobs = new(StringComparer.Ordinal);
     private readonly Lock gate = new();
-    private (float[] Images, int[] Labels, int Count)? train;
-    private (float[] Images, int[] Labels, int Count)? heldOut;
+    private EvaluationSet? train;
+    private EvaluationSet? heldOut;
 
     private UniversalPatchJobOptions Limits => options.Value.Universal;
 
@@ -133,16 +134,15 @@ public sealed partial class PatchJobStore(
         return job;
     }
 
-    private void Run(PatchJob job, IDifferentiableClassifier model, (float[] Images, int[] Labels, int Count) trainSet,
-        (float[] Images, int[] Labels, int Count) heldOutSet)
+    private void Run(PatchJob job, IDifferentiableClassifier model, EvaluationSet trainSet, EvaluationSet heldOutSet)
     {
         var started = TimeProvider.System.GetTimestamp();
         try
         {
             var trainer = new UniversalPatchTrainer(job.Settings);
-            var (images, count) = WithoutTarget(trainSet, model.SampleSize(), job.Settings.TargetClass);
-            var result = trainer.Train(model, images, count, job.Seed, new JobProgress(job), job.Token);
-            var evaluation = trainer.Evaluate(model, result.Patch, heldOutSet.Images, heldOutSet.Count, heldOutSet.Labels, job.Seed + 1, job.Token);
+            var images = trainSet.Without(job.Settings.TargetClass);
+            var result = trainer.Train(model, images.Pixels, images.Count, job.Seed, new JobProgress(job), job.Token);
+            var evaluation = trainer.Evaluate(model, result.Patch, heldOutSet.Pixels, heldOutSet.Count, heldOutSet.Labels, job.Seed + 1, job.Token);
             job.Complete(result, evaluation);
             metrics.ObserveAttack("universal_patch", evaluation.SuccessRate >= 0.5 ? "success" : "failure",
                 TimeProvider.System.GetElapsedTime(started), job.Settings.Steps);
@@ -193,15 +193,7 @@ public sealed partial class PatchJobStore(
         }
     }
 
-    private static (float[] Images, int Count) WithoutTarget((float[] Images, int[] Labels, int Count) set, int size, int target)
-    {
-        var keep = Enumerable.Range(0, set.Count).Where(i => set.Labels[i] != target).ToArray();
-        var images = new float[keep.Length * size];
-        for (var j = 0; j < keep.Length; j++) set.Images.AsSpan(keep[j] * size, size).CopyTo(images.AsSpan(j * size, size));
-        return (images, keep.Length);
-    }
-
-    private ((float[], int[], int) Train, (float[], int[], int) HeldOut) LoadData(IDifferentiableClassifier model)
+    private (EvaluationSet Train, EvaluationSet HeldOut) LoadData(IDifferentiableClassifier model)
     {
         lock (gate)
         {
@@ -219,29 +211,12 @@ public sealed partial class PatchJobStore(
                 };
             }
 
-            return (train.Value, heldOut.Value);
+            return (train, heldOut);
         }
     }
 
-    private (float[] Images, int[] Labels, int Count) Load(string images, string labels, IDifferentiableClassifier model, int max)
-    {
-        var set = IdxDataset.Load(Resolve(images), Resolve(labels));
-        if (set.Rows != model.Height || set.Cols != model.Width)
-        {
-            throw new NotSupportedException($"the images are {set.Rows}x{set.Cols} but the model takes {model.Height}x{model.Width}.");
-        }
-
-        var n = Math.Min(max, set.Count);
-        var size = model.SampleSize();
-        var data = new float[n * size];
-        for (var i = 0; i < n; i++)
-        {
-            var gray = set.Image(i).Data;
-            for (var c = 0; c < model.Channels; c++) gray.CopyTo(data.AsSpan((i * size) + (c * gray.Length), gray.Length));
-        }
-
-        return (data, [.. set.Labels.Take(n).Select(b => (int)b)], n);
-    }
+    private EvaluationSet Load(string images, string labels, IDifferentiableClassifier model, int max) =>
+        EvaluationSet.FromIdx(IdxDataset.Load(Resolve(images), Resolve(labels)), max, model.Channels, model.Height, model.Width);
 
     private string Resolve(string path) => Path.IsPathRooted(path) ? path : Path.GetFullPath(Path.Combine(environment.ContentRootPath, path));
 

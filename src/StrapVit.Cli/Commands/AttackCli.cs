@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Datasets;
+using StrapVit.Core.Evaluation;
 using StrapVit.Core.Gradients;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
@@ -36,26 +37,9 @@ internal sealed class AttackCli : IDisposable
 
     public IDifferentiableClassifier Model { get; }
 
-    /// <summary>The first <paramref name="count"/> images of an IDX set as <c>[N, C, H, W]</c> (gray replicated over channels), with labels.</summary>
-    public (float[] Images, int[] Labels, int Count) LoadIdx(string images, string labels, int count)
-    {
-        var set = IdxDataset.Load(images, labels);
-        if (set.Rows != Model.Height || set.Cols != Model.Width)
-        {
-            throw new InvalidDataException($"{images} holds {set.Rows}x{set.Cols} images; the model takes {Model.Height}x{Model.Width}.");
-        }
-
-        var n = Math.Min(count, set.Count);
-        var size = Model.SampleSize();
-        var data = new float[n * size];
-        for (var i = 0; i < n; i++)
-        {
-            var gray = set.Image(i).Data;
-            for (var c = 0; c < Model.Channels; c++) gray.CopyTo(data.AsSpan((i * size) + (c * gray.Length), gray.Length));
-        }
-
-        return (data, [.. set.Labels.Take(n).Select(b => (int)b)], n);
-    }
+    /// <summary>The first <paramref name="count"/> images of an IDX set shaped for the model (gray in every channel).</summary>
+    public EvaluationSet LoadIdx(string images, string labels, int count) =>
+        EvaluationSet.FromIdx(IdxDataset.Load(images, labels), count, Model.Channels, Model.Height, Model.Width);
 
     public void Dispose()
     {

@@ -58,14 +58,12 @@ internal sealed class AttackEvalCommand : ICliCommand
         {
             using var cli = new AttackCli(args.Positionals[0], threads, cache);
             var model = cli.Model;
-            var size = model.SampleSize();
             var k = model.Classes;
-            var (all, allLabels, n) = cli.LoadIdx(images, labels, count);
+            var loaded = cli.LoadIdx(images, labels, count);
+            var (all, allLabels, n) = (loaded.Pixels, loaded.Labels, loaded.Count);
             var logits = model.Logits(all, n, null);
-            var correct = Enumerable.Range(0, n).Where(i => Probabilities.ArgMax(logits.AsSpan(i * k, k)) == allLabels[i]).ToArray();
-            var x = new float[correct.Length * size];
-            for (var j = 0; j < correct.Length; j++) all.AsSpan(correct[j] * size, size).CopyTo(x.AsSpan(j * size, size));
-            var y = correct.Select(i => allLabels[i]).ToArray();
+            var correct = loaded.Subset(Enumerable.Range(0, n).Where(i => Probabilities.ArgMax(logits.AsSpan(i * k, k)) == allLabels[i]).ToArray());
+            var (x, y) = (correct.Pixels, correct.Labels);
             var goal = AttackGoal.Untargeted(y);
             var report = new StringBuilder();
             void Line(string text)
@@ -76,14 +74,14 @@ internal sealed class AttackEvalCommand : ICliCommand
             }
 
             Line($"Model {cli.Package.Manifest.Name} (sha256 {cli.Package.Sha256[..12]}), {n} images from {Path.GetFileName(images)}: "
-                + $"clean accuracy {correct.Length / (double)n:P1}; attacks run on the {correct.Length} correctly classified images, seed {seed}.");
+                + $"clean accuracy {correct.Count / (double)n:P1}; attacks run on the {correct.Count} correctly classified images, seed {seed}.");
             Line("");
 
             string Pct(double v) => (100 * v).ToString("F1", CultureInfo.InvariantCulture) + "%";
             AttackResult Run(Attack attack)
             {
                 var sw = Stopwatch.StartNew();
-                var r = attack.Run(model, x, correct.Length, goal, seed);
+                var r = attack.Run(model, x, correct.Count, goal, seed);
                 stderr.WriteLine($"  {attack.Name}: {sw.Elapsed.TotalSeconds:F1} s");
                 return r;
             }
@@ -135,17 +133,14 @@ internal sealed class AttackEvalCommand : ICliCommand
 
             if (only.Contains("universal"))
             {
-                var (train, tl, tn) = cli.LoadIdx(trainImages!, trainLabels!, int.MaxValue);
-                var keep = Enumerable.Range(0, tn).Where(i => tl[i] != target).ToArray();
-                var data = new float[keep.Length * size];
-                for (var j = 0; j < keep.Length; j++) train.AsSpan(keep[j] * size, size).CopyTo(data.AsSpan(j * size, size));
+                var data = cli.LoadIdx(trainImages!, trainLabels!, int.MaxValue).Without(target);
                 Line($"| universal patch (px) | share of image | held-out success toward '{cli.Package.Manifest.Labels[target]}' | train batch success | images evaluated |");
                 Line("|---|---|---|---|---|");
                 foreach (var s in sides)
                 {
                     var sw = Stopwatch.StartNew();
                     var trainer = new UniversalPatchTrainer(new UniversalPatchSettings(s, target, universalSteps));
-                    var result = trainer.Train(model, data, keep.Length, seed);
+                    var result = trainer.Train(model, data.Pixels, data.Count, seed);
                     var ev = trainer.Evaluate(model, result.Patch, all, n, allLabels, seed + 1);
                     stderr.WriteLine($"  universal {s}: {sw.Elapsed.TotalSeconds:F1} s");
                     Line($"| {s}x{s} | {Pct(s * s / (double)area)} | {Pct(ev.SuccessRate)} | {Pct(result.TrainSuccessRate)} | {ev.Evaluated} |");

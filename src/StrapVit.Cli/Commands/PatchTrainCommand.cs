@@ -51,15 +51,12 @@ internal sealed class PatchTrainCommand : ICliCommand
         try
         {
             using var cli = new AttackCli(args.Positionals[0], threads, cache);
-            var (train, trainLabels, n) = cli.LoadIdx(images, labels, int.MaxValue);
-            var keep = Enumerable.Range(0, n).Where(i => trainLabels[i] != target).ToArray();
-            var size = cli.Model.SampleSize();
-            var data = new float[keep.Length * size];
-            for (var j = 0; j < keep.Length; j++) train.AsSpan(keep[j] * size, size).CopyTo(data.AsSpan(j * size, size));
+            var train = cli.LoadIdx(images, labels, int.MaxValue);
+            var data = train.Without(target);
 
             var trainer = new UniversalPatchTrainer(settings);
             var lastShown = 0;
-            var result = trainer.Train(cli.Model, data, keep.Length, seed, new Inline(p =>
+            var result = trainer.Train(cli.Model, data.Pixels, data.Count, seed, new Inline(p =>
             {
                 if (p.Step == p.TotalSteps || p.Step - lastShown >= Math.Max(1, p.TotalSteps / 10))
                 {
@@ -68,8 +65,8 @@ internal sealed class PatchTrainCommand : ICliCommand
                 }
             }));
             File.WriteAllBytes(output, PngEncoding.Encode(new ImageTensor(result.Patch, result.Channels, result.Size, result.Size)));
-            var (held, heldLabels, heldCount) = holdImages is null ? (train, trainLabels, n) : cli.LoadIdx(holdImages, holdLabels!, holdCount);
-            var evaluation = trainer.Evaluate(cli.Model, result.Patch, held, heldCount, heldLabels, seed + 1);
+            var held = holdImages is null ? train : cli.LoadIdx(holdImages, holdLabels!, holdCount);
+            var evaluation = trainer.Evaluate(cli.Model, result.Patch, held.Pixels, held.Count, held.Labels, seed + 1);
             stdout.WriteLine($"{Path.GetFullPath(output)}: {settings.PatchSize}x{settings.PatchSize} patch toward class {target} "
                 + $"({cli.Package.Manifest.Labels[target]}), {settings.Steps} steps in {result.Elapsed.TotalSeconds:F1} s; "
                 + $"{(holdImages is null ? "training" : "held-out")} success {evaluation.SuccessRate:P1} of {evaluation.Evaluated} images");
