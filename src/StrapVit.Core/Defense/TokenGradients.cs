@@ -44,9 +44,8 @@ public sealed class TokenGradients : IDisposable
             sessions);
         try
         {
-            var vjp = builder.Build(embedding, GradientObjective.Vjp).ToByteArray();
-            // The embedding has no classes; its "cross-entropy" graph is never run, the VJP graph stands in for it.
-            return new TokenGradients(encoderRunner, GradientRunner.Create(vjp, vjp, sessions));
+            // The embedding has no classes: only its VJP graph exists.
+            return new TokenGradients(encoderRunner, GradientRunner.CreateVjpOnly(builder.Build(embedding, GradientObjective.Vjp).ToByteArray(), sessions));
         }
         catch
         {
@@ -59,11 +58,11 @@ public sealed class TokenGradients : IDisposable
     {
         var model = encoder.Clone();
         var graph = model.Graph;
-        var shape = $"strapvit_token_shape";
-        graph.Initializer.Add(Int64Tensor(shape, [-1, t, d]));
+        var shape = "strapvit_token_shape";
+        graph.Initializer.Add(OnnxProto.Int64Tensor(shape, [3], [-1, t, d]));
         graph.Node.Insert(0, ForwardGraph.Node("Reshape", [TokenImage, shape], [TokenGraphSplitter.TokensName], "strapvit_token_image_to_tokens"));
         graph.Input.Clear();
-        graph.Input.Add(FloatInput(TokenImage, ["N", 1, t, d]));
+        graph.Input.Add(OnnxProto.TensorInfo(TokenImage, OnnxProto.Float, ["N", 1, t, d]));
         return model;
     }
 
@@ -72,28 +71,11 @@ public sealed class TokenGradients : IDisposable
         var model = embedding.Clone();
         var graph = model.Graph;
         var shape = "strapvit_flat_shape";
-        graph.Initializer.Add(Int64Tensor(shape, [-1, (long)t * d]));
+        graph.Initializer.Add(OnnxProto.Int64Tensor(shape, [2], [-1, (long)t * d]));
         graph.Node.Add(ForwardGraph.Node("Reshape", [TokenGraphSplitter.TokensName, shape], [FlatTokens], "strapvit_tokens_flatten"));
         graph.Output.Clear();
-        graph.Output.Add(FloatInput(FlatTokens, ["N", (long)t * d]));
+        graph.Output.Add(OnnxProto.TensorInfo(FlatTokens, OnnxProto.Float, ["N", (long)t * d]));
         return model;
-    }
-
-    private static ValueInfoProto FloatInput(string name, object[] dims) => new()
-    {
-        Name = name,
-        Type = new TypeProto
-        {
-            TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = ForwardGraph.Shape(dims) },
-        },
-    };
-
-    private static TensorProto Int64Tensor(string name, long[] values)
-    {
-        var tensor = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Int64 };
-        tensor.Dims.Add(values.Length);
-        tensor.Int64Data.AddRange(values);
-        return tensor;
     }
 
     public void Dispose()

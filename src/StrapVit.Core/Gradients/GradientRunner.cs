@@ -74,6 +74,25 @@ public sealed class GradientRunner : IDisposable
         }
     }
 
+    /// <summary>
+    /// A runner of a VJP graph alone, for a sub-graph without classes (e.g. the defense's embedding): one session,
+    /// and <see cref="CrossEntropy"/> is not available.
+    /// </summary>
+    public static GradientRunner CreateVjpOnly(byte[] vjpModel, OnnxSessionFactory sessions)
+    {
+        ArgumentNullException.ThrowIfNull(sessions);
+        var session = sessions.Create(vjpModel, "gradient (vjp)");
+        try
+        {
+            return new GradientRunner(session, session);
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Logits, per-sample cross-entropy against <paramref name="labels"/> and d(Σ loss)/d pixels.</summary>
     /// <param name="pixels">[N, C, H, W] in [0, 1], N = <paramref name="batch"/>.</param>
     /// <param name="labels">[N] class indices in [0, K).</param>
@@ -81,6 +100,7 @@ public sealed class GradientRunner : IDisposable
     /// <param name="runOptions">Per-call options, e.g. wired to a request's cancellation; null for defaults.</param>
     public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, RunOptions? runOptions = null)
     {
+        if (ReferenceEquals(crossEntropy, vjp)) throw new InvalidOperationException("This runner has only a VJP graph.");
         CheckPixels(pixels, batch);
         if (labels.Length != batch) throw new ArgumentException($"Expected {batch} labels, got {labels.Length}.", nameof(labels));
         foreach (var label in labels)
@@ -112,7 +132,7 @@ public sealed class GradientRunner : IDisposable
     public void Dispose()
     {
         crossEntropy.Dispose();
-        vjp.Dispose();
+        if (!ReferenceEquals(vjp, crossEntropy)) vjp.Dispose();
     }
 
     private void CheckPixels(ReadOnlySpan<float> pixels, int batch)

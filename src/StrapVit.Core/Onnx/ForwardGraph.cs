@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Onnx;
+using StrapVit.Core.Gradients;
 using StrapVit.Core.Models;
 
 namespace StrapVit.Core.Onnx;
@@ -127,18 +128,7 @@ public static class ForwardGraph
             graph.Node.Insert(0, normalize[i]);
         }
 
-        var pixelInput = new ValueInfoProto
-        {
-            Name = PixelInput,
-            Type = new TypeProto
-            {
-                TensorType = new TypeProto.Types.Tensor
-                {
-                    ElemType = (int)TensorProto.Types.DataType.Float,
-                    Shape = Shape(["N", c, m.Input.Height, m.Input.Width]),
-                },
-            },
-        };
+        var pixelInput = OnnxProto.TensorInfo(PixelInput, OnnxProto.Float, ["N", c, m.Input.Height, m.Input.Width]);
         var index = graph.Input.IndexOf(original);
         graph.Input[index] = pixelInput;
 
@@ -171,19 +161,6 @@ public static class ForwardGraph
         t.Dims.AddRange(dims);
         t.FloatData.AddRange(values);
         return t;
-    }
-
-    internal static TensorShapeProto Shape(object[] dims)
-    {
-        var shape = new TensorShapeProto();
-        foreach (var d in dims)
-        {
-            shape.Dim.Add(d is string s
-                ? new TensorShapeProto.Types.Dimension { DimParam = s }
-                : new TensorShapeProto.Types.Dimension { DimValue = Convert.ToInt64(d) });
-        }
-
-        return shape;
     }
 
     private static string UniqueName(GraphProto graph, string stem)

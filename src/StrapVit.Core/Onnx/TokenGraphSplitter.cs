@@ -1,4 +1,5 @@
 using Onnx;
+using StrapVit.Core.Gradients;
 using StrapVit.Core.Models;
 
 namespace StrapVit.Core.Onnx;
@@ -100,16 +101,5 @@ public static class TokenGraphSplitter
         return model;
     }
 
-    private static ValueInfoProto TokensValueInfo() => new()
-    {
-        Name = TokensName,
-        Type = new TypeProto
-        {
-            TensorType = new TypeProto.Types.Tensor
-            {
-                ElemType = (int)TensorProto.Types.DataType.Float,
-                Shape = ForwardGraph.Shape(["N", "T", "D"]),
-            },
-        },
-    };
+    private static ValueInfoProto TokensValueInfo() => OnnxProto.TensorInfo(TokensName, OnnxProto.Float, ["N", "T", "D"]);
 }
