@@ -1,9 +1,7 @@
 using System.Text.Json.Serialization;
+using StrapVit.Core.Inference;
 
 namespace StrapVit.Api.Attacks;
-
-/// <summary>A predicted class with its softmax probability.</summary>
-public sealed record ClassPrediction(int Index, string Label, float Probability);
 
 /// <summary>Where a patch attack put its square (top-left corner and side, pixels).</summary>
 public sealed record PatchLocation(int X, int Y, int Size);
@@ -30,9 +28,9 @@ public sealed record AttackResponse(
     string Attack,
     bool Success,
     bool SuccessQuantized,
-    ClassPrediction Original,
-    ClassPrediction Adversarial,
-    ClassPrediction AdversarialQuantized,
+    Prediction Original,
+    Prediction Adversarial,
+    Prediction AdversarialQuantized,
     float Linf,
     float L2,
     int Iterations,

@@ -4,7 +4,7 @@ using StrapVit.Api.Errors;
 using StrapVit.Api.Uploads;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Imaging;
-using StrapVit.Core.Numerics;
+using StrapVit.Core.Inference;
 
 namespace StrapVit.Api.Attacks;
 
@@ -172,13 +172,7 @@ public static partial class AttackEndpoints
             return TypedResults.File(png, "image/png");
         }
 
-        var labels = services.Runtime.Classifier.Manifest.Labels;
-        ClassPrediction Predict(ReadOnlySpan<float> logits)
-        {
-            var p = Probabilities.Softmax(logits);
-            var i = Probabilities.ArgMax(p);
-            return new ClassPrediction(i, labels[i], p[i]);
-        }
+        Prediction Predict(ReadOnlySpan<float> logits) => services.Runtime.Classifier.Rank(logits, 1)[0];
 
         return TypedResults.Ok(new AttackResponse(
             name,

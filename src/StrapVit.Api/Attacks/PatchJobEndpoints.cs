@@ -70,8 +70,16 @@ public static class PatchJobEndpoints
         }
 
         var defaultSide = Math.Clamp((int)Math.Round(Math.Sqrt(0.05 * model.Height * model.Width)), 1, Math.Min(model.Height, model.Width));
-        var settings = new UniversalPatchSettings(request.PatchSize ?? defaultSide, target, request.Steps ?? 500, request.BatchSize ?? 32,
-            request.StepSize ?? 0.05f, request.MaxRotation ?? 22.5f, request.MinScale ?? 0.8f, request.MaxScale ?? 1f);
+        var defaults = new UniversalPatchSettings(request.PatchSize ?? defaultSide, target);
+        var settings = defaults with
+        {
+            Steps = request.Steps ?? defaults.Steps,
+            BatchSize = request.BatchSize ?? defaults.BatchSize,
+            StepSize = request.StepSize ?? defaults.StepSize,
+            MaxRotationDegrees = request.MaxRotation ?? defaults.MaxRotationDegrees,
+            MinScale = request.MinScale ?? defaults.MinScale,
+            MaxScale = request.MaxScale ?? defaults.MaxScale,
+        };
         if (settings.Problem(model.Height, model.Width, model.Classes) is { } problem)
         {
             throw ProblemException.BadParameter(problem.Parameter, $"{problem.Parameter} {problem.Reason}");
@@ -82,7 +90,7 @@ public static class PatchJobEndpoints
         if (settings.PatchSize > services.Options.MaxPatchSize) throw ProblemException.BadParameter("patchSize", $"{settings.PatchSize} is above the limit of {services.Options.MaxPatchSize}.");
         if (request.Seed is < 0) throw ProblemException.BadParameter("seed", "seed must be at least 0.");
 
-        var job = store.Start(settings, request.Seed ?? RandomNumberGenerator.GetInt32(int.MaxValue));
+        var job = store.Start(settings, request.Seed ?? RandomNumberGenerator.GetInt32(int.MaxValue), model);
         return TypedResults.Accepted($"/v1/patches/{job.Id}", Describe(job));
     }
 

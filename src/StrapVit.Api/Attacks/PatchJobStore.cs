@@ -87,7 +87,6 @@ public sealed class PatchJob(string id, UniversalPatchSettings settings, int see
 /// <see cref="UniversalPatchJobOptions.MaxRunningJobs"/> at once, and keeps finished ones for the retention time.
 /// </summary>
 public sealed partial class PatchJobStore(
-    AttackServices services,
     IOptions<AttackOptions> options,
     IHostEnvironment environment,
     ServiceMetrics metrics,
@@ -107,9 +106,8 @@ public sealed partial class PatchJobStore(
     }
 
     /// <summary>Starts a job, or throws the problem (429 at the running-job limit, 503 without data or gradients).</summary>
-    public PatchJob Start(UniversalPatchSettings settings, int seed)
+    public PatchJob Start(UniversalPatchSettings settings, int seed, IDifferentiableClassifier model)
     {
-        var model = services.Model();
         Expire();
         var (trainSet, heldOutSet) = LoadData(model);
         PatchJob job;
