@@ -27,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "model"))
 import vitlib  # noqa: E402
 
-MEAN, STD = 0.286, 0.353
+MEAN, STD = vitlib.FASHION_MEAN, vitlib.FASHION_STD
 
 
 def main():

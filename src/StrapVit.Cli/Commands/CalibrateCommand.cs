@@ -88,7 +88,7 @@ internal sealed class CalibrateCommand : ICliCommand
 
     private static List<ImageTensor> LoadIdx(string path, ModelInputSpec input)
     {
-        var labels = path.Replace("images-idx3", "labels-idx1", StringComparison.Ordinal);
+        var labels = IdxDataset.LabelsBeside(path);
         var set = IdxDataset.Load(path, File.Exists(labels) ? labels : throw new IOException($"no label file '{labels}' next to '{path}'"));
         if (set.Rows != input.Height || set.Cols != input.Width || input.Channels != 1)
         {

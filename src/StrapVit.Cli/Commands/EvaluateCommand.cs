@@ -93,7 +93,7 @@ internal sealed class EvaluateCommand : ICliCommand
     }
 
     private static string LabelsFor(string images) =>
-        images.Replace("images-idx3", "labels-idx1", StringComparison.Ordinal) is var labels && File.Exists(labels)
+        IdxDataset.LabelsBeside(images) is var labels && File.Exists(labels)
             ? labels
             : throw new CliUsageException($"no labels file next to {images}");
 

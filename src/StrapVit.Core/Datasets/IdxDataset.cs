@@ -29,6 +29,9 @@ public sealed class IdxDataset
 
     public int Count => Labels.Length;
 
+    /// <summary>The labels file that the MNIST naming puts beside an images file (<c>*images-idx3*</c> -> <c>*labels-idx1*</c>).</summary>
+    public static string LabelsBeside(string imagesPath) => imagesPath.Replace("images-idx3", "labels-idx1", StringComparison.Ordinal);
+
     public static IdxDataset Load(string imagesPath, string labelsPath)
     {
         var images = ReadAll(imagesPath);
