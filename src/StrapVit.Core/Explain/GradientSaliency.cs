@@ -56,30 +56,8 @@ public static class GradientSaliency
     {
         ArgumentNullException.ThrowIfNull(image);
         ArgumentNullException.ThrowIfNull(saliency);
-        int h = image.Height, w = image.Width;
-        var scale = Math.Max(1, (int)Math.Ceiling(minSide / (double)Math.Min(h, w)));
-        int oh = h * scale, ow = w * scale, plane = oh * ow;
-        var data = new float[3 * plane];
-        var max = saliency.Max > 0 ? saliency.Max : 1f;
-        const float Alpha = 0.6f;
-        for (var y = 0; y < oh; y++)
-        {
-            for (var x = 0; x < ow; x++)
-            {
-                int iy = y / scale, ix = x / scale;
-                var gray = 0f;
-                for (var c = 0; c < image.Channels; c++) gray += image[c, iy, ix];
-                gray /= image.Channels;
-                var v = Math.Clamp(saliency.Map[(iy * w) + ix] / max, 0f, 1f);
-                var (r, g, b) = v < 0.5f ? (v * 2, 0f, 0f) : (1f, (v - 0.5f) * 2, 0f);
-                var i = (y * ow) + x;
-                data[i] = ((1 - Alpha) * gray) + (Alpha * r);
-                data[plane + i] = ((1 - Alpha) * gray) + (Alpha * g);
-                data[(2 * plane) + i] = ((1 - Alpha) * gray) + (Alpha * b);
-            }
-        }
-
-        return new ImageTensor(data, 3, oh, ow);
+        var map = Array.ConvertAll(saliency.Map, v => (double)v);
+        return Heatmap.Render(image, map, image.Height, image.Width, saliency.Max > 0 ? saliency.Max : 1, minSide);
     }
 }
 
