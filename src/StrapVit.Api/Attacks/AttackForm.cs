@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.Extensions.Primitives;
+using StrapVit.Api.Endpoints;
 using StrapVit.Api.Errors;
 
 namespace StrapVit.Api.Attacks;
@@ -54,17 +55,7 @@ internal sealed class AttackForm
 
     public int Int(string name, int fallback, int min, int max) => NullableInt(name, min, max) ?? fallback;
 
-    public int? NullableInt(string name, int min, int max)
-    {
-        var text = Raw(name);
-        if (text is null) return null;
-        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v))
-        {
-            throw ProblemException.BadParameter(name, $"'{text}' is not an integer.");
-        }
-
-        return v < min || v > max ? throw ProblemException.BadParameter(name, $"{v} is outside [{min}, {max}].") : v;
-    }
+    public int? NullableInt(string name, int min, int max) => QueryParsing.ParseNullableInt(Raw(name), name, min, max);
 
     public bool Bool(string name, bool fallback)
     {

@@ -14,11 +14,15 @@ internal static class QueryParsing
         _ => throw ProblemException.BadParameter("defense", $"'{value}' is not one of off, detect, mitigate."),
     };
 
-    public static int ParseInt(string? value, string name, int fallback, int min, int max)
+    public static int ParseInt(string? value, string name, int fallback, int min, int max) =>
+        ParseNullableInt(value, name, min, max) ?? fallback;
+
+    /// <summary>An integer in [min, max], or null when the value is missing or empty; a 400 problem naming the parameter otherwise.</summary>
+    public static int? ParseNullableInt(string? value, string name, int min, int max)
     {
         if (string.IsNullOrEmpty(value))
         {
-            return fallback;
+            return null;
         }
 
         if (!int.TryParse(value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var v))
