@@ -21,6 +21,7 @@ public sealed class TokenSpaceModel : IDisposable
             ?? throw new ModelPackageException("model.json has no 'tokens' entry, so the model cannot be split into embedding and encoder.");
         var split = TokenGraphSplitter.Split(ForwardGraph.LoadNormalized(package), tokens.Tensor);
         Manifest = package.Manifest;
+        EmbeddingGraph = split.Embedding;
         _embed = factory.Create(split.Embedding.ToByteArray(), "token embedding");
         try
         {
@@ -48,6 +49,9 @@ public sealed class TokenSpaceModel : IDisposable
 
     public ModelManifest Manifest { get; }
 
+    /// <summary>The embedding half of the split (pixels to tokens), e.g. to derive a token's receptive field from its Conv nodes.</summary>
+    public global::Onnx.ModelProto EmbeddingGraph { get; }
+
     /// <summary>Tokens per image, the class token included.</summary>
     public int TokenCount { get; }
 
@@ -72,7 +76,15 @@ public sealed class TokenSpaceModel : IDisposable
 
     /// <summary>Logits <c>[N, K]</c> from tokens <c>[N, T, D]</c>.</summary>
     public float[] Encode(ReadOnlySpan<float> tokens, int batch, RunOptions? runOptions = null) =>
-        Run(_encode, TokenGraphSplitter.TokensName, tokens, [batch, TokenCount, Dim], ForwardGraph.LogitsOutput, runOptions);
+        Encode(tokens, batch, TokenCount, runOptions);
+
+    /// <summary>
+    /// Logits <c>[N, K]</c> from a sequence of <paramref name="tokenCount"/> tokens <c>[N, T', D]</c>. An encoder
+    /// that reshapes by Shape/Gather takes a shorter sequence (tokens dropped from attention); one with a fixed
+    /// sequence length throws <see cref="OnnxRuntimeException"/>.
+    /// </summary>
+    public float[] Encode(ReadOnlySpan<float> tokens, int batch, int tokenCount, RunOptions? runOptions = null) =>
+        Run(_encode, TokenGraphSplitter.TokensName, tokens, [batch, tokenCount, Dim], ForwardGraph.LogitsOutput, runOptions);
 
     private static float[] Run(OrtSession session, string inputName, ReadOnlySpan<float> data, long[] shape, string outputName, RunOptions? runOptions)
     {

@@ -1,0 +1,31 @@
+namespace StrapVit.Core.Certification;
+
+/// <summary>Configuration section <c>Certify</c>: PatchCleanser's certified mode (<c>defense=certify</c>).</summary>
+public sealed class CertifyOptions
+{
+    public const string SectionName = "Certify";
+
+    /// <summary>Side in pixels of the patch a request is certified against when it names none.</summary>
+    public int PatchSize { get; set; } = 4;
+
+    /// <summary>Stride between masks in tokens (PatchCleanser's s): larger means fewer, larger masks.</summary>
+    public int MaskStride { get; set; } = 1;
+
+    /// <summary>Largest patch side a request may ask for.</summary>
+    public int MaxPatchSize { get; set; } = 16;
+
+    /// <summary>A patch size whose mask set could need more masked forwards than this (worst case) is refused.</summary>
+    public int MaxForwards { get; set; } = 2000;
+
+    /// <summary>Most masked views per ONNX Runtime run.</summary>
+    public int BatchSize { get; set; } = 256;
+
+    /// <summary>Returns the first problem with these options, or null.</summary>
+    public string? Validate() =>
+        PatchSize < 1 ? "Certify:PatchSize must be >= 1."
+        : MaskStride < 1 ? "Certify:MaskStride must be >= 1."
+        : MaxPatchSize < PatchSize ? "Certify:MaxPatchSize must be >= Certify:PatchSize."
+        : MaxForwards < 1 ? "Certify:MaxForwards must be >= 1."
+        : BatchSize is < 1 or > 4096 ? "Certify:BatchSize must be in [1, 4096]."
+        : null;
+}

@@ -1,0 +1,169 @@
+using Microsoft.ML.OnnxRuntime;
+using StrapVit.Core.Inference;
+
+namespace StrapVit.Core.Certification;
+
+/// <summary>How masked tokens leave the encoder's input.</summary>
+public enum MaskingMethod
+{
+    /// <summary>Removed from the sequence: no query attends to them, exactly as an attention key mask.</summary>
+    Drop,
+
+    /// <summary>Replaced by the clean mean token of their position (the defense calibration's centre).</summary>
+    Replace,
+}
+
+/// <summary>
+/// Classifies masked views of an image in token space. Preferred method: <see cref="MaskingMethod.Drop"/>. The tokens
+/// tensor is taken after the position embedding and the encoder reshapes by Shape/Gather, so a shorter sequence
+/// (class token kept at index 0) is the same computation with the hidden tokens removed from every attention's keys
+/// and from any mean pooling: exact masking with no graph surgery, and nothing the patch wrote can reach the head.
+/// An encoder that insists on its full length (a fixed Reshape) is detected at load by a probe with one token fewer,
+/// and then hidden tokens are replaced by a constant (the clean mean token of their position), which is just as
+/// sound (the value no longer depends on the pixels) but leaves the model an out-of-distribution token to read.
+/// Views with equal kept-token counts run as one ONNX Runtime batch.
+/// </summary>
+public sealed class MaskedTokenClassifier
+{
+    private readonly float[][]? _replacement;
+
+    /// <param name="model">The split model.</param>
+    /// <param name="replacement">Per-position tokens <c>[T][D]</c> for <see cref="MaskingMethod.Replace"/>; null allows only dropping.</param>
+    /// <param name="batchSize">Most views per ONNX Runtime run.</param>
+    /// <exception cref="CertificationException">The encoder takes no shorter sequence and there is no replacement.</exception>
+    public MaskedTokenClassifier(TokenSpaceModel model, float[][]? replacement, int batchSize = 256)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        Model = model;
+        BatchSize = batchSize;
+        Classes = model.Manifest.Labels.Count;
+        if (AcceptsShorterSequence(model))
+        {
+            Method = MaskingMethod.Drop;
+        }
+        else if (replacement is not null && replacement.Length == model.TokenCount && replacement.All(r => r.Length == model.Dim))
+        {
+            Method = MaskingMethod.Replace;
+            _replacement = replacement;
+        }
+        else
+        {
+            throw new CertificationException(
+                "The encoder does not accept a shorter token sequence and there is no clean token reference (defense calibration) to replace masked tokens with.");
+        }
+    }
+
+    public TokenSpaceModel Model { get; }
+
+    public MaskingMethod Method { get; }
+
+    public int BatchSize { get; }
+
+    public int Classes { get; }
+
+    /// <summary>"drop" or "replace", as the report says it.</summary>
+    public string MethodName => Method == MaskingMethod.Drop ? "drop" : "replace";
+
+    /// <summary>Whether the encoder takes <c>T − 1</c> tokens and still answers <c>[1, K]</c> logits.</summary>
+    public static bool AcceptsShorterSequence(TokenSpaceModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        try
+        {
+            var t = model.TokenCount - 1;
+            return model.Encode(new float[t * model.Dim], 1, t).Length == model.Manifest.Labels.Count;
+        }
+        catch (OnnxRuntimeException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Token positions (class token included) the encoder reads for a view hiding <paramref name="hidden"/>
+    /// (patch-grid indices), in sequence order.
+    /// </summary>
+    public int[] Kept(IReadOnlyCollection<int> hidden)
+    {
+        ArgumentNullException.ThrowIfNull(hidden);
+        var first = Model.FirstPatchToken;
+        var set = hidden as ISet<int> ?? hidden.ToHashSet();
+        var kept = new List<int>(Model.TokenCount);
+        for (var k = 0; k < first; k++)
+        {
+            kept.Add(k);
+        }
+
+        for (var p = 0; p < Model.TokenCount - first; p++)
+        {
+            if (!set.Contains(p))
+            {
+                kept.Add(p + first);
+            }
+        }
+
+        return kept.ToArray();
+    }
+
+    /// <summary>Logits <c>[V, K]</c> of the views of one image's tokens <c>[T·D]</c>, view v hiding the patch-grid indices <c>hidden[v]</c>.</summary>
+    public float[] Logits(ReadOnlySpan<float> tokens, IReadOnlyList<IReadOnlyCollection<int>> hidden, RunOptions? runOptions = null)
+    {
+        ArgumentNullException.ThrowIfNull(hidden);
+        int t = Model.TokenCount, d = Model.Dim;
+        if (tokens.Length != t * d)
+        {
+            throw new ArgumentException($"Expected {t}x{d} tokens of one image, got {tokens.Length} values.", nameof(tokens));
+        }
+
+        var logits = new float[hidden.Count * Classes];
+        var source = tokens.ToArray();
+        if (Method == MaskingMethod.Replace)
+        {
+            for (var start = 0; start < hidden.Count; start += BatchSize)
+            {
+                var n = Math.Min(BatchSize, hidden.Count - start);
+                var batch = new float[n * t * d];
+                for (var v = 0; v < n; v++)
+                {
+                    source.CopyTo(batch, v * t * d);
+                    foreach (var p in hidden[start + v])
+                    {
+                        var k = p + Model.FirstPatchToken;
+                        _replacement![k].CopyTo(batch, ((v * t) + k) * d);
+                    }
+                }
+
+                Model.Encode(batch, n, runOptions).CopyTo(logits, start * Classes);
+            }
+
+            return logits;
+        }
+
+        var kept = hidden.Select(Kept).ToArray();
+        foreach (var group in Enumerable.Range(0, hidden.Count).GroupBy(v => kept[v].Length))
+        {
+            var length = group.Key;
+            foreach (var chunk in group.Chunk(BatchSize))
+            {
+                var batch = new float[chunk.Length * length * d];
+                for (var c = 0; c < chunk.Length; c++)
+                {
+                    var positions = kept[chunk[c]];
+                    for (var j = 0; j < length; j++)
+                    {
+                        Array.Copy(source, positions[j] * d, batch, ((c * length) + j) * d, d);
+                    }
+                }
+
+                var result = Model.Encode(batch, chunk.Length, length, runOptions);
+                for (var c = 0; c < chunk.Length; c++)
+                {
+                    Array.Copy(result, c * Classes, logits, chunk[c] * Classes, Classes);
+                }
+            }
+        }
+
+        return logits;
+    }
+}

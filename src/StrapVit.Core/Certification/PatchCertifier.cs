@@ -1,0 +1,126 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Microsoft.ML.OnnxRuntime;
+
+namespace StrapVit.Core.Certification;
+
+/// <summary>A certified classification: the label, its certificate, and the one-mask votes per class.</summary>
+/// <param name="Label">PatchCleanser's prediction.</param>
+/// <param name="Votes">Per class, how many one-mask views predicted it.</param>
+/// <param name="Report">The <c>defense</c> object.</param>
+public sealed record CertifiedClassification(int Label, int[] Votes, CertifyReport Report);
+
+/// <summary>
+/// Certified mode over a split model: derives the tokens' receptive field from the embedding graph once, builds
+/// (and caches) the mask set per patch size, embeds the image once and runs PatchCleanser's double masking over
+/// <see cref="MaskedTokenClassifier"/>. Thread-safe.
+/// </summary>
+public sealed class PatchCertifier
+{
+    private readonly ConcurrentDictionary<int, MaskSet> _masks = new();
+
+    public PatchCertifier(MaskedTokenClassifier classifier, CertifyOptions options)
+        : this(classifier, options, ReceptiveField.Derive(classifier.Model.EmbeddingGraph, classifier.Model.Manifest.PatchSize))
+    {
+    }
+
+    public PatchCertifier(MaskedTokenClassifier classifier, CertifyOptions options, ReceptiveField field)
+    {
+        ArgumentNullException.ThrowIfNull(classifier);
+        ArgumentNullException.ThrowIfNull(options);
+        Classifier = classifier;
+        Options = options;
+        Field = field;
+    }
+
+    public MaskedTokenClassifier Classifier { get; }
+
+    public CertifyOptions Options { get; }
+
+    public ReceptiveField Field { get; }
+
+    /// <summary>The mask set for <paramref name="patchSize"/>-pixel patches at the configured stride.</summary>
+    /// <exception cref="CertificationException">The masks do not fit the grid, or the worst case needs more than MaxForwards forwards.</exception>
+    public MaskSet MasksFor(int patchSize) => MasksFor(patchSize, Options.MaskStride);
+
+    /// <inheritdoc cref="MasksFor(int)"/>
+    public MaskSet MasksFor(int patchSize, int stride)
+    {
+        if (patchSize < 1 || patchSize > Options.MaxPatchSize)
+        {
+            throw new CertificationException($"patch must be in [1, {Options.MaxPatchSize}] pixels (Certify:MaxPatchSize); got {patchSize}.");
+        }
+
+        var key = (patchSize * 4096) + stride;
+        if (_masks.TryGetValue(key, out var cached))
+        {
+            return cached;
+        }
+
+        var m = Classifier.Model;
+        var input = m.Manifest.Input;
+        if (patchSize > Math.Min(input.Height, input.Width))
+        {
+            throw new CertificationException($"A {patchSize}-pixel patch does not fit the {input.Height}x{input.Width} input.");
+        }
+
+        var masks = MaskSet.Create(Field, input.Height, input.Width, m.GridRows, m.GridCols, patchSize, stride);
+        var worst = PatchCleanser.WorstCaseForwards(masks.Count);
+        if (worst > Options.MaxForwards)
+        {
+            throw new CertificationException(
+                $"A {patchSize}-pixel patch needs {masks.Count} masks of {masks.WindowRows}x{masks.WindowCols} tokens, up to {worst} masked forwards; Certify:MaxForwards is {Options.MaxForwards}.");
+        }
+
+        return _masks.GetOrAdd(key, masks);
+    }
+
+    /// <summary>Certifies one image <c>[C, H, W]</c> in [0, 1] pixel space against patches of side <paramref name="patchSize"/>.</summary>
+    public CertifiedClassification Certify(ReadOnlySpan<float> pixels, int patchSize, RunOptions? runOptions = null) =>
+        Certify(pixels, MasksFor(patchSize), runOptions);
+
+    /// <summary>Certifies one image with a given mask set.</summary>
+    public CertifiedClassification Certify(ReadOnlySpan<float> pixels, MaskSet masks, RunOptions? runOptions = null)
+    {
+        ArgumentNullException.ThrowIfNull(masks);
+        var sw = Stopwatch.StartNew();
+        var tokens = Classifier.Model.Embed(pixels, 1, runOptions);
+        var result = PatchCleanser.Run(new ImageViews(Classifier, tokens, masks, runOptions), masks.Count);
+        var votes = new int[Classifier.Classes];
+        foreach (var label in result.FirstRound)
+        {
+            votes[label]++;
+        }
+
+        var report = new CertifyReport(
+            "certify",
+            result.Certified,
+            masks.PatchSize,
+            Classifier.MethodName,
+            new CertifyMaskInfo(masks.WindowRows, masks.WindowCols, masks.Stride, masks.Count, Math.Max(masks.PatchTokensRows, masks.PatchTokensCols)),
+            Field,
+            result.Forwards,
+            result.Case switch
+            {
+                CleanserCase.Agreement => "agreement",
+                CleanserCase.SecondRound => "second-round",
+                _ => "majority",
+            },
+            Math.Round(sw.Elapsed.TotalMilliseconds, 3));
+        return new CertifiedClassification(result.Label, votes, report);
+    }
+
+    /// <summary>One embedded image seen through the mask set.</summary>
+    private sealed class ImageViews(MaskedTokenClassifier classifier, float[] tokens, MaskSet masks, RunOptions? runOptions) : IMaskedPredictor
+    {
+        public int[] Predict(IReadOnlyList<MaskPair> views)
+        {
+            var hidden = views.Select(v => (IReadOnlyCollection<int>)(v.First == v.Second
+                ? masks.Masks[v.First]
+                : masks.Masks[v.First].Union(masks.Masks[v.Second]).ToArray())).ToArray();
+            var logits = classifier.Logits(tokens, hidden, runOptions);
+            var k = classifier.Classes;
+            return Enumerable.Range(0, views.Count).Select(v => Numerics.Probabilities.ArgMax(logits.AsSpan(v * k, k))).ToArray();
+        }
+    }
+}
