@@ -7,6 +7,7 @@ ICliCommand[] commands =
     new GradientGraphCommand(),
     new CalibrateCommand(),
     new EvaluateCommand(),
+    new CertifyEvalCommand(),
     new AttackEvalCommand(),
     new PatchTrainCommand(),
     new PgdBenchCommand(),

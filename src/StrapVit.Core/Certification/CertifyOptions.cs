@@ -1,5 +1,13 @@
 namespace StrapVit.Core.Certification;
 
+/// <summary>Configured masking method (<see cref="CertifyOptions.Masking"/>).</summary>
+public enum MaskingChoice
+{
+    Auto,
+    Drop,
+    Replace,
+}
+
 /// <summary>Configuration section <c>Certify</c>: PatchCleanser's certified mode (<c>defense=certify</c>).</summary>
 public sealed class CertifyOptions
 {
@@ -16,6 +24,12 @@ public sealed class CertifyOptions
 
     /// <summary>A patch size whose mask set could need more masked forwards than this (worst case) is refused.</summary>
     public int MaxForwards { get; set; } = 2000;
+
+    /// <summary>
+    /// How masked tokens leave the encoder: <c>Auto</c> drops them when the encoder takes a shorter sequence and
+    /// replaces them by the clean mean token otherwise; <c>Drop</c> or <c>Replace</c> force one.
+    /// </summary>
+    public MaskingChoice Masking { get; set; } = MaskingChoice.Auto;
 
     /// <summary>Most masked views per ONNX Runtime run.</summary>
     public int BatchSize { get; set; } = 256;

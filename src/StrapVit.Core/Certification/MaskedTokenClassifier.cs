@@ -30,33 +30,42 @@ public sealed class MaskedTokenClassifier
     /// <param name="model">The split model.</param>
     /// <param name="replacement">Per-position tokens <c>[T][D]</c> for <see cref="MaskingMethod.Replace"/>; null allows only dropping.</param>
     /// <param name="batchSize">Most views per ONNX Runtime run.</param>
-    /// <exception cref="CertificationException">The encoder takes no shorter sequence and there is no replacement.</exception>
-    public MaskedTokenClassifier(TokenSpaceModel model, float[][]? replacement, int batchSize = 256)
+    /// <param name="choice">Auto (drop when the encoder allows it), or a forced method.</param>
+    /// <exception cref="CertificationException">The chosen method cannot run: no shorter sequence and no replacement.</exception>
+    public MaskedTokenClassifier(TokenSpaceModel model, float[][]? replacement, int batchSize = 256, MaskingChoice choice = MaskingChoice.Auto)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         Model = model;
         BatchSize = batchSize;
         Classes = model.Manifest.Labels.Count;
-        if (AcceptsShorterSequence(model))
+        var usable = replacement is not null && replacement.Length == model.TokenCount && replacement.All(r => r.Length == model.Dim);
+        if (choice != MaskingChoice.Replace && AcceptsShorterSequence(model))
         {
             Method = MaskingMethod.Drop;
         }
-        else if (replacement is not null && replacement.Length == model.TokenCount && replacement.All(r => r.Length == model.Dim))
+        else if (choice != MaskingChoice.Drop && usable)
         {
             Method = MaskingMethod.Replace;
             _replacement = replacement;
         }
         else
         {
-            throw new CertificationException(
-                "The encoder does not accept a shorter token sequence and there is no clean token reference (defense calibration) to replace masked tokens with.");
+            throw new CertificationException(choice switch
+            {
+                MaskingChoice.Drop => "Certify:Masking is Drop but the encoder does not accept a shorter token sequence.",
+                MaskingChoice.Replace => "Certify:Masking is Replace but there is no clean token reference (defense calibration) for this model.",
+                _ => "The encoder does not accept a shorter token sequence and there is no clean token reference (defense calibration) to replace masked tokens with.",
+            });
         }
     }
 
     public TokenSpaceModel Model { get; }
 
     public MaskingMethod Method { get; }
+
+    /// <summary>The per-position tokens masked tokens are replaced by (<see cref="MaskingMethod.Replace"/>), else null.</summary>
+    public IReadOnlyList<float[]>? Replacement => _replacement;
 
     public int BatchSize { get; }
 

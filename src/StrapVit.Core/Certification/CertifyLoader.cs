@@ -1,0 +1,48 @@
+using StrapVit.Core.Defense;
+using StrapVit.Core.Inference;
+using StrapVit.Core.Models;
+
+namespace StrapVit.Core.Certification;
+
+/// <summary>Certified mode set up for a model, or why it cannot run. Owns the split model it built.</summary>
+public sealed record CertifySetup(PatchCertifier? Certifier, string? UnavailableReason) : IDisposable
+{
+    internal TokenSpaceModel? TokenModel { get; init; }
+
+    public void Dispose() => TokenModel?.Dispose();
+}
+
+/// <summary>Builds certified mode for a package: split model, masking method (drop, else replace), receptive field.</summary>
+public static class CertifyLoader
+{
+    /// <summary>The service's, the CLI's and the benchmarks' one way to set certified mode up.</summary>
+    public static CertifySetup Create(ModelPackage package, OnnxSessionFactory sessions, CertifyOptions options, string? cacheDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(package);
+        if (package.Manifest.Tokens is null)
+        {
+            return new CertifySetup(null, "model.json has no 'tokens' entry; certified mode masks tokens.");
+        }
+
+        var model = new TokenSpaceModel(package, sessions);
+        try
+        {
+            float[][]? replacement = null;
+            if (options.Masking == MaskingChoice.Replace || (options.Masking == MaskingChoice.Auto && !MaskedTokenClassifier.AcceptsShorterSequence(model)))
+            {
+                // Only a fixed-length encoder needs the clean mean tokens of the defense calibration.
+                var path = DefenseCalibration.CandidatePaths(package, cacheDirectory).FirstOrDefault(File.Exists);
+                replacement = path is null ? null : DefenseCalibration.Load(path, package).Tokens?.Center;
+            }
+
+            var certifier = new PatchCertifier(new MaskedTokenClassifier(model, replacement, options.BatchSize, options.Masking), options);
+            certifier.MasksFor(options.PatchSize);
+            return new CertifySetup(certifier, null) { TokenModel = model };
+        }
+        catch (Exception ex) when (ex is CertificationException or ModelPackageException)
+        {
+            model.Dispose();
+            return new CertifySetup(null, ex.Message);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+using System.Diagnostics;
+using StrapVit.Core.Attacks;
+using StrapVit.Core.Certification;
+using StrapVit.Core.Gradients;
+using StrapVit.Core.Inference;
+using StrapVit.Core.Models;
+using StrapVit.Core.Numerics;
+
+namespace StrapVit.Core.Evaluation;
+
+/// <summary>What the certified-mode evaluation runs.</summary>
+public sealed record CertifySettings
+{
+    /// <summary>Patch sides in pixels to certify against.</summary>
+    public IReadOnlyList<int> PatchSizes { get; init; } = [4, 6];
+
+    /// <summary>Mask strides (tokens) to compare; the soundness check runs on the first.</summary>
+    public IReadOnlyList<int> Strides { get; init; } = [1];
+
+    public int Seed { get; init; }
+
+    /// <summary>Signed steps of each per-image patch attack.</summary>
+    public int AttackSteps { get; init; } = 100;
+
+    /// <summary>Random placements per certified image and attack.</summary>
+    public int Placements { get; init; } = 2;
+
+    /// <summary>Certified images attacked through the certify surrogate (its steps cost k encoder views each).</summary>
+    public int AdaptiveCount { get; init; } = 100;
+
+    /// <summary>Run the soundness check (patch attacks on certified images).</summary>
+    public bool Soundness { get; init; } = true;
+}
+
+/// <summary>
+/// Certified mode at one patch size and mask stride. CleanAccuracy: the certify-mode prediction equals the label;
+/// CertifiedAccuracy: certified and equal to the label; CertifiedRate: certified, whatever the label; Cases: images
+/// per branch of the double-masking algorithm.
+/// </summary>
+public sealed record CertifyRow(
+    int PatchSize, double AreaPercent, int Stride, int Masks, int MaskRows, int MaskCols,
+    double CleanAccuracy, double CertifiedAccuracy, double CertifiedRate, double ForwardsPerImage, double MsPerImage,
+    IReadOnlyDictionary<string, int> Cases);
+
+/// <summary>
+/// The soundness check for one attack on images certified with their label. Attack: "undefended" (patch optimised
+/// on the plain model) or "certify-surrogate" (on the mean of the one-mask views); Attempts: patched images scored
+/// (images x placements); AttackSuccess: share of attempts whose patch fooled the model it was optimised on (8-bit
+/// image); PlainFooled: share the undefended model misclassifies; Exceptions: attempts answered other than the label
+/// in certify mode (must be 0); CertifiedAfter: share still certified (a patched image need not be).
+/// </summary>
+public sealed record SoundnessRow(int PatchSize, string Attack, int Images, int Attempts, double AttackSuccess, double PlainFooled, int Exceptions, double CertifiedAfter);
+
+public sealed record CertifyEvaluationReport(
+    string Model, string Split, int Images, string Method, ReceptiveField ReceptiveField, double PlainAccuracy, double PlainMsPerImage,
+    CertifySettings Settings, IReadOnlyList<CertifyRow> Rows, IReadOnlyList<SoundnessRow> Soundness, double Seconds);
+
+/// <summary>
+/// Certified mode (PatchCleanser) measured: clean and certified accuracy, forwards and time per image, per patch size
+/// and mask stride; then an empirical soundness check: every image certified with its label is patched (per-image
+/// patch attacks of the certified size at several random places, against the plain model and against
+/// <see cref="CertifySurrogateClassifier"/>) and classified again in certify mode. Any change is a bug.
+/// </summary>
+public sealed class CertifyEvaluation(
+    ModelPackage package, VitClassifier classifier, PatchCertifier certifier, IDifferentiableClassifier undefended, GradientRunner embeddingVjp,
+    OnnxSessionFactory sessions, CertifySettings settings, TextWriter log)
+{
+    public CertifyEvaluationReport Run(EvaluationSet set, string split)
+    {
+        var total = Stopwatch.StartNew();
+        var (plain, plainMs) = PlainAccuracy(set);
+        log.WriteLine($"  plain model: {plain:P1}, {plainMs:F2} ms/image");
+        var rows = new List<CertifyRow>();
+        var soundness = new List<SoundnessRow>();
+        var input = package.Manifest.Input;
+        foreach (var size in settings.PatchSizes)
+        {
+            foreach (var stride in settings.Strides)
+            {
+                MaskSet masks;
+                try
+                {
+                    masks = certifier.MasksFor(size, stride);
+                }
+                catch (CertificationException ex)
+                {
+                    log.WriteLine($"  {size}x{size}, stride {stride}: skipped ({ex.Message})");
+                    continue;
+                }
+
+                var results = CertifyAll(set, masks);
+                var correct = Enumerable.Range(0, set.Count).Count(i => results[i].Label == set.Labels[i]);
+                var certifiedCorrect = Enumerable.Range(0, set.Count).Count(i => results[i].Label == set.Labels[i] && results[i].Report.Certified);
+                var row = new CertifyRow(size, Math.Round(100.0 * size * size / (input.Height * input.Width), 1), stride, masks.Count, masks.WindowRows, masks.WindowCols,
+                    correct / (double)set.Count, certifiedCorrect / (double)set.Count, results.Count(r => r.Report.Certified) / (double)set.Count,
+                    results.Average(r => r.Report.Forwards), results.Average(r => r.Report.ElapsedMs),
+                    results.GroupBy(r => r.Report.Case).ToDictionary(g => g.Key, g => g.Count()));
+                rows.Add(row);
+                log.WriteLine($"  {size}x{size} stride {stride}: {masks.Count} masks of {masks.WindowRows}x{masks.WindowCols}; clean {row.CleanAccuracy:P1}, certified {row.CertifiedAccuracy:P1}, {row.ForwardsPerImage:F0} forwards, {row.MsPerImage:F1} ms/image");
+
+                if (settings.Soundness && stride == settings.Strides[0])
+                {
+                    var certified = Enumerable.Range(0, set.Count).Where(i => results[i].Report.Certified && results[i].Label == set.Labels[i]).ToArray();
+                    soundness.Add(Soundness(set.Subset(certified), masks, undefended, "undefended"));
+                    if (settings.AdaptiveCount > 0)
+                    {
+                        using var surrogate = new CertifySurrogateClassifier(package, certifier.Classifier, masks, embeddingVjp, sessions);
+                        soundness.Add(Soundness(set.Subset(certified.Take(settings.AdaptiveCount).ToArray()), masks, surrogate, "certify-surrogate"));
+                    }
+                }
+            }
+        }
+
+        return new CertifyEvaluationReport(package.Manifest.Name, split, set.Count, certifier.Classifier.MethodName, certifier.Field, plain, plainMs,
+            settings, rows, soundness, Math.Round(total.Elapsed.TotalSeconds, 1));
+    }
+
+    private CertifiedClassification[] CertifyAll(EvaluationSet set, MaskSet masks)
+    {
+        // One image at a time, as a request is served: the time per image is the served latency.
+        var results = new CertifiedClassification[set.Count];
+        for (var i = 0; i < set.Count; i++)
+        {
+            results[i] = certifier.Certify(set.Image(i), masks);
+        }
+
+        return results;
+    }
+
+    private (double Accuracy, double MsPerImage) PlainAccuracy(EvaluationSet set)
+    {
+        var sw = Stopwatch.StartNew();
+        var correct = 0;
+        for (var i = 0; i < set.Count; i++)
+        {
+            var logits = classifier.Logits(set.Image(i), 1);
+            correct += Probabilities.ArgMax(logits) == set.Labels[i] ? 1 : 0;
+        }
+
+        return (correct / (double)set.Count, sw.Elapsed.TotalMilliseconds / set.Count);
+    }
+
+    private SoundnessRow Soundness(EvaluationSet certified, MaskSet masks, IDifferentiableClassifier target, string name)
+    {
+        const int Chunk = 50;
+        var attack = new PatchAttack(masks.PatchSize, steps: settings.AttackSteps);
+        int attempts = 0, successes = 0, fooled = 0, exceptions = 0, stillCertified = 0;
+        for (var placement = 0; placement < settings.Placements; placement++)
+        {
+            for (var start = 0; start < certified.Count; start += Chunk)
+            {
+                var n = Math.Min(Chunk, certified.Count - start);
+                var labels = certified.Labels.Skip(start).Take(n).ToArray();
+                var result = attack.Run(target, certified.Pixels.AsSpan(start * certified.SampleSize, n * certified.SampleSize), n,
+                    AttackGoal.Untargeted(labels), settings.Seed + (placement * 100_003) + start);
+                var plainLogits = classifier.Logits(result.Quantized, n);
+                for (var i = 0; i < n; i++)
+                {
+                    attempts++;
+                    successes += result.Samples[i].SuccessQuantized ? 1 : 0;
+                    fooled += Probabilities.ArgMax(plainLogits.AsSpan(i * classifier.ClassCount, classifier.ClassCount)) != labels[i] ? 1 : 0;
+                    var answer = certifier.Certify(result.QuantizedOf(i), masks);
+                    stillCertified += answer.Report.Certified ? 1 : 0;
+                    if (answer.Label != labels[i])
+                    {
+                        exceptions++;
+                        log.WriteLine($"  SOUNDNESS EXCEPTION: {name} {masks.PatchSize}x{masks.PatchSize} patch at {result.Samples[i].Patch} turned certified label {labels[i]} into {answer.Label}");
+                    }
+                }
+            }
+        }
+
+        log.WriteLine($"  soundness {masks.PatchSize}x{masks.PatchSize} vs {name}: {certified.Count} images, {attempts} patched, attack success {successes / (double)Math.Max(1, attempts):P1}, exceptions {exceptions}");
+        return new SoundnessRow(masks.PatchSize, name, certified.Count, attempts, successes / (double)Math.Max(1, attempts),
+            fooled / (double)Math.Max(1, attempts), exceptions, stillCertified / (double)Math.Max(1, attempts));
+    }
+}
