@@ -1,0 +1,129 @@
+using StrapVit.Core.Certification;
+
+namespace StrapVit.Core.Tests.Certification;
+
+/// <summary>
+/// The mask set's cover property, checked exhaustively: for every placement of a p x p pixel patch inside the
+/// image, the tokens whose receptive field meets it (computed here by brute force over pixel intervals) lie inside
+/// at least one mask.
+/// </summary>
+public sealed class MaskSetTests
+{
+    // The default model: 3x3 stem (padding 1), then 4x4/stride-4 patchify: token j reads pixels [4j - 1, 4j + 4].
+    private static readonly ReceptiveField Stem = new(new(-1, 6, 4), new(-1, 6, 4));
+
+    public static TheoryData<int, int> EmbeddedGrid()
+    {
+        var data = new TheoryData<int, int>();
+        for (var p = 1; p <= 8; p++)
+        {
+            data.Add(p, 1);
+            data.Add(p, 2);
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(EmbeddedGrid))]
+    public void Every_placement_on_the_28_pixel_grid_with_a_stem_lies_inside_a_mask(int patch, int stride)
+    {
+        var masks = MaskSet.Create(Stem, 28, 28, 7, 7, patch, stride);
+
+        AssertCovers(masks, Stem, 28, 28, patch);
+    }
+
+    [Theory]
+    [InlineData(16, 1)]
+    [InlineData(32, 1)]
+    [InlineData(32, 2)]
+    [InlineData(48, 1)]
+    [InlineData(50, 3)]
+    [InlineData(1, 1)]
+    public void Every_placement_on_a_224_pixel_16_pixel_grid_without_stem_lies_inside_a_mask(int patch, int stride)
+    {
+        var field = ReceptiveField.OfPatch(16);
+        var masks = MaskSet.Create(field, 224, 224, 14, 14, patch, stride);
+
+        AssertCovers(masks, field, 224, 224, patch);
+    }
+
+    [Theory]
+    // Stem: token j reads [4j - 1, 4j + 4], so a run starting at 4j meets token j - 1 (which ends at 4j) and reaches
+    // floor(p / 4) + 2 tokens: pixel 4j alone meets tokens j - 1 and j; 4j..4j+3 also meets j + 1 (from 4j + 3).
+    [InlineData(1, 2)]
+    [InlineData(3, 2)]
+    [InlineData(4, 3)]
+    [InlineData(6, 3)]
+    [InlineData(7, 3)]
+    [InlineData(8, 4)]
+    public void A_patch_reaches_the_tokens_its_pixels_fall_in_plus_the_stems_border(int patch, int tokens)
+    {
+        Assert.Equal(tokens, MaskSet.MostTokensTouched(Stem.Rows, 28, 7, patch));
+    }
+
+    [Theory]
+    // Without a stem: a patch of p pixels reaches ceil((p - 1) / 16) + 1 tokens when unaligned.
+    [InlineData(1, 1)]
+    [InlineData(16, 2)]
+    [InlineData(17, 2)]
+    [InlineData(32, 3)]
+    [InlineData(33, 3)]
+    public void Without_a_stem_a_patch_reaches_the_patches_it_overlaps(int patch, int tokens)
+    {
+        Assert.Equal(tokens, MaskSet.MostTokensTouched(ReceptiveField.OfPatch(16).Rows, 224, 14, patch));
+    }
+
+    [Fact]
+    public void Masks_follow_patchcleansers_size_and_count()
+    {
+        // 3-token patches, stride 2: masks of 3 + 2 - 1 = 4 tokens at rows 0, 2 and 3 (flush with the end): ceil((7 - 4) / 2) + 1 = 3.
+        var masks = MaskSet.Create(Stem, 28, 28, 7, 7, 4, 2);
+
+        Assert.Equal((4, 4), (masks.WindowRows, masks.WindowCols));
+        Assert.Equal([0, 2, 3], masks.RowStarts);
+        Assert.Equal(9, masks.Count);
+        Assert.Equal(16, masks.Masks[0].Length);
+        Assert.Equal([0, 1, 2, 3, 7, 8, 9, 10, 14, 15, 16, 17, 21, 22, 23, 24], masks.Masks[0]);
+    }
+
+    [Fact]
+    public void A_mask_larger_than_the_grid_is_refused()
+    {
+        var ex = Assert.Throws<CertificationException>(() => MaskSet.Create(Stem, 28, 28, 7, 7, 8, 5));
+        Assert.Contains("more than the 7x7 grid", ex.Message, StringComparison.Ordinal);
+    }
+
+    private static void AssertCovers(MaskSet masks, ReceptiveField field, int height, int width, int patch)
+    {
+        var sets = masks.Masks.Select(m => m.ToHashSet()).ToArray();
+        for (var y = 0; y + patch <= height; y++)
+        {
+            for (var x = 0; x + patch <= width; x++)
+            {
+                var touched = Touched(field, masks.GridRows, masks.GridCols, x, y, patch);
+                Assert.NotEmpty(touched);
+                Assert.True(sets.Any(s => touched.All(s.Contains)), $"patch {patch} at ({x}, {y}) touches tokens [{string.Join(", ", touched)}], which no mask contains");
+            }
+        }
+    }
+
+    /// <summary>Brute force: token (r, c) is touched when its receptive field's pixel square meets the patch.</summary>
+    private static List<int> Touched(ReceptiveField field, int rows, int cols, int x, int y, int patch)
+    {
+        var touched = new List<int>();
+        for (var r = 0; r < rows; r++)
+        {
+            var top = (r * field.Rows.Stride) + field.Rows.Offset;
+            if (top > y + patch - 1 || top + field.Rows.Size - 1 < y) continue;
+            for (var c = 0; c < cols; c++)
+            {
+                var left = (c * field.Cols.Stride) + field.Cols.Offset;
+                if (left > x + patch - 1 || left + field.Cols.Size - 1 < x) continue;
+                touched.Add((r * cols) + c);
+            }
+        }
+
+        return touched;
+    }
+}
