@@ -1,3 +1,4 @@
+using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Inference;
 
@@ -5,11 +6,14 @@ namespace StrapVit.Api.Contracts;
 
 /// <summary>Answer of <c>POST /v1/classify</c>.</summary>
 /// <param name="Predictions">The top-K classes, most probable first.</param>
-/// <param name="Defense">The defense's report, or null when the defense was off.</param>
+/// <param name="Defense">
+/// The defense's report (<see cref="DefenseReport"/> for detect and mitigate; <see cref="CertifyReport"/> for
+/// certify, with <c>certified</c>, <c>patchSize</c>, the mask set and the masked forwards), or null when off.
+/// </param>
 /// <param name="TimingsMs">Wall time of each stage in milliseconds (decode, defense, inference, total).</param>
 public sealed record ClassifyResponse(
     IReadOnlyList<Prediction> Predictions,
-    DefenseReport? Defense,
+    object? Defense,
     IReadOnlyDictionary<string, double> TimingsMs);
 
 /// <summary>Answer of <c>GET /v1/model</c>.</summary>
@@ -20,7 +24,11 @@ public sealed record ModelInfoResponse(
     int PatchSize,
     string ExecutionProvider,
     GradientAvailability Gradients,
-    DefenseAvailability Defense);
+    DefenseAvailability Defense,
+    CertifyAvailability Certify);
+
+/// <summary>Whether certified mode (defense=certify) runs for this model: masking method, default and largest patch, and if not, why.</summary>
+public sealed record CertifyAvailability(bool Available, string? Method, int? DefaultPatchSize, int? MaxPatchSize, string? Error);
 
 /// <summary>Whether the patch defense runs for this model, which variant, and if not, why.</summary>
 public sealed record DefenseAvailability(bool Available, string? Variant, string DefaultMode, string? Error);

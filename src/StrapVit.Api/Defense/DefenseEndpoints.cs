@@ -72,6 +72,11 @@ public static class DefenseEndpoints
         CancellationToken ct)
     {
         var selection = DefenseSelection.From(request.HttpContext);
+        if (selection.Mode == DefenseMode.Certify)
+        {
+            throw ProblemException.BadParameter("defense", "certify has no token scores to inspect; use detect or mitigate here, and POST /v1/classify?defense=certify for a certificate.");
+        }
+
         if (runtime.Defense is null)
         {
             throw new ProblemException(StatusCodes.Status503ServiceUnavailable, "Defense unavailable", runtime.DefenseUnavailable ?? "No defense.");

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Options;
 using StrapVit.Api.Endpoints;
+using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
 
 namespace StrapVit.Api.Defense;
@@ -10,12 +11,15 @@ public sealed class DefenseEndpointOptions
     public DefenseMode DefaultMode { get; set; } = DefenseMode.Mitigate;
 }
 
-/// <summary>The defense a request asked for (query <c>defense</c>, <c>seed</c>), resolved by <see cref="PatchDefenseFilter"/>.</summary>
-/// <param name="Mode">off, detect or mitigate.</param>
+/// <summary>The defense a request asked for (query <c>defense</c>, <c>seed</c>, <c>patch</c>), resolved by <see cref="PatchDefenseFilter"/>.</summary>
+/// <param name="Mode">off, detect, mitigate or certify.</param>
 /// <param name="Seed">Seed of the randomized transforms: the client's, or a fresh one that the report returns.</param>
 /// <param name="Explicit">Whether the client named the mode (a default falls back to off when the defense is unavailable).</param>
 public sealed record DefenseSelection(DefenseMode Mode, int Seed, bool Explicit)
 {
+    /// <summary>certify: side in pixels of the patches to certify against (query <c>patch</c>, default <c>Certify:PatchSize</c>).</summary>
+    public int PatchSize { get; init; }
+
     private static readonly object Key = new();
 
     public static DefenseSelection From(HttpContext context) =>
@@ -26,10 +30,10 @@ public sealed record DefenseSelection(DefenseMode Mode, int Seed, bool Explicit)
 
 /// <summary>
 /// The defense's place in the request pipeline: an endpoint filter in front of every classification endpoint. It
-/// resolves the requested mode (default: mitigate) and seed before the body is read, so a bad value costs nothing,
-/// and refuses an explicit detect/mitigate with 503 when the model has no defense.
+/// resolves the requested mode (default: mitigate), seed and certified patch size before the body is read, so a bad
+/// value costs nothing, and refuses an explicit detect/mitigate/certify with 503 when the model cannot run it.
 /// </summary>
-public sealed class PatchDefenseFilter(IOptions<DefenseEndpointOptions> options) : IEndpointFilter
+public sealed class PatchDefenseFilter(IOptions<DefenseEndpointOptions> options, IOptions<CertifyOptions> certifyOptions) : IEndpointFilter
 {
     public ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
@@ -40,6 +44,19 @@ public sealed class PatchDefenseFilter(IOptions<DefenseEndpointOptions> options)
         var seed = QueryParsing.ParseInt(query["seed"].ToString(), "seed", Random.Shared.Next(), 0, int.MaxValue);
         var runtime = http.RequestServices.GetRequiredService<Hosting.ModelRuntime>();
         var explicitMode = !string.IsNullOrEmpty(requested);
+        var patchText = query["patch"].ToString();
+        if (mode == DefenseMode.Certify)
+        {
+            var patch = CertifyPatch(runtime, patchText, requested);
+            new DefenseSelection(mode, seed, explicitMode) { PatchSize = patch }.Store(http);
+            return next(context);
+        }
+
+        if (!string.IsNullOrEmpty(patchText))
+        {
+            throw Errors.ProblemException.BadParameter("patch", "patch is the certified patch size and applies only to defense=certify.");
+        }
+
         if (mode != DefenseMode.Off && runtime.Defense is null)
         {
             if (explicitMode)
@@ -53,5 +70,28 @@ public sealed class PatchDefenseFilter(IOptions<DefenseEndpointOptions> options)
 
         new DefenseSelection(mode, seed, explicitMode).Store(http);
         return next(context);
+    }
+
+    private int CertifyPatch(Hosting.ModelRuntime runtime, string patchText, string requested)
+    {
+        var certify = certifyOptions.Value;
+        if (runtime.Certifier is not { } certifier)
+        {
+            throw new Errors.ProblemException(StatusCodes.Status503ServiceUnavailable, "Certified mode unavailable",
+                $"defense={(string.IsNullOrEmpty(requested) ? "certify" : requested)} cannot run for this model: {runtime.CertifyUnavailable}");
+        }
+
+        var patch = QueryParsing.ParseInt(patchText, "patch", certify.PatchSize, 1, certify.MaxPatchSize);
+        try
+        {
+            // Builds (and caches) the mask set now, so a patch the grid cannot cover is a 400 before the upload is read.
+            certifier.MasksFor(patch);
+        }
+        catch (CertificationException ex)
+        {
+            throw Errors.ProblemException.BadParameter("patch", ex.Message);
+        }
+
+        return patch;
     }
 }

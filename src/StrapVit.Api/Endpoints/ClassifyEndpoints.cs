@@ -39,8 +39,9 @@ public static partial class ClassifyEndpoints
 
     /// <param name="request">The HTTP request carrying the image.</param>
     /// <param name="topK">How many classes to return, most probable first (default 5).</param>
-    /// <param name="defense">off | detect | mitigate (default mitigate): the STRAP-ViT patch defense in front of the classifier.</param>
+    /// <param name="defense">off | detect | mitigate (default mitigate): the STRAP-ViT patch defense in front of the classifier; certify: PatchCleanser's certified double masking.</param>
     /// <param name="seed">Seed of the defense's randomized transforms (default: a fresh one, reported back).</param>
+    /// <param name="patch">defense=certify only: side in pixels of the patches the answer is certified against (default Certify:PatchSize).</param>
     /// <param name="runtime">The loaded model.</param>
     /// <param name="decoder">Image decoding with limits.</param>
     /// <param name="limits">Image limits.</param>
@@ -53,6 +54,7 @@ public static partial class ClassifyEndpoints
         string? topK,
         string? defense,
         string? seed,
+        string? patch,
         ModelRuntime runtime,
         ImageDecoder decoder,
         IOptions<ImageLimits> limits,
@@ -86,13 +88,13 @@ public static partial class ClassifyEndpoints
             ["inference"] = Math.Round(result.InferenceMs, 3),
             ["total"] = Math.Round(totalMs, 3),
         };
-        if (result.Defense is not null)
+        if (result.Report is not null)
         {
             // With the token defense, embedding, scoring, transforms and encoder are one stage: "inference" includes "defense".
             timings["defense"] = Math.Round(result.DefenseMs, 3);
         }
 
-        return TypedResults.Ok(new ClassifyResponse(result.Predictions, result.Defense?.Report, timings));
+        return TypedResults.Ok(new ClassifyResponse(result.Predictions, result.Report, timings));
     }
 
     [LoggerMessage(Level = LogLevel.Information,

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using StrapVit.Api.Contracts;
 using StrapVit.Api.Defense;
 using StrapVit.Api.Hosting;
+using StrapVit.Core.Certification;
 
 namespace StrapVit.Api.Endpoints;
 
@@ -18,8 +19,9 @@ public static class ModelEndpoints
         return app;
     }
 
-    internal static Ok<ModelInfoResponse> GetModel(ModelRuntime runtime, IOptions<DefenseEndpointOptions> defense)
+    internal static Ok<ModelInfoResponse> GetModel(ModelRuntime runtime, IOptions<DefenseEndpointOptions> defense, IOptions<CertifyOptions> certify)
     {
+        var certifier = runtime.Certifier;
         var classifier = runtime.Classifier;
         var m = classifier.Manifest;
         return TypedResults.Ok(new ModelInfoResponse(
@@ -30,6 +32,9 @@ public static class ModelEndpoints
             classifier.ExecutionProvider,
             runtime.Gradients,
             new DefenseAvailability(runtime.Defense is not null, runtime.Defense?.Variant,
-                defense.Value.DefaultMode.ToString().ToLowerInvariant(), runtime.DefenseUnavailable)));
+                defense.Value.DefaultMode.ToString().ToLowerInvariant(), runtime.DefenseUnavailable),
+            certifier is null
+                ? new CertifyAvailability(false, null, null, null, runtime.CertifyUnavailable)
+                : new CertifyAvailability(true, certifier.Classifier.MethodName, certify.Value.PatchSize, certify.Value.MaxPatchSize, null)));
     }
 }

@@ -11,7 +11,8 @@ internal static class QueryParsing
         "off" => DefenseMode.Off,
         "detect" => DefenseMode.Detect,
         "mitigate" => DefenseMode.Mitigate,
-        _ => throw ProblemException.BadParameter("defense", $"'{value}' is not one of off, detect, mitigate."),
+        "certify" => DefenseMode.Certify,
+        _ => throw ProblemException.BadParameter("defense", $"'{value}' is not one of off, detect, mitigate, certify."),
     };
 
     public static int ParseInt(string? value, string name, int fallback, int min, int max) =>

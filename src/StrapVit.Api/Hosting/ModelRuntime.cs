@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Options;
 using StrapVit.Api.Contracts;
 using StrapVit.Api.Observability;
+using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Gradients;
 using StrapVit.Core.Inference;
@@ -16,6 +17,7 @@ public sealed partial class ModelRuntime(
     IOptions<ModelOptions> modelOptions,
     IOptions<InferenceOptions> inferenceOptions,
     IOptions<DefenseOptions> defenseOptions,
+    IOptions<CertifyOptions> certifyOptions,
     OnnxSessionFactory sessionFactory,
     ServiceMetrics metrics,
     ILoggerFactory loggerFactory,
@@ -23,6 +25,7 @@ public sealed partial class ModelRuntime(
 {
     private VitClassifier? _classifier;
     private DefenseSetup? _defense;
+    private CertifySetup? _certify;
     private GradientRunner? _gradientRunner;
 
     /// <summary>The classifier; throws until start-up has loaded it.</summary>
@@ -35,6 +38,12 @@ public sealed partial class ModelRuntime(
 
     /// <summary>Why the defense is unavailable, or null.</summary>
     public string? DefenseUnavailable => _defense?.UnavailableReason ?? (_defense is null ? "The model is not loaded yet." : null);
+
+    /// <summary>Certified mode (PatchCleanser), or null when it cannot run for this model (see <see cref="CertifyUnavailable"/>).</summary>
+    public PatchCertifier? Certifier => _certify?.Certifier;
+
+    /// <summary>Why certified mode is unavailable, or null.</summary>
+    public string? CertifyUnavailable => _certify?.UnavailableReason ?? (_certify is null ? "The model is not loaded yet." : null);
 
     /// <summary>Folder for artefacts derived from the model (gradient graphs, calibration).</summary>
     public string CacheDirectory { get; } = ModelCache.Resolve(modelOptions.Value.CacheDirectory);
@@ -52,6 +61,7 @@ public sealed partial class ModelRuntime(
         var package = ModelPackage.Load(modelOptions.Value.Path);
         _classifier = new VitClassifier(package, sessionFactory, inferenceOptions.Value);
         _defense = LoadDefense(package, _classifier);
+        _certify = LoadCertify(package);
         Gradients = LoadGradients(package);
         metrics.SetModelInfo(package.Manifest.Name, _classifier.ExecutionProvider, package.Sha256);
         LogLoaded(logger, package.Manifest.Name, package.Directory, package.Sha256[..12], _classifier.ExecutionProvider,
@@ -64,6 +74,7 @@ public sealed partial class ModelRuntime(
     public void Dispose()
     {
         _defense?.Dispose();
+        _certify?.Dispose();
         _gradientRunner?.Dispose();
         _classifier?.Dispose();
     }
@@ -90,6 +101,22 @@ public sealed partial class ModelRuntime(
             LogDefenseUnavailable(logger, ex.Message);
             return new DefenseSetup(null, ex.Message, null);
         }
+    }
+
+    private CertifySetup LoadCertify(ModelPackage package)
+    {
+        var setup = CertifyLoader.Create(package, sessionFactory, certifyOptions.Value, CacheDirectory);
+        if (setup.Certifier is { } certifier)
+        {
+            var masks = certifier.MasksFor(certifyOptions.Value.PatchSize);
+            LogCertifyReady(logger, certifier.Classifier.MethodName, masks.PatchSize, masks.Count, masks.WindowRows, masks.WindowCols, certifier.Field.Rows.Size);
+        }
+        else
+        {
+            LogCertifyUnavailable(logger, setup.UnavailableReason!);
+        }
+
+        return setup;
     }
 
     private GradientAvailability LoadGradients(ModelPackage package)
@@ -119,6 +146,13 @@ public sealed partial class ModelRuntime(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Patch defense ready: {Variant} space, K={MinTokens}, calibrated on {Images} clean images")]
     private static partial void LogDefenseReady(ILogger logger, string variant, int minTokens, int images);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "Certified mode ready: masking by {Method}; default {PatchSize}-pixel patches, {Masks} masks of {Rows}x{Cols} tokens; token receptive field {Field} pixels")]
+    private static partial void LogCertifyReady(ILogger logger, string method, int patchSize, int masks, int rows, int cols, int field);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Certified mode unavailable: {Reason}")]
+    private static partial void LogCertifyUnavailable(ILogger logger, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Patch defense unavailable: {Reason}")]
     private static partial void LogDefenseUnavailable(ILogger logger, string reason);

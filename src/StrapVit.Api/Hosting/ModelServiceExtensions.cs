@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using StrapVit.Api.Uploads;
 using StrapVit.Api.Defense;
+using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Imaging;
 using StrapVit.Core.Inference;
@@ -32,6 +33,8 @@ public static class ModelServiceExtensions
 
         services.AddOptions<DefenseOptions>().Bind(configuration.GetSection(DefenseOptions.SectionName)).ValidateOnStart();
         services.AddSingleton<IValidateOptions<DefenseOptions>, DefenseOptionsValidator>();
+        services.AddOptions<CertifyOptions>().Bind(configuration.GetSection(CertifyOptions.SectionName)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<CertifyOptions>, CertifyOptionsValidator>();
         services.AddOptions<DefenseEndpointOptions>().Bind(configuration.GetSection(DefenseOptions.SectionName));
 
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<InferenceOptions>>().Value);

@@ -10,6 +10,9 @@ public enum DefenseMode
 
     /// <summary>Score, flag and transform the flagged tokens, then classify.</summary>
     Mitigate,
+
+    /// <summary>PatchCleanser's certified double masking (Core/Certification), not the STRAP-ViT defense.</summary>
+    Certify,
 }
 
 /// <summary>A flagged token: its index in the token sequence, its place on the patch grid, score and threshold.</summary>
