@@ -3,6 +3,17 @@ using StrapVit.Benchmarks;
 
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- --filter '*'      BenchmarkDotNet, wall clock
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- cpu-ratio [runs]  CPU-time ratio (see docs/BENCHMARKS.md)
+// dotnet run -c Release --project tools/StrapVit.Benchmarks -- certify [images] [patch] [strides]  certified mode per image
+if (args.Length > 0 && args[0] == "certify")
+{
+    var culture = System.Globalization.CultureInfo.InvariantCulture;
+    CertifyTiming.Run(
+        args.Length > 1 ? int.Parse(args[1], culture) : 100,
+        args.Length > 2 ? int.Parse(args[2], culture) : 0,
+        args.Length > 3 ? args[3].Split(',').Select(s => int.Parse(s, culture)).ToArray() : [1, 2]);
+    return;
+}
+
 if (args.Length > 0 && args[0] == "cpu-ratio")
 {
     CpuTimeRatio.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 30);

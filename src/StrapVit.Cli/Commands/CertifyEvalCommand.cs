@@ -29,7 +29,8 @@ internal sealed class CertifyEvalCommand : ICliCommand
     public string Usage => """
         Usage: strapvit certify-eval <model-dir> --images <images-idx3.gz> [--count 500] [--split report|tune]
                                      [--sizes 4,6] [--strides 1] [--steps 100] [--placements 2]
-                                     [--adaptive-count 100] [--soundness true|false] [--masking auto|drop|replace]
+                                     [--adaptive-count 25] [--adaptive-steps 50] [--soundness true|false]
+                                     [--masking auto|drop|replace]
                                      [--output docs/evaluation] [--seed 0]
 
         Certifies the first --count --images (labels from the matching *labels-idx1* file) against patches of each
@@ -37,7 +38,7 @@ internal sealed class CertifyEvalCommand : ICliCommand
         masked forwards and milliseconds per image (one image at a time, as served). Then, on the first stride, the
         soundness check: every image certified with its label gets per-image patch attacks of that size (--steps
         signed steps, --placements random places) optimised on the plain model and, for the first --adaptive-count,
-        on the certify surrogate (mean of the one-mask views); each patched 8-bit image is certified again and any
+        on the certify surrogate (mean of the one-mask views, --adaptive-steps steps); each patched 8-bit image is certified again and any
         changed answer is counted as an exception (must be 0). --split names the run: report (test-1000) or tune
         (tune-500, where the stride is chosen). --masking forces dropping masked tokens or replacing them by the
         clean mean token (needs the package's defense calibration). Writes <output>/certify-<model>-<split>.json and .md.
@@ -64,7 +65,8 @@ internal sealed class CertifyEvalCommand : ICliCommand
             Seed = (int)CliNumbers.Double(args, "seed", 0, 0, int.MaxValue),
             AttackSteps = (int)CliNumbers.Double(args, "steps", 100, 1, 10_000),
             Placements = (int)CliNumbers.Double(args, "placements", 2, 1, 100),
-            AdaptiveCount = (int)CliNumbers.Double(args, "adaptive-count", 100, 0, 100_000),
+            AdaptiveCount = (int)CliNumbers.Double(args, "adaptive-count", 25, 0, 100_000),
+            AdaptiveSteps = (int)CliNumbers.Double(args, "adaptive-steps", 50, 1, 10_000),
             Soundness = soundness,
         };
         var masking = (args.Option("masking") ?? "auto") switch
@@ -144,7 +146,7 @@ internal sealed class CertifyEvalCommand : ICliCommand
         if (report.Soundness.Count > 0)
         {
             sb.AppendLine();
-            sb.AppendLine(CultureInfo.InvariantCulture, $"Soundness: images certified with their label, patched ({report.Settings.AttackSteps} steps, {report.Settings.Placements} random places each), certified again.");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"Soundness: images certified with their label, patched ({report.Settings.AttackSteps} steps on the plain model, {report.Settings.AdaptiveSteps} on the certify surrogate; {report.Settings.Placements} random places each), certified again.");
             sb.AppendLine();
             sb.AppendLine("| patch | attack optimised on | images | patched images | attack success | plain model fooled | still certified | exceptions |");
             sb.AppendLine("|---|---|---|---|---|---|---|---|");

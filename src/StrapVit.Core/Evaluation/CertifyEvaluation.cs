@@ -26,7 +26,10 @@ public sealed record CertifySettings
     public int Placements { get; init; } = 2;
 
     /// <summary>Certified images attacked through the certify surrogate (its steps cost k encoder views each).</summary>
-    public int AdaptiveCount { get; init; } = 100;
+    public int AdaptiveCount { get; init; } = 25;
+
+    /// <summary>Signed steps of the attack on the certify surrogate.</summary>
+    public int AdaptiveSteps { get; init; } = 50;
 
     /// <summary>Run the soundness check (patch attacks on certified images).</summary>
     public bool Soundness { get; init; } = true;
@@ -142,8 +145,8 @@ public sealed class CertifyEvaluation(
 
     private SoundnessRow Soundness(EvaluationSet certified, MaskSet masks, IDifferentiableClassifier target, string name)
     {
-        const int Chunk = 50;
-        var attack = new PatchAttack(masks.PatchSize, steps: settings.AttackSteps);
+        const int Chunk = 25;
+        var attack = new PatchAttack(masks.PatchSize, steps: name == "undefended" ? settings.AttackSteps : settings.AdaptiveSteps);
         int attempts = 0, successes = 0, fooled = 0, exceptions = 0, stillCertified = 0;
         for (var placement = 0; placement < settings.Placements; placement++)
         {

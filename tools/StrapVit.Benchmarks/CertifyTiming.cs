@@ -1,0 +1,74 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.Extensions.Logging.Abstractions;
+using StrapVit.Core.Certification;
+using StrapVit.Core.Datasets;
+using StrapVit.Core.Inference;
+using StrapVit.Core.Models;
+
+namespace StrapVit.Benchmarks;
+
+/// <summary>
+/// <c>certify [images] [patch] [strides]</c>: the cost of one certified classification (embedding + PatchCleanser's
+/// masked forwards), one image at a time as the service answers it, on each available package: wall time, process
+/// CPU time and masked forwards per image. The embedded model is timed on the shipped test images (the cost depends
+/// on how many images reach the all-pairs check); other packages on seeded random images. <c>patch</c> 0 means
+/// about 2% of the image area.
+/// </summary>
+public static class CertifyTiming
+{
+    public static void Run(int images, int patch, int[] strides)
+    {
+        Console.WriteLine("| model | patch | stride | masks | forwards/image | wall ms/image (mean) | wall ms/image (median) | CPU ms/image |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var dir in BenchModels.Available().Select(c => c.PackageDir).Distinct())
+        {
+            var package = ModelPackage.Load(dir);
+            var input = package.Manifest.Input;
+            var side = patch > 0 ? patch : (int)Math.Round(Math.Sqrt(0.02 * input.Height * input.Width));
+            var sessions = new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance);
+            var count = package.Manifest.Name == "vit-b16" ? Math.Min(images, 2) : images;
+            var pixels = Images(package, count);
+            foreach (var stride in strides)
+            {
+                using var setup = CertifyLoader.Create(package, sessions,
+                    new CertifyOptions { PatchSize = side, MaskStride = stride, MaxPatchSize = Math.Max(side, 16), MaxForwards = int.MaxValue }, null);
+                if (setup.Certifier is not { } certifier)
+                {
+                    Console.WriteLine($"| {package.Manifest.Name} | {side} | {stride} | - | unavailable: {setup.UnavailableReason} | | | |");
+                    continue;
+                }
+
+                certifier.Certify(pixels[0], side); // warm-up
+                var wall = new List<double>();
+                var forwards = 0L;
+                var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+                foreach (var image in pixels)
+                {
+                    var sw = Stopwatch.StartNew();
+                    forwards += certifier.Certify(image, side).Report.Forwards;
+                    wall.Add(sw.Elapsed.TotalMilliseconds);
+                }
+
+                var cpuMs = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalMilliseconds / pixels.Count;
+                wall.Sort();
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"| {package.Manifest.Name} | {side} | {stride} | {certifier.MasksFor(side).Count} | {forwards / (double)pixels.Count:F0} | {wall.Average():F1} | {wall[wall.Count / 2]:F1} | {cpuMs:F1} |"));
+            }
+        }
+    }
+
+    private static List<float[]> Images(ModelPackage package, int count)
+    {
+        var input = package.Manifest.Input;
+        var test = Path.Combine(BenchModels.RepoRoot, "samples", "fashion-mnist", "test-1000-images-idx3-ubyte.gz");
+        if (input is { Channels: 1, Height: 28, Width: 28 })
+        {
+            var data = IdxDataset.Load(test, IdxDataset.LabelsBeside(test));
+            return Enumerable.Range(0, count).Select(i => data.Image(i).Data.ToArray()).ToList();
+        }
+
+        var rng = new Random(1);
+        return Enumerable.Range(0, count).Select(_ => Enumerable.Range(0, input.Size).Select(_ => (float)rng.NextDouble()).ToArray()).ToList();
+    }
+}
