@@ -29,14 +29,14 @@ internal sealed class CertifyEvalCommand : ICliCommand
     public string Usage => """
         Usage: strapvit certify-eval <model-dir> --images <images-idx3.gz> [--count 500] [--split report|tune]
                                      [--sizes 4,6] [--strides 1] [--steps 100] [--placements 2]
-                                     [--adaptive-count 25] [--adaptive-steps 50] [--soundness true|false]
+                                     [--soundness-count 100] [--adaptive-count 25] [--adaptive-steps 50] [--soundness true|false]
                                      [--masking auto|drop|replace]
                                      [--output docs/evaluation] [--seed 0]
 
         Certifies the first --count --images (labels from the matching *labels-idx1* file) against patches of each
         --sizes side (pixels) with masks every --strides tokens: clean accuracy in certify mode, certified accuracy,
         masked forwards and milliseconds per image (one image at a time, as served). Then, on the first stride, the
-        soundness check: every image certified with its label gets per-image patch attacks of that size (--steps
+        soundness check: the first --soundness-count images certified with their label get per-image patch attacks of that size (--steps
         signed steps, --placements random places) optimised on the plain model and, for the first --adaptive-count,
         on the certify surrogate (mean of the one-mask views, --adaptive-steps steps); each patched 8-bit image is certified again and any
         changed answer is counted as an exception (must be 0). --split names the run: report (test-1000) or tune
@@ -65,6 +65,7 @@ internal sealed class CertifyEvalCommand : ICliCommand
             Seed = (int)CliNumbers.Double(args, "seed", 0, 0, int.MaxValue),
             AttackSteps = (int)CliNumbers.Double(args, "steps", 100, 1, 10_000),
             Placements = (int)CliNumbers.Double(args, "placements", 2, 1, 100),
+            SoundnessCount = (int)CliNumbers.Double(args, "soundness-count", 100, 0, 100_000),
             AdaptiveCount = (int)CliNumbers.Double(args, "adaptive-count", 25, 0, 100_000),
             AdaptiveSteps = (int)CliNumbers.Double(args, "adaptive-steps", 50, 1, 10_000),
             Soundness = soundness,

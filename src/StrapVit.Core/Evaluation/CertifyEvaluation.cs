@@ -25,6 +25,9 @@ public sealed record CertifySettings
     /// <summary>Random placements per certified image and attack.</summary>
     public int Placements { get; init; } = 2;
 
+    /// <summary>Most certified images attacked on the plain model (the first ones, in set order).</summary>
+    public int SoundnessCount { get; init; } = 100;
+
     /// <summary>Certified images attacked through the certify surrogate (its steps cost k encoder views each).</summary>
     public int AdaptiveCount { get; init; } = 25;
 
@@ -112,7 +115,7 @@ public sealed class CertifyEvaluation(
                 if (settings.Soundness && stride == settings.Strides[0])
                 {
                     var certified = Enumerable.Range(0, set.Count).Where(i => results[i].Report.Certified && results[i].Label == set.Labels[i]).ToArray();
-                    soundness.Add(Soundness(set.Subset(certified), masks, undefended, "undefended"));
+                    soundness.Add(Soundness(set.Subset(certified.Take(settings.SoundnessCount).ToArray()), masks, undefended, "undefended"));
                     if (settings.AdaptiveCount > 0)
                     {
                         using var surrogate = new CertifySurrogateClassifier(package, certifier.Classifier, masks, embeddingVjp, sessions);
