@@ -15,7 +15,11 @@ public sealed record CertifySetup(PatchCertifier? Certifier, string? Unavailable
 /// <summary>Builds certified mode for a package: split model, masking method (drop, else replace), receptive field.</summary>
 public static class CertifyLoader
 {
-    /// <summary>The service's, the CLI's and the benchmarks' one way to set certified mode up.</summary>
+    /// <summary>
+    /// The service's, the CLI's and the benchmarks' one way to set certified mode up. A package certified mode cannot
+    /// handle (no tokens tensor, a receptive field that cannot be derived, no usable masking, a default patch whose
+    /// masks do not fit) gives a setup with the reason instead of an exception: classification does not depend on it.
+    /// </summary>
     public static CertifySetup Create(ModelPackage package, OnnxSessionFactory sessions, CertifyOptions options, string? cacheDirectory)
     {
         ArgumentNullException.ThrowIfNull(package);
@@ -24,7 +28,16 @@ public static class CertifyLoader
             return new CertifySetup(null, "model.json has no 'tokens' entry; certified mode masks tokens.");
         }
 
-        var model = new TokenSpaceModel(package, sessions);
+        TokenSpaceModel model;
+        try
+        {
+            model = new TokenSpaceModel(package, sessions);
+        }
+        catch (ModelPackageException ex)
+        {
+            return new CertifySetup(null, ex.Message);
+        }
+
         try
         {
             float[][]? replacement = null;
