@@ -11,6 +11,8 @@ namespace StrapVit.Core.Certification;
 /// </summary>
 public sealed class MaskSet
 {
+    private MaskPair[]? _pairs;
+
     private MaskSet(int patchSize, int gridRows, int gridCols, int stride, int patchRows, int patchCols, int[] rowStarts, int[] colStarts, int windowRows, int windowCols)
     {
         PatchSize = patchSize;
@@ -56,6 +58,15 @@ public sealed class MaskSet
     public IReadOnlyList<int[]> Masks { get; }
 
     public int Count => Masks.Count;
+
+    /// <summary>
+    /// Every pair i &lt; j, those hiding the most tokens together (least overlap) first: the views likeliest to
+    /// disagree, so the certificate check of an uncertified image stops early.
+    /// </summary>
+    public IReadOnlyList<MaskPair> PairsByHiddenTokens => _pairs ??= PatchCleanser.AllPairs(Count)
+        .OrderByDescending(p => Masks[p.First].Union(Masks[p.Second]).Count())
+        .ThenBy(p => p.First).ThenBy(p => p.Second)
+        .ToArray();
 
     /// <summary>The mask set for <paramref name="patchSize"/>-pixel patches on an image of <paramref name="height"/> x <paramref name="width"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The patch does not fit the image, or the stride is below 1.</exception>

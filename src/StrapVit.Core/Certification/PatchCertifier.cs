@@ -85,7 +85,7 @@ public sealed class PatchCertifier
         ArgumentNullException.ThrowIfNull(masks);
         var sw = Stopwatch.StartNew();
         var tokens = Classifier.Model.Embed(pixels, 1, runOptions);
-        var result = PatchCleanser.Run(new ImageViews(Classifier, tokens, masks, runOptions), masks.Count);
+        var result = PatchCleanser.Run(new ImageViews(Classifier, tokens, masks, runOptions), masks.Count, masks.PairsByHiddenTokens);
         var votes = new int[Classifier.Classes];
         foreach (var label in result.FirstRound)
         {

@@ -88,6 +88,21 @@ public sealed class MaskSetTests
     }
 
     [Fact]
+    public void Pairs_are_visited_most_hidden_first_and_each_once()
+    {
+        var masks = MaskSet.Create(Stem, 28, 28, 7, 7, 4, 1);
+
+        var pairs = masks.PairsByHiddenTokens;
+
+        Assert.Equal(25 * 24 / 2, pairs.Count);
+        Assert.Equal(pairs.Count, pairs.Distinct().Count());
+        Assert.All(pairs, p => Assert.True(p.First < p.Second));
+        // Two disjoint 3x3 masks hide 18 tokens; (0, 1) overlap in 6 and hide 12, the least.
+        Assert.Equal(18, masks.Masks[pairs[0].First].Union(masks.Masks[pairs[0].Second]).Count());
+        Assert.Equal(12, masks.Masks[pairs[^1].First].Union(masks.Masks[pairs[^1].Second]).Count());
+    }
+
+    [Fact]
     public void A_mask_larger_than_the_grid_is_refused()
     {
         var ex = Assert.Throws<CertificationException>(() => MaskSet.Create(Stem, 28, 28, 7, 7, 8, 5));

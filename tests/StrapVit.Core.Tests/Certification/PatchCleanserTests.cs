@@ -51,7 +51,7 @@ public sealed class PatchCleanserTests
         Assert.Equal(3, result.Label);
         Assert.False(result.Certified);
         Assert.Equal(CleanserCase.Agreement, result.Case);
-        Assert.Equal(21, result.Forwards); // all 15 pairs fit in one chunk of 128
+        Assert.Equal(21, result.Forwards); // all 15 pairs fit in the first batch of 32
     }
 
     [Fact]
@@ -98,6 +98,23 @@ public sealed class PatchCleanserTests
         Assert.Equal(CleanserCase.SecondRound, result.Case);
         Assert.False(result.Certified);
         Assert.Equal(6 + 5 + 5, result.Forwards);
+    }
+
+    [Fact]
+    public void The_certificate_check_stops_after_the_batch_holding_the_first_disagreement()
+    {
+        // 10 masks, 45 pairs in batches of 32 then 64. Row-major, pair (8, 9) comes last: every pair is run.
+        // Visited first, it ends the check after the first batch. The answer is the same either way.
+        var fake = new FakePredictor((i, j) => (i, j) == (8, 9) ? 1 : 0);
+        var order = new[] { new MaskPair(8, 9) }.Concat(PatchCleanser.AllPairs(10).Where(p => p != new MaskPair(8, 9))).ToArray();
+
+        var rowMajor = PatchCleanser.Run(fake, 10);
+        var ordered = PatchCleanser.Run(new FakePredictor((i, j) => (i, j) == (8, 9) ? 1 : 0), 10, order);
+
+        Assert.Equal(10 + 45, rowMajor.Forwards);
+        Assert.Equal(10 + 32, ordered.Forwards);
+        Assert.Equal((0, false), (rowMajor.Label, rowMajor.Certified));
+        Assert.Equal((0, false), (ordered.Label, ordered.Certified));
     }
 
     [Fact]
