@@ -39,6 +39,13 @@ public static class DefenseLoader
             return new DefenseSetup(null, "Defense:Variant is Token but the calibration has no token reference (the package has no tokens tensor?).", calibration);
         }
 
+        if (options.Score == TokenScore.Knn && calibration.Tokens.Bank is null)
+        {
+            return new DefenseSetup(null,
+                "Defense:Score is Knn but the calibration has no token bank (made by an older version); run `strapvit calibrate` again, or set Defense:Score to Jsd.",
+                calibration);
+        }
+
         var tokenModel = new TokenSpaceModel(package, sessions);
         return new DefenseSetup(new TokenPatchDefense(tokenModel, calibration.Tokens, options), null, calibration) { TokenModel = tokenModel };
     }

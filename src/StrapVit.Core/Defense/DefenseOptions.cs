@@ -13,6 +13,29 @@ public enum DefenseVariant
     Pixel,
 }
 
+/// <summary>How a token's anomaly score is computed.</summary>
+public enum TokenScore
+{
+    /// <summary>The paper's: Jensen-Shannon distance of softmax(z/T) to the mean clean distribution at its position.</summary>
+    Jsd,
+
+    /// <summary>Mean Euclidean distance of the token's content to its k nearest entries of a bank of clean token contents.</summary>
+    Knn,
+}
+
+/// <summary>What happens to a flagged token.</summary>
+public enum Neutralization
+{
+    /// <summary>The paper's randomized composite of <see cref="TokenTransforms"/>.</summary>
+    Transform,
+
+    /// <summary>Replaced by the clean mean token of its position.</summary>
+    Mean,
+
+    /// <summary>Replaced by a random one of its k nearest clean bank entries, put back at its position.</summary>
+    Bank,
+}
+
 /// <summary>Token-space transforms of STRAP-ViT's mitigation phase.</summary>
 [Flags]
 public enum TokenTransforms
@@ -41,6 +64,18 @@ public sealed class DefenseOptions
 
     public DefenseVariant Variant { get; set; } = DefenseVariant.Auto;
 
+    /// <summary>Token score: the paper's JSD, or the distance to a bank of clean tokens (needs a calibration with a bank).</summary>
+    public TokenScore Score { get; set; } = TokenScore.Jsd;
+
+    /// <summary>
+    /// Side, in tokens, of the square window flagged as a whole around the strongest evidence when any token is over
+    /// its threshold (the window with the largest sum of score-to-threshold ratios); 0 flags single tokens only.
+    /// </summary>
+    public int Window { get; set; }
+
+    /// <summary>What a flagged token becomes.</summary>
+    public Neutralization Neutralization { get; set; } = Neutralization.Transform;
+
     /// <summary>Minimum number of tokens flagged (and transformed) per image: the paper's K.</summary>
     public int MinTokens { get; set; } = 4;
 
@@ -62,12 +97,13 @@ public sealed class DefenseOptions
     /// <summary>Upper end of τ.</summary>
     public double TemperatureScaleMax { get; set; } = 4.0;
 
-    /// <summary>Returns the first problem with these options, or null.</summary>
     /// <summary>A copy to vary one setting on (every property is a value).</summary>
     public DefenseOptions Clone() => (DefenseOptions)MemberwiseClone();
 
+    /// <summary>Returns the first problem with these options, or null.</summary>
     public string? Validate() =>
         MinTokens < 0 ? "Defense:MinTokens must be >= 0."
+        : Window < 0 ? "Defense:Window must be >= 0."
         : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."
         : Transforms == TokenTransforms.None ? "Defense:Transforms must name at least one transform."
         : !(ShrinkMin >= 0 && ShrinkMin <= ShrinkMax && ShrinkMax < 1) ? "Defense:ShrinkMin..ShrinkMax must satisfy 0 <= min <= max < 1."

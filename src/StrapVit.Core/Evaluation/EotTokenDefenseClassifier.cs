@@ -80,11 +80,11 @@ public sealed class EotTokenDefenseClassifier(
         return new GradientResult(batch, Classes, logits, loss, grad);
     }
 
-    private MitigationStep[] Draw()
+    private Random NextRandom()
     {
         lock (_gate)
         {
-            return TokenMitigation.Draw(options, _rng);
+            return new Random(_rng.Next());
         }
     }
 
@@ -96,9 +96,10 @@ public sealed class EotTokenDefenseClassifier(
         var candidates = Enumerable.Range(first, t - first).ToArray();
         var scores = new double[t];
         var plans = new List<(int, MitigationStep[])>[batch];
+        var grid = new TokenGrid(d, first, model.GridRows, model.GridCols);
         for (var i = 0; i < batch; i++)
         {
-            var (flagged, _, steps) = TokenPatchDefense.FlagAndTransform(tokens.AsSpan(i * t * d, t * d), d, reference, options, candidates, scores, Draw);
+            var (flagged, _, steps) = TokenPatchDefense.FlagAndTransform(tokens.AsSpan(i * t * d, t * d), grid, reference, options, candidates, scores, NextRandom());
             plans[i] = flagged.Zip(steps).ToList();
         }
 
