@@ -32,10 +32,14 @@ internal sealed class EvaluateCommand : ICliCommand
                                  [--sizes 4,6,8] [--steps 100] [--universal-steps 300] [--target 8]
                                  [--adaptive-count 200] [--eot-samples 4] [--k 4] [--threshold-scale 1.0]
                                  [--score jsd|knn] [--window 0] [--neutralize transform|mean|bank] [--sweep true]
+                                 [--sweep-scores jsd,knn] [--sweep-windows 0,2,3] [--sweep-k 0,2,4] [--sweep-neutralize transform,mean,bank]
                                  [--bank-size 1024] [--neighbors 3] [--fpr 0.2]
                                  [--strong-steps 500] [--strong-restarts 2] [--strong-eot 16] [--evasion 0,1,10]
 
         Calibrates the defense on all --calib images (clean training images) and scores the first --count --images.
+        Each of --images and --calib is a gzipped IDX file (labels in the matching *labels-idx1* file beside it) or a
+        folder with one subfolder of images per class (torchvision's ImageFolder layout; folder names matching the
+        model's labels get those labels, else their sorted order).
         --split names the run: report (default) for the reported test images (samples/fashion-mnist/test-1000-*),
         tune for the held-out images the defaults are chosen on (samples/fashion-mnist/tune-500-*, disjoint
         from test-1000). Writes <output>/results-<split>.json and <output>/tables-<split>.md. Labels come from the
@@ -62,6 +66,10 @@ internal sealed class EvaluateCommand : ICliCommand
             AdaptiveCount = (int)CliNumbers.Double(args, "adaptive-count", 200, 0, 100_000),
             EotSamples = (int)CliNumbers.Double(args, "eot-samples", 4, 1, 64),
             Sweep = args.Option("sweep") is "true" or "1",
+            SweepScores = List(args.Option("sweep-scores"), "jsd,knn", v => Enum.Parse<TokenScore>(v, ignoreCase: true)),
+            SweepWindows = List(args.Option("sweep-windows"), "0,2,3", v => int.Parse(v, CultureInfo.InvariantCulture)),
+            SweepK = List(args.Option("sweep-k"), "0,2,4", v => int.Parse(v, CultureInfo.InvariantCulture)),
+            SweepNeutralizations = List(args.Option("sweep-neutralize"), "transform,mean,bank", v => Enum.Parse<Neutralization>(v, ignoreCase: true)),
             StrongSteps = (int)CliNumbers.Double(args, "strong-steps", 500, 0, 100_000),
             StrongRestarts = (int)CliNumbers.Double(args, "strong-restarts", 2, 1, 100),
             StrongEotSamples = (int)CliNumbers.Double(args, "strong-eot", 16, 1, 256),
@@ -84,10 +92,8 @@ internal sealed class EvaluateCommand : ICliCommand
         args.RejectUnknownOptions();
 
         var package = ModelPackage.Load(args.Positionals[0]);
-        var calib = IdxDataset.Load(calibPath, LabelsFor(calibPath));
-        var images = IdxDataset.Load(imagesPath, LabelsFor(imagesPath));
-        var test = EvaluationSet.FromIdx(images, count);
-        var reference = EvaluationSet.FromIdx(calib, calib.Count);
+        var test = Load(imagesPath, package, count);
+        var reference = Load(calibPath, package, 100_000);
 
         var cpu = new InferenceOptions { Device = InferenceDevice.Cpu };
         var sessions = new OnnxSessionFactory(cpu, NullLogger<OnnxSessionFactory>.Instance);
@@ -107,6 +113,20 @@ internal sealed class EvaluateCommand : ICliCommand
         File.WriteAllText(tables, Tables(report));
         stdout.WriteLine($"wrote {json} and {tables} in {report.Seconds:F0} s");
         return ExitCodes.Ok;
+    }
+
+    private static T[] List<T>(string? text, string fallback, Func<string, T> parse) => (text ?? fallback).Split(',').Select(v => parse(v.Trim())).ToArray();
+
+    /// <summary>An IDX image file (labels beside it) or a folder tree with one subfolder per class.</summary>
+    private static EvaluationSet Load(string path, ModelPackage package, int count)
+    {
+        var input = package.Manifest.Input;
+        if (Directory.Exists(path))
+        {
+            return EvaluationSet.FromFolder(path, package.Manifest.Labels, count, input.Channels, input.Height, input.Width);
+        }
+
+        return EvaluationSet.FromIdx(IdxDataset.Load(path, LabelsFor(path)), count, input.Channels, input.Height, input.Width);
     }
 
     private static string LabelsFor(string images) =>

@@ -16,8 +16,9 @@ public sealed record DefenseSetup(IPatchDefense? Defense, string? UnavailableRea
 public static class DefenseLoader
 {
     public static DefenseSetup Create(
-        ModelPackage package, VitClassifier classifier, OnnxSessionFactory sessions, DefenseOptions options, string? cacheDirectory)
+        ModelPackage package, VitClassifier classifier, OnnxSessionFactory sessions, DefenseOptions configured, string? cacheDirectory)
     {
+        var options = configured.Resolved();
         var path = DefenseCalibration.CandidatePaths(package, cacheDirectory).FirstOrDefault(File.Exists);
         if (path is null)
         {

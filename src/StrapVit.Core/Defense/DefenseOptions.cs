@@ -13,6 +13,16 @@ public enum DefenseVariant
     Pixel,
 }
 
+/// <summary>A whole configuration by name.</summary>
+public enum DefenseProfile
+{
+    /// <summary>The individual settings as configured (their defaults are the ones chosen on the tuning split).</summary>
+    Configured,
+
+    /// <summary>The paper's STRAP-ViT: JSD score, threshold with at least K = 4 tokens, random composite transforms.</summary>
+    Paper,
+}
+
 /// <summary>How a token's anomaly score is computed.</summary>
 public enum TokenScore
 {
@@ -34,6 +44,13 @@ public enum Neutralization
 
     /// <summary>Replaced by a random one of its k nearest clean bank entries, put back at its position.</summary>
     Bank,
+
+    /// <summary>
+    /// Tokens over their threshold are replaced by the clean mean (nothing of them survives); tokens flagged only to
+    /// fill the K minimum or the window by a random one of their k nearest clean bank entries, which leaves a clean
+    /// token nearly as it was and still cuts most of what an adversarial one carries.
+    /// </summary>
+    Hybrid,
 }
 
 /// <summary>Token-space transforms of STRAP-ViT's mitigation phase.</summary>
@@ -64,12 +81,16 @@ public sealed class DefenseOptions
 
     public DefenseVariant Variant { get; set; } = DefenseVariant.Auto;
 
+    /// <summary><see cref="DefenseProfile.Paper"/> overrides score, window, K, threshold scale and neutralisation with the paper's.</summary>
+    public DefenseProfile Profile { get; set; } = DefenseProfile.Configured;
+
     /// <summary>Token score: the paper's JSD, or the distance to a bank of clean tokens (needs a calibration with a bank).</summary>
     public TokenScore Score { get; set; } = TokenScore.Jsd;
 
     /// <summary>
-    /// Side, in tokens, of the square window flagged as a whole around the strongest evidence when any token is over
-    /// its threshold (the window with the largest sum of score-to-threshold ratios); 0 flags single tokens only.
+    /// Side, in tokens, of the square window flagged as a whole around the strongest evidence whenever anything is
+    /// flagged (a token over its threshold, or the K minimum): the window with the largest sum of score-to-threshold
+    /// ratios. 0 flags single tokens only.
     /// </summary>
     public int Window { get; set; }
 
@@ -99,6 +120,23 @@ public sealed class DefenseOptions
 
     /// <summary>A copy to vary one setting on (every property is a value).</summary>
     public DefenseOptions Clone() => (DefenseOptions)MemberwiseClone();
+
+    /// <summary>These options with <see cref="Profile"/> applied.</summary>
+    public DefenseOptions Resolved() => Profile == DefenseProfile.Paper ? PaperFaithful() : this;
+
+    /// <summary>A copy set to the paper's configuration: JSD score, threshold with at least K = 4, random composite of all three transforms.</summary>
+    public DefenseOptions PaperFaithful()
+    {
+        var paper = Clone();
+        paper.Profile = DefenseProfile.Paper;
+        paper.Score = TokenScore.Jsd;
+        paper.Window = 0;
+        paper.MinTokens = 4;
+        paper.ThresholdScale = 1.0;
+        paper.Neutralization = Neutralization.Transform;
+        paper.Transforms = TokenTransforms.All;
+        return paper;
+    }
 
     /// <summary>Returns the first problem with these options, or null.</summary>
     public string? Validate() =>

@@ -76,7 +76,9 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
 
         var (flagged, above) = TokenSelection.Select(scores, reference.ThresholdsFor(options.Score), candidates, options.MinTokens,
             options.ThresholdScale, options.Window, grid.Rows, grid.Cols);
-        var steps = rng is null ? [] : Neutralize(image, grid, reference, options, flagged, nearest, rng);
+        var thresholds = reference.ThresholdsFor(options.Score);
+        var steps = rng is null ? [] : Neutralize(image, grid, reference, options, flagged, nearest, rng,
+            token => scores[token] > thresholds[token] * options.ThresholdScale);
         return (flagged, above, steps);
     }
 
@@ -85,7 +87,8 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
     /// says; <paramref name="nearest"/> (<c>[T*k]</c>) is needed for bank replacement. Returns each token's steps.
     /// </summary>
     internal static MitigationStep[][] Neutralize(
-        Span<float> image, TokenGrid grid, TokenReference reference, DefenseOptions options, IReadOnlyList<int> flagged, int[]? nearest, Random rng)
+        Span<float> image, TokenGrid grid, TokenReference reference, DefenseOptions options, IReadOnlyList<int> flagged, int[]? nearest, Random rng,
+        Func<int, bool>? overThreshold = null)
     {
         var dim = grid.Dim;
         var k = reference.Bank?.Neighbors ?? 0;
@@ -94,7 +97,13 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         {
             var token = flagged[j];
             var z = image.Slice(token * dim, dim);
-            switch (options.Neutralization)
+            var how = options.Neutralization;
+            if (how == Neutralization.Hybrid)
+            {
+                how = overThreshold?.Invoke(token) != false ? Neutralization.Mean : Neutralization.Bank;
+            }
+
+            switch (how)
             {
                 case Neutralization.Mean:
                     steps[j] = [new MitigationStep(TokenMitigation.ReplaceMean, 0)];
@@ -142,6 +151,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
     {
         Neutralization.Mean => "mean",
         Neutralization.Bank => "bank",
+        Neutralization.Hybrid => "hybrid",
         _ => "transform",
     };
 

@@ -27,7 +27,7 @@ public static class TokenSelection
 
     /// <summary>
     /// Region-aware flagging: as <see cref="Select(ReadOnlySpan{double}, ReadOnlySpan{float}, IReadOnlyList{int}, int, double)"/>,
-    /// and, when any token is over its threshold, also every token of the <paramref name="window"/> x
+    /// and, whenever that flags anything (a token over its threshold, or K &gt; 0), also every token of the <paramref name="window"/> x
     /// <paramref name="window"/> square on the <paramref name="rows"/> x <paramref name="cols"/> grid with the largest
     /// sum of score-to-threshold ratios. A patch covers a block of neighbouring tokens, some of them only a little
     /// over or under threshold; flagging the block around the strongest evidence covers them. Candidates are the
@@ -38,7 +38,7 @@ public static class TokenSelection
         int window, int rows, int cols)
     {
         var (flagged, above) = Select(scores, thresholds, candidates, minTokens, scale);
-        if (window <= 0 || above == 0 || candidates.Count != rows * cols)
+        if (window <= 0 || flagged.Length == 0 || candidates.Count != rows * cols)
         {
             return (flagged, above);
         }

@@ -28,6 +28,14 @@ public sealed record EvaluationSettings
     /// <summary>Run the grid of defense configurations (score x window x K x neutralisation) on clean and every per-image patch size.</summary>
     public bool Sweep { get; init; }
 
+    public TokenScore[] SweepScores { get; init; } = [TokenScore.Jsd, TokenScore.Knn];
+
+    public int[] SweepWindows { get; init; } = [0, 2, 3];
+
+    public int[] SweepK { get; init; } = [0, 2, 4];
+
+    public Neutralization[] SweepNeutralizations { get; init; } = [Neutralization.Transform, Neutralization.Mean, Neutralization.Bank];
+
     /// <summary>Steps per restart of the strong adaptive attack (0 skips it).</summary>
     public int StrongSteps { get; init; } = 500;
 
@@ -73,19 +81,6 @@ public sealed class DefenseEvaluation(
     ModelPackage package, VitClassifier classifier, TokenSpaceModel tokens, TokenGradients tokenGradients,
     IDifferentiableClassifier undefended, DefenseOptions options, EvaluationSettings settings, TextWriter log)
 {
-    /// <summary>The paper-faithful configuration: JSD score, threshold with at least K = 4, random composite transforms.</summary>
-    public static DefenseOptions Paper(DefenseOptions options)
-    {
-        var paper = options.Clone();
-        paper.Score = TokenScore.Jsd;
-        paper.Window = 0;
-        paper.MinTokens = 4;
-        paper.ThresholdScale = 1.0;
-        paper.Neutralization = Neutralization.Transform;
-        paper.Transforms = TokenTransforms.All;
-        return paper;
-    }
-
     public EvaluationReport Run(EvaluationSet test, EvaluationSet calibration)
     {
         var started = Stopwatch.GetTimestamp();
@@ -93,7 +88,7 @@ public sealed class DefenseEvaluation(
         var reference = Calibrate(calibration, settings.Temperature);
         log.WriteLine($"token bank: {reference.Tokens!.Bank!.Count} entries, k={reference.Tokens.Bank.Neighbors}, clean images flagged at calibration {reference.Tokens.BankFalsePositiveRate:P1}");
         var token = new TokenPatchDefense(tokens, reference.Tokens!, options);
-        var paper = new TokenPatchDefense(tokens, reference.Tokens!, Paper(options));
+        var paper = new TokenPatchDefense(tokens, reference.Tokens!, options.PaperFaithful());
         var pixel = new PixelPatchDefense(classifier, reference.Pixels, options);
         var seed = settings.Seed;
         var cleanCorrect = DefenseScoring.Undefended(classifier, test).Correct;
@@ -196,13 +191,13 @@ public sealed class DefenseEvaluation(
         log.WriteLine("sweep: score x window x K x neutralisation");
         var baseline = DefenseScoring.Undefended(classifier, clean).Accuracy;
         var results = new List<(string Name, double Clean, double Flagged, double Tokens, double Patched)>();
-        foreach (var score in new[] { TokenScore.Jsd, TokenScore.Knn })
+        foreach (var score in settings.SweepScores)
         {
-            foreach (var window in new[] { 0, 2, 3 })
+            foreach (var window in settings.SweepWindows)
             {
-                foreach (var k in new[] { 0, 2, 4 })
+                foreach (var k in settings.SweepK)
                 {
-                    foreach (var neutralization in new[] { Neutralization.Transform, Neutralization.Mean, Neutralization.Bank })
+                    foreach (var neutralization in settings.SweepNeutralizations)
                     {
                         var o = options.Clone();
                         (o.Score, o.Window, o.MinTokens, o.Neutralization) = (score, window, k, neutralization);

@@ -166,15 +166,19 @@ public sealed class TokenBankTests
     }
 
     [Fact]
-    public void Window_flagging_adds_nothing_when_no_token_is_over_threshold()
+    public void Window_flagging_adds_nothing_when_nothing_is_flagged_and_grows_the_k_minimum_otherwise()
     {
         var scores = Enumerable.Repeat(0.5, 17).ToArray();
+        scores[16] = 0.9; // (3,3), the most anomalous, still under threshold
         var thresholds = Enumerable.Repeat(1f, 17).ToArray();
+        var candidates = Enumerable.Range(1, 16).ToArray();
 
-        var (flagged, above) = TokenSelection.Select(scores, thresholds, Enumerable.Range(1, 16).ToArray(), minTokens: 0, scale: 1, window: 3, rows: 4, cols: 4);
+        var (none, above) = TokenSelection.Select(scores, thresholds, candidates, minTokens: 0, scale: 1, window: 3, rows: 4, cols: 4);
+        var (grown, _) = TokenSelection.Select(scores, thresholds, candidates, minTokens: 1, scale: 1, window: 2, rows: 4, cols: 4);
 
         Assert.Equal(0, above);
-        Assert.Empty(flagged);
+        Assert.Empty(none);
+        Assert.Equal([11, 12, 15, 16], grown.Order().ToArray());
     }
 
     [Fact]
