@@ -61,7 +61,7 @@ internal sealed class EvaluateCommand : ICliCommand
             Seed = (int)CliNumbers.Double(args, "seed", 0, 0, int.MaxValue),
             PatchSizes = (args.Option("sizes") ?? "4,6,8").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray(),
             PatchSteps = (int)CliNumbers.Double(args, "steps", 100, 1, 10_000),
-            UniversalSteps = (int)CliNumbers.Double(args, "universal-steps", 300, 1, 100_000),
+            UniversalSteps = (int)CliNumbers.Double(args, "universal-steps", 300, 0, 100_000),
             UniversalTarget = (int)CliNumbers.Double(args, "target", 8, 0, 100_000),
             AdaptiveCount = (int)CliNumbers.Double(args, "adaptive-count", 200, 0, 100_000),
             EotSamples = (int)CliNumbers.Double(args, "eot-samples", 4, 1, 64),

@@ -93,40 +93,100 @@ public sealed record TokenBank
 
     private double ScoreContent(ReadOnlySpan<float> x, int k, Span<int> nearest, Func<int, bool>? exclude)
     {
-        Span<float> best = stackalloc float[k];
-        Span<int> bestIndex = stackalloc int[k];
-        best.Fill(float.PositiveInfinity);
-        bestIndex.Fill(-1);
-        var xx = Dot(x, x);
-        var norms = SquaredNorms;
-        for (var j = 0; j < Count; j++)
+        // d²_j = |x|² − 2 x·b_j + |b_j|², all j at once: |b|² plus one scaled column-row of the transposed bank per
+        // channel (an axpy over the bank, vectorised), then one pass keeps the k smallest.
+        var m = Count;
+        var columns = Transposed;
+        var rented = System.Buffers.ArrayPool<float>.Shared.Rent(m);
+        try
         {
-            var d2 = xx - (2 * Dot(x, Vectors.AsSpan(j * Dim, Dim))) + norms[j];
-            if (d2 >= best[k - 1] || (exclude is not null && exclude(j))) continue;
-            var p = k - 1;
-            while (p > 0 && best[p - 1] > d2)
+            var acc = rented.AsSpan(0, m);
+            SquaredNorms.CopyTo(acc);
+            for (var c = 0; c < Dim; c++)
             {
-                best[p] = best[p - 1];
-                bestIndex[p] = bestIndex[p - 1];
-                p--;
+                Axpy(-2 * x[c], columns.AsSpan(c * m, m), acc);
             }
 
-            best[p] = d2;
-            bestIndex[p] = j;
-        }
+            Span<float> best = stackalloc float[k];
+            Span<int> bestIndex = stackalloc int[k];
+            best.Fill(float.PositiveInfinity);
+            bestIndex.Fill(-1);
+            var xx = Dot(x, x);
+            for (var j = 0; j < m; j++)
+            {
+                var d2 = acc[j] + xx;
+                if (d2 >= best[k - 1] || (exclude is not null && exclude(j))) continue;
+                var p = k - 1;
+                while (p > 0 && best[p - 1] > d2)
+                {
+                    best[p] = best[p - 1];
+                    bestIndex[p] = bestIndex[p - 1];
+                    p--;
+                }
 
-        double sum = 0;
-        for (var i = 0; i < k; i++)
+                best[p] = d2;
+                bestIndex[p] = j;
+            }
+
+            double sum = 0;
+            for (var i = 0; i < k; i++)
+            {
+                sum += Math.Sqrt(Math.Max(best[i], 0f));
+            }
+
+            if (!nearest.IsEmpty)
+            {
+                bestIndex[..Math.Min(k, nearest.Length)].CopyTo(nearest);
+            }
+
+            return sum / k;
+        }
+        finally
         {
-            sum += Math.Sqrt(Math.Max(best[i], 0f));
+            System.Buffers.ArrayPool<float>.Shared.Return(rented);
         }
+    }
 
-        if (!nearest.IsEmpty)
+    /// <summary>The bank channel-major, <c>[D][M]</c>, for the vectorised search.</summary>
+    [JsonIgnore]
+    private float[] Transposed => field ??= Transpose(Vectors, Dim);
+
+    private static float[] Transpose(float[] vectors, int dim)
+    {
+        var m = vectors.Length / dim;
+        var result = new float[vectors.Length];
+        for (var j = 0; j < m; j++)
         {
-            bestIndex[..Math.Min(k, nearest.Length)].CopyTo(nearest);
+            for (var c = 0; c < dim; c++)
+            {
+                result[(c * m) + j] = vectors[(j * dim) + c];
+            }
         }
 
-        return sum / k;
+        return result;
+    }
+
+    /// <summary><c>y += a·x</c>.</summary>
+    private static void Axpy(float a, ReadOnlySpan<float> x, Span<float> y)
+    {
+        var i = 0;
+        if (Vector.IsHardwareAccelerated && x.Length >= Vector<float>.Count)
+        {
+            var vx = MemoryMarshal.Cast<float, Vector<float>>(x);
+            var vy = MemoryMarshal.Cast<float, Vector<float>>(y);
+            var va = new Vector<float>(a);
+            for (var v = 0; v < vx.Length; v++)
+            {
+                vy[v] += va * vx[v];
+            }
+
+            i = vx.Length * Vector<float>.Count;
+        }
+
+        for (; i < x.Length; i++)
+        {
+            y[i] += a * x[i];
+        }
     }
 
     internal static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)

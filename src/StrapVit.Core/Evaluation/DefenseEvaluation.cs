@@ -146,7 +146,7 @@ public sealed class DefenseEvaluation(
             Sweep(rows, test, perImage, reference.Tokens!);
         }
 
-        foreach (var size in settings.PatchSizes)
+        foreach (var size in settings.UniversalSteps > 0 ? settings.PatchSizes : [])
         {
             log.WriteLine($"universal patch {size}x{size} ({settings.UniversalSteps} steps, target {settings.UniversalTarget})");
             var (patched, _) = PatchScenarios.Universal(undefended, calibration, test, size, settings.UniversalTarget, settings.UniversalSteps, seed);
@@ -158,7 +158,12 @@ public sealed class DefenseEvaluation(
             Adaptive(rows, test, calibration, reference, token);
         }
 
-        Ablation(rows, test, perImage.GetValueOrDefault(settings.AdaptivePatchSize) ?? perImage.Values.First(), calibration, reference);
+        if (!settings.Sweep)
+        {
+            // On the tuning split the sweep supersedes the one-knob ablation.
+            Ablation(rows, test, perImage.GetValueOrDefault(settings.AdaptivePatchSize) ?? perImage.Values.First(), calibration, reference);
+        }
+
         var overhead = Overhead(test, token, paper, pixel);
         return new EvaluationReport(package.Manifest.Name, test.Count, calibration.Count, options, settings, rows, overhead,
             Stopwatch.GetElapsedTime(started).TotalSeconds);
