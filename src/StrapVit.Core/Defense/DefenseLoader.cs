@@ -48,6 +48,13 @@ public static class DefenseLoader
         }
 
         var tokenModel = new TokenSpaceModel(package, sessions);
+        if (options.Neutralization == Neutralization.Drop && !tokenModel.AcceptsShorterSequences)
+        {
+            tokenModel.Dispose();
+            return new DefenseSetup(null,
+                "Defense:Neutralization is Drop but this model's encoder only runs on the full token sequence; use Hybrid or Mean.", calibration);
+        }
+
         return new DefenseSetup(new TokenPatchDefense(tokenModel, calibration.Tokens, options), null, calibration) { TokenModel = tokenModel };
     }
 }

@@ -51,6 +51,9 @@ public enum Neutralization
     /// token nearly as it was and still cuts most of what an adversarial one carries.
     /// </summary>
     Hybrid,
+
+    /// <summary>Removed from the sequence before the encoder, so they take no part in attention (needs an encoder that takes any sequence length).</summary>
+    Drop,
 }
 
 /// <summary>Token-space transforms of STRAP-ViT's mitigation phase.</summary>

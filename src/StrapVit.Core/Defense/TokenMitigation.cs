@@ -17,6 +17,9 @@ public static class TokenMitigation
     /// <summary>Replaced by a clean bank entry (the step's parameter is its index).</summary>
     public const string ReplaceBank = "replace_bank";
 
+    /// <summary>Dropped from the sequence before the encoder.</summary>
+    public const string Drop = "drop";
+
     /// <summary>Rewrites <paramref name="token"/> in place and returns the names of the transforms applied.</summary>
     public static string[] Apply(Span<float> token, ReadOnlySpan<float> center, float cleanNorm, DefenseOptions options, Random rng)
     {
@@ -57,7 +60,7 @@ public static class TokenMitigation
                 case Shrink:
                     ShrinkToward(token, center, step.Parameter);
                     break;
-                case ReplaceMean or ReplaceBank:
+                case ReplaceMean or ReplaceBank or Drop:
                     throw new ArgumentException($"'{step.Op}' needs the clean reference; the defense applies it itself.", nameof(steps));
                 default:
                     ScaleTemperature(token, step.Parameter);
@@ -73,7 +76,7 @@ public static class TokenMitigation
     /// </summary>
     public static void Backward(ReadOnlySpan<float> input, ReadOnlySpan<float> center, float cleanNorm, IReadOnlyList<MitigationStep> steps, Span<float> grad)
     {
-        if (steps.Any(step => step.Op is ReplaceMean or ReplaceBank))
+        if (steps.Any(step => step.Op is ReplaceMean or ReplaceBank or Drop))
         {
             // A replaced token no longer depends on its input.
             grad.Clear();

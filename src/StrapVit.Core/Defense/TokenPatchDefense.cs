@@ -36,18 +36,20 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         var scores = new double[t];
         var thresholds = reference.ThresholdsFor(options.Score)[first..].Select(v => v * options.ThresholdScale).ToArray();
         var pending = new (FlaggedToken[] Flagged, int Above, AppliedTransform[] Applied, double[] Scores)[batch];
+        var dropped = new IReadOnlyCollection<int>[batch];
         var grid = new TokenGrid(d, first, model.GridRows, model.GridCols);
         for (var i = 0; i < batch; i++)
         {
             var image = tokens.AsSpan(i * t * d, t * d);
             var (flagged, above, steps) = FlagAndTransform(image, grid, reference, options, candidates, scores,
                 mode == DefenseMode.Mitigate ? new Random(seeds[i]) : null);
+            dropped[i] = options.Neutralization == Neutralization.Drop && mode == DefenseMode.Mitigate ? flagged.ToHashSet() : [];
             var applied = flagged.Take(steps.Length)
                 .Select((k, j) => new AppliedTransform(k - first, steps[j].Select(step => step.Op).ToArray())).ToArray();
             pending[i] = (flagged.Select(k => Flag(k, scores[k])).ToArray(), above, applied, scores[first..].ToArray());
         }
 
-        var logits = model.Encode(tokens, batch, runOptions);
+        var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, runOptions) : model.Encode(tokens, batch, runOptions);
         var perImageMs = sw.Elapsed.TotalMilliseconds / batch;
         var k2 = logits.Length / batch;
         var modeName = mode == DefenseMode.Detect ? "detect" : "mitigate";
@@ -105,6 +107,10 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
 
             switch (how)
             {
+                case Neutralization.Drop:
+                    // The token stays in the array; the encoder run leaves it out (EncodeDropping).
+                    steps[j] = [new MitigationStep(TokenMitigation.Drop, 0)];
+                    break;
                 case Neutralization.Mean:
                     steps[j] = [new MitigationStep(TokenMitigation.ReplaceMean, 0)];
                     reference.Center[token].CopyTo(z);
@@ -144,7 +150,9 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             Neutralize(tokens.AsSpan(i * t * d, t * d), grid, reference, options, flagsOf(i), null, new Random(seeds[i]));
         }
 
-        return model.Encode(tokens, batch);
+        return options.Neutralization == Neutralization.Drop
+            ? model.EncodeDropping(tokens, batch, Enumerable.Range(0, batch).Select(i => (IReadOnlyCollection<int>)flagsOf(i).ToHashSet()).ToArray())
+            : model.Encode(tokens, batch);
     }
 
     internal static string Name(Neutralization n) => n switch
@@ -152,6 +160,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         Neutralization.Mean => "mean",
         Neutralization.Bank => "bank",
         Neutralization.Hybrid => "hybrid",
+        Neutralization.Drop => "drop",
         _ => "transform",
     };
 

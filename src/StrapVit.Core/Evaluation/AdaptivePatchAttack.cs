@@ -76,7 +76,7 @@ public sealed class AdaptivePatchAttack(
 
         var labels = images.Select(i => set.Labels[i]).ToArray();
         var active = Enumerable.Range(0, n).ToList();
-        var deterministic = options.Neutralization == Neutralization.Mean;
+        var deterministic = options.Neutralization is Neutralization.Mean or Neutralization.Drop;
         var draws = deterministic ? 1 : settings.EotSamples;
         var thresholds = reference.ThresholdsFor(options.Score);
         var grid = new TokenGrid(d, first, model.GridRows, model.GridCols);
@@ -101,7 +101,9 @@ public sealed class AdaptivePatchAttack(
                     plans[a] = (flagged, steps);
                 }
 
-                var logits = model.Encode(defended, m);
+                var logits = options.Neutralization == Neutralization.Drop
+                    ? model.EncodeDropping(defended, m, plans.Select(p => (IReadOnlyCollection<int>)p.Flagged.ToHashSet()).ToArray())
+                    : model.Encode(defended, m);
                 var cotangent = new float[m * classes];
                 for (var a = 0; a < m; a++)
                 {
@@ -123,7 +125,7 @@ public sealed class AdaptivePatchAttack(
                     for (var j = 0; j < flagged.Length; j++)
                     {
                         var offset = ((a * t) + flagged[j]) * d;
-                        var replaced = steps[j].Any(s => s.Op is TokenMitigation.ReplaceMean or TokenMitigation.ReplaceBank);
+                        var replaced = steps[j].Any(s => s.Op is TokenMitigation.ReplaceMean or TokenMitigation.ReplaceBank or TokenMitigation.Drop);
                         if (replaced && settings.StraightThrough) continue;
                         TokenMitigation.Backward(clean.AsSpan(offset, d), reference.Center[flagged[j]], reference.Norm[flagged[j]], steps[j], g.AsSpan(offset, d));
                     }

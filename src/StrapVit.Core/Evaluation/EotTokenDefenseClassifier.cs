@@ -30,8 +30,10 @@ public sealed class EotTokenDefenseClassifier(
 
     public float[] Logits(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions)
     {
-        var (tokens, _) = Defend(model.Embed(pixels, batch, runOptions), batch);
-        return model.Encode(tokens, batch, runOptions);
+        var (tokens, plans) = Defend(model.Embed(pixels, batch, runOptions), batch);
+        return options.Neutralization == Neutralization.Drop
+            ? model.EncodeDropping(tokens, batch, plans.Select(p => (IReadOnlyCollection<int>)p.Select(x => x.Token).ToHashSet()).ToArray(), runOptions)
+            : model.Encode(tokens, batch, runOptions);
     }
 
     public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, RunOptions? runOptions)
