@@ -34,7 +34,7 @@ internal sealed class EvaluateCommand : ICliCommand
                                  [--score jsd|knn] [--window 0] [--neutralize transform|mean|bank] [--sweep true]
                                  [--sweep-scores jsd,knn] [--sweep-windows 0,2,3] [--sweep-k 0,2,4] [--sweep-neutralize transform,mean,bank]
                                  [--bank-size 1024] [--neighbors 3] [--fpr 0.2]
-                                 [--strong-steps 500] [--strong-restarts 2] [--strong-eot 16] [--evasion 0,1,10]
+                                 [--patch-cache <folder>] [--strong-steps 500] [--strong-restarts 2] [--strong-eot 16] [--evasion 0,1,10]
 
         Calibrates the defense on all --calib images (clean training images) and scores the first --count --images.
         Each of --images and --calib is a gzipped IDX file (labels in the matching *labels-idx1* file beside it) or a
@@ -70,6 +70,7 @@ internal sealed class EvaluateCommand : ICliCommand
             SweepWindows = List(args.Option("sweep-windows"), "0,2,3", v => int.Parse(v, CultureInfo.InvariantCulture)),
             SweepK = List(args.Option("sweep-k"), "0,2,4", v => int.Parse(v, CultureInfo.InvariantCulture)),
             SweepNeutralizations = List(args.Option("sweep-neutralize"), "transform,mean,bank", v => Enum.Parse<Neutralization>(v, ignoreCase: true)),
+            PatchCache = args.Option("patch-cache"),
             StrongSteps = (int)CliNumbers.Double(args, "strong-steps", 500, 0, 100_000),
             StrongRestarts = (int)CliNumbers.Double(args, "strong-restarts", 2, 1, 100),
             StrongEotSamples = (int)CliNumbers.Double(args, "strong-eot", 16, 1, 256),

@@ -88,20 +88,20 @@ public sealed class DefenseOptions
     public DefenseProfile Profile { get; set; } = DefenseProfile.Configured;
 
     /// <summary>Token score: the paper's JSD, or the distance to a bank of clean tokens (needs a calibration with a bank).</summary>
-    public TokenScore Score { get; set; } = TokenScore.Jsd;
+    public TokenScore Score { get; set; } = TokenScore.Knn;
 
     /// <summary>
     /// Side, in tokens, of the square window flagged as a whole around the strongest evidence whenever anything is
     /// flagged (a token over its threshold, or the K minimum): the window with the largest sum of score-to-threshold
     /// ratios. 0 flags single tokens only.
     /// </summary>
-    public int Window { get; set; }
+    public int Window { get; set; } = 2;
 
     /// <summary>What a flagged token becomes.</summary>
-    public Neutralization Neutralization { get; set; } = Neutralization.Transform;
+    public Neutralization Neutralization { get; set; } = Neutralization.Hybrid;
 
     /// <summary>Minimum number of tokens flagged (and transformed) per image: the paper's K.</summary>
-    public int MinTokens { get; set; } = 4;
+    public int MinTokens { get; set; } = 1;
 
     /// <summary>A token is also flagged when its score exceeds <c>ThresholdScale</c> x the clean quantile at its position.</summary>
     public double ThresholdScale { get; set; } = 1.0;

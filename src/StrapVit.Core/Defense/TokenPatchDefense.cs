@@ -7,6 +7,9 @@ namespace StrapVit.Core.Defense;
 /// <summary>The patch-token grid of a split model: token width, index of the first patch token, rows and columns.</summary>
 internal readonly record struct TokenGrid(int Dim, int First, int Rows, int Cols);
 
+/// <summary>What the detector found in one image: flagged tokens (most anomalous first), how many were over threshold, each token's nearest bank entries (<c>[T*k]</c>, bank score only) and the flagged tokens over threshold.</summary>
+internal sealed record Detection(int[] Flagged, int Above, int[]? Nearest, HashSet<int> OverThreshold);
+
 /// <summary>
 /// STRAP-ViT in token space (Chattopadhyay et al., arXiv 2603.12688): embed the image, score each patch token by its
 /// Jensen-Shannon distance to the clean reference at its position, flag "threshold, at least K", replace each
@@ -73,16 +76,28 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
     internal static (int[] Flagged, int Above, MitigationStep[][] Steps) FlagAndTransform(
         Span<float> image, TokenGrid grid, TokenReference reference, DefenseOptions options, int[] candidates, double[] scores, Random? rng)
     {
+        var detection = Detect(image, grid, reference, options, candidates, scores);
+        var steps = rng is null ? [] : Neutralize(image, grid, reference, options, detection, rng);
+        return (detection.Flagged, detection.Above, steps);
+    }
+
+    /// <summary>Scores one image's tokens into <paramref name="scores"/> and flags them; nothing is changed.</summary>
+    internal static Detection Detect(
+        ReadOnlySpan<float> image, TokenGrid grid, TokenReference reference, DefenseOptions options, int[] candidates, double[] scores)
+    {
         var nearest = options.Score == TokenScore.Knn ? new int[reference.TokenCount * reference.Bank!.Neighbors] : null;
         reference.Score(image, scores, options.Score, grid.First, nearest);
-
-        var (flagged, above) = TokenSelection.Select(scores, reference.ThresholdsFor(options.Score), candidates, options.MinTokens,
-            options.ThresholdScale, options.Window, grid.Rows, grid.Cols);
         var thresholds = reference.ThresholdsFor(options.Score);
-        var steps = rng is null ? [] : Neutralize(image, grid, reference, options, flagged, nearest, rng,
-            token => scores[token] > thresholds[token] * options.ThresholdScale);
-        return (flagged, above, steps);
+        var (flagged, above) = TokenSelection.Select(scores, thresholds, candidates, options.MinTokens,
+            options.ThresholdScale, options.Window, grid.Rows, grid.Cols);
+        var over = flagged.Where(k => scores[k] > thresholds[k] * options.ThresholdScale).ToHashSet();
+        return new Detection(flagged, above, nearest, over);
     }
+
+    /// <summary>Neutralises what <paramref name="detection"/> flagged, in place; one draw of the defense's randomness.</summary>
+    internal static MitigationStep[][] Neutralize(
+        Span<float> image, TokenGrid grid, TokenReference reference, DefenseOptions options, Detection detection, Random rng) =>
+        Neutralize(image, grid, reference, options, detection.Flagged, detection.Nearest, rng, detection.OverThreshold.Contains);
 
     /// <summary>
     /// Neutralises <paramref name="flagged"/> tokens of one image in place as <see cref="DefenseOptions.Neutralization"/>

@@ -220,4 +220,4 @@ public sealed record TokenReference
 /// <param name="FalsePositiveRate">Target share of clean images with any token over its threshold.</param>
 /// <param name="PositionQuantile">Quantile of clean scores that sets each position's threshold before the common factor.</param>
 /// <param name="Seed">Seed of the coreset's first pick and projection.</param>
-public sealed record BankSettings(int Size = 1024, int Neighbors = 3, double FalsePositiveRate = 0.2, double PositionQuantile = 0.95, int Seed = 0);
+public sealed record BankSettings(int Size = 1024, int Neighbors = 3, double FalsePositiveRate = 0.3, double PositionQuantile = 0.95, int Seed = 0);

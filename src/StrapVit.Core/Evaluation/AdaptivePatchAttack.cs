@@ -89,54 +89,68 @@ public sealed class AdaptivePatchAttack(
             for (var a = 0; a < m; a++) x.AsSpan(active[a] * size, size).CopyTo(batch.AsSpan(a * size, size));
             var clean = model.Embed(batch, m);
             var tokenGrad = new float[clean.Length];
+
+            // Detection does not depend on the draw: score and flag once, then neutralise once per draw, and run all
+            // draws of all images through the encoder as one batch.
+            var detections = new Detection[m];
+            var allScores = new double[m][];
+            for (var a = 0; a < m; a++)
+            {
+                allScores[a] = new double[t];
+                detections[a] = TokenPatchDefense.Detect(clean.AsSpan(a * t * d, t * d), grid, reference, options, candidates, allScores[a]);
+            }
+
+            var rows = m * draws;
+            var defended = new float[rows * t * d];
+            var plans = new MitigationStep[rows][][];
             for (var e = 0; e < draws; e++)
             {
-                var defended = (float[])clean.Clone();
-                var plans = new (int[] Flagged, MitigationStep[][] Steps)[m];
-                var scores = new double[t];
                 for (var a = 0; a < m; a++)
                 {
-                    var (flagged, _, steps) = TokenPatchDefense.FlagAndTransform(defended.AsSpan(a * t * d, t * d), grid, reference, options,
-                        candidates, scores, new Random(random.Next()));
-                    plans[a] = (flagged, steps);
+                    var r = (e * m) + a;
+                    clean.AsSpan(a * t * d, t * d).CopyTo(defended.AsSpan(r * t * d, t * d));
+                    plans[r] = TokenPatchDefense.Neutralize(defended.AsSpan(r * t * d, t * d), grid, reference, options, detections[a], new Random(random.Next()));
                 }
+            }
 
-                var logits = options.Neutralization == Neutralization.Drop
-                    ? model.EncodeDropping(defended, m, plans.Select(p => (IReadOnlyCollection<int>)p.Flagged.ToHashSet()).ToArray())
-                    : model.Encode(defended, m);
-                var cotangent = new float[m * classes];
-                for (var a = 0; a < m; a++)
+            var logits = options.Neutralization == Neutralization.Drop
+                ? model.EncodeDropping(defended, rows, Enumerable.Range(0, rows).Select(r => (IReadOnlyCollection<int>)detections[r % m].Flagged.ToHashSet()).ToArray())
+                : model.Encode(defended, rows);
+            var cotangent = new float[rows * classes];
+            for (var r = 0; r < rows; r++)
+            {
+                var y = labels[active[r % m]];
+                var other = -1;
+                for (var j = 0; j < classes; j++)
                 {
-                    var y = labels[active[a]];
-                    var other = -1;
-                    for (var j = 0; j < classes; j++)
-                    {
-                        if (j != y && (other < 0 || logits[(a * classes) + j] > logits[(a * classes) + other])) other = j;
-                    }
-
-                    cotangent[(a * classes) + other] = 1;
-                    cotangent[(a * classes) + y] = -1;
+                    if (j != y && (other < 0 || logits[(r * classes) + j] > logits[(r * classes) + other])) other = j;
                 }
 
-                var g = gradients.Encoder.Vjp(defended, cotangent, m, null).PixelGrad;
-                for (var a = 0; a < m; a++)
+                cotangent[(r * classes) + other] = 1;
+                cotangent[(r * classes) + y] = -1;
+            }
+
+            var g = gradients.Encoder.Vjp(defended, cotangent, rows, null).PixelGrad;
+            for (var r = 0; r < rows; r++)
+            {
+                var a = r % m;
+                var flagged = detections[a].Flagged;
+                for (var j = 0; j < flagged.Length; j++)
                 {
-                    var (flagged, steps) = plans[a];
-                    for (var j = 0; j < flagged.Length; j++)
-                    {
-                        var offset = ((a * t) + flagged[j]) * d;
-                        var replaced = steps[j].Any(s => s.Op is TokenMitigation.ReplaceMean or TokenMitigation.ReplaceBank or TokenMitigation.Drop);
-                        if (replaced && settings.StraightThrough) continue;
-                        TokenMitigation.Backward(clean.AsSpan(offset, d), reference.Center[flagged[j]], reference.Norm[flagged[j]], steps[j], g.AsSpan(offset, d));
-                    }
+                    var offset = ((r * t) + flagged[j]) * d;
+                    var replaced = plans[r][j].Any(s => s.Op is TokenMitigation.ReplaceMean or TokenMitigation.ReplaceBank or TokenMitigation.Drop);
+                    if (replaced && settings.StraightThrough) continue;
+                    TokenMitigation.Backward(clean.AsSpan(((a * t) + flagged[j]) * d, d), reference.Center[flagged[j]], reference.Norm[flagged[j]], plans[r][j], g.AsSpan(offset, d));
                 }
 
-                for (var i = 0; i < g.Length; i++) tokenGrad[i] += g[i] / draws;
+                var target = tokenGrad.AsSpan(a * t * d, t * d);
+                var source = g.AsSpan(r * t * d, t * d);
+                for (var i = 0; i < target.Length; i++) target[i] += source[i] / draws;
             }
 
             if (settings.EvasionWeight > 0)
             {
-                AddEvasion(clean, m, tokenGrad, thresholds, settings);
+                AddEvasion(clean, m, tokenGrad, thresholds, settings, detections, allScores);
             }
 
             var pixelGrad = gradients.Embedding.Vjp(batch, tokenGrad, m, null).PixelGrad;
@@ -194,16 +208,15 @@ public sealed class AdaptivePatchAttack(
     }
 
     /// <summary>Adds −λ/τ_t · ∂s_t/∂z_t for every token whose ratio s_t/τ_t exceeds γ (gradient ascent on the objective).</summary>
-    private void AddEvasion(float[] clean, int m, float[] tokenGrad, float[] thresholds, AdaptiveAttackSettings settings)
+    private void AddEvasion(float[] clean, int m, float[] tokenGrad, float[] thresholds, AdaptiveAttackSettings settings, Detection[] detections, double[][] allScores)
     {
         int t = model.TokenCount, d = model.Dim, first = model.FirstPatchToken;
-        var scores = new double[t];
         var gradient = new float[d];
         for (var a = 0; a < m; a++)
         {
             var image = clean.AsSpan(a * t * d, t * d);
-            int[]? nearest = options.Score == TokenScore.Knn ? new int[t * reference.Bank!.Neighbors] : null;
-            reference.Score(image, scores, options.Score, first, nearest);
+            var nearest = detections[a].Nearest;
+            var scores = allScores[a];
             for (var k = first; k < t; k++)
             {
                 var threshold = Math.Max(thresholds[k] * options.ThresholdScale, 1e-12);

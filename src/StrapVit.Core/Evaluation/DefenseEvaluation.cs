@@ -41,6 +41,9 @@ public sealed record EvaluationSettings
 
     public int StrongRestarts { get; init; } = 2;
 
+    /// <summary>Folder that keeps per-image patched sets between runs (null: none).</summary>
+    public string? PatchCache { get; init; }
+
     /// <summary>EOT draws per step of the strong adaptive attack (used when the defense is random).</summary>
     public int StrongEotSamples { get; init; } = 16;
 
@@ -136,7 +139,7 @@ public sealed class DefenseEvaluation(
         foreach (var size in settings.PatchSizes)
         {
             log.WriteLine($"per-image patch {size}x{size} ({settings.PatchSteps} steps)");
-            var patched = PatchScenarios.PerImage(undefended, test, size, settings.PatchSteps, seed);
+            var patched = PatchScenarios.PerImageCached(undefended, package.Sha256, test, size, settings.PatchSteps, seed, settings.PatchCache);
             perImage[size] = patched;
             Score("per-image patch", Label(size), patched.Images, patched, patched.AttackSuccessRate);
         }
@@ -266,7 +269,7 @@ public sealed class DefenseEvaluation(
         }
 
         log.WriteLine($"adaptive per-image patch {size}x{size} against the token defense ({subset.Count} images)");
-        Add("non-adaptive", PatchScenarios.PerImage(undefended, subset, size, settings.PatchSteps, settings.Seed));
+        Add("non-adaptive", PatchScenarios.PerImageCached(undefended, package.Sha256, subset, size, settings.PatchSteps, settings.Seed, settings.PatchCache));
         Add($"EOT through the defense ({settings.EotSamples} draws, {settings.PatchSteps} steps)", PatchScenarios.PerImage(eot, subset, size, settings.PatchSteps, settings.Seed));
         if (settings.StrongSteps > 0)
         {
@@ -283,6 +286,11 @@ public sealed class DefenseEvaluation(
 
         rows.Add(new(section, $"{Label(size)} worst case over all attacks above", "token", worst.Average(b => b ? 1.0 : 0.0), null, null, null));
         log.WriteLine($"  worst case over all attacks: token {worst.Average(b => b ? 1.0 : 0.0):P1}");
+
+        if (settings.UniversalSteps == 0)
+        {
+            return;
+        }
 
         log.WriteLine($"adaptive universal patch {size}x{size} through the token defense");
         var (universal, _) = PatchScenarios.Universal(eot, calibration, subset, size, settings.UniversalTarget, settings.UniversalSteps, settings.Seed);
