@@ -31,8 +31,8 @@ internal sealed class EvaluateCommand : ICliCommand
                                  [--count 500] [--split report|tune] [--output docs/evaluation] [--seed 0]
                                  [--sizes 4,6,8] [--steps 100] [--universal-steps 300] [--target 8]
                                  [--adaptive-count 200] [--eot-samples 4] [--k 4] [--threshold-scale 1.0]
-                                 [--score jsd|knn] [--window 0] [--neutralize transform|mean|bank] [--sweep true]
-                                 [--sweep-scores jsd,knn] [--sweep-windows 0,2,3] [--sweep-k 0,2,4] [--sweep-neutralize transform,mean,bank]
+                                 [--score jsd|knn] [--window <pixels>] [--neutralize transform|mean|bank|hybrid|drop] [--bank-choices 1] [--sweep true]
+                                 [--sweep-scores jsd,knn] [--sweep-windows 0,6,10] [--sweep-k 0,2,4] [--sweep-neutralize transform,mean,bank] [--sweep-choices 1,3]
                                  [--bank-size 1024] [--neighbors 3] [--fpr 0.2]
                                  [--patch-cache <folder>] [--strong-steps 500] [--strong-restarts 2] [--strong-eot 16] [--evasion 0,1,10]
 
@@ -67,8 +67,9 @@ internal sealed class EvaluateCommand : ICliCommand
             EotSamples = (int)CliNumbers.Double(args, "eot-samples", 4, 1, 64),
             Sweep = args.Option("sweep") is "true" or "1",
             SweepScores = List(args.Option("sweep-scores"), "jsd,knn", v => Enum.Parse<TokenScore>(v, ignoreCase: true)),
-            SweepWindows = List(args.Option("sweep-windows"), "0,2,3", v => int.Parse(v, CultureInfo.InvariantCulture)),
+            SweepWindows = List(args.Option("sweep-windows"), "0,6,10", v => int.Parse(v, CultureInfo.InvariantCulture)),
             SweepK = List(args.Option("sweep-k"), "0,2,4", v => int.Parse(v, CultureInfo.InvariantCulture)),
+            SweepBankChoices = List(args.Option("sweep-choices"), "1", v => int.Parse(v, CultureInfo.InvariantCulture)),
             SweepNeutralizations = List(args.Option("sweep-neutralize"), "transform,mean,bank", v => Enum.Parse<Neutralization>(v, ignoreCase: true)),
             PatchCache = args.Option("patch-cache"),
             StrongSteps = (int)CliNumbers.Double(args, "strong-steps", 500, 0, 100_000),
@@ -85,9 +86,10 @@ internal sealed class EvaluateCommand : ICliCommand
         {
             MinTokens = (int)CliNumbers.Double(args, "k", defaults.MinTokens, 0, 10_000),
             ThresholdScale = CliNumbers.Double(args, "threshold-scale", defaults.ThresholdScale, 1e-6, 1e12),
-            Window = (int)CliNumbers.Double(args, "window", defaults.Window, 0, 1000),
+            WindowPixels = (int)CliNumbers.Double(args, "window", defaults.WindowPixels, 0, 100_000),
             Score = args.Option("score") is { } score ? Enum.Parse<TokenScore>(score, ignoreCase: true) : defaults.Score,
             Neutralization = args.Option("neutralize") is { } n ? Enum.Parse<Neutralization>(n, ignoreCase: true) : defaults.Neutralization,
+            BankChoices = (int)CliNumbers.Double(args, "bank-choices", defaults.BankChoices, 1, 64),
         };
         settings = settings with { AdaptivePatchSize = settings.PatchSizes.Contains(6) ? 6 : settings.PatchSizes[0] };
         args.RejectUnknownOptions();
@@ -139,7 +141,7 @@ internal sealed class EvaluateCommand : ICliCommand
     {
         var sb = new StringBuilder();
         var o0 = report.Options;
-        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.Window}, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.WindowPixels} px, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
         sb.AppendLine();
         foreach (var section in report.Rows.GroupBy(r => r.Section))
         {

@@ -91,17 +91,27 @@ public sealed class DefenseOptions
     public TokenScore Score { get; set; } = TokenScore.Knn;
 
     /// <summary>
-    /// Side, in tokens, of the square window flagged as a whole around the strongest evidence whenever anything is
-    /// flagged (a token over its threshold, or the K minimum): the window with the largest sum of score-to-threshold
-    /// ratios. 0 flags single tokens only.
+    /// The patch budget, in pixels, that sizes the square window of tokens flagged as a whole around the strongest
+    /// evidence whenever anything is flagged (a token over its threshold, or the K minimum): the window with the
+    /// largest sum of score-to-threshold ratios, <see cref="WindowTokens"/> tokens on a side. 0 flags single tokens only.
     /// </summary>
-    public int Window { get; set; } = 2;
+    public int WindowPixels { get; set; } = 6;
+
+    /// <summary>The window's side in tokens for tokens of <paramref name="tokenSize"/> pixels: the budget over the token size, rounded, at least 1.</summary>
+    public int WindowTokens(int tokenSize) =>
+        WindowPixels <= 0 ? 0 : Math.Max(1, (int)Math.Round(WindowPixels / (double)tokenSize, MidpointRounding.AwayFromZero));
+
+    /// <summary>
+    /// Bank replacement picks uniformly among this many of the token's nearest clean entries (at most the bank's k);
+    /// 1 takes the nearest and makes the defense deterministic.
+    /// </summary>
+    public int BankChoices { get; set; } = 1;
 
     /// <summary>What a flagged token becomes.</summary>
     public Neutralization Neutralization { get; set; } = Neutralization.Hybrid;
 
     /// <summary>Minimum number of tokens flagged (and transformed) per image: the paper's K.</summary>
-    public int MinTokens { get; set; } = 1;
+    public int MinTokens { get; set; } = 2;
 
     /// <summary>A token is also flagged when its score exceeds <c>ThresholdScale</c> x the clean quantile at its position.</summary>
     public double ThresholdScale { get; set; } = 1.0;
@@ -133,7 +143,7 @@ public sealed class DefenseOptions
         var paper = Clone();
         paper.Profile = DefenseProfile.Paper;
         paper.Score = TokenScore.Jsd;
-        paper.Window = 0;
+        paper.WindowPixels = 0;
         paper.MinTokens = 4;
         paper.ThresholdScale = 1.0;
         paper.Neutralization = Neutralization.Transform;
@@ -144,7 +154,8 @@ public sealed class DefenseOptions
     /// <summary>Returns the first problem with these options, or null.</summary>
     public string? Validate() =>
         MinTokens < 0 ? "Defense:MinTokens must be >= 0."
-        : Window < 0 ? "Defense:Window must be >= 0."
+        : WindowPixels < 0 ? "Defense:WindowPixels must be >= 0."
+        : BankChoices < 1 ? "Defense:BankChoices must be >= 1."
         : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."
         : Transforms == TokenTransforms.None ? "Defense:Transforms must name at least one transform."
         : !(ShrinkMin >= 0 && ShrinkMin <= ShrinkMax && ShrinkMax < 1) ? "Defense:ShrinkMin..ShrinkMax must satisfy 0 <= min <= max < 1."

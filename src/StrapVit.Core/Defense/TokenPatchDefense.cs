@@ -5,7 +5,7 @@ using StrapVit.Core.Inference;
 namespace StrapVit.Core.Defense;
 
 /// <summary>The patch-token grid of a split model: token width, index of the first patch token, rows and columns.</summary>
-internal readonly record struct TokenGrid(int Dim, int First, int Rows, int Cols);
+internal readonly record struct TokenGrid(int Dim, int First, int Rows, int Cols, int TokenSize = 1);
 
 /// <summary>What the detector found in one image: flagged tokens (most anomalous first), how many were over threshold, each token's nearest bank entries (<c>[T*k]</c>, bank score only) and the flagged tokens over threshold.</summary>
 internal sealed record Detection(int[] Flagged, int Above, int[]? Nearest, HashSet<int> OverThreshold);
@@ -40,7 +40,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         var thresholds = reference.ThresholdsFor(options.Score)[first..].Select(v => v * options.ThresholdScale).ToArray();
         var pending = new (FlaggedToken[] Flagged, int Above, AppliedTransform[] Applied, double[] Scores)[batch];
         var dropped = new IReadOnlyCollection<int>[batch];
-        var grid = new TokenGrid(d, first, model.GridRows, model.GridCols);
+        var grid = new TokenGrid(d, first, model.GridRows, model.GridCols, model.Manifest.PatchSize);
         for (var i = 0; i < batch; i++)
         {
             var image = tokens.AsSpan(i * t * d, t * d);
@@ -61,7 +61,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             new DefenseReport(modeName, Variant, p.Flagged, p.Above, options.ThresholdScale, options.MinTokens, p.Applied, seeds[i], perImageMs)
             {
                 Score = options.Score == TokenScore.Knn ? "knn" : "jsd",
-                Window = options.Window,
+                Window = options.WindowTokens(model.Manifest.PatchSize),
                 Neutralization = Name(options.Neutralization),
             },
             p.Scores,
@@ -89,7 +89,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         reference.Score(image, scores, options.Score, grid.First, nearest);
         var thresholds = reference.ThresholdsFor(options.Score);
         var (flagged, above) = TokenSelection.Select(scores, thresholds, candidates, options.MinTokens,
-            options.ThresholdScale, options.Window, grid.Rows, grid.Cols);
+            options.ThresholdScale, options.WindowTokens(grid.TokenSize), grid.Rows, grid.Cols);
         var over = flagged.Where(k => scores[k] > thresholds[k] * options.ThresholdScale).ToHashSet();
         return new Detection(flagged, above, nearest, over);
     }
@@ -137,7 +137,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
                         reference.Score(image, new double[reference.TokenCount], TokenScore.Knn, grid.First, nearest);
                     }
 
-                    var pick = nearest[(token * k) + rng.Next(k)];
+                    var pick = nearest[(token * k) + rng.Next(Math.Clamp(options.BankChoices, 1, k))];
                     steps[j] = [new MitigationStep(TokenMitigation.ReplaceBank, pick)];
                     reference.Bank!.Restore(pick, token, z);
                     break;
@@ -159,7 +159,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
     {
         int t = model.TokenCount, d = model.Dim;
         var tokens = model.Embed(pixels, batch);
-        var grid = new TokenGrid(d, model.FirstPatchToken, model.GridRows, model.GridCols);
+        var grid = new TokenGrid(d, model.FirstPatchToken, model.GridRows, model.GridCols, model.Manifest.PatchSize);
         for (var i = 0; i < batch; i++)
         {
             Neutralize(tokens.AsSpan(i * t * d, t * d), grid, reference, options, flagsOf(i), null, new Random(seeds[i]));

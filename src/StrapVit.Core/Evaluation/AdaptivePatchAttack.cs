@@ -76,10 +76,11 @@ public sealed class AdaptivePatchAttack(
 
         var labels = images.Select(i => set.Labels[i]).ToArray();
         var active = Enumerable.Range(0, n).ToList();
-        var deterministic = options.Neutralization is Neutralization.Mean or Neutralization.Drop;
+        var deterministic = options.Neutralization is Neutralization.Mean or Neutralization.Drop
+            || (options.Neutralization is Neutralization.Bank or Neutralization.Hybrid && options.BankChoices == 1);
         var draws = deterministic ? 1 : settings.EotSamples;
         var thresholds = reference.ThresholdsFor(options.Score);
-        var grid = new TokenGrid(d, first, model.GridRows, model.GridCols);
+        var grid = new TokenGrid(d, first, model.GridRows, model.GridCols, model.Manifest.PatchSize);
         var candidates = Enumerable.Range(first, t - first).ToArray();
         for (var step = 0; step < settings.Steps && active.Count > 0; step++)
         {

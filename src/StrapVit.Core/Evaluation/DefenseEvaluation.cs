@@ -20,9 +20,9 @@ public sealed record EvaluationSettings
     public double Temperature { get; init; } = 1.0;
     public int HistogramBins { get; init; } = 16;
     public double Quantile { get; init; } = 0.99;
-    public int[] AblationK { get; init; } = [0, 1, 2, 4, 6, 8];
+    public int[] AblationK { get; init; } = [0, 1, 2, 4];
     public double[] AblationTemperature { get; init; } = [0.5, 1.0, 2.0];
-    public double[] AblationThresholdScale { get; init; } = [0.75, 1.0, 1.5, 1e9];
+    public double[] AblationThresholdScale { get; init; } = [0.75, 1.0, 1.5];
     public int Seed { get; init; }
 
     /// <summary>Run the grid of defense configurations (score x window x K x neutralisation) on clean and every per-image patch size.</summary>
@@ -30,11 +30,14 @@ public sealed record EvaluationSettings
 
     public TokenScore[] SweepScores { get; init; } = [TokenScore.Jsd, TokenScore.Knn];
 
-    public int[] SweepWindows { get; init; } = [0, 2, 3];
+    /// <summary>Window budgets in pixels.</summary>
+    public int[] SweepWindows { get; init; } = [0, 6, 10];
 
     public int[] SweepK { get; init; } = [0, 2, 4];
 
     public Neutralization[] SweepNeutralizations { get; init; } = [Neutralization.Transform, Neutralization.Mean, Neutralization.Bank];
+
+    public int[] SweepBankChoices { get; init; } = [1];
 
     /// <summary>Steps per restart of the strong adaptive attack (0 skips it).</summary>
     public int StrongSteps { get; init; } = 500;
@@ -205,11 +208,13 @@ public sealed class DefenseEvaluation(
             {
                 foreach (var k in settings.SweepK)
                 {
-                    foreach (var neutralization in settings.SweepNeutralizations)
+                    foreach (var (neutralization, choices) in settings.SweepNeutralizations.SelectMany(n =>
+                        n is Neutralization.Bank or Neutralization.Hybrid ? settings.SweepBankChoices.Select(c => (n, c)) : [(n, 1)]))
                     {
                         var o = options.Clone();
-                        (o.Score, o.Window, o.MinTokens, o.Neutralization) = (score, window, k, neutralization);
-                        var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} w={window} K={k} {TokenPatchDefense.Name(neutralization)}";
+                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices) = (score, window, k, neutralization, choices);
+                        var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens) K={k} {TokenPatchDefense.Name(neutralization)}"
+                            + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "");
                         var defense = new TokenPatchDefense(tokens, reference, o);
                         var c = DefenseScoring.Defended(defense, clean, DefenseMode.Mitigate, settings.Seed);
                         rows.Add(new("sweep", $"{name} clean", "token", c.Accuracy, c.Flagged, null, null) { TokensFlagged = c.TokensFlagged });
@@ -313,18 +318,30 @@ public sealed class DefenseEvaluation(
             log.WriteLine($"  {knob}: clean {c.Accuracy:P1}, patched {p.Accuracy:P1}");
         }
 
+        // One knob at a time away from the configured defense.
         foreach (var k in settings.AblationK) Add($"K={k}", Copy(options, o => o.MinTokens = k), reference.Tokens!);
-        foreach (var t in new[] { TokenTransforms.LpProjection, TokenTransforms.AffineShrink, TokenTransforms.Temperature, TokenTransforms.All })
+        foreach (var w in new[] { 0, 6, 10 }) Add($"window={w}px ({Copy(options, o => o.WindowPixels = w).WindowTokens(package.Manifest.PatchSize)} tokens)", Copy(options, o => o.WindowPixels = w), reference.Tokens!);
+        foreach (var score in new[] { TokenScore.Jsd, TokenScore.Knn }) Add($"score={score}", Copy(options, o => o.Score = score), reference.Tokens!);
+        foreach (var n in new[] { Neutralization.Transform, Neutralization.Mean, Neutralization.Bank, Neutralization.Hybrid, Neutralization.Drop })
         {
-            Add($"transforms={t}", Copy(options, o => o.Transforms = t), reference.Tokens!);
+            if (n == Neutralization.Drop && !tokens.AcceptsShorterSequences) continue;
+            Add($"neutralization={n}", Copy(options, o => o.Neutralization = n), reference.Tokens!);
         }
 
         foreach (var s in settings.AblationThresholdScale) Add($"threshold x{s:G3}", Copy(options, o => o.ThresholdScale = s), reference.Tokens!);
+
+        // The paper's own knobs, on the paper's configuration: each transform alone, and the softmax temperature.
+        var paper = options.PaperFaithful();
+        foreach (var t in new[] { TokenTransforms.LpProjection, TokenTransforms.AffineShrink, TokenTransforms.Temperature, TokenTransforms.All })
+        {
+            Add($"paper, transforms={t}", Copy(paper, o => o.Transforms = t), reference.Tokens!);
+        }
+
         foreach (var t in settings.AblationTemperature)
         {
             // Only a different temperature needs a new reference.
             var tokens = t == settings.Temperature ? reference.Tokens! : Calibrate(calibration, t).Tokens!;
-            Add($"T={t:G3}", options, tokens);
+            Add($"paper, T={t:G3}", paper, tokens);
         }
     }
 

@@ -98,7 +98,7 @@ public sealed class EotTokenDefenseClassifier(
         var candidates = Enumerable.Range(first, t - first).ToArray();
         var scores = new double[t];
         var plans = new List<(int, MitigationStep[])>[batch];
-        var grid = new TokenGrid(d, first, model.GridRows, model.GridCols);
+        var grid = new TokenGrid(d, first, model.GridRows, model.GridCols, model.Manifest.PatchSize);
         for (var i = 0; i < batch; i++)
         {
             var (flagged, _, steps) = TokenPatchDefense.FlagAndTransform(tokens.AsSpan(i * t * d, t * d), grid, reference, options, candidates, scores, NextRandom());
