@@ -22,9 +22,10 @@ public sealed partial class ProblemExceptionHandler(IProblemDetailsService probl
 
         if (problem is not { } p2)
         {
-            if (exception is OperationCanceledException && httpContext.RequestAborted.IsCancellationRequested)
+            if (exception is (OperationCanceledException or IOException) && httpContext.RequestAborted.IsCancellationRequested)
             {
-                // The client went away; nobody reads the answer, 499 keeps it out of the server-error rate.
+                // The client went away (mid-run, or mid-upload: the connection reset surfaces from the body read as an
+                // IOException); nobody reads the answer, 499 keeps it out of the server-error rate.
                 httpContext.Response.StatusCode = 499;
                 return true;
             }
