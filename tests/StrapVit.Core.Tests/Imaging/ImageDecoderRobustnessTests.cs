@@ -76,34 +76,11 @@ public sealed class ImageDecoderRobustnessTests
         var escaped = new List<string>();
         for (var i = 0; i < 400; i++)
         {
-            var mutated = Mutate(bytes, random);
+            var mutated = ByteMutations.Mutate(bytes, random);
             if (Escaping(mutated) is { } error) escaped.Add($"case {i}: {error}");
         }
 
         Assert.True(escaped.Count == 0, $"{format}: {escaped.Count} mutations escaped, e.g.\n{string.Join("\n", escaped.Take(5))}");
-    }
-
-    /// <summary>Overwrites, inserts or deletes a few bytes, or splices in 0xFF runs and big-endian extremes.</summary>
-    internal static byte[] Mutate(byte[] source, Random random)
-    {
-        var bytes = new List<byte>(source);
-        var edits = random.Next(1, 5);
-        for (var e = 0; e < edits && bytes.Count > 0; e++)
-        {
-            var at = random.Next(bytes.Count);
-            switch (random.Next(5))
-            {
-                case 0: bytes[at] = (byte)random.Next(256); break;
-                case 1: bytes[at] ^= (byte)(1 << random.Next(8)); break;
-                case 2: bytes.Insert(at, (byte)random.Next(256)); break;
-                case 3: bytes.RemoveRange(at, Math.Min(random.Next(1, 16), bytes.Count - at)); break;
-                default:
-                    for (var k = 0; k < 4 && at + k < bytes.Count; k++) bytes[at + k] = random.Next(2) == 0 ? (byte)0xFF : (byte)0x00;
-                    break;
-            }
-        }
-
-        return [.. bytes];
     }
 
     private string? Escaping(byte[] bytes)
