@@ -1,6 +1,7 @@
 using System.Reflection;
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
@@ -19,8 +20,12 @@ public static class ApiServiceExtensions
 
     public static IServiceCollection AddStrapVitApi(this IServiceCollection services)
     {
-        services.AddProblemDetails();
+        // Problems the framework writes itself (status-code pages, binding failures) get a detail too.
+        services.AddProblemDetails(o => o.CustomizeProblemDetails = ctx => ctx.ProblemDetails.Detail ??= DefaultDetail(ctx.HttpContext, ctx.ProblemDetails.Status));
         services.AddExceptionHandler<ProblemExceptionHandler>();
+        // Binding failures (a body over its limit, malformed JSON) reach the exception handler, which sends the
+        // reason as the problem's detail, instead of ending as a bare status code.
+        services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.AddSingleton<ServiceMetrics>();
         services.AddHealthChecks().AddCheck<ModelReadyHealthCheck>("model", tags: [ReadyTag]);
         services.AddRateLimiter(o =>
@@ -71,6 +76,16 @@ public static class ApiServiceExtensions
         });
         return services;
     }
+
+    private static string DefaultDetail(HttpContext context, int? status) => status switch
+    {
+        StatusCodes.Status413PayloadTooLarge =>
+            $"The request body is over this endpoint's limit of {context.Features.Get<IHttpMaxRequestBodySizeFeature>()?.MaxRequestBodySize?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "?"} bytes.",
+        StatusCodes.Status404NotFound => $"There is no resource at '{context.Request.Path}'; GET /swagger lists the API.",
+        StatusCodes.Status405MethodNotAllowed => $"'{context.Request.Method}' is not allowed on '{context.Request.Path}'.",
+        StatusCodes.Status415UnsupportedMediaType => $"The content type '{context.Request.ContentType ?? "none"}' is not one this endpoint reads.",
+        _ => Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(status ?? 500),
+    };
 
     public static WebApplication UseStrapVitPipeline(this WebApplication app)
     {
