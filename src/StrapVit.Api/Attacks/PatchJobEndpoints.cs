@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http.HttpResults;
+using StrapVit.Api.Auth;
 using StrapVit.Api.Errors;
 using StrapVit.Core.Attacks.Universal;
 
@@ -48,7 +49,7 @@ public static class PatchJobEndpoints
 {
     public static IEndpointRouteBuilder MapPatchJobEndpoints(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/v1/patches").WithTags("Attacks");
+        var group = app.MapGroup("/v1/patches").WithTags("Attacks").RequireApiKey();
         group.MapPost("/", StartJob).WithName("StartUniversalPatch").WithSummary("Train a universal patch (Brown et al.) as a background job")
             .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status429TooManyRequests).ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         group.MapGet("/{id}", GetJob).WithName("GetUniversalPatch").WithSummary("Progress (step, success rate, time left) and result of a job")

@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 using Prometheus;
+using StrapVit.Api.Auth;
 using StrapVit.Api.Endpoints;
 using StrapVit.Api.Errors;
 using StrapVit.Api.Observability;
@@ -31,6 +32,7 @@ public static class ApiServiceExtensions
         services.AddRateLimiter(o =>
         {
             o.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
+            o.GlobalLimiter = AuthServiceExtensions.PerKeyLimiter();
             o.AddPolicy(ClassifyEndpoints.InferencePolicy, ctx =>
             {
                 var limits = ctx.RequestServices.GetRequiredService<IOptions<RequestLimitOptions>>().Value;
@@ -43,7 +45,8 @@ public static class ApiServiceExtensions
             });
             o.OnRejected = async (ctx, ct) =>
             {
-                ctx.HttpContext.Response.Headers.RetryAfter = "1";
+                var perKey = ctx.Lease.TryGetMetadata(MetadataName.RetryAfter, out var wait);
+                ctx.HttpContext.Response.Headers.RetryAfter = perKey ? AuthServiceExtensions.RetryAfterSeconds(wait) : "1";
                 await ctx.HttpContext.RequestServices.GetRequiredService<IProblemDetailsService>().WriteAsync(new ProblemDetailsContext
                 {
                     HttpContext = ctx.HttpContext,
@@ -51,7 +54,9 @@ public static class ApiServiceExtensions
                     {
                         Status = StatusCodes.Status429TooManyRequests,
                         Title = "Too many requests",
-                        Detail = "The service is at its concurrency limit; retry after the number of seconds in Retry-After.",
+                        Detail = perKey
+                            ? $"The API key '{ctx.HttpContext.User.Identity?.Name}' is over its rate limit; retry after the number of seconds in Retry-After."
+                            : "The service is at its concurrency limit; retry after the number of seconds in Retry-After.",
                     },
                 });
             };
@@ -73,6 +78,7 @@ public static class ApiServiceExtensions
             }
 
             o.OperationFilter<ImageUploadOperationFilter>();
+            o.AddApiKeySecurity();
         });
         return services;
     }
@@ -94,6 +100,7 @@ public static class ApiServiceExtensions
         app.UseHttpMetrics();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseStrapVitAuth();
         app.UseRateLimiter();
         app.UseSwagger();
         app.UseSwaggerUI(o =>
