@@ -6,6 +6,7 @@ using StrapVit.Api.Explain;
 using StrapVit.Api.Hosting;
 
 var builder = WebApplication.CreateBuilder(args);
+builder.AddStrapVitSecrets();
 builder.AddStrapVitLogging();
 builder.Services.AddStrapVitModel(builder.Configuration);
 builder.Services.AddStrapVitApi();

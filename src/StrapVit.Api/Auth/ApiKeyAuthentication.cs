@@ -14,7 +14,7 @@ namespace StrapVit.Api.Auth;
 public sealed class ApiKeyStore(IOptions<ApiKeyOptions> options)
 {
     private readonly (string Name, byte[] Hash)[] keys =
-        [.. options.Value.ApiKeys.Select(k => (k.Key, Convert.FromHexString(k.Value)))];
+        [.. options.Value.ApiKeys.Select(k => (k.Key, Convert.FromHexString(k.Value.Trim())))];
 
     /// <summary>Whether any key is configured; without one the protected endpoints are open.</summary>
     public bool Enabled => keys.Length > 0;

@@ -17,6 +17,9 @@ public sealed class ApiKeyOptions
     /// <summary>Whether classification (<c>/v1/classify</c>, <c>/v1/defense/inspect</c>) needs a key too, once keys exist.</summary>
     public bool RequireForClassify { get; set; }
 
+    /// <summary>Where secret files are read from (see <c>AddStrapVitSecrets</c>); default <c>/run/secrets</c>.</summary>
+    public string? SecretsDirectory { get; set; }
+
     /// <summary>Sustained requests per minute one key may make (a token bucket per key name).</summary>
     public int RequestsPerMinute { get; set; } = 600;
 
@@ -29,8 +32,10 @@ internal sealed class ApiKeyOptionsValidator : IValidateOptions<ApiKeyOptions>
 {
     public ValidateOptionsResult Validate(string? name, ApiKeyOptions options)
     {
-        foreach (var (keyName, hash) in options.ApiKeys)
+        foreach (var (keyName, value) in options.ApiKeys)
         {
+            // A secret file written by `sha256sum | cut` or `echo` ends in a newline.
+            var hash = value.Trim();
             if (hash.Length != 64 || !hash.All(Uri.IsHexDigit))
             {
                 // Name the key, never echo the value: someone may have pasted the key itself here.

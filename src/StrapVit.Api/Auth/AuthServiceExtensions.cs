@@ -17,6 +17,18 @@ public static partial class AuthServiceExtensions
     public const string ApiKeyPolicy = "api-key";
     public const string ClassifyPolicy = "classify-key";
 
+    /// <summary>
+    /// Settings from secret files, one per key, named like environment variables (<c>Auth__ApiKeys__ci</c>): what Docker
+    /// and Kubernetes secrets mounted at <c>Auth:SecretsDirectory</c> (default <c>/run/secrets</c>) look like. Optional:
+    /// without the directory nothing is read. They come last, so a secret wins over appsettings and the environment.
+    /// </summary>
+    public static WebApplicationBuilder AddStrapVitSecrets(this WebApplicationBuilder builder)
+    {
+        var directory = builder.Configuration["Auth:SecretsDirectory"];
+        builder.Configuration.AddKeyPerFile(string.IsNullOrWhiteSpace(directory) ? "/run/secrets" : directory, optional: true);
+        return builder;
+    }
+
     public static IServiceCollection AddStrapVitAuth(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<ApiKeyOptions>().Bind(configuration.GetSection(ApiKeyOptions.SectionName)).ValidateOnStart();

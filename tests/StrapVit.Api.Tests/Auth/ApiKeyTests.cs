@@ -229,6 +229,28 @@ public sealed class ApiKeyPolicyTests
     }
 
     [Fact]
+    public async Task Keys_are_read_from_secret_files_named_like_environment_variables()
+    {
+        var dir = Directory.CreateTempSubdirectory("strapvit-secrets-");
+        try
+        {
+            // What a Docker or Kubernetes secret mount looks like: one file per setting, the hash with a trailing newline.
+            File.WriteAllText(Path.Combine(dir.FullName, "Auth__ApiKeys__filed"), ApiKeyTests.Sha256("file-key") + "\n");
+            using var factory = new SettingsFactory(new Dictionary<string, string?> { ["Auth:SecretsDirectory"] = dir.FullName });
+            using var client = factory.CreateClient();
+
+            await (await client.PostAsync("/v1/explain/saliency", AttackServiceFactory.Form(AttackServiceFactory.Image()))).AssertProblemAsync(401);
+            client.DefaultRequestHeaders.Add("X-API-Key", "file-key");
+            using var response = await client.PostAsync("/v1/explain/saliency", AttackServiceFactory.Form(AttackServiceFactory.Image()));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
     public void A_key_configured_in_clear_stops_start_up_without_echoing_it()
     {
         using var factory = new SettingsFactory(new Dictionary<string, string?> { ["Auth:ApiKeys:oops"] = "plain-text-key" });
