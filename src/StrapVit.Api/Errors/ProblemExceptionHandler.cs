@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Mvc;
+using StackExchange.Redis;
 using StrapVit.Core.Imaging;
 
 namespace StrapVit.Api.Errors;
@@ -17,6 +18,9 @@ public sealed partial class ProblemExceptionHandler(IProblemDetailsService probl
             ProblemException p => (p.Status, p.Title, p.Message, p.RetryAfterSeconds),
             ImageRejectedException img => (StatusOf(img.Reason), TitleOf(img.Reason), img.Message, (int?)null),
             BadHttpRequestException bad => (bad.StatusCode, bad.StatusCode == 413 ? "Request too large" : "Bad request", bad.Message, (int?)null),
+            // The job store (Jobs:Redis) is down or slow: the job endpoints cannot answer now, the rest of the service can.
+            RedisConnectionException or RedisTimeoutException => (StatusCodes.Status503ServiceUnavailable, "Job store unavailable",
+                "The universal-patch job store (Redis) cannot be reached; retry later.", (int?)5),
             _ => default((int Status, string Title, string Detail, int? RetryAfter)?),
         };
 
