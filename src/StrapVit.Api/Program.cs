@@ -25,7 +25,7 @@ classification.MapDefenseEndpoints();
 app.MapAttackEndpoints();
 app.MapSaliencyEndpoints();
 app.MapPatchJobEndpoints();
-app.Run();
+return StartupFailure.Run(app);
 
 /// <summary>Entry point, public for WebApplicationFactory.</summary>
 public partial class Program;
