@@ -92,8 +92,18 @@ public sealed partial class PatchJobRunner(
         {
             await foreach (var id in queue.Reader.ReadAllAsync(stoppingToken))
             {
-                await DequeuedAsync(id);
-                await RunAsync(id, stoppingToken);
+                try
+                {
+                    await DequeuedAsync(id);
+                    await RunAsync(id, stoppingToken);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException and not OutOfMemoryException)
+                {
+                    // The job store failed (Redis down): this job's record may be stale, but the worker, and with it
+                    // the host (a faulted BackgroundService stops it), must live on for the next one.
+                    lock (gate) owned.Remove(id);
+                    LogStoreFailed(logger, id, ex);
+                }
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -197,15 +207,23 @@ public sealed partial class PatchJobRunner(
         {
             while (await timer.WaitForNextTickAsync(stop))
             {
-                if (await store.IsCancelRequestedAsync(id, stop))
+                try
                 {
-                    await cancel.CancelAsync();
-                }
+                    if (await store.IsCancelRequestedAsync(id, stop))
+                    {
+                        await cancel.CancelAsync();
+                    }
 
-                if (progress.Take() is { } p)
+                    if (progress.Take() is { } p)
+                    {
+                        var state = Update(id, s => s with { Step = p.Step, SuccessRate = p.SuccessRate, EtaSeconds = p.Remaining is { } r ? Math.Round(r.TotalSeconds, 1) : null });
+                        await store.SaveAsync(state, Png(p.Patch, state.Channels, state.Settings.PatchSize!.Value), Retention, stop);
+                    }
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException and not OutOfMemoryException)
                 {
-                    var state = Update(id, s => s with { Step = p.Step, SuccessRate = p.SuccessRate, EtaSeconds = p.Remaining is { } r ? Math.Round(r.TotalSeconds, 1) : null });
-                    await store.SaveAsync(state, Png(p.Patch, state.Channels, state.Settings.PatchSize!.Value), Retention, stop);
+                    // Training goes on; the next tick writes the newer progress.
+                    LogStoreFailed(logger, id, ex);
                 }
             }
         }
@@ -244,19 +262,22 @@ public sealed partial class PatchJobRunner(
         {
             while (await timer.WaitForNextTickAsync(stoppingToken))
             {
-                await store.SweepAsync(Limits.MaxJobs, stoppingToken);
-                List<PatchJobState> live;
-                lock (gate) live = [.. owned.Values];
-                foreach (var state in live) await store.SaveAsync(state, null, Retention, stoppingToken);
+                try
+                {
+                    await store.SweepAsync(Limits.MaxJobs, stoppingToken);
+                    List<PatchJobState> live;
+                    lock (gate) live = [.. owned.Values];
+                    foreach (var state in live) await store.SaveAsync(state, null, Retention, stoppingToken);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException and not OutOfMemoryException)
+                {
+                    // A store outage must not stop the runner; the next tick tries again.
+                    LogSweepFailed(logger, ex);
+                }
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
-        }
-        catch (Exception ex) when (ex is not OutOfMemoryException)
-        {
-            // A store outage must not stop the runner; jobs report it when they write.
-            LogSweepFailed(logger, ex);
         }
     }
 
@@ -319,6 +340,9 @@ public sealed partial class PatchJobRunner(
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Universal patch job {JobId} failed")]
     private static partial void LogFailed(ILogger logger, string jobId, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The job store failed for universal patch job {JobId}")]
+    private static partial void LogStoreFailed(ILogger logger, string jobId, Exception exception);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Sweeping universal patch jobs failed")]
     private static partial void LogSweepFailed(ILogger logger, Exception exception);

@@ -50,7 +50,11 @@ public sealed class InMemoryPatchJobStore(TimeProvider clock) : IPatchJobStore
 
     public Task RequestCancelAsync(string id, CancellationToken ct)
     {
-        jobs.AddOrUpdate(id, _ => throw new KeyNotFoundException(id), (_, old) => old with { Cancel = true });
+        // Compare-and-swap, so a concurrent progress write neither loses the flag nor resurrects a forgotten job.
+        while (jobs.TryGetValue(id, out var old) && !jobs.TryUpdate(id, old with { Cancel = true }, old))
+        {
+        }
+
         return Task.CompletedTask;
     }
 

@@ -8,7 +8,7 @@ using Swashbuckle.AspNetCore.SwaggerGen;
 namespace StrapVit.Api.Auth;
 
 /// <summary>
-/// API keys (CONTRACT.md section 5) on the framework's authentication and authorization, and per-key rate limits on
+/// API keys on the framework's authentication and authorization, and per-key rate limits on
 /// its partitioned rate limiter. Endpoints opt in through <see cref="RequireApiKey{TBuilder}"/> and
 /// <see cref="RequireClassifyKey{TBuilder}"/>.
 /// </summary>

@@ -1,3 +1,4 @@
+using System.Reflection;
 using Microsoft.Extensions.Options;
 using StrapVit.Core.Models;
 
@@ -26,7 +27,8 @@ public static class StartupFailure
             app.Run();
             return 0;
         }
-        catch (Exception ex) when (Reason(ex) is { } reason)
+        // Only as the process's own entry point: under WebApplicationFactory the test host reports the failure itself.
+        catch (Exception ex) when (Assembly.GetEntryAssembly() == typeof(StartupFailure).Assembly && Reason(ex) is { } reason)
         {
             Console.Error.WriteLine($"StrapVitService cannot start: {reason}");
             return 1;

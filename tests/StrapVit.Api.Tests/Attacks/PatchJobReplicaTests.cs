@@ -93,7 +93,7 @@ public sealed class PatchJobShutdownTests
         {
             using var client = factory.CreateClient();
             store = factory.Services.GetRequiredService<IPatchJobStore>();
-            using var slow = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 2, patchSize = 3, steps = 1000, batchSize = 8 });
+            using var slow = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 2, patchSize = 3, steps = 50_000, batchSize = 8 });
             id = (await slow.JsonAsync()).GetProperty("id").GetString()!;
             await PatchJobTests.WaitForAsync(client, slow.Headers.Location!.ToString(), j => j.GetProperty("step").GetInt32() >= 1);
         }

@@ -59,8 +59,8 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
     [Fact]
     public async Task A_running_job_reports_progress_and_can_be_canceled()
     {
-        // The most steps the factory allows, on 8 images a step: still running at the first poll on a fast machine.
-        using var response = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 2, patchSize = 3, steps = 1000, batchSize = 8 });
+        // The most steps the factory allows, on 8 images a step: still running at the first polls on a fast machine.
+        using var response = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 2, patchSize = 3, steps = 50_000, batchSize = 8 });
         var location = response.Headers.Location!.ToString();
         var running = await WaitForAsync(location, b => b.GetProperty("step").GetInt32() >= 1);
         Assert.Equal("running", running.GetProperty("status").GetString());
@@ -70,7 +70,7 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
         Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
         var body = await WaitForAsync(location, b => b.GetProperty("status").GetString() != "running");
         Assert.Equal("canceled", body.GetProperty("status").GetString());
-        Assert.True(body.GetProperty("step").GetInt32() < 1000);
+        Assert.True(body.GetProperty("step").GetInt32() < 50_000);
         Assert.Equal(JsonValueKind.Null, body.GetProperty("result").ValueKind);
     }
 
@@ -99,7 +99,7 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
     /// <summary>The attack fixture model with a tiny IDX image set for training and held-out evaluation.</summary>
     public class JobFactory : AttackServiceFactory
     {
-        public JobFactory() : base(Paths(4, 1000, 8, null)) { }
+        public JobFactory() : base(Paths(4, 50_000, 8, null)) { }
 
         protected JobFactory(int maxRunningJobs, int maxSteps, int maxQueuedJobs = 8, IReadOnlyDictionary<string, string?>? extra = null)
             : base(Paths(maxRunningJobs, maxSteps, maxQueuedJobs, extra)) { }

@@ -15,7 +15,7 @@ using StrapVit.Api.Tests.Support;
 namespace StrapVit.Api.Tests.Auth;
 
 /// <summary>
-/// API keys (CONTRACT.md section 5): configured as SHA-256 hashes, sent as X-API-Key or a Bearer token, required by
+/// API keys: configured as SHA-256 hashes, sent as X-API-Key or a Bearer token, required by
 /// the attack, explain and patch-job endpoints once any key exists, and by classification only on request.
 /// </summary>
 public sealed class ApiKeyTests(ApiKeyTests.KeyedFactory factory) : IClassFixture<ApiKeyTests.KeyedFactory>
