@@ -36,6 +36,7 @@ public sealed partial class PatchJobRunner(
     });
 
     private readonly Lock gate = new();
+    private readonly SemaphoreSlim writes = new(1, 1);
     private readonly List<string> waiting = [];
     private readonly Dictionary<string, PatchJobState> owned = new(StringComparer.Ordinal);
     private EvaluationSet? train;
@@ -52,24 +53,42 @@ public sealed partial class PatchJobRunner(
         var state = new PatchJobState(Guid.NewGuid().ToString("N"), PatchJobStatus.Queued, settings, channels, clock.GetUtcNow());
         lock (gate)
         {
-            if (!queue.Writer.TryWrite(state.Id))
-            {
-                metrics.ObserveAttack("universal_patch", "rejected", TimeSpan.Zero, 0);
-                throw new ProblemException(StatusCodes.Status429TooManyRequests, "Too many patch jobs",
-                    $"{Limits.MaxRunningJobs} universal-patch job(s) are running and {Limits.MaxQueuedJobs} waiting on this replica; retry later or cancel one.")
-                {
-                    RetryAfterSeconds = 30,
-                };
-            }
-
             waiting.Add(state.Id);
-            state = state with { QueuePosition = waiting.Count };
-            owned[state.Id] = state;
+            state = owned[state.Id] = state with { QueuePosition = waiting.Count };
         }
 
-        await store.SaveAsync(state, null, Retention, ct);
+        // Stored before a worker can see it, so the worker's writes always come after this one.
+        await WriteAsync(state.Id, null, ct);
+        bool queued;
+        lock (gate)
+        {
+            queued = queue.Writer.TryWrite(state.Id);
+            if (!queued)
+            {
+                waiting.Remove(state.Id);
+                owned.Remove(state.Id);
+            }
+        }
+
+        if (!queued)
+        {
+            await store.DeleteAsync(state.Id, ct);
+            metrics.ObserveAttack("universal_patch", "rejected", TimeSpan.Zero, 0);
+            throw new ProblemException(StatusCodes.Status429TooManyRequests, "Too many patch jobs",
+                $"{Limits.MaxRunningJobs} universal-patch job(s) are running and {Limits.MaxQueuedJobs} waiting on this replica; retry later or cancel one.")
+            {
+                RetryAfterSeconds = 30,
+            };
+        }
+
         LogQueued(logger, state.Id, settings.TargetClass ?? -1, state.QueuePosition ?? 0);
         return state;
+    }
+
+    public override void Dispose()
+    {
+        writes.Dispose();
+        base.Dispose();
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -114,19 +133,42 @@ public sealed partial class PatchJobRunner(
 
     private async Task DequeuedAsync(string id)
     {
-        List<PatchJobState> moved;
+        List<string> moved;
         lock (gate)
         {
             waiting.Remove(id);
-            moved = [.. waiting.Select((w, i) => owned[w] = owned[w] with { QueuePosition = i + 1 })];
+            for (var i = 0; i < waiting.Count; i++) owned[waiting[i]] = owned[waiting[i]] with { QueuePosition = i + 1 };
+            moved = [.. waiting];
         }
 
-        foreach (var state in moved)
+        foreach (var other in moved)
         {
-            if (!await store.IsCancelRequestedAsync(state.Id, CancellationToken.None))
+            await WriteAsync(other, null);
+        }
+    }
+
+    /// <summary>
+    /// Stores what this runner knows of a job now (not a snapshot taken earlier), one write at a time, so a later write
+    /// never loses to an earlier one; a job already finished (and written) is skipped, and a queued one a client has
+    /// canceled is left as the client's replica wrote it.
+    /// </summary>
+    private async Task WriteAsync(string id, byte[]? png, CancellationToken ct = default)
+    {
+        await writes.WaitAsync(ct);
+        try
+        {
+            PatchJobState? state;
+            lock (gate) state = owned.GetValueOrDefault(id);
+            if (state is null || (state.Status == PatchJobStatus.Queued && await store.IsCancelRequestedAsync(id, ct)))
             {
-                await store.SaveAsync(state, null, Retention, CancellationToken.None);
+                return;
             }
+
+            await store.SaveAsync(state, png, Retention, ct);
+        }
+        finally
+        {
+            writes.Release();
         }
     }
 
@@ -140,6 +182,7 @@ public sealed partial class PatchJobRunner(
         }
 
         var state = Update(id, s => s with { Status = PatchJobStatus.Running, QueuePosition = null, Started = clock.GetUtcNow() });
+        await WriteAsync(id, null, CancellationToken.None);
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
         var progress = new LatestProgress();
         using var flushStop = new CancellationTokenSource();
@@ -217,7 +260,7 @@ public sealed partial class PatchJobRunner(
                     if (progress.Take() is { } p)
                     {
                         var state = Update(id, s => s with { Step = p.Step, SuccessRate = p.SuccessRate, EtaSeconds = p.Remaining is { } r ? Math.Round(r.TotalSeconds, 1) : null });
-                        await store.SaveAsync(state, Png(p.Patch, state.Channels, state.Settings.PatchSize!.Value), Retention, stop);
+                        await WriteAsync(id, Png(p.Patch, state.Channels, state.Settings.PatchSize!.Value), stop);
                     }
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException and not OutOfMemoryException)
@@ -240,10 +283,18 @@ public sealed partial class PatchJobRunner(
 
     private async Task FinishAsync(string id, Func<PatchJobState, PatchJobState> change, byte[]? png)
     {
-        var state = Update(id, s => change(s) with { Finished = clock.GetUtcNow(), QueuePosition = null });
-        lock (gate) owned.Remove(id);
         // Recorded even while the host stops: the job's last state is what other replicas will report.
-        await store.SaveAsync(state, png, Retention, CancellationToken.None);
+        await writes.WaitAsync(CancellationToken.None);
+        try
+        {
+            var state = Update(id, s => change(s) with { Finished = clock.GetUtcNow(), QueuePosition = null });
+            lock (gate) owned.Remove(id);
+            await store.SaveAsync(state, png, Retention, CancellationToken.None);
+        }
+        finally
+        {
+            writes.Release();
+        }
     }
 
     private PatchJobState Update(string id, Func<PatchJobState, PatchJobState> change)
@@ -265,9 +316,9 @@ public sealed partial class PatchJobRunner(
                 try
                 {
                     await store.SweepAsync(Limits.MaxJobs, stoppingToken);
-                    List<PatchJobState> live;
-                    lock (gate) live = [.. owned.Values];
-                    foreach (var state in live) await store.SaveAsync(state, null, Retention, stoppingToken);
+                    List<string> live;
+                    lock (gate) live = [.. owned.Keys];
+                    foreach (var id in live) await WriteAsync(id, null, stoppingToken);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException and not OutOfMemoryException)
                 {

@@ -3,6 +3,8 @@ using System.IO.Compression;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using StrapVit.Api.Attacks;
 using StrapVit.Api.Tests.Support;
 
 namespace StrapVit.Api.Tests.Attacks;
@@ -57,6 +59,28 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
     }
 
     [Fact]
+    public async Task Quick_jobs_posted_back_to_back_all_end_succeeded()
+    {
+        // Each finishes in milliseconds, often before its POST has returned: no write may overwrite a later one.
+        using var slowStore = new SlowQueuedWritesFactory();
+        using var client = slowStore.CreateClient();
+        var locations = new List<string>();
+        for (var i = 0; i < 6; i++)
+        {
+            using var response = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 1, patchSize = 2, steps = 1, batchSize = 1, seed = i });
+            Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+            locations.Add(response.Headers.Location!.ToString());
+        }
+
+        foreach (var location in locations)
+        {
+            var body = await WaitForAsync(client, location, b => b.GetProperty("status").GetString() is not ("queued" or "running"));
+            Assert.Equal("succeeded", body.GetProperty("status").GetString());
+            Assert.Equal(JsonValueKind.Null, body.GetProperty("queuePosition").ValueKind);
+        }
+    }
+
+    [Fact]
     public async Task A_running_job_reports_progress_and_can_be_canceled()
     {
         // The most steps the factory allows, on 8 images a step: still running at the first polls on a fast machine.
@@ -94,6 +118,38 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
     {
         using var response = await client.GetAsync("/v1/patches/nope");
         await response.AssertProblemAsync(404);
+    }
+
+    /// <summary>A job store whose writes of queued jobs take 200 ms, as a slow Redis might: a worker then finishes a
+    /// one-step job while the POST's own write is still on its way, and that write must not land last.</summary>
+    private sealed class SlowQueuedWritesFactory : JobFactory
+    {
+        protected override void ConfigureWebHost(Microsoft.AspNetCore.Hosting.IWebHostBuilder builder)
+        {
+            base.ConfigureWebHost(builder);
+            builder.ConfigureServices(services => services.AddSingleton<IPatchJobStore>(sp => new SlowQueuedWrites(new InMemoryPatchJobStore(TimeProvider.System))));
+        }
+    }
+
+    private sealed class SlowQueuedWrites(IPatchJobStore inner) : IPatchJobStore
+    {
+        public async Task SaveAsync(PatchJobState state, byte[]? patchPng, TimeSpan retention, CancellationToken ct)
+        {
+            if (state.Status == PatchJobStatus.Queued) await Task.Delay(200, ct);
+            await inner.SaveAsync(state, patchPng, retention, ct);
+        }
+
+        public Task<PatchJobState?> GetAsync(string id, CancellationToken ct) => inner.GetAsync(id, ct);
+
+        public Task<byte[]?> GetImageAsync(string id, CancellationToken ct) => inner.GetImageAsync(id, ct);
+
+        public Task RequestCancelAsync(string id, CancellationToken ct) => inner.RequestCancelAsync(id, ct);
+
+        public Task<bool> IsCancelRequestedAsync(string id, CancellationToken ct) => inner.IsCancelRequestedAsync(id, ct);
+
+        public Task<bool> DeleteAsync(string id, CancellationToken ct) => inner.DeleteAsync(id, ct);
+
+        public Task SweepAsync(int maxJobs, CancellationToken ct) => inner.SweepAsync(maxJobs, ct);
     }
 
     /// <summary>The attack fixture model with a tiny IDX image set for training and held-out evaluation.</summary>
