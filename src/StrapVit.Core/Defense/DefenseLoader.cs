@@ -48,7 +48,7 @@ public static class DefenseLoader
         }
 
         var tokenModel = new TokenSpaceModel(package, sessions);
-        if (options.Neutralization == Neutralization.Drop && !tokenModel.AcceptsShorterSequences)
+        if (options.Neutralization is Neutralization.Drop or Neutralization.HybridDrop && !tokenModel.AcceptsShorterSequences)
         {
             tokenModel.Dispose();
             return new DefenseSetup(null,

@@ -54,6 +54,9 @@ public enum Neutralization
 
     /// <summary>Removed from the sequence before the encoder, so they take no part in attention (needs an encoder that takes any sequence length).</summary>
     Drop,
+
+    /// <summary>As <see cref="Hybrid"/>, but tokens over their threshold are dropped from the sequence instead of replaced by the mean.</summary>
+    HybridDrop,
 }
 
 /// <summary>Token-space transforms of STRAP-ViT's mitigation phase.</summary>

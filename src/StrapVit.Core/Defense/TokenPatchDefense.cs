@@ -46,7 +46,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             var image = tokens.AsSpan(i * t * d, t * d);
             var (flagged, above, steps) = FlagAndTransform(image, grid, reference, options, candidates, scores,
                 mode == DefenseMode.Mitigate ? new Random(seeds[i]) : null);
-            dropped[i] = options.Neutralization == Neutralization.Drop && mode == DefenseMode.Mitigate ? flagged.ToHashSet() : [];
+            dropped[i] = DroppedOf(flagged, steps);
             var applied = flagged.Take(steps.Length)
                 .Select((k, j) => new AppliedTransform(k - first, steps[j].Select(step => step.Op).ToArray())).ToArray();
             pending[i] = (flagged.Select(k => Flag(k, scores[k])).ToArray(), above, applied, scores[first..].ToArray());
@@ -115,9 +115,10 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             var token = flagged[j];
             var z = image.Slice(token * dim, dim);
             var how = options.Neutralization;
-            if (how == Neutralization.Hybrid)
+            if (how is Neutralization.Hybrid or Neutralization.HybridDrop)
             {
-                how = overThreshold?.Invoke(token) != false ? Neutralization.Mean : Neutralization.Bank;
+                var confident = overThreshold?.Invoke(token) != false;
+                how = !confident ? Neutralization.Bank : how == Neutralization.Hybrid ? Neutralization.Mean : Neutralization.Drop;
             }
 
             switch (how)
@@ -160,14 +161,26 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         int t = model.TokenCount, d = model.Dim;
         var tokens = model.Embed(pixels, batch);
         var grid = new TokenGrid(d, model.FirstPatchToken, model.GridRows, model.GridCols, model.Manifest.PatchSize);
+        var dropped = new IReadOnlyCollection<int>[batch];
         for (var i = 0; i < batch; i++)
         {
-            Neutralize(tokens.AsSpan(i * t * d, t * d), grid, reference, options, flagsOf(i), null, new Random(seeds[i]));
+            var flags = flagsOf(i);
+            dropped[i] = DroppedOf(flags, Neutralize(tokens.AsSpan(i * t * d, t * d), grid, reference, options, flags, null, new Random(seeds[i])));
         }
 
-        return options.Neutralization == Neutralization.Drop
-            ? model.EncodeDropping(tokens, batch, Enumerable.Range(0, batch).Select(i => (IReadOnlyCollection<int>)flagsOf(i).ToHashSet()).ToArray())
-            : model.Encode(tokens, batch);
+        return dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped) : model.Encode(tokens, batch);
+    }
+
+    /// <summary>The flagged tokens whose neutralisation is to leave the sequence.</summary>
+    internal static IReadOnlyCollection<int> DroppedOf(IReadOnlyList<int> flagged, MitigationStep[][] steps)
+    {
+        var dropped = new HashSet<int>();
+        for (var j = 0; j < steps.Length; j++)
+        {
+            if (steps[j].Any(s => s.Op == TokenMitigation.Drop)) dropped.Add(flagged[j]);
+        }
+
+        return dropped;
     }
 
     internal static string Name(Neutralization n) => n switch
@@ -176,6 +189,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         Neutralization.Bank => "bank",
         Neutralization.Hybrid => "hybrid",
         Neutralization.Drop => "drop",
+        Neutralization.HybridDrop => "hybrid-drop",
         _ => "transform",
     };
 

@@ -77,7 +77,7 @@ public sealed class AdaptivePatchAttack(
         var labels = images.Select(i => set.Labels[i]).ToArray();
         var active = Enumerable.Range(0, n).ToList();
         var deterministic = options.Neutralization is Neutralization.Mean or Neutralization.Drop
-            || (options.Neutralization is Neutralization.Bank or Neutralization.Hybrid && options.BankChoices == 1);
+            || (options.Neutralization is Neutralization.Bank or Neutralization.Hybrid or Neutralization.HybridDrop && options.BankChoices == 1);
         var draws = deterministic ? 1 : settings.EotSamples;
         var thresholds = reference.ThresholdsFor(options.Score);
         var grid = new TokenGrid(d, first, model.GridRows, model.GridCols, model.Manifest.PatchSize);
@@ -114,9 +114,8 @@ public sealed class AdaptivePatchAttack(
                 }
             }
 
-            var logits = options.Neutralization == Neutralization.Drop
-                ? model.EncodeDropping(defended, rows, Enumerable.Range(0, rows).Select(r => (IReadOnlyCollection<int>)detections[r % m].Flagged.ToHashSet()).ToArray())
-                : model.Encode(defended, rows);
+            var dropped = Enumerable.Range(0, rows).Select(r => TokenPatchDefense.DroppedOf(detections[r % m].Flagged, plans[r])).ToArray();
+            var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(defended, rows, dropped) : model.Encode(defended, rows);
             var cotangent = new float[rows * classes];
             for (var r = 0; r < rows; r++)
             {

@@ -322,9 +322,9 @@ public sealed class DefenseEvaluation(
         foreach (var k in settings.AblationK) Add($"K={k}", Copy(options, o => o.MinTokens = k), reference.Tokens!);
         foreach (var w in new[] { 0, 6, 10 }) Add($"window={w}px ({Copy(options, o => o.WindowPixels = w).WindowTokens(package.Manifest.PatchSize)} tokens)", Copy(options, o => o.WindowPixels = w), reference.Tokens!);
         foreach (var score in new[] { TokenScore.Jsd, TokenScore.Knn }) Add($"score={score}", Copy(options, o => o.Score = score), reference.Tokens!);
-        foreach (var n in new[] { Neutralization.Transform, Neutralization.Mean, Neutralization.Bank, Neutralization.Hybrid, Neutralization.Drop })
+        foreach (var n in new[] { Neutralization.Transform, Neutralization.Mean, Neutralization.Bank, Neutralization.Hybrid, Neutralization.Drop, Neutralization.HybridDrop })
         {
-            if (n == Neutralization.Drop && !tokens.AcceptsShorterSequences) continue;
+            if (n is Neutralization.Drop or Neutralization.HybridDrop && !tokens.AcceptsShorterSequences) continue;
             Add($"neutralization={n}", Copy(options, o => o.Neutralization = n), reference.Tokens!);
         }
 

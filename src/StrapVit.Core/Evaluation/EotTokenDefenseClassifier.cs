@@ -31,9 +31,8 @@ public sealed class EotTokenDefenseClassifier(
     public float[] Logits(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions)
     {
         var (tokens, plans) = Defend(model.Embed(pixels, batch, runOptions), batch);
-        return options.Neutralization == Neutralization.Drop
-            ? model.EncodeDropping(tokens, batch, plans.Select(p => (IReadOnlyCollection<int>)p.Select(x => x.Token).ToHashSet()).ToArray(), runOptions)
-            : model.Encode(tokens, batch, runOptions);
+        var dropped = plans.Select(p => TokenPatchDefense.DroppedOf(p.Select(x => x.Token).ToArray(), p.Select(x => x.Steps).ToArray())).ToArray();
+        return dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, runOptions) : model.Encode(tokens, batch, runOptions);
     }
 
     public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, RunOptions? runOptions)
