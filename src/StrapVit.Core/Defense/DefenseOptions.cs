@@ -111,7 +111,7 @@ public sealed class DefenseOptions
     public int BankChoices { get; set; } = 1;
 
     /// <summary>What a flagged token becomes.</summary>
-    public Neutralization Neutralization { get; set; } = Neutralization.Hybrid;
+    public Neutralization Neutralization { get; set; } = Neutralization.HybridDrop;
 
     /// <summary>Minimum number of tokens flagged (and transformed) per image: the paper's K.</summary>
     public int MinTokens { get; set; } = 2;
