@@ -29,10 +29,14 @@ RUN dotnet restore src/StrapVit.Api/StrapVit.Api.csproj
 
 COPY src/ src/
 COPY models/fashion-vit-tiny/ models/fashion-vit-tiny/
+# Universal-patch jobs train on these (Attacks:Universal:TrainImages and HoldOutImages, relative to /app).
+COPY samples/fashion-mnist/ samples/fashion-mnist/
 # The CPU image drops the CUDA and TensorRT providers (about 285 MB it could never load).
 RUN dotnet publish src/StrapVit.Api/StrapVit.Api.csproj -c Release --no-restore -o /out/gpu \
     && test -f /out/gpu/models/fashion-vit-tiny/model.onnx \
     && test -f /out/gpu/models/fashion-vit-tiny/model.json \
+    && test -f /out/gpu/samples/fashion-mnist/calib-500-images-idx3-ubyte.gz \
+    && test -f /out/gpu/samples/fashion-mnist/test-1000-labels-idx1-ubyte.gz \
     && cp -a /out/gpu /out/cpu \
     && rm /out/cpu/libonnxruntime_providers_cuda.so /out/cpu/libonnxruntime_providers_tensorrt.so
 

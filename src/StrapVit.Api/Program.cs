@@ -1,26 +1,31 @@
 using StrapVit.Api.Attacks;
+using StrapVit.Api.Auth;
 using StrapVit.Api.Defense;
 using StrapVit.Api.Endpoints;
 using StrapVit.Api.Explain;
 using StrapVit.Api.Hosting;
 
 var builder = WebApplication.CreateBuilder(args);
+builder.AddStrapVitSecrets();
 builder.AddStrapVitLogging();
 builder.Services.AddStrapVitModel(builder.Configuration);
 builder.Services.AddStrapVitApi();
 builder.Services.AddStrapVitAttacks(builder.Configuration);
+builder.Services.AddStrapVitAuth(builder.Configuration);
 
 var app = builder.Build();
 app.UseStrapVitRequestLogging();
 app.UseStrapVitPipeline();
 app.MapStrapVitOperations();
 app.MapModelEndpoints();
-app.MapClassifyEndpoints();
+// Classification is open unless Auth:RequireForClassify; attacks, explain and patch jobs take a key of their own.
+var classification = app.MapGroup("").RequireClassifyKey();
+classification.MapClassifyEndpoints();
+classification.MapDefenseEndpoints();
 app.MapAttackEndpoints();
 app.MapSaliencyEndpoints();
 app.MapPatchJobEndpoints();
-app.MapDefenseEndpoints();
-app.Run();
+return StartupFailure.Run(app);
 
 /// <summary>Entry point, public for WebApplicationFactory.</summary>
 public partial class Program;

@@ -1,9 +1,11 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
 using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats.Bmp;
 using SixLabors.ImageSharp.Formats.Gif;
 using SixLabors.ImageSharp.Formats.Jpeg;
 using SixLabors.ImageSharp.Formats.Png;
+using SixLabors.ImageSharp.Formats.Webp;
 using SixLabors.ImageSharp.Metadata.Profiles.Exif;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
@@ -133,6 +135,96 @@ public static class TestImages
 
         Chunk(ms, "IEND", []);
         return ms.ToArray();
+    }
+
+    /// <summary>The upload formats the service accepts, by the names <see cref="Encoded"/> and <see cref="ClaimingSize"/> take.</summary>
+    public static IReadOnlyList<string> Formats { get; } = ["png", "jpeg", "gif", "bmp", "webp-lossy", "webp-lossless"];
+
+    /// <summary>A small valid image of a gradient with some texture, in <paramref name="format"/> (one of <see cref="Formats"/>).</summary>
+    public static byte[] Encoded(string format, int width = 12, int height = 10)
+    {
+        using var img = Gradient(width, height);
+        for (var y = 0; y < height; y++)
+        {
+            for (var x = 0; x < width; x++)
+            {
+                var p = img[x, y];
+                img[x, y] = new Rgba32(p.R, (byte)(37 * (x + y)), (byte)(91 * y), 255);
+            }
+        }
+
+        using var ms = new MemoryStream();
+        img.Save(ms, format switch
+        {
+            "png" => new PngEncoder(),
+            "jpeg" => new JpegEncoder { Quality = 90 },
+            "gif" => new GifEncoder(),
+            "bmp" => new BmpEncoder { BitsPerPixel = BmpBitsPerPixel.Pixel24 },
+            "webp-lossy" => new WebpEncoder { FileFormat = WebpFileFormatType.Lossy },
+            "webp-lossless" => new WebpEncoder { FileFormat = WebpFileFormatType.Lossless },
+            _ => throw new ArgumentOutOfRangeException(nameof(format), format, "not a test format"),
+        });
+        return ms.ToArray();
+    }
+
+    /// <summary>
+    /// A valid small image of <paramref name="format"/> whose header is rewritten to claim <paramref name="width"/> x
+    /// <paramref name="height"/> (clamped to what the format's fields can hold), checksums fixed where the format has them.
+    /// </summary>
+    public static byte[] ClaimingSize(string format, int width, int height)
+    {
+        var bytes = Encoded(format);
+        switch (format)
+        {
+            case "png":
+                // IHDR is the first chunk: length (4) and type (4) after the 8-byte signature, then width and height.
+                BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(16), width);
+                BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(20), height);
+                BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(29), Crc32(bytes[12..29]));
+                break;
+            case "bmp":
+                // BITMAPINFOHEADER: width and height as int32 at 18 and 22.
+                BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(18), width);
+                BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(22), height);
+                break;
+            case "gif":
+                // Logical screen size at 6, then the first image descriptor's size too.
+                BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(6), (ushort)Math.Min(width, ushort.MaxValue));
+                BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(8), (ushort)Math.Min(height, ushort.MaxValue));
+                var descriptor = Array.IndexOf(bytes, (byte)0x2C, 13);
+                BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(descriptor + 5), (ushort)Math.Min(width, ushort.MaxValue));
+                BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(descriptor + 7), (ushort)Math.Min(height, ushort.MaxValue));
+                break;
+            case "jpeg":
+                // SOF0 (FF C0): length (2), precision (1), height (2), width (2), big-endian.
+                var sof = IndexOf(bytes, [0xFF, 0xC0]);
+                BinaryPrimitives.WriteUInt16BigEndian(bytes.AsSpan(sof + 5), (ushort)Math.Min(height, ushort.MaxValue));
+                BinaryPrimitives.WriteUInt16BigEndian(bytes.AsSpan(sof + 7), (ushort)Math.Min(width, ushort.MaxValue));
+                break;
+            case "webp-lossy":
+                // VP8 key frame: 3-byte tag, start code 9D 01 2A, then 14-bit width and height (little-endian, 2 scale bits).
+                var vp8 = IndexOf(bytes, [0x9D, 0x01, 0x2A]);
+                BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(vp8 + 3), (ushort)(Math.Min(width, 16383) & 0x3FFF));
+                BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(vp8 + 5), (ushort)(Math.Min(height, 16383) & 0x3FFF));
+                break;
+            case "webp-lossless":
+                // VP8L: signature 0x2F, then width-1 and height-1 in 14 bits each, little-endian bit order.
+                var vp8l = IndexOf(bytes, "VP8L"u8.ToArray()) + 8;
+                var bits = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(vp8l + 1));
+                bits = (bits & 0xF0000000u) | (uint)(Math.Min(width, 16384) - 1) | ((uint)(Math.Min(height, 16384) - 1) << 14);
+                BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(vp8l + 1), bits);
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(format), format, "not a test format");
+        }
+
+        return bytes;
+    }
+
+    private static int IndexOf(byte[] haystack, byte[] needle)
+    {
+        var i = haystack.AsSpan().IndexOf(needle);
+        return i >= 0 ? i : throw new InvalidOperationException("marker not found in the encoded test image");
     }
 
     private static void Chunk(Stream s, string type, byte[] data)

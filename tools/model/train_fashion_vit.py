@@ -43,7 +43,11 @@ def parse_args():
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--mlp-ratio", type=float, default=2.0)
     p.add_argument("--stem-channels", type=int, default=32,
-                   help="channels of a 3x3 convolutional stem before the 4x4 patchify convolution (0 = none)")
+                   help="channels of a 3x3 convolutional stem before the patchify convolution (0 = none)")
+    p.add_argument("--patch-size", type=int, default=4,
+                   help="side of a square patch in pixels (28 must be divisible by it): 4 -> 7x7 = 49 tokens, "
+                        "7 -> 4x4 = 16 tokens; written to model.json as patchSize")
+    p.add_argument("--name", default="fashion-vit-tiny", help="model name written to model.json")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
@@ -58,8 +62,26 @@ def parse_args():
                    help="per-epoch progress is logged on the first N test images (monitoring only; "
                         "the model is always the last epoch); all 10,000 are evaluated at the end")
     p.add_argument("--init-from", default=None,
-                   help="start from this torch state_dict (a --checkpoint file) instead of random weights: "
-                        "a second warm-restart cycle of the same schedule (fresh optimizer, warmup, cosine)")
+                   help="start from this torch state_dict (a --checkpoint file) or from the initializers of a "
+                        "model.onnx exported by this script (*.onnx; checked against the file's own logits) instead "
+                        "of random weights: a second warm-restart cycle of the same schedule (fresh optimizer, "
+                        "warmup, cosine). With an .onnx file the new export must have the same graph structure.")
+    p.add_argument("--mask-windows", default=None,
+                   help="training-only token-window masking: comma-separated probabilities of masking 0, 1, 2, ... "
+                        "random square windows of patch tokens per image (e.g. 0.34,0.33,0.33). Masked tokens are "
+                        "excluded as attention keys (-inf logits; the class token never), which at the class token "
+                        "equals dropping them from the sequence. The exported graph is unchanged.")
+    p.add_argument("--mask-sides", default="3,4", help="window sides in tokens, drawn uniformly (with --mask-windows)")
+    p.add_argument("--mask-overhang", type=int, default=1,
+                   help="window corners are drawn in [-overhang, grid - side + overhang], windows clipped to the grid")
+    p.add_argument("--eval-masked", action="store_true",
+                   help="also report accuracy with dropped token windows before and after training "
+                        "(on by default with --mask-windows)")
+    p.add_argument("--eval-window", type=int, default=4, help="window side (tokens) for --eval-masked")
+    p.add_argument("--eval-single-images", type=int, default=1000,
+                   help="first N test images for the exhaustive single-window evaluation")
+    p.add_argument("--eval-pair-images", type=int, default=200,
+                   help="first N test images for the exhaustive two-window evaluation")
     p.add_argument("--checkpoint", default="tools/model/out/fashion-vit-tiny.pt",
                    help="torch state_dict written after every epoch (git-ignored folder)")
     return p.parse_args()
@@ -97,12 +119,88 @@ def augment(x_u8: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model, x_u8, y, batch=1000):
+def evaluate(model, x_u8, y, batch=1000, key_mask=None):
+    """Predictions; key_mask (bool [N, P], optional) drops those patch tokens per image."""
     model.eval()
     preds = []
     for i in range(0, x_u8.shape[0], batch):
-        preds.append(model(normalise(x_u8[i:i + batch])).argmax(1))
+        km = None if key_mask is None else key_mask[i:i + batch]
+        preds.append(model(normalise(x_u8[i:i + batch]), km).argmax(1))
     return torch.cat(preds)
+
+
+def grid_windows(grid, side):
+    """All side x side windows fully inside the grid (stride 1), as bool [W, grid*grid]."""
+    out = []
+    for r in range(grid - side + 1):
+        for c in range(grid - side + 1):
+            m = torch.zeros(grid, grid, dtype=torch.bool)
+            m[r:r + side, c:c + side] = True
+            out.append(m.reshape(-1))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def masked_report(model, x_test, y_test, args, label):
+    """Accuracy with dropped token windows (all of it deterministic: fixed seed 1234 for the random windows).
+
+    - random_1 / random_2: 1 or 2 random windows (side --eval-window, fully inside the grid, may overlap) per
+      image, on all 10,000 test images;
+    - single_all: each of the W stride-1 windows in turn on the first --eval-single-images images: mean accuracy
+      over windows and the fraction of images classified correctly under every window;
+    - pairs_all: every unordered pair of those windows (and each window alone) on the first --eval-pair-images
+      images: the fraction correct under every combination (PatchCleanser's double-masking condition for this
+      window set) and the mean accuracy.
+    """
+    t0 = time.time()
+    grid = int(round(math.sqrt(model.num_patches)))
+    side = args.eval_window
+    n = x_test.shape[0]
+    out = {"window_side": side, "grid": grid}
+    for k in (1, 2):
+        gen = torch.Generator().manual_seed(1234 + k)
+        km = vitlib.fixed_window_mask(n, grid, k, side, gen)
+        acc = (evaluate(model, x_test, y_test, key_mask=km) == y_test).float().mean().item()
+        out[f"random_{k}_windows_acc_10000"] = acc
+    wins = grid_windows(grid, side)
+    ns = min(args.eval_single_images, n)
+    ok = torch.stack([evaluate(model, x_test[:ns], y_test[:ns], key_mask=w.expand(ns, -1)) == y_test[:ns]
+                      for w in wins])                                         # [W, ns]
+    out["single_windows"] = int(wins.shape[0])
+    out[f"single_mean_acc_first_{ns}"] = ok.float().mean().item()
+    out[f"single_all_correct_first_{ns}"] = ok.all(0).float().mean().item()
+    npair = min(args.eval_pair_images, n)
+    oks = []
+    for i in range(wins.shape[0]):
+        for j in range(i, wins.shape[0]):
+            w = wins[i] | wins[j]
+            oks.append(evaluate(model, x_test[:npair], y_test[:npair], key_mask=w.expand(npair, -1)) == y_test[:npair])
+    oks = torch.stack(oks)
+    out["pair_combinations"] = int(oks.shape[0])
+    out[f"pairs_mean_acc_first_{npair}"] = oks.float().mean().item()
+    out[f"pairs_all_correct_first_{npair}"] = oks.all(0).float().mean().item()
+    out["seconds"] = round(time.time() - t0, 1)
+    print(f"MASKED {label}: " + json.dumps(out), flush=True)
+    return out
+
+
+@torch.no_grad()
+def check_drop_equivalence(model, x_test):
+    """Key masking must equal dropping the tokens at the class token (the service drops them)."""
+    model.eval()
+    grid = int(round(math.sqrt(model.num_patches)))
+    x = normalise(x_test[:16])
+    worst = 0.0
+    for side, r, c in ((3, 0, 0), (4, 2, 3), (4, 3, 3), (2, 5, 1)):
+        m = torch.zeros(grid, grid, dtype=torch.bool)
+        m[r:r + side, c:c + side] = True
+        m = m.reshape(-1)
+        a = model(x, m.expand(x.shape[0], -1))
+        b = model.forward_dropped(x, torch.nonzero(~m).squeeze(1))
+        worst = max(worst, (a - b).abs().max().item())
+    print(f"key masking vs dropping tokens: max |logit diff| {worst:.2e}", flush=True)
+    assert worst < 1e-4, worst
+    return worst
 
 
 def main():
@@ -115,14 +213,44 @@ def main():
     x_test, y_test = load_split(args.data_dir, "t10k")
     print(f"train {tuple(x_train.shape)} test {tuple(x_test.shape)}", flush=True)
 
-    model = vitlib.ViT(image_size=28, patch_size=4, in_chans=1, num_classes=10,
+    model = vitlib.ViT(image_size=28, patch_size=args.patch_size, in_chans=1, num_classes=10,
                        dim=args.dim, depth=args.depth, heads=args.heads, mlp_ratio=args.mlp_ratio,
                        stem_channels=args.stem_channels)
     n_params = vitlib.count_params(model)
-    if args.init_from:
+    extra = {}
+    if args.init_from and args.init_from.endswith(".onnx"):
+        mapping = vitlib.load_onnx_weights(model, args.init_from)
+        renamed = sum(1 for t, o in mapping if t != o)
+        # the loaded module must reproduce the file's own logits (numpy evaluator of the exported graph)
+        import onnx
+
+        chk = normalise(x_test[:64])
+        got = vitlib.OnnxNumpyRunner(onnx.load(args.init_from)).run({"input": chk.numpy()})["logits"]
+        model.eval()
+        with torch.no_grad():
+            ref = model(chk).numpy()
+        diff = float(np.abs(got - ref).max())
+        print(f"initialised from {args.init_from}: {len(mapping)} tensors ({renamed} transposed MatMul "
+              f"initializers); max |logit diff| torch vs ONNX on 64 test images {diff:.2e}", flush=True)
+        assert diff < 1e-4 and (got.argmax(1) == ref.argmax(1)).all()
+        extra["init_check"] = {"onnx": os.path.relpath(args.init_from), "images": 64, "max_abs_logit_diff": diff}
+    elif args.init_from:
         model.load_state_dict(torch.load(args.init_from))
         print(f"initialised from {args.init_from}", flush=True)
     print(f"params {n_params}", flush=True)
+    mask_probs = [float(v) for v in args.mask_windows.split(",")] if args.mask_windows else None
+    mask_sides = [int(v) for v in args.mask_sides.split(",")]
+    grid = int(round(math.sqrt(model.num_patches)))
+    if mask_probs:
+        assert abs(sum(mask_probs) - 1.0) < 1e-6, mask_probs
+        args.eval_masked = True
+    if args.eval_masked and not args.time_batches:
+        extra["drop_equivalence_max_abs_logit_diff"] = check_drop_equivalence(model, x_test)
+        if args.init_from:
+            extra["masked_before"] = masked_report(model, x_test, y_test, args, "before")
+            pred0 = evaluate(model, x_test, y_test)
+            extra["clean_before_acc_10000"] = (pred0 == y_test).float().mean().item()
+            print(f"clean test accuracy before (10000): {extra['clean_before_acc_10000']:.4f}", flush=True)
 
     # No weight decay on biases, LayerNorm weights, cls token and position embedding.
     decay, no_decay = [], []
@@ -144,6 +272,7 @@ def main():
 
     crit = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     gen = torch.Generator().manual_seed(args.seed)  # data order and augmentation
+    mask_gen = torch.Generator().manual_seed(args.seed + 1000)  # token windows (own stream: same data order)
 
     t0 = time.time()
     step = 0
@@ -159,7 +288,9 @@ def main():
             yb = y_train[idx]
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            logits = model(xb)
+            key_mask = (vitlib.random_window_mask(yb.shape[0], grid, mask_probs, mask_sides, mask_gen,
+                                                  args.mask_overhang) if mask_probs else None)
+            logits = model(xb, key_mask)
             loss = crit(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -172,7 +303,7 @@ def main():
             if args.time_batches and bi + 1 == args.time_batches:
                 dt = time.time() - te
                 spb = dt / args.time_batches
-                print(f"TIMING dim={args.dim} depth={args.depth} heads={args.heads} mlp={args.mlp_ratio} "
+                print(f"TIMING patch={args.patch_size} stem={args.stem_channels} dim={args.dim} depth={args.depth} heads={args.heads} mlp={args.mlp_ratio} "
                       f"batch={args.batch_size}: {spb:.4f} s/batch -> {spb * steps_per_epoch:.1f} s/epoch "
                       f"({steps_per_epoch} batches); train acc so far {run_correct / run_n:.4f}", flush=True)
                 return
@@ -186,8 +317,14 @@ def main():
         test_acc = (pred == y_test[:k]).float().mean().item()
         history.append({"epoch": epoch + 1, "train_loss": run_loss / run_n, "train_acc": run_correct / run_n,
                         f"test_acc_first_{k}": test_acc, "epoch_seconds": ep_time})
+        masked_text = ""
+        if mask_probs:
+            km = vitlib.fixed_window_mask(k, grid, 1, args.eval_window, torch.Generator().manual_seed(1234 + 1))
+            macc = (evaluate(model, x_test[:k], y_test[:k], key_mask=km) == y_test[:k]).float().mean().item()
+            history[-1][f"test_acc_1_window_first_{k}"] = macc
+            masked_text = f" 1-window({args.eval_window}) {macc:.4f}"
         print(f"EPOCH {epoch + 1}/{args.epochs} train_loss {run_loss / run_n:.4f} train_acc "
-              f"{run_correct / run_n:.4f} test_acc(first {k}) {test_acc:.4f} epoch_time {ep_time:.0f}s "
+              f"{run_correct / run_n:.4f} test_acc(first {k}) {test_acc:.4f}{masked_text} epoch_time {ep_time:.0f}s "
               f"total {time.time() - t0:.0f}s", flush=True)
         if args.checkpoint:
             os.makedirs(os.path.dirname(args.checkpoint), exist_ok=True)
@@ -202,6 +339,8 @@ def main():
     per_class = {vitlib.FASHION_LABELS[c]: correct[y_test == c].float().mean().item() for c in range(10)}
     subset_acc = correct[:1000].float().mean().item()
     print(f"FINAL test accuracy (10000): {test_acc:.4f}; first 1000: {subset_acc:.4f}", flush=True)
+    if args.eval_masked:
+        extra["masked_after"] = masked_report(model, x_test, y_test, args, "after")
 
     export_and_package(model, args, x_test, y_test, pred, {
         "params": n_params,
@@ -212,7 +351,19 @@ def main():
         "test_correct_first_1000": int(correct[:1000].sum().item()),
         "per_class_accuracy": per_class,
         "history": history,
+        **extra,
     })
+
+
+def graph_structure(m):
+    """Everything of an ONNX graph except the initializer values: nodes (op, name, inputs, outputs, attributes),
+    graph inputs/outputs, initializer names/shapes/types."""
+    g = m.graph
+    nodes = [(n.op_type, n.domain, n.name, tuple(n.input), tuple(n.output),
+              tuple(sorted(a.SerializeToString() for a in n.attribute))) for n in g.node]
+    io = ([i.SerializeToString() for i in g.input], [o.SerializeToString() for o in g.output])
+    inits = sorted((i.name, tuple(i.dims), i.data_type) for i in g.initializer)
+    return nodes, io, inits, [(o.domain, o.version) for o in m.opset_import]
 
 
 def export_and_package(model, args, x_test, y_test, torch_pred, metrics):
@@ -262,13 +413,19 @@ def export_and_package(model, args, x_test, y_test, torch_pred, metrics):
     print(f"ONNX check via {how}: max |logit diff| {diff:.2e}, argmax agreement {agree:.4f}", flush=True)
     assert diff < 1e-3 and agree == 1.0
 
+    if args.init_from and args.init_from.endswith(".onnx"):
+        same = graph_structure(m) == graph_structure(onnx.load(args.init_from))
+        print(f"graph structure identical to {args.init_from}: {same}", flush=True)
+        assert same, "the export differs in structure from the model it was initialised from"
+        metrics["graph_identical_to_init"] = True
+
     meta = {
-        "name": "fashion-vit-tiny",
+        "name": args.name,
         "input": {"name": "input", "channels": 1, "height": 28, "width": 28,
                   "mean": [vitlib.FASHION_MEAN], "std": [vitlib.FASHION_STD]},
         "output": "logits",
         "labels": vitlib.FASHION_LABELS,
-        "patchSize": 4,
+        "patchSize": args.patch_size,
         "tokens": {"tensor": tokens, "classToken": True},
     }
     with open(os.path.join(args.out, "model.json"), "w") as f:

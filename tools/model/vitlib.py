@@ -39,11 +39,13 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
         b, t, d = x.shape
         qkv = self.qkv(x).reshape(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]                      # [B, H, T, hd]
         att = torch.matmul(q * self.scale, k.transpose(-2, -1))  # [B, H, T, T]
+        if attn_bias is not None:  # training/evaluation only (key masking); never traced into the ONNX export
+            att = att + attn_bias
         att = torch.softmax(att, dim=-1)
         out = torch.matmul(att, v)                            # [B, H, T, hd]
         out = out.transpose(1, 2).reshape(b, t, d)
@@ -71,8 +73,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x, attn_bias=None):
+        x = x + self.attn(self.norm1(x), attn_bias)
         x = x + self.mlp(self.norm2(x))
         return x
 
@@ -116,21 +118,121 @@ class ViT(nn.Module):
         nn.init.trunc_normal_(w.view(w.shape[0], -1), std=0.02)
         nn.init.zeros_(self.patch_embed.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """key_mask: optional bool [B, P] over the patch tokens (row-major grid), True = masked. A masked token
+        is excluded as an attention key in every block (-inf logit), so no unmasked token (in particular the
+        class token) ever reads it: the class-token output equals that of the sequence with those tokens dropped.
+        Used for training/evaluation only; the ONNX export calls forward(x) and is unchanged by it."""
         b = x.shape[0]
         x = self.patch_embed(self.stem(x))      # [B, D, h, w]
         x = x.flatten(2).transpose(1, 2)        # [B, P, D]
         cls = self.cls_token.expand(b, 1, self.dim)  # [B, 1, D]
         x = torch.cat([cls, x], dim=1) + self.pos_embed
         x = self.token_tap(x)                   # [B, P+1, D]
+        attn_bias = None
+        if key_mask is not None:
+            km = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), key_mask.bool()], dim=1)
+            attn_bias = torch.zeros(b, 1, 1, km.shape[1], dtype=x.dtype, device=x.device)
+            attn_bias = attn_bias.masked_fill(km[:, None, None, :], float("-inf"))
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x, attn_bias)
         x = self.norm(x)
         return self.head(x[:, 0])
+
+    def forward_dropped(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Reference for key masking: run the blocks on [class token + patch tokens ``keep``] only
+        (keep: long indices into the P patch tokens, the same for the whole batch)."""
+        b = x.shape[0]
+        x = self.patch_embed(self.stem(x)).flatten(2).transpose(1, 2)
+        cls = self.cls_token.expand(b, 1, self.dim)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed
+        x = x[:, torch.cat([torch.zeros(1, dtype=torch.long), keep.long() + 1])]
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.norm(x)[:, 0])
 
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def random_window_mask(batch: int, grid: int, count_probs, sides, gen: torch.Generator, overhang: int = 1):
+    """Bool [batch, grid*grid] key mask of random square token windows (True = masked).
+
+    Per image the number of windows k is drawn with probabilities ``count_probs`` (index = k); each window has a
+    side drawn uniformly from ``sides`` and a top-left corner drawn uniformly from [-overhang, grid - side +
+    overhang] in both directions, clipped to the grid (so windows at the border may be cut down). Windows may
+    overlap.
+    """
+    probs = torch.tensor(count_probs, dtype=torch.float)
+    k = torch.multinomial(probs.expand(batch, -1), 1, generator=gen).squeeze(1)   # [B]
+    ar = torch.arange(grid)
+    mask = torch.zeros(batch, grid, grid, dtype=torch.bool)
+    side_t = torch.tensor(sides, dtype=torch.long)
+    for w in range(len(count_probs) - 1):
+        s = side_t[torch.randint(0, len(sides), (batch,), generator=gen)]                      # [B]
+        span = grid - s + 2 * overhang + 1
+        r0 = (torch.rand(batch, generator=gen) * span).long() - overhang
+        c0 = (torch.rand(batch, generator=gen) * span).long() - overhang
+        rows = (ar[None] >= r0[:, None]) & (ar[None] < (r0 + s)[:, None])                      # [B, grid]
+        cols = (ar[None] >= c0[:, None]) & (ar[None] < (c0 + s)[:, None])
+        win = rows[:, :, None] & cols[:, None, :]
+        mask |= win & (k > w)[:, None, None]
+    return mask.reshape(batch, grid * grid)
+
+
+def fixed_window_mask(batch: int, grid: int, windows: int, side: int, gen: torch.Generator):
+    """Bool [batch, grid*grid]: ``windows`` square side x side windows per image, each fully inside the grid at a
+    uniformly random position (windows may overlap). Used for the masked-accuracy evaluation."""
+    ar = torch.arange(grid)
+    mask = torch.zeros(batch, grid, grid, dtype=torch.bool)
+    for _ in range(windows):
+        r0 = torch.randint(0, grid - side + 1, (batch,), generator=gen)
+        c0 = torch.randint(0, grid - side + 1, (batch,), generator=gen)
+        rows = (ar[None] >= r0[:, None]) & (ar[None] < (r0 + side)[:, None])
+        cols = (ar[None] >= c0[:, None]) & (ar[None] < (c0 + side)[:, None])
+        mask |= rows[:, :, None] & cols[:, None, :]
+    return mask.reshape(batch, grid * grid)
+
+
+def load_onnx_weights(model: "ViT", onnx_path: str) -> list:
+    """Copy the initializers of an ONNX file exported from this ViT (export_onnx) into ``model``.
+
+    Parameters keep their torch names in the export except the Linear weights of the blocks, which the exporter
+    folds into transposed, anonymous MatMul initializers (``onnx::MatMul_519``); those are found through the
+    MatMul node that consumes them, whose name is the module path (``/blocks.0/attn/qkv/MatMul``). Every torch
+    parameter must be filled exactly once with a matching shape. Returns the list of (torch name, onnx name).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(onnx_path)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    params = dict(model.named_parameters())
+    source = {}
+    for name in params:
+        if name in inits:
+            source[name] = (name, inits[name])
+    for node in m.graph.node:
+        if node.op_type != "MatMul":
+            continue
+        for inp in node.input:
+            if inp in inits and inp not in params:
+                parts = node.name.strip("/").split("/")
+                assert parts[-1].startswith("MatMul"), node.name
+                tname = ".".join(parts[:-1]) + ".weight"
+                assert tname in params and tname not in source, (node.name, tname)
+                source[tname] = (inp, inits[inp].T)
+    missing = sorted(set(params) - set(source))
+    if missing:
+        raise RuntimeError(f"parameters not found in {onnx_path}: {missing}")
+    with torch.no_grad():
+        for name, p in params.items():
+            arr = source[name][1]
+            if tuple(arr.shape) != tuple(p.shape):
+                raise RuntimeError(f"{name}: onnx {source[name][0]} has shape {arr.shape}, torch {tuple(p.shape)}")
+            p.copy_(torch.from_numpy(np.array(arr, dtype=np.float32, copy=True)))
+    return [(k, v[0]) for k, v in source.items()]
 
 
 # --------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http.HttpResults;
+using StrapVit.Api.Auth;
 using StrapVit.Api.Errors;
 using StrapVit.Api.Uploads;
 using StrapVit.Core.Attacks;
@@ -15,7 +16,7 @@ public static partial class AttackEndpoints
 
     public static IEndpointRouteBuilder MapAttackEndpoints(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/v1/attacks").WithTags("Attacks").DisableAntiforgery();
+        var group = app.MapGroup("/v1/attacks").WithTags("Attacks").DisableAntiforgery().RequireApiKey();
         Describe(group.MapPost("/fgsm", Fgsm).WithName("AttackFgsm").WithSummary("FGSM (Goodfellow et al., L∞, one step)"),
             ("epsilon", "number", "L∞ budget in [0, 1] pixel space (default 8/255)."));
         Describe(group.MapPost("/pgd", Pgd).WithName("AttackPgd").WithSummary("PGD (Madry et al., L∞ or L2)"),

@@ -57,8 +57,11 @@ public sealed class AttackOptions
 /// <summary>Configuration section <c>Attacks:Universal</c>: universal-patch training jobs.</summary>
 public sealed class UniversalPatchJobOptions
 {
-    /// <summary>Jobs training at once; past it <c>POST /v1/patches</c> answers 429.</summary>
+    /// <summary>Jobs training at once on one replica (each on a worker of the job runner); more wait in its queue.</summary>
     public int MaxRunningJobs { get; set; } = 1;
+
+    /// <summary>Jobs waiting for a free runner on one replica (each reports its position); past it <c>POST /v1/patches</c> answers 429.</summary>
+    public int MaxQueuedJobs { get; set; } = 8;
 
     /// <summary>Most training steps per job.</summary>
     public int MaxSteps { get; set; } = 5000;
@@ -69,25 +72,25 @@ public sealed class UniversalPatchJobOptions
     /// <summary>How long a finished job (and its patch) stays readable.</summary>
     public int RetentionMinutes { get; set; } = 60;
 
-    /// <summary>Jobs kept at most (finished ones are dropped oldest first).</summary>
+    /// <summary>Jobs kept at most in memory (finished ones are dropped oldest first); Redis keeps them for the retention time.</summary>
     public int MaxJobs { get; set; } = 32;
 
-    /// <summary>Training images, gzipped IDX (relative paths resolve against the content root).</summary>
-    public string TrainImages { get; set; } = "../../samples/fashion-mnist/calib-500-images-idx3-ubyte.gz";
+    /// <summary>Training images, gzipped IDX (relative paths resolve against the application directory, where the build copies the defaults).</summary>
+    public string TrainImages { get; set; } = "samples/fashion-mnist/calib-500-images-idx3-ubyte.gz";
 
-    public string TrainLabels { get; set; } = "../../samples/fashion-mnist/calib-500-labels-idx1-ubyte.gz";
+    public string TrainLabels { get; set; } = "samples/fashion-mnist/calib-500-labels-idx1-ubyte.gz";
 
     /// <summary>Held-out images the finished patch's success rate is measured on.</summary>
-    public string HoldOutImages { get; set; } = "../../samples/fashion-mnist/test-1000-images-idx3-ubyte.gz";
+    public string HoldOutImages { get; set; } = "samples/fashion-mnist/test-1000-images-idx3-ubyte.gz";
 
-    public string HoldOutLabels { get; set; } = "../../samples/fashion-mnist/test-1000-labels-idx1-ubyte.gz";
+    public string HoldOutLabels { get; set; } = "samples/fashion-mnist/test-1000-labels-idx1-ubyte.gz";
 
     /// <summary>Held-out images used at most.</summary>
     public int MaxHoldOut { get; set; } = 500;
 
     public string? Validate()
     {
-        if (MaxRunningJobs < 1 || MaxSteps < 1 || MaxBatchSize < 1 || RetentionMinutes < 1 || MaxJobs < 1 || MaxHoldOut < 1)
+        if (MaxRunningJobs < 1 || MaxQueuedJobs < 1 || MaxSteps < 1 || MaxBatchSize < 1 || RetentionMinutes < 1 || MaxJobs < 1 || MaxHoldOut < 1)
         {
             return "Attacks:Universal limits must be at least 1.";
         }

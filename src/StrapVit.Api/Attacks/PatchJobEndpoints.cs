@@ -1,5 +1,7 @@
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http.HttpResults;
+using StrapVit.Api.Auth;
+using Microsoft.Extensions.Options;
 using StrapVit.Api.Errors;
 using StrapVit.Core.Attacks.Universal;
 
@@ -26,7 +28,7 @@ public sealed record PatchJobRequest(
     float? MaxScale = null,
     int? Seed = null);
 
-/// <summary>A job's state: progress while running, the held-out result once done.</summary>
+/// <summary>A job's state: its place in the queue, progress while running, the held-out result once done.</summary>
 public sealed record PatchJobResponse(
     string Id,
     string Status,
@@ -38,29 +40,34 @@ public sealed record PatchJobResponse(
     PatchJobRequest Settings,
     PatchJobResult? Result,
     string? Error,
-    string ImageUrl);
+    string ImageUrl,
+    int? QueuePosition);
 
 /// <summary>The finished patch: success on held-out images (not of the target class) under random pose, and on the last training batches.</summary>
 public sealed record PatchJobResult(double HeldOutSuccessRate, int HeldOutImages, double TrainSuccessRate, string ImagePng);
 
-/// <summary><c>/v1/patches</c>: universal adversarial patches trained as background jobs.</summary>
+/// <summary>
+/// <c>/v1/patches</c>: universal adversarial patches trained as background jobs by <see cref="PatchJobRunner"/>. Job
+/// state lives in <see cref="IPatchJobStore"/> (Redis with <c>Jobs:Redis</c>), so any replica answers for any job.
+/// </summary>
 public static class PatchJobEndpoints
 {
     public static IEndpointRouteBuilder MapPatchJobEndpoints(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/v1/patches").WithTags("Attacks");
+        var group = app.MapGroup("/v1/patches").WithTags("Attacks").RequireApiKey();
         group.MapPost("/", StartJob).WithName("StartUniversalPatch").WithSummary("Train a universal patch (Brown et al.) as a background job")
-            .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status429TooManyRequests).ProducesProblem(StatusCodes.Status503ServiceUnavailable);
-        group.MapGet("/{id}", GetJob).WithName("GetUniversalPatch").WithSummary("Progress (step, success rate, time left) and result of a job")
+            .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status429TooManyRequests).ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+        group.MapGet("/{id}", GetJob).WithName("GetUniversalPatch").WithSummary("Queue position, progress (step, success rate, time left) and result of a job")
             .ProducesProblem(StatusCodes.Status404NotFound);
         group.MapGet("/{id}/image", GetImage).WithName("GetUniversalPatchImage").WithSummary("The patch as a PNG (the latest snapshot while training)")
             .Produces(StatusCodes.Status200OK, contentType: "image/png").ProducesProblem(StatusCodes.Status404NotFound);
-        group.MapDelete("/{id}", DeleteJob).WithName("CancelUniversalPatch").WithSummary("Cancel a running job, or forget a finished one")
+        group.MapDelete("/{id}", DeleteJob).WithName("CancelUniversalPatch").WithSummary("Cancel a queued or running job, or forget a finished one")
             .ProducesProblem(StatusCodes.Status404NotFound);
         return app;
     }
 
-    internal static Accepted<PatchJobResponse> StartJob(PatchJobRequest? request, PatchJobStore store, AttackServices services)
+    internal static async Task<Accepted<PatchJobResponse>> StartJob(PatchJobRequest? request, PatchJobRunner runner, AttackServices services, CancellationToken ct)
     {
         var model = services.Model();
         var limits = services.Options.Universal;
@@ -90,46 +97,67 @@ public static class PatchJobEndpoints
         if (settings.PatchSize > services.Options.MaxPatchSize) throw ProblemException.BadParameter("patchSize", $"{settings.PatchSize} is above the limit of {services.Options.MaxPatchSize}.");
         if (request.Seed is < 0) throw ProblemException.BadParameter("seed", "seed must be at least 0.");
 
-        var job = store.Start(settings, request.Seed ?? RandomNumberGenerator.GetInt32(int.MaxValue), model);
-        return TypedResults.Accepted($"/v1/patches/{job.Id}", Describe(job));
+        var resolved = new PatchJobRequest(settings.TargetClass, settings.PatchSize, settings.Steps, settings.BatchSize, settings.StepSize,
+            settings.MaxRotationDegrees, settings.MinScale, settings.MaxScale, request.Seed ?? RandomNumberGenerator.GetInt32(int.MaxValue));
+        var job = await runner.EnqueueAsync(resolved, model.Channels, ct);
+        return TypedResults.Accepted($"/v1/patches/{job.Id}", Describe(job, null));
     }
 
-    internal static Ok<PatchJobResponse> GetJob(string id, PatchJobStore store) => TypedResults.Ok(Describe(Find(store, id)));
-
-    internal static FileContentHttpResult GetImage(string id, PatchJobStore store)
+    internal static async Task<Ok<PatchJobResponse>> GetJob(string id, IPatchJobStore store, CancellationToken ct)
     {
-        var job = Find(store, id);
-        var patch = job.Patch ?? throw new ProblemException(StatusCodes.Status404NotFound, "No patch yet", $"Job {id} has not finished its first step.");
-        return TypedResults.File(PatchImages.Png(patch, job.Channels, job.Settings.PatchSize), "image/png");
+        var job = await FindAsync(store, id, ct);
+        return TypedResults.Ok(Describe(job, job.Status == PatchJobStatus.Succeeded ? await store.GetImageAsync(id, ct) : null));
     }
 
-    internal static Results<Accepted<PatchJobResponse>, NoContent> DeleteJob(string id, PatchJobStore store)
+    internal static async Task<FileContentHttpResult> GetImage(string id, IPatchJobStore store, CancellationToken ct)
     {
-        var job = Find(store, id);
-        return store.CancelOrRemove(id) == true ? TypedResults.Accepted($"/v1/patches/{id}", Describe(job)) : TypedResults.NoContent();
+        await FindAsync(store, id, ct);
+        var png = await store.GetImageAsync(id, ct)
+            ?? throw new ProblemException(StatusCodes.Status404NotFound, "No patch yet", $"Job {id} has not reported its first step yet.");
+        return TypedResults.File(png, "image/png");
     }
 
-    private static PatchJob Find(PatchJobStore store, string id) =>
-        store.Get(id) ?? throw new ProblemException(StatusCodes.Status404NotFound, "No such patch job", $"There is no universal-patch job '{id}' (finished jobs expire).");
-
-    private static PatchJobResponse Describe(PatchJob job)
+    internal static async Task<Results<Accepted<PatchJobResponse>, NoContent>> DeleteJob(
+        string id, IPatchJobStore store, IOptions<AttackOptions> options, TimeProvider clock, CancellationToken ct)
     {
-        var s = job.Settings;
-        var progress = job.Progress;
+        var job = await FindAsync(store, id, ct);
+        if (job.IsFinished)
+        {
+            await store.DeleteAsync(id, ct);
+            return TypedResults.NoContent();
+        }
+
+        // The owner (possibly another replica) stops a running job at its next flush; a queued one never starts.
+        await store.RequestCancelAsync(id, ct);
+        if (job.Status == PatchJobStatus.Queued)
+        {
+            job = job with { Status = PatchJobStatus.Canceled, Finished = clock.GetUtcNow(), QueuePosition = null };
+            await store.SaveAsync(job, null, TimeSpan.FromMinutes(options.Value.Universal.RetentionMinutes), ct);
+        }
+
+        return TypedResults.Accepted($"/v1/patches/{id}", Describe(job, null));
+    }
+
+    private static async Task<PatchJobState> FindAsync(IPatchJobStore store, string id, CancellationToken ct) =>
+        await store.GetAsync(id, ct) ?? throw new ProblemException(StatusCodes.Status404NotFound, "No such patch job", $"There is no universal-patch job '{id}' (finished jobs expire).");
+
+    private static PatchJobResponse Describe(PatchJobState job, byte[]? png)
+    {
         var elapsed = (job.Finished ?? DateTimeOffset.UtcNow) - job.Created;
         return new PatchJobResponse(
             job.Id,
             job.Status.ToString().ToLowerInvariant(),
-            progress?.Step ?? 0,
-            s.Steps,
-            job.Result?.TrainSuccessRate ?? progress?.SuccessRate ?? 0,
+            job.Step,
+            job.Settings.Steps ?? 0,
+            job.SuccessRate,
             Math.Round(elapsed.TotalSeconds, 3),
-            job.Status == PatchJobStatus.Running ? progress?.Remaining?.TotalSeconds is { } eta ? Math.Round(eta, 1) : null : 0,
-            new PatchJobRequest(s.TargetClass, s.PatchSize, s.Steps, s.BatchSize, s.StepSize, s.MaxRotationDegrees, s.MinScale, s.MaxScale, job.Seed),
-            job.Result is { } r && job.HeldOut is { } h
-                ? new PatchJobResult(h.SuccessRate, h.Evaluated, r.TrainSuccessRate, Convert.ToBase64String(PatchImages.Png(r.Patch, r.Channels, r.Size)))
+            job.Status switch { PatchJobStatus.Running => job.EtaSeconds, PatchJobStatus.Queued => null, _ => 0 },
+            job.Settings,
+            job.Outcome is { } o && png is not null
+                ? new PatchJobResult(o.HeldOutSuccessRate, o.HeldOutImages, o.TrainSuccessRate, Convert.ToBase64String(png))
                 : null,
             job.Error,
-            $"/v1/patches/{job.Id}/image");
+            $"/v1/patches/{job.Id}/image",
+            job.QueuePosition);
     }
 }

@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Mvc;
+using StackExchange.Redis;
 using StrapVit.Core.Imaging;
 
 namespace StrapVit.Api.Errors;
@@ -17,14 +18,18 @@ public sealed partial class ProblemExceptionHandler(IProblemDetailsService probl
             ProblemException p => (p.Status, p.Title, p.Message, p.RetryAfterSeconds),
             ImageRejectedException img => (StatusOf(img.Reason), TitleOf(img.Reason), img.Message, (int?)null),
             BadHttpRequestException bad => (bad.StatusCode, bad.StatusCode == 413 ? "Request too large" : "Bad request", bad.Message, (int?)null),
+            // The job store (Jobs:Redis) is down or slow: the job endpoints cannot answer now, the rest of the service can.
+            RedisConnectionException or RedisTimeoutException => (StatusCodes.Status503ServiceUnavailable, "Job store unavailable",
+                "The universal-patch job store (Redis) cannot be reached; retry later.", (int?)5),
             _ => default((int Status, string Title, string Detail, int? RetryAfter)?),
         };
 
         if (problem is not { } p2)
         {
-            if (exception is OperationCanceledException && httpContext.RequestAborted.IsCancellationRequested)
+            if (exception is (OperationCanceledException or IOException) && httpContext.RequestAborted.IsCancellationRequested)
             {
-                // The client went away; nobody reads the answer, 499 keeps it out of the server-error rate.
+                // The client went away (mid-run, or mid-upload: the connection reset surfaces from the body read as an
+                // IOException); nobody reads the answer, 499 keeps it out of the server-error rate.
                 httpContext.Response.StatusCode = 499;
                 return true;
             }

@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Http.HttpResults;
 using StrapVit.Api.Attacks;
+using StrapVit.Api.Auth;
 using StrapVit.Api.Errors;
 using StrapVit.Api.Uploads;
 using StrapVit.Core.Attacks;
@@ -32,6 +33,7 @@ public static class SaliencyEndpoints
                 + "With Accept: image/png the body is the heatmap over the image; otherwise JSON with the map as floats and as a PNG.")
             .WithMetadata(new ImageUploadMetadata(("class", "integer", "Class to explain (default: the predicted class).")))
             .DisableAntiforgery()
+            .RequireApiKey()
             .Produces(StatusCodes.Status200OK, contentType: "image/png")
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status429TooManyRequests)

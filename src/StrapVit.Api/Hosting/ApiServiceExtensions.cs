@@ -1,10 +1,12 @@
 using System.Reflection;
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 using Prometheus;
+using StrapVit.Api.Auth;
 using StrapVit.Api.Endpoints;
 using StrapVit.Api.Errors;
 using StrapVit.Api.Observability;
@@ -19,13 +21,18 @@ public static class ApiServiceExtensions
 
     public static IServiceCollection AddStrapVitApi(this IServiceCollection services)
     {
-        services.AddProblemDetails();
+        // Problems the framework writes itself (status-code pages, binding failures) get a detail too.
+        services.AddProblemDetails(o => o.CustomizeProblemDetails = ctx => ctx.ProblemDetails.Detail ??= DefaultDetail(ctx.HttpContext, ctx.ProblemDetails.Status));
         services.AddExceptionHandler<ProblemExceptionHandler>();
+        // Binding failures (a body over its limit, malformed JSON) reach the exception handler, which sends the
+        // reason as the problem's detail, instead of ending as a bare status code.
+        services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.AddSingleton<ServiceMetrics>();
         services.AddHealthChecks().AddCheck<ModelReadyHealthCheck>("model", tags: [ReadyTag]);
         services.AddRateLimiter(o =>
         {
             o.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
+            o.GlobalLimiter = AuthServiceExtensions.PerKeyLimiter();
             o.AddPolicy(ClassifyEndpoints.InferencePolicy, ctx =>
             {
                 var limits = ctx.RequestServices.GetRequiredService<IOptions<RequestLimitOptions>>().Value;
@@ -38,7 +45,8 @@ public static class ApiServiceExtensions
             });
             o.OnRejected = async (ctx, ct) =>
             {
-                ctx.HttpContext.Response.Headers.RetryAfter = "1";
+                var perKey = ctx.Lease.TryGetMetadata(MetadataName.RetryAfter, out var wait);
+                ctx.HttpContext.Response.Headers.RetryAfter = perKey ? AuthServiceExtensions.RetryAfterSeconds(wait) : "1";
                 await ctx.HttpContext.RequestServices.GetRequiredService<IProblemDetailsService>().WriteAsync(new ProblemDetailsContext
                 {
                     HttpContext = ctx.HttpContext,
@@ -46,7 +54,9 @@ public static class ApiServiceExtensions
                     {
                         Status = StatusCodes.Status429TooManyRequests,
                         Title = "Too many requests",
-                        Detail = "The service is at its concurrency limit; retry after the number of seconds in Retry-After.",
+                        Detail = perKey
+                            ? $"The API key '{ctx.HttpContext.User.Identity?.Name}' is over its rate limit; retry after the number of seconds in Retry-After."
+                            : "The service is at its concurrency limit; retry after the number of seconds in Retry-After.",
                     },
                 });
             };
@@ -68,9 +78,20 @@ public static class ApiServiceExtensions
             }
 
             o.OperationFilter<ImageUploadOperationFilter>();
+            o.AddApiKeySecurity();
         });
         return services;
     }
+
+    private static string DefaultDetail(HttpContext context, int? status) => status switch
+    {
+        StatusCodes.Status413PayloadTooLarge =>
+            $"The request body is over this endpoint's limit of {context.Features.Get<IHttpMaxRequestBodySizeFeature>()?.MaxRequestBodySize?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "?"} bytes.",
+        StatusCodes.Status404NotFound => $"There is no resource at '{context.Request.Path}'; GET /swagger lists the API.",
+        StatusCodes.Status405MethodNotAllowed => $"'{context.Request.Method}' is not allowed on '{context.Request.Path}'.",
+        StatusCodes.Status415UnsupportedMediaType => $"The content type '{context.Request.ContentType ?? "none"}' is not one this endpoint reads.",
+        _ => Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(status ?? 500),
+    };
 
     public static WebApplication UseStrapVitPipeline(this WebApplication app)
     {
@@ -79,6 +100,7 @@ public static class ApiServiceExtensions
         app.UseHttpMetrics();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseStrapVitAuth();
         app.UseRateLimiter();
         app.UseSwagger();
         app.UseSwaggerUI(o =>

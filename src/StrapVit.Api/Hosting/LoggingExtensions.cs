@@ -40,6 +40,14 @@ public static class LoggingExtensions
         app.UseSerilogRequestLogging(options =>
         {
             options.GetLevel = RequestLogLevel;
+            // The API key's configured name, never the key (the Auth feature authenticates before the handler runs).
+            options.EnrichDiagnosticContext = (diagnostics, context) =>
+            {
+                if (context.User.Identity is { IsAuthenticated: true, Name: { } keyName })
+                {
+                    diagnostics.Set("ApiKeyName", keyName);
+                }
+            };
             options.Logger = logger;
         });
         return app;

@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
 using StrapVit.Api.Uploads;
 using StrapVit.Api.Defense;
@@ -27,8 +28,9 @@ public static class ModelServiceExtensions
                 "Images limits must be positive (MaxFrames at least 1).")
             .ValidateOnStart();
         services.AddOptions<RequestLimitOptions>().Bind(configuration.GetSection(RequestLimitOptions.SectionName))
-            .Validate(o => o.MaxConcurrentInferences >= 1 && o.InferenceQueueLength >= 0 && o.MaxTopK >= 1,
-                "Limits must be positive.")
+            .Validate(o => o.MaxConcurrentInferences >= 1 && o.InferenceQueueLength >= 0 && o.MaxTopK >= 1
+                && o.MaxRequestBodyBytes >= 1 && o.MaxFormOverheadBytes >= 1024,
+                "Limits must be positive (Limits:MaxFormOverheadBytes at least 1024).")
             .ValidateOnStart();
 
         services.AddOptions<DefenseOptions>().Bind(configuration.GetSection(DefenseOptions.SectionName)).ValidateOnStart();
@@ -42,7 +44,11 @@ public static class ModelServiceExtensions
         services.AddSingleton<OnnxSessionFactory>();
         services.AddSingleton<ModelRuntime>();
         services.AddHostedService(sp => sp.GetRequiredService<ModelRuntime>());
-        services.AddOptions<FormOptions>().Configure<IOptions<ImageLimits>>((form, limits) => ImageUpload.ConfigureFormOptions(form, limits.Value));
+        services.AddOptions<FormOptions>().Configure<IOptions<ImageLimits>, IOptions<RequestLimitOptions>>(
+            (form, limits, requestLimits) => ImageUpload.ConfigureFormOptions(form, limits.Value, requestLimits.Value));
+        // Every body not an image upload (the patch-job JSON) is held to this; image endpoints raise their own.
+        services.AddOptions<KestrelServerOptions>().Configure<IOptions<RequestLimitOptions>>(
+            (kestrel, requestLimits) => kestrel.Limits.MaxRequestBodySize = requestLimits.Value.MaxRequestBodyBytes);
         return services;
     }
 }

@@ -30,6 +30,9 @@ internal sealed class CalibrateCommand : ICliCommand
           --temperature   softmax temperature T (default 1.0)
           --quantile      clean-score quantile used as threshold (default 0.99)
           --bins          pixel histogram bins (default 16)
+          --bank-size     clean tokens kept in the bank by greedy coreset subsampling (default 1024)
+          --neighbors     k of the bank's nearest-neighbour score (default 3)
+          --fpr           share of clean images allowed a token over its bank threshold (default 0.2)
 
         Exit codes: 0 written; 1 bad package or images; 2 bad arguments.
         """;
@@ -45,6 +48,11 @@ internal sealed class CalibrateCommand : ICliCommand
         var temperature = CliNumbers.Double(args, "temperature", 1.0, 1e-3, 1e3);
         var quantile = CliNumbers.Double(args, "quantile", 0.99, 0.5, 1.0);
         var bins = (int)CliNumbers.Double(args, "bins", 16, 2, 256);
+        var defaults = new BankSettings();
+        var bank = new BankSettings(
+            Size: (int)CliNumbers.Double(args, "bank-size", defaults.Size, 16, 1_000_000),
+            Neighbors: (int)CliNumbers.Double(args, "neighbors", defaults.Neighbors, 1, 64),
+            FalsePositiveRate: CliNumbers.Double(args, "fpr", defaults.FalsePositiveRate, 0, 1));
         args.RejectUnknownOptions();
 
         try
@@ -54,12 +62,12 @@ internal sealed class CalibrateCommand : ICliCommand
             var images = idx is not null ? LoadIdx(idx, input) : LoadFolder(folder!, input);
             var sessions = new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance);
             using var tokens = package.Manifest.Tokens is null ? null : new TokenSpaceModel(package, sessions);
-            var calibration = DefenseCalibration.Compute(package, tokens, images, temperature, bins, quantile);
+            var calibration = DefenseCalibration.Compute(package, tokens, images, temperature, bins, quantile, bank);
 
             var path = output ?? Destination(package, cache);
             calibration.Save(path);
             stdout.WriteLine($"{Path.GetFullPath(path)}: defense calibration of {package.Manifest.Name} from {images.Count} images "
-                + $"(token reference: {(calibration.Tokens is null ? "none, no tokens tensor" : $"{calibration.Tokens.TokenCount}x{calibration.Tokens.Dim}, T={temperature}")}; quantile {quantile})");
+                + $"(token reference: {(calibration.Tokens is null ? "none, no tokens tensor" : $"{calibration.Tokens.TokenCount}x{calibration.Tokens.Dim}, T={temperature}, bank {calibration.Tokens.Bank?.Count} tokens, k={bank.Neighbors}, clean images flagged {calibration.Tokens.BankFalsePositiveRate:P1}")}; quantile {quantile})");
             return ExitCodes.Ok;
         }
         catch (Exception ex) when (ex is ModelPackageException or ImageRejectedException or IOException or InvalidDataException or UnauthorizedAccessException or ArgumentException)

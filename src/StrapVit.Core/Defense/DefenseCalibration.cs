@@ -71,7 +71,8 @@ public sealed record DefenseCalibration
 
     /// <summary>Computes the reference from clean images (all of the model's input size and channels).</summary>
     public static DefenseCalibration Compute(
-        ModelPackage package, TokenSpaceModel? tokens, IReadOnlyList<ImageTensor> images, double temperature, int histogramBins, double quantile)
+        ModelPackage package, TokenSpaceModel? tokens, IReadOnlyList<ImageTensor> images, double temperature, int histogramBins, double quantile,
+        BankSettings? bank = null)
     {
         if (images.Count < 10)
         {
@@ -83,7 +84,7 @@ public sealed record DefenseCalibration
             ModelSha256 = package.Sha256,
             Images = images.Count,
             Quantile = quantile,
-            Tokens = tokens is null ? null : TokenReference.Compute(tokens, images, temperature, quantile),
+            Tokens = tokens is null ? null : TokenReference.Compute(tokens, images, temperature, quantile, bank ?? new BankSettings()),
             Pixels = PixelReference.Compute(package.Manifest, images, histogramBins, quantile),
         };
     }

@@ -16,8 +16,9 @@ public sealed record DefenseSetup(IPatchDefense? Defense, string? UnavailableRea
 public static class DefenseLoader
 {
     public static DefenseSetup Create(
-        ModelPackage package, VitClassifier classifier, OnnxSessionFactory sessions, DefenseOptions options, string? cacheDirectory)
+        ModelPackage package, VitClassifier classifier, OnnxSessionFactory sessions, DefenseOptions configured, string? cacheDirectory)
     {
+        var options = configured.Resolved();
         var path = DefenseCalibration.CandidatePaths(package, cacheDirectory).FirstOrDefault(File.Exists);
         if (path is null)
         {
@@ -39,7 +40,21 @@ public static class DefenseLoader
             return new DefenseSetup(null, "Defense:Variant is Token but the calibration has no token reference (the package has no tokens tensor?).", calibration);
         }
 
+        if (options.Score == TokenScore.Knn && calibration.Tokens.Bank is null)
+        {
+            return new DefenseSetup(null,
+                "Defense:Score is Knn but the calibration has no token bank (made by an older version); run `strapvit calibrate` again, or set Defense:Score to Jsd.",
+                calibration);
+        }
+
         var tokenModel = new TokenSpaceModel(package, sessions);
+        if (options.Neutralization is Neutralization.Drop or Neutralization.HybridDrop && !tokenModel.AcceptsShorterSequences)
+        {
+            tokenModel.Dispose();
+            return new DefenseSetup(null,
+                "Defense:Neutralization is Drop but this model's encoder only runs on the full token sequence; use Hybrid or Mean.", calibration);
+        }
+
         return new DefenseSetup(new TokenPatchDefense(tokenModel, calibration.Tokens, options), null, calibration) { TokenModel = tokenModel };
     }
 }

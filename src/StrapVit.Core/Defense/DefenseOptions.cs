@@ -13,6 +13,52 @@ public enum DefenseVariant
     Pixel,
 }
 
+/// <summary>A whole configuration by name.</summary>
+public enum DefenseProfile
+{
+    /// <summary>The individual settings as configured (their defaults are the ones chosen on the tuning split).</summary>
+    Configured,
+
+    /// <summary>The paper's STRAP-ViT: JSD score, threshold with at least K = 4 tokens, random composite transforms.</summary>
+    Paper,
+}
+
+/// <summary>How a token's anomaly score is computed.</summary>
+public enum TokenScore
+{
+    /// <summary>The paper's: Jensen-Shannon distance of softmax(z/T) to the mean clean distribution at its position.</summary>
+    Jsd,
+
+    /// <summary>Mean Euclidean distance of the token's content to its k nearest entries of a bank of clean token contents.</summary>
+    Knn,
+}
+
+/// <summary>What happens to a flagged token.</summary>
+public enum Neutralization
+{
+    /// <summary>The paper's randomized composite of <see cref="TokenTransforms"/>.</summary>
+    Transform,
+
+    /// <summary>Replaced by the clean mean token of its position.</summary>
+    Mean,
+
+    /// <summary>Replaced by a random one of its k nearest clean bank entries, put back at its position.</summary>
+    Bank,
+
+    /// <summary>
+    /// Tokens over their threshold are replaced by the clean mean (nothing of them survives); tokens flagged only to
+    /// fill the K minimum or the window by a random one of their k nearest clean bank entries, which leaves a clean
+    /// token nearly as it was and still cuts most of what an adversarial one carries.
+    /// </summary>
+    Hybrid,
+
+    /// <summary>Removed from the sequence before the encoder, so they take no part in attention (needs an encoder that takes any sequence length).</summary>
+    Drop,
+
+    /// <summary>As <see cref="Hybrid"/>, but tokens over their threshold are dropped from the sequence instead of replaced by the mean.</summary>
+    HybridDrop,
+}
+
 /// <summary>Token-space transforms of STRAP-ViT's mitigation phase.</summary>
 [Flags]
 public enum TokenTransforms
@@ -41,8 +87,34 @@ public sealed class DefenseOptions
 
     public DefenseVariant Variant { get; set; } = DefenseVariant.Auto;
 
+    /// <summary><see cref="DefenseProfile.Paper"/> overrides score, window, K, threshold scale and neutralisation with the paper's.</summary>
+    public DefenseProfile Profile { get; set; } = DefenseProfile.Configured;
+
+    /// <summary>Token score: the paper's JSD, or the distance to a bank of clean tokens (needs a calibration with a bank).</summary>
+    public TokenScore Score { get; set; } = TokenScore.Knn;
+
+    /// <summary>
+    /// The patch budget, in pixels, that sizes the square window of tokens flagged as a whole around the strongest
+    /// evidence whenever anything is flagged (a token over its threshold, or the K minimum): the window with the
+    /// largest sum of score-to-threshold ratios, <see cref="WindowTokens"/> tokens on a side. 0 flags single tokens only.
+    /// </summary>
+    public int WindowPixels { get; set; } = 6;
+
+    /// <summary>The window's side in tokens for tokens of <paramref name="tokenSize"/> pixels: the budget over the token size, rounded, at least 1.</summary>
+    public int WindowTokens(int tokenSize) =>
+        WindowPixels <= 0 ? 0 : Math.Max(1, (int)Math.Round(WindowPixels / (double)tokenSize, MidpointRounding.AwayFromZero));
+
+    /// <summary>
+    /// Bank replacement picks uniformly among this many of the token's nearest clean entries (at most the bank's k);
+    /// 1 takes the nearest and makes the defense deterministic.
+    /// </summary>
+    public int BankChoices { get; set; } = 1;
+
+    /// <summary>What a flagged token becomes.</summary>
+    public Neutralization Neutralization { get; set; } = Neutralization.HybridDrop;
+
     /// <summary>Minimum number of tokens flagged (and transformed) per image: the paper's K.</summary>
-    public int MinTokens { get; set; } = 4;
+    public int MinTokens { get; set; } = 2;
 
     /// <summary>A token is also flagged when its score exceeds <c>ThresholdScale</c> x the clean quantile at its position.</summary>
     public double ThresholdScale { get; set; } = 1.0;
@@ -62,12 +134,31 @@ public sealed class DefenseOptions
     /// <summary>Upper end of τ.</summary>
     public double TemperatureScaleMax { get; set; } = 4.0;
 
-    /// <summary>Returns the first problem with these options, or null.</summary>
     /// <summary>A copy to vary one setting on (every property is a value).</summary>
     public DefenseOptions Clone() => (DefenseOptions)MemberwiseClone();
 
+    /// <summary>These options with <see cref="Profile"/> applied.</summary>
+    public DefenseOptions Resolved() => Profile == DefenseProfile.Paper ? PaperFaithful() : this;
+
+    /// <summary>A copy set to the paper's configuration: JSD score, threshold with at least K = 4, random composite of all three transforms.</summary>
+    public DefenseOptions PaperFaithful()
+    {
+        var paper = Clone();
+        paper.Profile = DefenseProfile.Paper;
+        paper.Score = TokenScore.Jsd;
+        paper.WindowPixels = 0;
+        paper.MinTokens = 4;
+        paper.ThresholdScale = 1.0;
+        paper.Neutralization = Neutralization.Transform;
+        paper.Transforms = TokenTransforms.All;
+        return paper;
+    }
+
+    /// <summary>Returns the first problem with these options, or null.</summary>
     public string? Validate() =>
         MinTokens < 0 ? "Defense:MinTokens must be >= 0."
+        : WindowPixels < 0 ? "Defense:WindowPixels must be >= 0."
+        : BankChoices < 1 ? "Defense:BankChoices must be >= 1."
         : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."
         : Transforms == TokenTransforms.None ? "Defense:Transforms must name at least one transform."
         : !(ShrinkMin >= 0 && ShrinkMin <= ShrinkMax && ShrinkMax < 1) ? "Defense:ShrinkMin..ShrinkMax must satisfy 0 <= min <= max < 1."

@@ -31,7 +31,17 @@ public sealed record DefenseReport(
     int K,
     IReadOnlyList<AppliedTransform> Transforms,
     int Seed,
-    double ElapsedMs);
+    double ElapsedMs)
+{
+    /// <summary>Token score: "jsd" (the paper's) or "knn" (distance to the clean token bank); null for the pixel variant.</summary>
+    public string? Score { get; init; }
+
+    /// <summary>Side in tokens of the window flagged around the strongest evidence (0: none).</summary>
+    public int Window { get; init; }
+
+    /// <summary>What flagged tokens became: "transform" (the paper's random composite), "mean" or "bank" (replaced by a clean token).</summary>
+    public string? Neutralization { get; init; }
+}
 
 /// <summary>
 /// Logits after the defense, with its report, and every patch's score and effective threshold

@@ -11,6 +11,15 @@ public static class TokenMitigation
     public const string Shrink = "affine_shrink";
     public const string Temperature = "temperature";
 
+    /// <summary>Replaced by the clean mean token of its position (no dependence on the input left).</summary>
+    public const string ReplaceMean = "replace_mean";
+
+    /// <summary>Replaced by a clean bank entry (the step's parameter is its index).</summary>
+    public const string ReplaceBank = "replace_bank";
+
+    /// <summary>Dropped from the sequence before the encoder.</summary>
+    public const string Drop = "drop";
+
     /// <summary>Rewrites <paramref name="token"/> in place and returns the names of the transforms applied.</summary>
     public static string[] Apply(Span<float> token, ReadOnlySpan<float> center, float cleanNorm, DefenseOptions options, Random rng)
     {
@@ -51,6 +60,8 @@ public static class TokenMitigation
                 case Shrink:
                     ShrinkToward(token, center, step.Parameter);
                     break;
+                case ReplaceMean or ReplaceBank or Drop:
+                    throw new ArgumentException($"'{step.Op}' needs the clean reference; the defense applies it itself.", nameof(steps));
                 default:
                     ScaleTemperature(token, step.Parameter);
                     break;
@@ -65,6 +76,13 @@ public static class TokenMitigation
     /// </summary>
     public static void Backward(ReadOnlySpan<float> input, ReadOnlySpan<float> center, float cleanNorm, IReadOnlyList<MitigationStep> steps, Span<float> grad)
     {
+        if (steps.Any(step => step.Op is ReplaceMean or ReplaceBank or Drop))
+        {
+            // A replaced token no longer depends on its input.
+            grad.Clear();
+            return;
+        }
+
         // Replay forward, keeping each step's input (only the projection's Jacobian depends on it).
         var states = new float[steps.Count][];
         var z = input.ToArray();
@@ -78,6 +96,7 @@ public static class TokenMitigation
         {
             switch (steps[s].Op)
             {
+
                 case Lp:
                     // z' = r z / |z| outside the ball: J = (r / |z|)(I - u u^T), u = z / |z|; identity inside.
                     var x = states[s];

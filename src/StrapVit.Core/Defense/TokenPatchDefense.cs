@@ -4,6 +4,12 @@ using StrapVit.Core.Inference;
 
 namespace StrapVit.Core.Defense;
 
+/// <summary>The patch-token grid of a split model: token width, index of the first patch token, rows and columns.</summary>
+internal readonly record struct TokenGrid(int Dim, int First, int Rows, int Cols, int TokenSize = 1);
+
+/// <summary>What the detector found in one image: flagged tokens (most anomalous first), how many were over threshold, each token's nearest bank entries (<c>[T*k]</c>, bank score only) and the flagged tokens over threshold.</summary>
+internal sealed record Detection(int[] Flagged, int Above, int[]? Nearest, HashSet<int> OverThreshold);
+
 /// <summary>
 /// STRAP-ViT in token space (Chattopadhyay et al., arXiv 2603.12688): embed the image, score each patch token by its
 /// Jensen-Shannon distance to the clean reference at its position, flag "threshold, at least K", replace each
@@ -31,62 +37,166 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         var tokens = model.Embed(pixels, batch, runOptions);
         var candidates = Enumerable.Range(first, t - first).ToArray();
         var scores = new double[t];
-        var thresholds = reference.Threshold[first..].Select(v => v * options.ThresholdScale).ToArray();
-        var pending = new (FlaggedToken[] Flagged, int Above, AppliedTransform[] Applied, double[] Scores, double[] Thresholds)[batch];
+        var thresholds = reference.ThresholdsFor(options.Score)[first..].Select(v => v * options.ThresholdScale).ToArray();
+        var pending = new (FlaggedToken[] Flagged, int Above, AppliedTransform[] Applied, double[] Scores)[batch];
+        var dropped = new IReadOnlyCollection<int>[batch];
+        var grid = new TokenGrid(d, first, model.GridRows, model.GridCols, model.Manifest.PatchSize);
         for (var i = 0; i < batch; i++)
         {
             var image = tokens.AsSpan(i * t * d, t * d);
-            var rng = new Random(seeds[i]);
-            var (flagged, above, steps) = FlagAndTransform(image, d, reference, options, candidates, scores,
-                mode == DefenseMode.Mitigate ? () => TokenMitigation.Draw(options, rng) : null);
+            var (flagged, above, steps) = FlagAndTransform(image, grid, reference, options, candidates, scores,
+                mode == DefenseMode.Mitigate ? new Random(seeds[i]) : null);
+            dropped[i] = DroppedOf(flagged, steps);
             var applied = flagged.Take(steps.Length)
                 .Select((k, j) => new AppliedTransform(k - first, steps[j].Select(step => step.Op).ToArray())).ToArray();
-
-            pending[i] = (
-                flagged.Select(k => Flag(k, scores[k])).ToArray(),
-                above,
-                applied,
-                scores[first..].ToArray(),
-                thresholds);
+            pending[i] = (flagged.Select(k => Flag(k, scores[k])).ToArray(), above, applied, scores[first..].ToArray());
         }
 
-        var logits = model.Encode(tokens, batch, runOptions);
+        var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, runOptions) : model.Encode(tokens, batch, runOptions);
         var perImageMs = sw.Elapsed.TotalMilliseconds / batch;
         var k2 = logits.Length / batch;
         var modeName = mode == DefenseMode.Detect ? "detect" : "mitigate";
         return pending.Select((p, i) => new DefendedLogits(
             logits.AsSpan(i * k2, k2).ToArray(),
-            new DefenseReport(modeName, Variant, p.Flagged, p.Above, options.ThresholdScale, options.MinTokens, p.Applied, seeds[i], perImageMs),
+            new DefenseReport(modeName, Variant, p.Flagged, p.Above, options.ThresholdScale, options.MinTokens, p.Applied, seeds[i], perImageMs)
+            {
+                Score = options.Score == TokenScore.Knn ? "knn" : "jsd",
+                Window = options.WindowTokens(model.Manifest.PatchSize),
+                Neutralization = Name(options.Neutralization),
+            },
             p.Scores,
-            p.Thresholds)).ToArray();
+            thresholds)).ToArray();
     }
 
     /// <summary>
-    /// Scores one image's tokens <c>[T*D]</c>, flags "threshold, at least K" among <paramref name="candidates"/>, and,
-    /// when <paramref name="draw"/> is given, transforms each flagged token in place with the steps it draws. Shared
-    /// with the adaptive attacker's view of the defense, so both run exactly the same defense.
+    /// Scores one image's tokens <c>[T*D]</c>, flags them (threshold, at least K, and the strongest window), and, when
+    /// <paramref name="rng"/> is given, neutralises each flagged token in place. Shared with the adaptive attacker's
+    /// view of the defense, so both run exactly the same defense. The steps say what each flagged token became.
     /// </summary>
     internal static (int[] Flagged, int Above, MitigationStep[][] Steps) FlagAndTransform(
-        Span<float> image, int dim, TokenReference reference, DefenseOptions options, int[] candidates, double[] scores,
-        Func<MitigationStep[]>? draw)
+        Span<float> image, TokenGrid grid, TokenReference reference, DefenseOptions options, int[] candidates, double[] scores, Random? rng)
     {
-        reference.Score(image, scores);
-        var (flagged, above) = TokenSelection.Select(scores, reference.Threshold, candidates, options.MinTokens, options.ThresholdScale);
-        var steps = new MitigationStep[draw is null ? 0 : flagged.Length][];
+        var detection = Detect(image, grid, reference, options, candidates, scores);
+        var steps = rng is null ? [] : Neutralize(image, grid, reference, options, detection, rng);
+        return (detection.Flagged, detection.Above, steps);
+    }
+
+    /// <summary>Scores one image's tokens into <paramref name="scores"/> and flags them; nothing is changed.</summary>
+    internal static Detection Detect(
+        ReadOnlySpan<float> image, TokenGrid grid, TokenReference reference, DefenseOptions options, int[] candidates, double[] scores)
+    {
+        var nearest = options.Score == TokenScore.Knn ? new int[reference.TokenCount * reference.Bank!.Neighbors] : null;
+        reference.Score(image, scores, options.Score, grid.First, nearest);
+        var thresholds = reference.ThresholdsFor(options.Score);
+        var (flagged, above) = TokenSelection.Select(scores, thresholds, candidates, options.MinTokens,
+            options.ThresholdScale, options.WindowTokens(grid.TokenSize), grid.Rows, grid.Cols);
+        var over = flagged.Where(k => scores[k] > thresholds[k] * options.ThresholdScale).ToHashSet();
+        return new Detection(flagged, above, nearest, over);
+    }
+
+    /// <summary>Neutralises what <paramref name="detection"/> flagged, in place; one draw of the defense's randomness.</summary>
+    internal static MitigationStep[][] Neutralize(
+        Span<float> image, TokenGrid grid, TokenReference reference, DefenseOptions options, Detection detection, Random rng) =>
+        Neutralize(image, grid, reference, options, detection.Flagged, detection.Nearest, rng, detection.OverThreshold.Contains);
+
+    /// <summary>
+    /// Neutralises <paramref name="flagged"/> tokens of one image in place as <see cref="DefenseOptions.Neutralization"/>
+    /// says; <paramref name="nearest"/> (<c>[T*k]</c>) is needed for bank replacement. Returns each token's steps.
+    /// </summary>
+    internal static MitigationStep[][] Neutralize(
+        Span<float> image, TokenGrid grid, TokenReference reference, DefenseOptions options, IReadOnlyList<int> flagged, int[]? nearest, Random rng,
+        Func<int, bool>? overThreshold = null)
+    {
+        var dim = grid.Dim;
+        var k = reference.Bank?.Neighbors ?? 0;
+        var steps = new MitigationStep[flagged.Count][];
         for (var j = 0; j < steps.Length; j++)
         {
-            var k = flagged[j];
-            steps[j] = draw!();
-            TokenMitigation.Apply(image.Slice(k * dim, dim), reference.Center[k], reference.Norm[k], steps[j]);
+            var token = flagged[j];
+            var z = image.Slice(token * dim, dim);
+            var how = options.Neutralization;
+            if (how is Neutralization.Hybrid or Neutralization.HybridDrop)
+            {
+                var confident = overThreshold?.Invoke(token) != false;
+                how = !confident ? Neutralization.Bank : how == Neutralization.Hybrid ? Neutralization.Mean : Neutralization.Drop;
+            }
+
+            switch (how)
+            {
+                case Neutralization.Drop:
+                    // The token stays in the array; the encoder run leaves it out (EncodeDropping).
+                    steps[j] = [new MitigationStep(TokenMitigation.Drop, 0)];
+                    break;
+                case Neutralization.Mean:
+                    steps[j] = [new MitigationStep(TokenMitigation.ReplaceMean, 0)];
+                    reference.Center[token].CopyTo(z);
+                    break;
+                case Neutralization.Bank:
+                    if (nearest is null)
+                    {
+                        nearest = new int[reference.TokenCount * k];
+                        reference.Score(image, new double[reference.TokenCount], TokenScore.Knn, grid.First, nearest);
+                    }
+
+                    var pick = nearest[(token * k) + rng.Next(Math.Clamp(options.BankChoices, 1, k))];
+                    steps[j] = [new MitigationStep(TokenMitigation.ReplaceBank, pick)];
+                    reference.Bank!.Restore(pick, token, z);
+                    break;
+                default:
+                    steps[j] = TokenMitigation.Draw(options, rng);
+                    TokenMitigation.Apply(z, reference.Center[token], reference.Norm[token], steps[j]);
+                    break;
+            }
         }
 
-        return (flagged, above, steps);
+        return steps;
     }
+
+    /// <summary>
+    /// Logits <c>[N, K]</c> with the tokens that <paramref name="flagsOf"/> names for each image neutralised as configured,
+    /// skipping detection: the evaluation's oracle (the true patch's tokens) and random-token baselines.
+    /// </summary>
+    internal float[] RunWithFlags(ReadOnlySpan<float> pixels, int batch, Func<int, IReadOnlyList<int>> flagsOf, IReadOnlyList<int> seeds)
+    {
+        int t = model.TokenCount, d = model.Dim;
+        var tokens = model.Embed(pixels, batch);
+        var grid = new TokenGrid(d, model.FirstPatchToken, model.GridRows, model.GridCols, model.Manifest.PatchSize);
+        var dropped = new IReadOnlyCollection<int>[batch];
+        for (var i = 0; i < batch; i++)
+        {
+            var flags = flagsOf(i);
+            dropped[i] = DroppedOf(flags, Neutralize(tokens.AsSpan(i * t * d, t * d), grid, reference, options, flags, null, new Random(seeds[i])));
+        }
+
+        return dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped) : model.Encode(tokens, batch);
+    }
+
+    /// <summary>The flagged tokens whose neutralisation is to leave the sequence.</summary>
+    internal static IReadOnlyCollection<int> DroppedOf(IReadOnlyList<int> flagged, MitigationStep[][] steps)
+    {
+        var dropped = new HashSet<int>();
+        for (var j = 0; j < steps.Length; j++)
+        {
+            if (steps[j].Any(s => s.Op == TokenMitigation.Drop)) dropped.Add(flagged[j]);
+        }
+
+        return dropped;
+    }
+
+    internal static string Name(Neutralization n) => n switch
+    {
+        Neutralization.Mean => "mean",
+        Neutralization.Bank => "bank",
+        Neutralization.Hybrid => "hybrid",
+        Neutralization.Drop => "drop",
+        Neutralization.HybridDrop => "hybrid-drop",
+        _ => "transform",
+    };
 
     private FlaggedToken Flag(int tokenIndex, double score)
     {
         var patch = tokenIndex - model.FirstPatchToken;
         return new FlaggedToken(patch, patch / model.GridCols, patch % model.GridCols, Math.Round(score, 6),
-            Math.Round(reference.Threshold[tokenIndex] * options.ThresholdScale, 6));
+            Math.Round(reference.ThresholdsFor(options.Score)[tokenIndex] * options.ThresholdScale, 6));
     }
 }

@@ -24,7 +24,42 @@ public sealed record TokenReference
     /// <summary>The clean-score quantile per position, <c>[T]</c>: the per-position threshold before scaling.</summary>
     public required float[] Threshold { get; init; }
 
-    internal static TokenReference Compute(TokenSpaceModel model, IReadOnlyList<ImageTensor> images, double temperature, double quantile)
+    /// <summary>The bank of clean token contents behind the k-nearest-neighbour score, if calibrated with one.</summary>
+    public TokenBank? Bank { get; init; }
+
+    /// <summary>Per-position thresholds of the bank score, <c>[T]</c>, set for <see cref="BankFalsePositiveRate"/>.</summary>
+    public float[]? BankThreshold { get; init; }
+
+    /// <summary>Share of clean calibration images (scored leave-one-image-out) with a token over its bank threshold.</summary>
+    public double BankFalsePositiveRate { get; init; }
+
+    /// <summary>The thresholds of <paramref name="score"/>.</summary>
+    public float[] ThresholdsFor(TokenScore score) => score == TokenScore.Knn
+        ? BankThreshold ?? throw new InvalidOperationException("The calibration has no token bank; run `strapvit calibrate` again.")
+        : Threshold;
+
+    /// <summary>
+    /// Scores one image's tokens <c>[T*D]</c> with <paramref name="score"/>; for the bank score, the k nearest bank
+    /// entries of each token go to <paramref name="nearest"/> <c>[T*k]</c> when given.
+    /// </summary>
+    public void Score(ReadOnlySpan<float> tokens, Span<double> scores, TokenScore score, int firstPatchToken, Span<int> nearest = default)
+    {
+        if (score == TokenScore.Jsd)
+        {
+            Score(tokens, scores);
+            return;
+        }
+
+        var bank = Bank ?? throw new InvalidOperationException("The calibration has no token bank; run `strapvit calibrate` again.");
+        var k = bank.Neighbors;
+        scores[..firstPatchToken].Clear();
+        for (var t = firstPatchToken; t < TokenCount; t++)
+        {
+            scores[t] = bank.Score(tokens.Slice(t * Dim, Dim), t, nearest.IsEmpty ? default : nearest.Slice(t * k, k));
+        }
+    }
+
+    internal static TokenReference Compute(TokenSpaceModel model, IReadOnlyList<ImageTensor> images, double temperature, double quantile, BankSettings? bankSettings)
     {
         int t = model.TokenCount, d = model.Dim, n = images.Count;
         var all = EmbedAll(model, images);
@@ -76,7 +111,65 @@ public sealed record TokenReference
             reference.Threshold[k] = DefenseCalibration.QuantileOf(perPosition[k], quantile);
         }
 
-        return reference;
+        return bankSettings is null ? reference : WithBank(reference, model, all, n, bankSettings);
+    }
+
+    /// <summary>
+    /// Adds the bank: offsets from a blank image, a coreset of all clean patch-token contents, and thresholds from
+    /// leave-one-image-out scores of the clean tokens (a token is never scored against bank entries of its own image).
+    /// Each position's threshold is its <see cref="BankSettings.PositionQuantile"/> of clean scores, scaled by one
+    /// factor chosen so that <see cref="BankSettings.FalsePositiveRate"/> of clean images have a token over threshold.
+    /// </summary>
+    private static TokenReference WithBank(TokenReference reference, TokenSpaceModel model, float[] all, int n, BankSettings settings)
+    {
+        int t = model.TokenCount, d = model.Dim, first = model.FirstPatchToken, patches = t - first;
+        var blank = model.Embed(new float[model.Manifest.Input.Size], 1);
+        var offset = Enumerable.Range(0, t).Select(k => blank.AsSpan(k * d, d).ToArray()).ToArray();
+        var contents = new float[n * patches * d];
+        for (var i = 0; i < n; i++)
+        {
+            for (var k = first; k < t; k++)
+            {
+                var row = ((i * patches) + (k - first)) * d;
+                for (var c = 0; c < d; c++)
+                {
+                    contents[row + c] = all[(((i * t) + k) * d) + c] - offset[k][c];
+                }
+            }
+        }
+
+        var chosen = TokenBank.Coreset(contents, d, settings.Size, settings.Seed);
+        var vectors = new float[chosen.Length * d];
+        var source = new int[chosen.Length];
+        for (var j = 0; j < chosen.Length; j++)
+        {
+            contents.AsSpan(chosen[j] * d, d).CopyTo(vectors.AsSpan(j * d, d));
+            source[j] = chosen[j] / patches;
+        }
+
+        var bank = new TokenBank { Dim = d, Neighbors = settings.Neighbors, Offset = offset, Vectors = vectors };
+        var scores = new double[n, t];
+        Parallel.For(0, n, i =>
+        {
+            for (var k = first; k < t; k++)
+            {
+                scores[i, k] = bank.Score(all.AsSpan(((i * t) + k) * d, d), k, default, j => source[j] == i);
+            }
+        });
+
+        var scale = new float[t];
+        for (var k = first; k < t; k++)
+        {
+            scale[k] = DefenseCalibration.QuantileOf(Enumerable.Range(0, n).Select(i => scores[i, k]).ToList(), settings.PositionQuantile);
+        }
+
+        var worst = Enumerable.Range(0, n)
+            .Select(i => Enumerable.Range(first, patches).Max(k => scores[i, k] / Math.Max(scale[k], 1e-12)))
+            .ToList();
+        var factor = DefenseCalibration.QuantileOf(worst, 1 - settings.FalsePositiveRate);
+        var threshold = scale.Select(s => s * factor).ToArray();
+        var flagged = Enumerable.Range(0, n).Count(i => Enumerable.Range(first, patches).Any(k => scores[i, k] > threshold[k]));
+        return reference with { Bank = bank, BankThreshold = threshold, BankFalsePositiveRate = flagged / (double)n };
     }
 
     /// <summary>Jensen-Shannon distance of each token of one image <c>[T*D]</c> to its position's reference.</summary>
@@ -120,3 +213,11 @@ public sealed record TokenReference
 
     private static float[][] NewJagged(int rows, int cols) => Enumerable.Range(0, rows).Select(_ => new float[cols]).ToArray();
 }
+
+/// <summary>How the token bank is built at calibration.</summary>
+/// <param name="Size">Coreset entries kept (bounds memory and the search: one <c>[T, D] x [D, Size]</c> product per image).</param>
+/// <param name="Neighbors">k: nearest entries averaged into a score.</param>
+/// <param name="FalsePositiveRate">Target share of clean images with any token over its threshold.</param>
+/// <param name="PositionQuantile">Quantile of clean scores that sets each position's threshold before the common factor.</param>
+/// <param name="Seed">Seed of the coreset's first pick and projection.</param>
+public sealed record BankSettings(int Size = 1024, int Neighbors = 3, double FalsePositiveRate = 0.3, double PositionQuantile = 0.95, int Seed = 0);

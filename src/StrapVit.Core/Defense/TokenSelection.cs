@@ -24,4 +24,64 @@ public static class TokenSelection
         var take = Math.Min(candidates.Count, Math.Max(above, minTokens));
         return (order.Take(take).Select(i => candidates[i]).ToArray(), above);
     }
+
+    /// <summary>
+    /// Region-aware flagging: as <see cref="Select(ReadOnlySpan{double}, ReadOnlySpan{float}, IReadOnlyList{int}, int, double)"/>,
+    /// and, whenever that flags anything (a token over its threshold, or K &gt; 0), also every token of the <paramref name="window"/> x
+    /// <paramref name="window"/> square on the <paramref name="rows"/> x <paramref name="cols"/> grid with the largest
+    /// sum of score-to-threshold ratios. A patch covers a block of neighbouring tokens, some of them only a little
+    /// over or under threshold; flagging the block around the strongest evidence covers them. Candidates are the
+    /// grid's cells in row-major order (candidate i is cell i).
+    /// </summary>
+    public static (int[] Flagged, int AboveThreshold) Select(
+        ReadOnlySpan<double> scores, ReadOnlySpan<float> thresholds, IReadOnlyList<int> candidates, int minTokens, double scale,
+        int window, int rows, int cols)
+    {
+        var (flagged, above) = Select(scores, thresholds, candidates, minTokens, scale);
+        if (window <= 0 || flagged.Length == 0 || candidates.Count != rows * cols)
+        {
+            return (flagged, above);
+        }
+
+        var ratios = new double[candidates.Count];
+        for (var i = 0; i < candidates.Count; i++)
+        {
+            ratios[i] = scores[candidates[i]] / Math.Max(thresholds[candidates[i]] * scale, 1e-12);
+        }
+
+        int w = Math.Min(window, Math.Min(rows, cols)), bestRow = 0, bestCol = 0;
+        var best = double.NegativeInfinity;
+        for (var r = 0; r + w <= rows; r++)
+        {
+            for (var c = 0; c + w <= cols; c++)
+            {
+                double sum = 0;
+                for (var dr = 0; dr < w; dr++)
+                {
+                    for (var dc = 0; dc < w; dc++)
+                    {
+                        sum += ratios[((r + dr) * cols) + c + dc];
+                    }
+                }
+
+                if (sum > best)
+                {
+                    (best, bestRow, bestCol) = (sum, r, c);
+                }
+            }
+        }
+
+        var set = new HashSet<int>(flagged);
+        var result = new List<int>(flagged);
+        for (var dr = 0; dr < w; dr++)
+        {
+            for (var dc = 0; dc < w; dc++)
+            {
+                var token = candidates[((bestRow + dr) * cols) + bestCol + dc];
+                if (set.Add(token)) result.Add(token);
+            }
+        }
+
+        return (result.ToArray(), above);
+    }
 }

@@ -20,14 +20,58 @@ public sealed record EvaluationSettings
     public double Temperature { get; init; } = 1.0;
     public int HistogramBins { get; init; } = 16;
     public double Quantile { get; init; } = 0.99;
-    public int[] AblationK { get; init; } = [0, 1, 2, 4, 6, 8];
+    public int[] AblationK { get; init; } = [0, 1, 2, 4];
     public double[] AblationTemperature { get; init; } = [0.5, 1.0, 2.0];
-    public double[] AblationThresholdScale { get; init; } = [0.75, 1.0, 1.5, 1e9];
+    public double[] AblationThresholdScale { get; init; } = [0.75, 1.0, 1.5];
     public int Seed { get; init; }
+
+    /// <summary>Run the grid of defense configurations (score x window x K x neutralisation) on clean and every per-image patch size.</summary>
+    public bool Sweep { get; init; }
+
+    public TokenScore[] SweepScores { get; init; } = [TokenScore.Jsd, TokenScore.Knn];
+
+    /// <summary>Window budgets in pixels.</summary>
+    public int[] SweepWindows { get; init; } = [0, 6, 10];
+
+    public int[] SweepK { get; init; } = [0, 2, 4];
+
+    public Neutralization[] SweepNeutralizations { get; init; } = [Neutralization.Transform, Neutralization.Mean, Neutralization.Bank];
+
+    public int[] SweepBankChoices { get; init; } = [1];
+
+    /// <summary>Steps per restart of the strong adaptive attack (0 skips it).</summary>
+    public int StrongSteps { get; init; } = 500;
+
+    public int StrongRestarts { get; init; } = 2;
+
+    /// <summary>Folder that keeps per-image patched sets between runs (null: none).</summary>
+    public string? PatchCache { get; init; }
+
+    /// <summary>EOT draws per step of the strong adaptive attack (used when the defense is random).</summary>
+    public int StrongEotSamples { get; init; } = 16;
+
+    /// <summary>λ values of the detector-evasion term; each is a separate attack, and the worst case is over all.</summary>
+    public double[] EvasionWeights { get; init; } = [0, 1, 10];
+
+    /// <summary>How the token bank is built (size, k, clean false-positive rate).</summary>
+    public BankSettings Bank { get; init; } = new();
 }
 
 /// <summary>One row of a results table: a scenario, a defense configuration and its score.</summary>
-public sealed record EvaluationRow(string Section, string Scenario, string Defense, double Accuracy, double? Flagged, double? Coverage, double? AttackSuccess);
+public sealed record EvaluationRow(string Section, string Scenario, string Defense, double Accuracy, double? Flagged, double? Coverage, double? AttackSuccess)
+{
+    /// <summary>Accuracy on the images the attack fooled (clean top-1 right, undefended patched top-1 wrong).</summary>
+    public double? OnAttacked { get; init; }
+
+    /// <summary>Median share of the patch covered by flagged tokens.</summary>
+    public double? MedianCoverage { get; init; }
+
+    /// <summary>Share of images whose most anomalous token lies on the patch.</summary>
+    public double? TopInPatch { get; init; }
+
+    /// <summary>Mean tokens flagged (and neutralised) per image.</summary>
+    public double? TokensFlagged { get; init; }
+}
 
 /// <summary>Everything one run measured.</summary>
 public sealed record EvaluationReport(
@@ -48,21 +92,47 @@ public sealed class DefenseEvaluation(
         var started = Stopwatch.GetTimestamp();
         var rows = new List<EvaluationRow>();
         var reference = Calibrate(calibration, settings.Temperature);
+        log.WriteLine($"token bank: {reference.Tokens!.Bank!.Count} entries, k={reference.Tokens.Bank.Neighbors}, clean images flagged at calibration {reference.Tokens.BankFalsePositiveRate:P1}");
         var token = new TokenPatchDefense(tokens, reference.Tokens!, options);
+        var paper = new TokenPatchDefense(tokens, reference.Tokens!, options.PaperFaithful());
         var pixel = new PixelPatchDefense(classifier, reference.Pixels, options);
         var seed = settings.Seed;
+        var cleanCorrect = DefenseScoring.Undefended(classifier, test).Correct;
 
         void Score(string section, string scenario, EvaluationSet set, PatchedSet? patched, double? attackSuccess)
         {
-            rows.Add(new(section, scenario, "none", DefenseScoring.Undefended(classifier, set).Accuracy, null, null, attackSuccess));
-            foreach (var defense in new IPatchDefense[] { token, pixel })
+            var none = DefenseScoring.Undefended(classifier, set);
+            var attacked = patched is null ? null : Enumerable.Range(0, set.Count).Select(i => cleanCorrect[i] && !none.Correct[i]).ToArray();
+            EvaluationRow Row(string defense, DefenseScore s) => new(section, scenario, defense, s.Accuracy,
+                s.Flagged, s.Coverage, attackSuccess)
+            {
+                OnAttacked = attacked is null ? null : s.AccuracyOn(attacked),
+                MedianCoverage = s.MedianCoverage,
+                TopInPatch = s.TopInPatch,
+                TokensFlagged = s.TokensFlagged,
+            };
+
+            rows.Add(Row("none", none) with { Flagged = null, TokensFlagged = null });
+            foreach (var (name, defense) in new (string, IPatchDefense)[] { ("token", token), ("token (paper)", paper), ("pixel", pixel) })
             {
                 // Flagging happens before any transform, so the mitigate run's report also gives detection and coverage.
                 var s = DefenseScoring.Defended(defense, set, DefenseMode.Mitigate, seed, patched?.Placements, package.Manifest.PatchSize);
-                rows.Add(new(section, scenario, defense.Variant, s.Accuracy, s.Flagged, s.Coverage, attackSuccess));
+                rows.Add(Row(name, s));
+                if (name == "token" && patched is not null)
+                {
+                    // Same neutralisation on the true patch's tokens (oracle), and on as many random tokens as the defense flagged.
+                    var oracle = DefenseScoring.WithFlags(token, set, i => OracleTokens(patched.Placements[i]), seed, classifier.ClassCount);
+                    rows.Add(Row("token, oracle flags", oracle) with { Flagged = null, Coverage = 1.0, TokensFlagged = null });
+                    var random = new Random(seed + 11);
+                    var counts = RandomCounts(s, set.Count);
+                    var randomFlags = counts.Select(c => RandomTokens(random, c)).ToArray();
+                    var randomScore = DefenseScoring.WithFlags(token, set, i => randomFlags[i], seed, classifier.ClassCount);
+                    rows.Add(Row("token, random flags", randomScore) with { Flagged = null, TokensFlagged = s.TokensFlagged });
+                }
             }
 
-            log.WriteLine($"  {section} / {scenario}: " + string.Join(", ", rows.Where(r => r.Section == section && r.Scenario == scenario).Select(r => $"{r.Defense} {r.Accuracy:P1}")));
+            log.WriteLine($"  {section} / {scenario}: " + string.Join(", ", rows.Where(r => r.Section == section && r.Scenario == scenario)
+                .Select(r => $"{r.Defense} {r.Accuracy:P1}" + (r.OnAttacked is { } a ? $" (attacked {a:P1})" : ""))));
         }
 
         log.WriteLine($"clean ({test.Count} images)");
@@ -72,41 +142,159 @@ public sealed class DefenseEvaluation(
         foreach (var size in settings.PatchSizes)
         {
             log.WriteLine($"per-image patch {size}x{size} ({settings.PatchSteps} steps)");
-            var patched = PatchScenarios.PerImage(undefended, test, size, settings.PatchSteps, seed);
+            var patched = PatchScenarios.PerImageCached(undefended, package.Sha256, test, size, settings.PatchSteps, seed, settings.PatchCache);
             perImage[size] = patched;
             Score("per-image patch", Label(size), patched.Images, patched, patched.AttackSuccessRate);
         }
 
-        foreach (var size in settings.PatchSizes)
+        if (settings.Sweep)
+        {
+            Sweep(rows, test, perImage, reference.Tokens!);
+        }
+
+        foreach (var size in settings.UniversalSteps > 0 ? settings.PatchSizes : [])
         {
             log.WriteLine($"universal patch {size}x{size} ({settings.UniversalSteps} steps, target {settings.UniversalTarget})");
             var (patched, _) = PatchScenarios.Universal(undefended, calibration, test, size, settings.UniversalTarget, settings.UniversalSteps, seed);
             Score("universal patch", Label(size), patched.Images, patched, patched.AttackSuccessRate);
         }
 
-        Adaptive(rows, test, calibration, reference, token);
-        Ablation(rows, test, perImage.GetValueOrDefault(settings.AdaptivePatchSize) ?? perImage.Values.First(), calibration, reference);
-        var overhead = Overhead(test, token, pixel);
+        if (settings.AdaptiveCount > 0)
+        {
+            Adaptive(rows, test, calibration, reference, token);
+        }
+
+        if (!settings.Sweep)
+        {
+            // On the tuning split the sweep supersedes the one-knob ablation.
+            Ablation(rows, test, perImage.GetValueOrDefault(settings.AdaptivePatchSize) ?? perImage.Values.First(), calibration, reference);
+        }
+
+        var overhead = Overhead(test, token, paper, pixel);
         return new EvaluationReport(package.Manifest.Name, test.Count, calibration.Count, options, settings, rows, overhead,
             Stopwatch.GetElapsedTime(started).TotalSeconds);
+    }
+
+    /// <summary>Token indices whose cell shares a pixel with the patch.</summary>
+    private int[] OracleTokens(PatchPlacement patch) =>
+        Enumerable.Range(0, tokens.GridRows * tokens.GridCols)
+            .Where(c => DefenseScoring.Overlaps(c / tokens.GridCols, c % tokens.GridCols, patch, package.Manifest.PatchSize))
+            .Select(c => c + tokens.FirstPatchToken).ToArray();
+
+    private int[] RandomTokens(Random random, int count)
+    {
+        var cells = Enumerable.Range(tokens.FirstPatchToken, tokens.GridRows * tokens.GridCols).ToArray();
+        random.Shuffle(cells);
+        return cells[..Math.Min(count, cells.Length)];
+    }
+
+    /// <summary>Per image, how many tokens the defense neutralised (rounded mean when only the mean is known).</summary>
+    private static int[] RandomCounts(DefenseScore s, int count) => Enumerable.Repeat((int)Math.Round(s.TokensFlagged), count).ToArray();
+
+    /// <summary>
+    /// The grid the defaults are chosen from: score x window x K x neutralisation, each on clean images and every
+    /// per-image patch size. Rule (fixed before the run): highest mean patched accuracy over the sizes among the
+    /// configurations that cost at most 0.5 point of clean accuracy and flag at most 30% of clean images; ties go
+    /// to fewer tokens neutralised on clean images.
+    /// </summary>
+    private void Sweep(List<EvaluationRow> rows, EvaluationSet clean, Dictionary<int, PatchedSet> perImage, TokenReference reference)
+    {
+        log.WriteLine("sweep: score x window x K x neutralisation");
+        var baseline = DefenseScoring.Undefended(classifier, clean).Accuracy;
+        var results = new List<(string Name, double Clean, double Flagged, double Tokens, double Patched)>();
+        foreach (var score in settings.SweepScores)
+        {
+            foreach (var window in settings.SweepWindows)
+            {
+                foreach (var k in settings.SweepK)
+                {
+                    foreach (var (neutralization, choices) in settings.SweepNeutralizations.SelectMany(n =>
+                        n is Neutralization.Bank or Neutralization.Hybrid ? settings.SweepBankChoices.Select(c => (n, c)) : [(n, 1)]))
+                    {
+                        var o = options.Clone();
+                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices) = (score, window, k, neutralization, choices);
+                        var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens) K={k} {TokenPatchDefense.Name(neutralization)}"
+                            + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "");
+                        var defense = new TokenPatchDefense(tokens, reference, o);
+                        var c = DefenseScoring.Defended(defense, clean, DefenseMode.Mitigate, settings.Seed);
+                        rows.Add(new("sweep", $"{name} clean", "token", c.Accuracy, c.Flagged, null, null) { TokensFlagged = c.TokensFlagged });
+                        var patched = new List<double>();
+                        foreach (var (size, set) in perImage.OrderBy(p => p.Key))
+                        {
+                            var p = DefenseScoring.Defended(defense, set.Images, DefenseMode.Mitigate, settings.Seed, set.Placements, package.Manifest.PatchSize);
+                            rows.Add(new("sweep", $"{name} {Label(size)}", "token", p.Accuracy, p.Flagged, p.Coverage, set.AttackSuccessRate)
+                            {
+                                MedianCoverage = p.MedianCoverage, TopInPatch = p.TopInPatch, TokensFlagged = p.TokensFlagged,
+                            });
+                            patched.Add(p.Accuracy);
+                        }
+
+                        results.Add((name, c.Accuracy, c.Flagged, c.TokensFlagged, patched.Average()));
+                        log.WriteLine($"  {name}: clean {c.Accuracy:P1} (flagged {c.Flagged:P1}, {c.TokensFlagged:F1} tokens), patched mean {patched.Average():P1} [{string.Join(", ", patched.Select(x => x.ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))}]");
+                    }
+                }
+            }
+        }
+
+        var eligible = results.Where(r => r.Clean >= baseline - 0.005 - 1e-9 && r.Flagged <= 0.30).ToList();
+        if (eligible.Count > 0)
+        {
+            var best = eligible.OrderByDescending(r => Math.Round(r.Patched, 6)).ThenBy(r => r.Tokens).First();
+            log.WriteLine($"sweep winner by the rule (clean >= {baseline - 0.005:P1}, flagged <= 30%): {best.Name}, clean {best.Clean:P1}, patched mean {best.Patched:P1}");
+            rows.Add(new("sweep", $"winner: {best.Name}", "token", best.Patched, best.Flagged, null, null));
+        }
+        else
+        {
+            log.WriteLine("sweep: no configuration meets the clean-cost and false-positive limits");
+        }
     }
 
     private void Adaptive(List<EvaluationRow> rows, EvaluationSet test, EvaluationSet calibration, DefenseCalibration reference, TokenPatchDefense token)
     {
         var size = settings.AdaptivePatchSize;
         var subset = Take(test, settings.AdaptiveCount);
+        var section = "adaptive per-image patch";
+        var clean = DefenseScoring.Undefended(classifier, subset).Correct;
+        var worst = Enumerable.Repeat(true, subset.Count).ToArray();
         var eot = new EotTokenDefenseClassifier(tokens, reference.Tokens!, options, tokenGradients, settings.EotSamples, settings.Seed);
 
-        log.WriteLine($"adaptive per-image patch {size}x{size} through the token defense (EOT {settings.EotSamples}, {subset.Count} images)");
-        var plain = PatchScenarios.PerImage(undefended, subset, size, settings.PatchSteps, settings.Seed);
-        var adaptive = PatchScenarios.PerImage(eot, subset, size, settings.PatchSteps, settings.Seed);
-        foreach (var (name, set) in new[] { ("non-adaptive", plain), ("adaptive (EOT)", adaptive) })
+        void Add(string name, PatchedSet set)
         {
-            var none = DefenseScoring.Undefended(classifier, set.Images).Accuracy;
-            var defended = DefenseScoring.Defended(token, set.Images, DefenseMode.Mitigate, settings.Seed + 7);
-            rows.Add(new("adaptive per-image patch", $"{Label(size)} {name}", "none", none, null, null, set.AttackSuccessRate));
-            rows.Add(new("adaptive per-image patch", $"{Label(size)} {name}", "token", defended.Accuracy, null, null, set.AttackSuccessRate));
-            log.WriteLine($"  {name}: none {none:P1}, token {defended.Accuracy:P1}");
+            var none = DefenseScoring.Undefended(classifier, set.Images);
+            var defended = DefenseScoring.Defended(token, set.Images, DefenseMode.Mitigate, settings.Seed + 7, set.Placements, package.Manifest.PatchSize);
+            var fooled = Enumerable.Range(0, subset.Count).Select(i => clean[i] && !none.Correct[i]).ToArray();
+            for (var i = 0; i < worst.Length; i++) worst[i] &= defended.Correct[i];
+            rows.Add(new(section, $"{Label(size)} {name}", "none", none.Accuracy, null, null, set.AttackSuccessRate));
+            rows.Add(new(section, $"{Label(size)} {name}", "token", defended.Accuracy, defended.Flagged, defended.Coverage, set.AttackSuccessRate)
+            {
+                OnAttacked = defended.AccuracyOn(fooled), MedianCoverage = defended.MedianCoverage, TopInPatch = defended.TopInPatch,
+                TokensFlagged = defended.TokensFlagged,
+            });
+            log.WriteLine($"  {name}: none {none.Accuracy:P1}, token {defended.Accuracy:P1} (flagged {defended.Flagged:P1}, coverage {defended.Coverage:P1}); worst case so far {worst.Average(b => b ? 1.0 : 0.0):P1}");
+        }
+
+        log.WriteLine($"adaptive per-image patch {size}x{size} against the token defense ({subset.Count} images)");
+        Add("non-adaptive", PatchScenarios.PerImageCached(undefended, package.Sha256, subset, size, settings.PatchSteps, settings.Seed, settings.PatchCache));
+        Add($"EOT through the defense ({settings.EotSamples} draws, {settings.PatchSteps} steps)", PatchScenarios.PerImage(eot, subset, size, settings.PatchSteps, settings.Seed));
+        if (settings.StrongSteps > 0)
+        {
+            var strong = new AdaptivePatchAttack(tokens, reference.Tokens!, options, tokenGradients, token);
+            foreach (var lambda in settings.EvasionWeights)
+            {
+                var s = new AdaptiveAttackSettings(size, settings.StrongSteps, settings.StrongRestarts, settings.StrongEotSamples, lambda);
+                var started = Stopwatch.GetTimestamp();
+                var set = strong.Run(subset, s, settings.Seed + 101);
+                Add($"strong adaptive (margin, straight-through, λ={lambda:G3}, {s.Steps} steps x {s.Restarts} restarts, EOT {s.EotSamples})", set);
+                log.WriteLine($"    {Stopwatch.GetElapsedTime(started).TotalSeconds:F0} s");
+            }
+        }
+
+        rows.Add(new(section, $"{Label(size)} worst case over all attacks above", "token", worst.Average(b => b ? 1.0 : 0.0), null, null, null));
+        log.WriteLine($"  worst case over all attacks: token {worst.Average(b => b ? 1.0 : 0.0):P1}");
+
+        if (settings.UniversalSteps == 0)
+        {
+            return;
         }
 
         log.WriteLine($"adaptive universal patch {size}x{size} through the token defense");
@@ -130,22 +318,34 @@ public sealed class DefenseEvaluation(
             log.WriteLine($"  {knob}: clean {c.Accuracy:P1}, patched {p.Accuracy:P1}");
         }
 
+        // One knob at a time away from the configured defense.
         foreach (var k in settings.AblationK) Add($"K={k}", Copy(options, o => o.MinTokens = k), reference.Tokens!);
-        foreach (var t in new[] { TokenTransforms.LpProjection, TokenTransforms.AffineShrink, TokenTransforms.Temperature, TokenTransforms.All })
+        foreach (var w in new[] { 0, 6, 10 }) Add($"window={w}px ({Copy(options, o => o.WindowPixels = w).WindowTokens(package.Manifest.PatchSize)} tokens)", Copy(options, o => o.WindowPixels = w), reference.Tokens!);
+        foreach (var score in new[] { TokenScore.Jsd, TokenScore.Knn }) Add($"score={score}", Copy(options, o => o.Score = score), reference.Tokens!);
+        foreach (var n in new[] { Neutralization.Transform, Neutralization.Mean, Neutralization.Bank, Neutralization.Hybrid, Neutralization.Drop, Neutralization.HybridDrop })
         {
-            Add($"transforms={t}", Copy(options, o => o.Transforms = t), reference.Tokens!);
+            if (n is Neutralization.Drop or Neutralization.HybridDrop && !tokens.AcceptsShorterSequences) continue;
+            Add($"neutralization={n}", Copy(options, o => o.Neutralization = n), reference.Tokens!);
         }
 
         foreach (var s in settings.AblationThresholdScale) Add($"threshold x{s:G3}", Copy(options, o => o.ThresholdScale = s), reference.Tokens!);
+
+        // The paper's own knobs, on the paper's configuration: each transform alone, and the softmax temperature.
+        var paper = options.PaperFaithful();
+        foreach (var t in new[] { TokenTransforms.LpProjection, TokenTransforms.AffineShrink, TokenTransforms.Temperature, TokenTransforms.All })
+        {
+            Add($"paper, transforms={t}", Copy(paper, o => o.Transforms = t), reference.Tokens!);
+        }
+
         foreach (var t in settings.AblationTemperature)
         {
             // Only a different temperature needs a new reference.
             var tokens = t == settings.Temperature ? reference.Tokens! : Calibrate(calibration, t).Tokens!;
-            Add($"T={t:G3}", options, tokens);
+            Add($"paper, T={t:G3}", paper, tokens);
         }
     }
 
-    private Dictionary<string, double> Overhead(EvaluationSet set, TokenPatchDefense token, PixelPatchDefense pixel)
+    private Dictionary<string, double> Overhead(EvaluationSet set, TokenPatchDefense token, TokenPatchDefense paper, PixelPatchDefense pixel)
     {
         var n = Math.Min(settings.OverheadImages, set.Count);
         double Time(Action<int> run)
@@ -158,11 +358,12 @@ public sealed class DefenseEvaluation(
 
         var forward = Time(i => classifier.Logits(set.Image(i), 1));
         var tokenMs = Time(i => token.Run(set.Image(i), 1, DefenseMode.Mitigate, [i]));
+        var paperMs = Time(i => paper.Run(set.Image(i), 1, DefenseMode.Mitigate, [i]));
         var pixelMs = Time(i => pixel.Run(set.Image(i), 1, DefenseMode.Mitigate, [i]));
         log.WriteLine($"overhead per image: forward {forward:F3} ms, token {tokenMs:F3} ms, pixel {pixelMs:F3} ms");
         return new Dictionary<string, double>
         {
-            ["forward"] = forward, ["token"] = tokenMs, ["pixel"] = pixelMs,
+            ["forward"] = forward, ["token"] = tokenMs, ["paper"] = paperMs, ["pixel"] = pixelMs, ["paperRatio"] = paperMs / forward,
             ["tokenRatio"] = tokenMs / forward, ["pixelRatio"] = pixelMs / forward,
         };
     }
@@ -172,7 +373,7 @@ public sealed class DefenseEvaluation(
         var manifest = package.Manifest.Input;
         var images = Enumerable.Range(0, calibration.Count)
             .Select(i => new Imaging.ImageTensor(calibration.Image(i).ToArray(), manifest.Channels, manifest.Height, manifest.Width)).ToList();
-        return DefenseCalibration.Compute(package, tokens, images, temperature, settings.HistogramBins, settings.Quantile);
+        return DefenseCalibration.Compute(package, tokens, images, temperature, settings.HistogramBins, settings.Quantile, settings.Bank);
     }
 
     private static EvaluationSet Take(EvaluationSet set, int count)

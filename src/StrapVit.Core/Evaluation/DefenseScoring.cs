@@ -9,7 +9,25 @@ namespace StrapVit.Core.Evaluation;
 /// <param name="Accuracy">Share of images whose top-1 equals the label.</param>
 /// <param name="Flagged">Share of images with at least one token over its threshold (on clean images: the false-positive rate).</param>
 /// <param name="Coverage">Mean share of the true patch area covered by flagged tokens (patched images only).</param>
-public sealed record DefenseScore(double Accuracy, double Flagged, double? Coverage);
+/// <param name="Correct">Per image: whether the defended top-1 equals the label.</param>
+public sealed record DefenseScore(double Accuracy, double Flagged, double? Coverage, bool[] Correct)
+{
+    /// <summary>Median share of the true patch area covered by flagged tokens.</summary>
+    public double? MedianCoverage { get; init; }
+
+    /// <summary>Share of images whose highest score-to-threshold token lies on the patch.</summary>
+    public double? TopInPatch { get; init; }
+
+    /// <summary>Mean number of tokens flagged per image.</summary>
+    public double TokensFlagged { get; init; }
+
+    /// <summary>Accuracy over the images selected by <paramref name="include"/>.</summary>
+    public double AccuracyOn(IReadOnlyList<bool> include)
+    {
+        var n = include.Count(x => x);
+        return n == 0 ? double.NaN : Enumerable.Range(0, Correct.Length).Count(i => include[i] && Correct[i]) / (double)n;
+    }
+}
 
 /// <summary>Runs a defense (or none) over an evaluation set and scores it.</summary>
 public static class DefenseScoring
@@ -19,7 +37,8 @@ public static class DefenseScoring
     public static DefenseScore Undefended(VitClassifier classifier, EvaluationSet set)
     {
         var logits = classifier.Logits(set.Pixels, set.Count);
-        return new DefenseScore(Accuracy(logits, set.Labels, classifier.ClassCount), 0, null);
+        var correct = CorrectOf(logits, set.Labels, classifier.ClassCount);
+        return new DefenseScore(correct.Average(c => c ? 1.0 : 0.0), 0, null, correct);
     }
 
     /// <summary>Scores <paramref name="defense"/> in <paramref name="mode"/>; image i uses seed <c>seed + i</c>.</summary>
@@ -34,14 +53,52 @@ public static class DefenseScoring
         }
 
         var classes = results[0].Logits.Length;
-        var all = results.SelectMany(r => r.Logits).ToArray();
-        double? coverage = patches is null ? null
-            : results.Select((r, i) => Coverage(r.Report.FlaggedTokens, patches[i], patchSize)).Average();
+        var correct = CorrectOf(results.SelectMany(r => r.Logits).ToArray(), set.Labels, classes);
+        var coverage = patches is null ? null : results.Select((r, i) => Coverage(r.Report.FlaggedTokens, patches[i], patchSize)).ToArray();
+        double? top = null;
+        if (patches is not null)
+        {
+            var cols = (int)Math.Round(Math.Sqrt(results[0].Scores.Length));
+            top = results.Select((r, i) =>
+            {
+                var best = Enumerable.Range(0, r.Scores.Length).MaxBy(k => r.Scores[k] / Math.Max(r.Thresholds[k], 1e-12));
+                return Overlaps(best / cols, best % cols, patches[i], patchSize) ? 1.0 : 0.0;
+            }).Average();
+        }
+
         return new DefenseScore(
-            Accuracy(all, set.Labels, classes),
+            correct.Average(c => c ? 1.0 : 0.0),
             results.Count(r => r.Report.FlaggedAboveThreshold > 0) / (double)results.Count,
-            coverage);
+            coverage?.Average(),
+            correct)
+        {
+            MedianCoverage = coverage is null ? null : Median(coverage),
+            TopInPatch = top,
+            TokensFlagged = results.Average(r => r.Report.FlaggedTokens.Count),
+        };
     }
+
+    /// <summary>Scores the token defense's neutralisation on tokens chosen by <paramref name="flagsOf"/> (oracle and random baselines).</summary>
+    public static DefenseScore WithFlags(TokenPatchDefense defense, EvaluationSet set, Func<int, IReadOnlyList<int>> flagsOf, int seed, int classes)
+    {
+        var logits = new List<float>(set.Count * classes);
+        for (var start = 0; start < set.Count; start += Batch)
+        {
+            var n = Math.Min(Batch, set.Count - start);
+            var offset = start;
+            logits.AddRange(defense.RunWithFlags(set.Pixels.AsSpan(start * set.SampleSize, n * set.SampleSize), n, i => flagsOf(offset + i),
+                Enumerable.Range(seed + start, n).ToArray()));
+        }
+
+        var correct = CorrectOf(logits.ToArray(), set.Labels, classes);
+        return new DefenseScore(correct.Average(c => c ? 1.0 : 0.0), 0, null, correct);
+    }
+
+    /// <summary>Whether the token cell at (<paramref name="row"/>, <paramref name="col"/>) shares a pixel with the patch.</summary>
+    public static bool Overlaps(int row, int col, PatchPlacement patch, int tokenSize) =>
+        patch.Size > 0
+        && col * tokenSize < patch.X + patch.Size && patch.X < (col + 1) * tokenSize
+        && row * tokenSize < patch.Y + patch.Size && patch.Y < (row + 1) * tokenSize;
 
     /// <summary>Share of the patch's pixels that lie in flagged token cells.</summary>
     public static double Coverage(IReadOnlyList<FlaggedToken> flagged, PatchPlacement patch, int tokenSize)
@@ -67,17 +124,23 @@ public static class DefenseScoring
         return covered / (double)(patch.Size * patch.Size);
     }
 
-    public static double Accuracy(ReadOnlySpan<float> logits, IReadOnlyList<int> labels, int classes)
+    public static double Accuracy(ReadOnlySpan<float> logits, IReadOnlyList<int> labels, int classes) =>
+        CorrectOf(logits, labels, classes).Average(c => c ? 1.0 : 0.0);
+
+    private static bool[] CorrectOf(ReadOnlySpan<float> logits, IReadOnlyList<int> labels, int classes)
     {
-        var correct = 0;
+        var correct = new bool[labels.Count];
         for (var i = 0; i < labels.Count; i++)
         {
-            if (Probabilities.ArgMax(logits.Slice(i * classes, classes)) == labels[i])
-            {
-                correct++;
-            }
+            correct[i] = Probabilities.ArgMax(logits.Slice(i * classes, classes)) == labels[i];
         }
 
-        return correct / (double)labels.Count;
+        return correct;
+    }
+
+    private static double Median(double[] values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
     }
 }

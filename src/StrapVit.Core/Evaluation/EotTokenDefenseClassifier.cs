@@ -30,8 +30,9 @@ public sealed class EotTokenDefenseClassifier(
 
     public float[] Logits(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions)
     {
-        var (tokens, _) = Defend(model.Embed(pixels, batch, runOptions), batch);
-        return model.Encode(tokens, batch, runOptions);
+        var (tokens, plans) = Defend(model.Embed(pixels, batch, runOptions), batch);
+        var dropped = plans.Select(p => TokenPatchDefense.DroppedOf(p.Select(x => x.Token).ToArray(), p.Select(x => x.Steps).ToArray())).ToArray();
+        return dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, runOptions) : model.Encode(tokens, batch, runOptions);
     }
 
     public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, RunOptions? runOptions)
@@ -80,11 +81,11 @@ public sealed class EotTokenDefenseClassifier(
         return new GradientResult(batch, Classes, logits, loss, grad);
     }
 
-    private MitigationStep[] Draw()
+    private Random NextRandom()
     {
         lock (_gate)
         {
-            return TokenMitigation.Draw(options, _rng);
+            return new Random(_rng.Next());
         }
     }
 
@@ -96,9 +97,10 @@ public sealed class EotTokenDefenseClassifier(
         var candidates = Enumerable.Range(first, t - first).ToArray();
         var scores = new double[t];
         var plans = new List<(int, MitigationStep[])>[batch];
+        var grid = new TokenGrid(d, first, model.GridRows, model.GridCols, model.Manifest.PatchSize);
         for (var i = 0; i < batch; i++)
         {
-            var (flagged, _, steps) = TokenPatchDefense.FlagAndTransform(tokens.AsSpan(i * t * d, t * d), d, reference, options, candidates, scores, Draw);
+            var (flagged, _, steps) = TokenPatchDefense.FlagAndTransform(tokens.AsSpan(i * t * d, t * d), grid, reference, options, candidates, scores, NextRandom());
             plans[i] = flagged.Zip(steps).ToList();
         }
 

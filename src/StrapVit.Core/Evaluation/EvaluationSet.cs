@@ -37,6 +37,48 @@ public sealed record EvaluationSet(float[] Pixels, int[] Labels, int SampleSize)
         return new EvaluationSet(pixels, data.Labels.Take(count).Select(b => (int)b).ToArray(), size);
     }
 
+    /// <summary>
+    /// Labelled images from a folder tree, the torchvision ImageFolder convention: one subfolder per class, its files
+    /// (PNG, JPEG, BMP, GIF, WebP) decoded like uploads to the model's input. A subfolder named like one of
+    /// <paramref name="labels"/> (case-insensitive) gets that label's index, else its rank in ordinal order. The images
+    /// come in a seeded shuffle, so the first <paramref name="count"/> mix the classes.
+    /// </summary>
+    /// <exception cref="InvalidDataException">No class folder, or a folder name that is neither a label nor one of as many folders as labels.</exception>
+    public static EvaluationSet FromFolder(string root, IReadOnlyList<string> labels, int count, int channels, int height, int width, int seed = 0)
+    {
+        var folders = Directory.EnumerateDirectories(root).Order(StringComparer.Ordinal).ToArray();
+        if (folders.Length == 0) throw new InvalidDataException($"'{root}' has no class subfolders.");
+        var files = new List<(string File, int Label)>();
+        for (var f = 0; f < folders.Length; f++)
+        {
+            var name = Path.GetFileName(folders[f]);
+            var label = labels.Select((l, i) => (l, i)).FirstOrDefault(x => string.Equals(x.l, name, StringComparison.OrdinalIgnoreCase)).i;
+            if (!labels.Any(l => string.Equals(l, name, StringComparison.OrdinalIgnoreCase)))
+            {
+                if (folders.Length != labels.Count) throw new InvalidDataException($"class folder '{name}' is not a label of the model, and there are {folders.Length} folders for {labels.Count} labels.");
+                label = f;
+            }
+
+            files.AddRange(Directory.EnumerateFiles(folders[f])
+                .Where(p => Path.GetExtension(p).ToLowerInvariant() is ".png" or ".jpg" or ".jpeg" or ".bmp" or ".gif" or ".webp")
+                .Order(StringComparer.Ordinal)
+                .Select(p => (p, label)));
+        }
+
+        var chosen = files.ToArray();
+        new Random(seed).Shuffle(chosen);
+        chosen = chosen[..Math.Min(count, chosen.Length)];
+        var decoder = new Imaging.ImageDecoder(new Imaging.ImageLimits());
+        var size = channels * height * width;
+        var pixels = new float[chosen.Length * size];
+        for (var i = 0; i < chosen.Length; i++)
+        {
+            decoder.Decode(File.ReadAllBytes(chosen[i].File), channels, height, width).Data.CopyTo(pixels, i * size);
+        }
+
+        return new EvaluationSet(pixels, chosen.Select(c => c.Label).ToArray(), size);
+    }
+
     /// <summary>The images at <paramref name="indices"/>, in that order.</summary>
     public EvaluationSet Subset(IReadOnlyList<int> indices)
     {

@@ -33,6 +33,37 @@ public static class PatchScenarios
     }
 
     /// <summary>
+    /// <see cref="PerImage"/> kept in <paramref name="cacheDirectory"/> under a key of the model, the images, the size,
+    /// the steps and the seed, so repeated evaluations of defenses on the same attacked images do not redo the attack.
+    /// </summary>
+    public static PatchedSet PerImageCached(
+        IDifferentiableClassifier model, string modelSha256, EvaluationSet set, int patchSize, int steps, int seed, string? cacheDirectory)
+    {
+        if (cacheDirectory is null)
+        {
+            return PerImage(model, set, patchSize, steps, seed);
+        }
+
+        var imagesHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+            System.Runtime.InteropServices.MemoryMarshal.AsBytes(set.Pixels.AsSpan())))[..16];
+        var path = Path.Combine(cacheDirectory, $"patched-{modelSha256[..16]}-{imagesHash}-{set.Count}-p{patchSize}-s{steps}-seed{seed}.json");
+        if (File.Exists(path))
+        {
+            var cached = System.Text.Json.JsonSerializer.Deserialize<CachedPatchedSet>(File.ReadAllText(path))!;
+            return new PatchedSet(patchSize, set.WithPixels(cached.Pixels), cached.Placements, cached.AttackSuccessRate);
+        }
+
+        var patched = PerImage(model, set, patchSize, steps, seed);
+        Directory.CreateDirectory(cacheDirectory);
+        File.WriteAllText(path, System.Text.Json.JsonSerializer.Serialize(new CachedPatchedSet(patched.Images.Pixels, patched.Placements.ToArray(), patched.AttackSuccessRate)));
+        return patched;
+    }
+
+    private sealed record CachedPatchedSet(
+        [property: System.Text.Json.Serialization.JsonConverter(typeof(Defense.Base64FloatsConverter))] float[] Pixels,
+        PatchPlacement[] Placements, double AttackSuccessRate);
+
+    /// <summary>
     /// A universal patch (Brown et al.) trained on <paramref name="train"/> toward <paramref name="target"/>, pasted on
     /// every image of <paramref name="set"/> at a random pose. Placement is the pose's bounding square, rounded.
     /// </summary>

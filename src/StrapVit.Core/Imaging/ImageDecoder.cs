@@ -4,6 +4,7 @@ using SixLabors.ImageSharp.Formats.Gif;
 using SixLabors.ImageSharp.Formats.Jpeg;
 using SixLabors.ImageSharp.Formats.Png;
 using SixLabors.ImageSharp.Formats.Webp;
+using SixLabors.ImageSharp.Memory;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
 
@@ -76,15 +77,25 @@ public sealed class ImageDecoder
 
     private void CheckHeader(ReadOnlySpan<byte> bytes)
     {
+        // Our own reading of the header first: it needs no decoder, so no decoder flaw stands between a size claim and 413.
+        if (ImageHeader.Probe(bytes) is { } claim)
+        {
+            CheckSize(claim.Width, claim.Height);
+            if (claim.Frames > _limits.MaxFrames)
+            {
+                throw new ImageRejectedException(ImageRejection.TooLarge, $"The image has {claim.Frames} frames; the limit is {_limits.MaxFrames}.");
+            }
+        }
+
         IImageInfo? info;
         try
         {
             using var stream = new MemoryStream(bytes.ToArray(), writable: false);
             info = Image.Identify(_configuration, stream);
         }
-        catch (Exception ex) when (ex is ImageFormatException or InvalidDataException or UnknownImageFormatException or NotSupportedException)
+        catch (Exception ex) when (Rejection(ex) is { } rejection)
         {
-            throw new ImageRejectedException(ImageRejection.Undecodable, $"The image header cannot be read: {ex.Message}", ex);
+            throw new ImageRejectedException(rejection, $"The image header cannot be read: {Describe(ex)}", ex);
         }
 
         if (info is null)
@@ -98,11 +109,15 @@ public sealed class ImageDecoder
             throw new ImageRejectedException(ImageRejection.Undecodable, $"The image has no pixels ({info.Width}x{info.Height}).");
         }
 
-        if (info.Width > _limits.MaxDimension || info.Height > _limits.MaxDimension
-            || (long)info.Width * info.Height > _limits.MaxPixels)
+        CheckSize(info.Width, info.Height);
+    }
+
+    private void CheckSize(long width, long height)
+    {
+        if (width > _limits.MaxDimension || height > _limits.MaxDimension || width * height > _limits.MaxPixels)
         {
             throw new ImageRejectedException(ImageRejection.TooLarge,
-                $"The image is {info.Width}x{info.Height}; the limits are {_limits.MaxPixels} pixels and {_limits.MaxDimension} per side.");
+                $"The image is {width}x{height}; the limits are {_limits.MaxPixels} pixels and {_limits.MaxDimension} per side.");
         }
     }
 
@@ -113,13 +128,31 @@ public sealed class ImageDecoder
             // 16 bits per channel keeps 16-bit sources exact and 8-bit ones exact after /65535 (v * 257 / 65535 = v / 255).
             return Image.Load<Rgba64>(_configuration, bytes);
         }
-        catch (Exception ex) when (ex is ImageFormatException or InvalidDataException or UnknownImageFormatException
-                                       or NotSupportedException or InvalidOperationException or ArgumentException
-                                       or IndexOutOfRangeException or InvalidImageContentException)
+        catch (Exception ex) when (Rejection(ex) is { } rejection)
         {
-            throw new ImageRejectedException(ImageRejection.Undecodable, $"The image cannot be decoded: {ex.Message}", ex);
+            throw new ImageRejectedException(rejection, $"The image cannot be decoded: {Describe(ex)}", ex);
         }
     }
+
+    /// <summary>
+    /// What an exception thrown by ImageSharp while it parses untrusted bytes means for the upload, or null for one that
+    /// is not about the bytes (out of memory, a thread abort) and must surface as a server error. Besides its own
+    /// <see cref="ImageFormatException"/> family, ImageSharp 2.1 is known to fail on crafted or cut-off files with
+    /// runtime exceptions from its parsers (null references in the JPEG and WebP decoders on truncated scans, index and
+    /// argument range errors in PNG chunk reading, a division by zero on a BMP with zero bits per pixel, an
+    /// InvalidOperationException for a BMP over 65535 per side): this filter applies only around the two library calls.
+    /// </summary>
+    private static ImageRejection? Rejection(Exception ex) => ex switch
+    {
+        InvalidMemoryOperationException => ImageRejection.TooLarge,
+        ImageFormatException or NotSupportedException or InvalidDataException or EndOfStreamException => ImageRejection.Undecodable,
+        InvalidOperationException or ArgumentException or IndexOutOfRangeException or NullReferenceException
+            or DivideByZeroException or OverflowException => ImageRejection.Undecodable,
+        _ => null,
+    };
+
+    private static string Describe(Exception ex) =>
+        ex is ImageFormatException or NotSupportedException ? ex.Message : $"malformed data ({ex.GetType().Name} in the decoder)";
 
     private static ImageTensor ToTensor(Image<Rgba64> image, int channels)
     {

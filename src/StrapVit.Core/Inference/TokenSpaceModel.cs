@@ -86,6 +86,61 @@ public sealed class TokenSpaceModel : IDisposable
     public float[] Encode(ReadOnlySpan<float> tokens, int batch, int tokenCount, RunOptions? runOptions = null) =>
         Run(_encode, TokenGraphSplitter.TokensName, tokens, [batch, tokenCount, Dim], ForwardGraph.LogitsOutput, runOptions);
 
+    /// <summary>
+    /// Logits <c>[N, K]</c> from tokens <c>[N, T, D]</c> with <paramref name="dropped"/>[i] removed from image i's
+    /// sequence before the encoder: those tokens take no part in attention at all. Images that keep as many tokens
+    /// run together. Needs an encoder that takes any sequence length (<see cref="AcceptsShorterSequences"/>).
+    /// </summary>
+    public float[] EncodeDropping(ReadOnlySpan<float> tokens, int batch, IReadOnlyList<IReadOnlyCollection<int>> dropped, RunOptions? runOptions = null)
+    {
+        int t = TokenCount, d = Dim, classes = Manifest.Labels.Count;
+        var logits = new float[batch * classes];
+        var source = tokens.ToArray();
+        foreach (var group in Enumerable.Range(0, batch).GroupBy(i => t - dropped[i].Count))
+        {
+            var kept = group.Key;
+            var members = group.ToArray();
+            var compact = new float[members.Length * kept * d];
+            for (var m = 0; m < members.Length; m++)
+            {
+                var i = members[m];
+                var row = 0;
+                for (var k = 0; k < t; k++)
+                {
+                    if (dropped[i].Contains(k)) continue;
+                    source.AsSpan(((i * t) + k) * d, d).CopyTo(compact.AsSpan(((m * kept) + row) * d, d));
+                    row++;
+                }
+            }
+
+            var part = Run(_encode, TokenGraphSplitter.TokensName, compact, [members.Length, kept, d], ForwardGraph.LogitsOutput, runOptions);
+            for (var m = 0; m < members.Length; m++)
+            {
+                part.AsSpan(m * classes, classes).CopyTo(logits.AsSpan(members[m] * classes, classes));
+            }
+        }
+
+        return logits;
+    }
+
+    /// <summary>Whether the encoder runs on a sequence shorter than <see cref="TokenCount"/> (its reshapes follow the input's shape).</summary>
+    public bool AcceptsShorterSequences => _acceptsShorter ??= ProbeShorter();
+
+    private bool? _acceptsShorter;
+
+    private bool ProbeShorter()
+    {
+        try
+        {
+            var logits = Run(_encode, TokenGraphSplitter.TokensName, new float[(TokenCount - 1) * Dim], [1, TokenCount - 1, Dim], ForwardGraph.LogitsOutput, null);
+            return logits.Length == Manifest.Labels.Count;
+        }
+        catch (OnnxRuntimeException)
+        {
+            return false;
+        }
+    }
+
     private static float[] Run(OrtSession session, string inputName, ReadOnlySpan<float> data, long[] shape, string outputName, RunOptions? runOptions)
     {
         var buffer = data.ToArray();

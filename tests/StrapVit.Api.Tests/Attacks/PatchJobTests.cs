@@ -3,6 +3,8 @@ using System.IO.Compression;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using StrapVit.Api.Attacks;
 using StrapVit.Api.Tests.Support;
 
 namespace StrapVit.Api.Tests.Attacks;
@@ -12,7 +14,9 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
 {
     private readonly HttpClient client = factory.CreateClient();
 
-    private async Task<JsonElement> WaitForAsync(string location, Func<JsonElement, bool> done)
+    private Task<JsonElement> WaitForAsync(string location, Func<JsonElement, bool> done) => WaitForAsync(client, location, done);
+
+    internal static async Task<JsonElement> WaitForAsync(HttpClient client, string location, Func<JsonElement, bool> done)
     {
         // Polls the job the way a client would; the deadline only bounds a broken job.
         var deadline = DateTime.UtcNow.AddSeconds(120);
@@ -34,7 +38,7 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
         Assert.Equal(location, $"/v1/patches/{started.GetProperty("id").GetString()}");
         Assert.Equal(4, started.GetProperty("totalSteps").GetInt32());
 
-        var body = await WaitForAsync(location, b => b.GetProperty("status").GetString() != "running");
+        var body = await WaitForAsync(location, b => b.GetProperty("status").GetString() is not ("queued" or "running"));
         Assert.Equal("succeeded", body.GetProperty("status").GetString());
         Assert.Equal(4, body.GetProperty("step").GetInt32());
         Assert.Equal(5, body.GetProperty("settings").GetProperty("seed").GetInt32());
@@ -55,10 +59,32 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
     }
 
     [Fact]
+    public async Task Quick_jobs_posted_back_to_back_all_end_succeeded()
+    {
+        // Each finishes in milliseconds, often before its POST has returned: no write may overwrite a later one.
+        using var slowStore = new SlowQueuedWritesFactory();
+        using var client = slowStore.CreateClient();
+        var locations = new List<string>();
+        for (var i = 0; i < 6; i++)
+        {
+            using var response = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 1, patchSize = 2, steps = 1, batchSize = 1, seed = i });
+            Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+            locations.Add(response.Headers.Location!.ToString());
+        }
+
+        foreach (var location in locations)
+        {
+            var body = await WaitForAsync(client, location, b => b.GetProperty("status").GetString() is not ("queued" or "running"));
+            Assert.Equal("succeeded", body.GetProperty("status").GetString());
+            Assert.Equal(JsonValueKind.Null, body.GetProperty("queuePosition").ValueKind);
+        }
+    }
+
+    [Fact]
     public async Task A_running_job_reports_progress_and_can_be_canceled()
     {
-        // The most steps the factory allows, on 8 images a step: still running at the first poll on a fast machine.
-        using var response = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 2, patchSize = 3, steps = 1000, batchSize = 8 });
+        // The most steps the factory allows, on 8 images a step: still running at the first polls on a fast machine.
+        using var response = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 2, patchSize = 3, steps = 50_000, batchSize = 8 });
         var location = response.Headers.Location!.ToString();
         var running = await WaitForAsync(location, b => b.GetProperty("step").GetInt32() >= 1);
         Assert.Equal("running", running.GetProperty("status").GetString());
@@ -68,7 +94,7 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
         Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
         var body = await WaitForAsync(location, b => b.GetProperty("status").GetString() != "running");
         Assert.Equal("canceled", body.GetProperty("status").GetString());
-        Assert.True(body.GetProperty("step").GetInt32() < 1000);
+        Assert.True(body.GetProperty("step").GetInt32() < 50_000);
         Assert.Equal(JsonValueKind.Null, body.GetProperty("result").ValueKind);
     }
 
@@ -94,14 +120,47 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
         await response.AssertProblemAsync(404);
     }
 
+    /// <summary>A job store whose writes of queued jobs take 200 ms, as a slow Redis might: a worker then finishes a
+    /// one-step job while the POST's own write is still on its way, and that write must not land last.</summary>
+    private sealed class SlowQueuedWritesFactory : JobFactory
+    {
+        protected override void ConfigureWebHost(Microsoft.AspNetCore.Hosting.IWebHostBuilder builder)
+        {
+            base.ConfigureWebHost(builder);
+            builder.ConfigureServices(services => services.AddSingleton<IPatchJobStore>(sp => new SlowQueuedWrites(new InMemoryPatchJobStore(TimeProvider.System))));
+        }
+    }
+
+    private sealed class SlowQueuedWrites(IPatchJobStore inner) : IPatchJobStore
+    {
+        public async Task SaveAsync(PatchJobState state, byte[]? patchPng, TimeSpan retention, CancellationToken ct)
+        {
+            if (state.Status == PatchJobStatus.Queued) await Task.Delay(200, ct);
+            await inner.SaveAsync(state, patchPng, retention, ct);
+        }
+
+        public Task<PatchJobState?> GetAsync(string id, CancellationToken ct) => inner.GetAsync(id, ct);
+
+        public Task<byte[]?> GetImageAsync(string id, CancellationToken ct) => inner.GetImageAsync(id, ct);
+
+        public Task RequestCancelAsync(string id, CancellationToken ct) => inner.RequestCancelAsync(id, ct);
+
+        public Task<bool> IsCancelRequestedAsync(string id, CancellationToken ct) => inner.IsCancelRequestedAsync(id, ct);
+
+        public Task<bool> DeleteAsync(string id, CancellationToken ct) => inner.DeleteAsync(id, ct);
+
+        public Task SweepAsync(int maxJobs, CancellationToken ct) => inner.SweepAsync(maxJobs, ct);
+    }
+
     /// <summary>The attack fixture model with a tiny IDX image set for training and held-out evaluation.</summary>
     public class JobFactory : AttackServiceFactory
     {
-        public JobFactory() : base(Paths(4, 1000)) { }
+        public JobFactory() : base(Paths(4, 50_000, 8, null)) { }
 
-        protected JobFactory(int maxRunningJobs, int maxSteps) : base(Paths(maxRunningJobs, maxSteps)) { }
+        protected JobFactory(int maxRunningJobs, int maxSteps, int maxQueuedJobs = 8, IReadOnlyDictionary<string, string?>? extra = null)
+            : base(Paths(maxRunningJobs, maxSteps, maxQueuedJobs, extra)) { }
 
-        private static Dictionary<string, string?> Paths(int maxRunningJobs, int maxSteps)
+        private static Dictionary<string, string?> Paths(int maxRunningJobs, int maxSteps, int maxQueuedJobs, IReadOnlyDictionary<string, string?>? extra)
         {
             var dir = Path.Combine(Path.GetTempPath(), "strapvit-attack-tests", "idx-" + Guid.NewGuid().ToString("N"));
             Directory.CreateDirectory(dir);
@@ -112,7 +171,7 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
             var labels = Enumerable.Range(0, n).Select(i => (byte)(i % 5)).ToArray();
             Write(Path.Combine(dir, "images.gz"), 0x803, [n, 12, 12], pixels);
             Write(Path.Combine(dir, "labels.gz"), 0x801, [n], labels);
-            return new()
+            return new Dictionary<string, string?>
             {
                 ["Attacks:Universal:TrainImages"] = Path.Combine(dir, "images.gz"),
                 ["Attacks:Universal:TrainLabels"] = Path.Combine(dir, "labels.gz"),
@@ -120,7 +179,8 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
                 ["Attacks:Universal:HoldOutLabels"] = Path.Combine(dir, "labels.gz"),
                 ["Attacks:Universal:MaxRunningJobs"] = maxRunningJobs.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["Attacks:Universal:MaxSteps"] = maxSteps.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            };
+                ["Attacks:Universal:MaxQueuedJobs"] = maxQueuedJobs.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            }.Concat(extra ?? new Dictionary<string, string?>()).ToDictionary();
         }
 
         private static void Write(string path, int magic, int[] dims, byte[] data)
@@ -139,23 +199,32 @@ public sealed class PatchJobTests(PatchJobTests.JobFactory factory) : IClassFixt
     }
 }
 
-/// <summary>Past <c>Attacks:Universal:MaxRunningJobs</c> a new job is refused with 429 and Retry-After.</summary>
+/// <summary>Past <c>MaxRunningJobs</c> a job waits in the queue and reports its position; past <c>MaxQueuedJobs</c> it is 429.</summary>
 public sealed class PatchJobLimitTests(PatchJobLimitTests.OneJobFactory factory) : IClassFixture<PatchJobLimitTests.OneJobFactory>
 {
     private readonly HttpClient client = factory.CreateClient();
 
     [Fact]
-    public async Task A_second_job_past_the_limit_is_429_until_the_first_is_canceled()
+    public async Task A_second_job_queues_with_its_position_and_a_third_is_429()
     {
-        // Millions of steps: the first job is still running when the second arrives, however fast the machine.
+        // Millions of steps: the first job is still running when the others arrive, however fast the machine.
         using var first = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 1, patchSize = 3, steps = 10_000_000, batchSize = 1 });
         Assert.Equal(HttpStatusCode.Accepted, first.StatusCode);
+        await PatchJobTests.WaitForAsync(client, first.Headers.Location!.ToString(), b => b.GetProperty("status").GetString() == "running");
         using var second = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 1, patchSize = 3, steps = 2, batchSize = 1 });
-        await second.AssertProblemAsync(429);
-        Assert.NotNull(second.Headers.RetryAfter);
+        Assert.Equal(HttpStatusCode.Accepted, second.StatusCode);
+        var queued = await second.JsonAsync();
+        Assert.Equal("queued", queued.GetProperty("status").GetString());
+        Assert.Equal(1, queued.GetProperty("queuePosition").GetInt32());
+        using var third = await client.PostAsJsonAsync("/v1/patches", new { targetClass = 1, patchSize = 3, steps = 2, batchSize = 1 });
+        await third.AssertProblemAsync(429);
+        Assert.NotNull(third.Headers.RetryAfter);
+
         using var cancel = await client.DeleteAsync(first.Headers.Location);
         Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
+        var done = await PatchJobTests.WaitForAsync(client, second.Headers.Location!.ToString(), b => b.GetProperty("status").GetString() is "succeeded" or "failed");
+        Assert.Equal("succeeded", done.GetProperty("status").GetString());
     }
 
-    public sealed class OneJobFactory() : PatchJobTests.JobFactory(1, 10_000_000);
+    public sealed class OneJobFactory() : PatchJobTests.JobFactory(1, 10_000_000, maxQueuedJobs: 1);
 }

@@ -98,13 +98,16 @@ public sealed partial class DockerfileTests
         {
             "global.json", "Directory.Build.props", "Directory.Packages.props", ".editorconfig",
             "models/fashion-vit-tiny/model.onnx", "models/fashion-vit-tiny/model.json", "deploy/docker/healthcheck.sh",
+            "samples/fashion-mnist/calib-500-images-idx3-ubyte.gz", "samples/fashion-mnist/calib-500-labels-idx1-ubyte.gz",
+            "samples/fashion-mnist/test-1000-images-idx3-ubyte.gz", "samples/fashion-mnist/test-1000-labels-idx1-ubyte.gz",
         };
         needed.AddRange(Directory.EnumerateFiles(DeployFiles.PathOf("src"), "*", SearchOption.AllDirectories)
             .Select(f => Path.GetRelativePath(RepoPaths.Root, f).Replace('\\', '/'))
             .Where(f => !f.Split('/').Any(part => part is "bin" or "obj")));
 
         Assert.DoesNotContain(needed, f => Ignored(patterns, f));
-        Assert.All(new[] { "tests/StrapVit.Api.Tests/StrapVit.Api.Tests.csproj", ".git/HEAD", "src/StrapVit.Api/bin/x.dll", "models/other/model.onnx", "deploy/k8s/base/service.yaml" },
+        Assert.All(new[] { "tests/StrapVit.Api.Tests/StrapVit.Api.Tests.csproj", ".git/HEAD", "src/StrapVit.Api/bin/x.dll", "models/other/model.onnx", "deploy/k8s/base/service.yaml",
+                "deploy/secrets/api-key.sha256", "samples/bag.png", "samples/fashion-mnist/tune-500-images-idx3-ubyte.gz" },
             f => Assert.True(Ignored(patterns, f), $"{f} should stay out of the build context"));
     }
 

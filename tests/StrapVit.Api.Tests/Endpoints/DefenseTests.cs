@@ -26,17 +26,30 @@ public sealed class DefenseTests(ServiceFactory factory) : IClassFixture<Service
         var k = defense.GetProperty("k").GetInt32();
         var flagged = defense.GetProperty("flaggedTokens").EnumerateArray().ToArray();
         Assert.True(flagged.Length >= k && k >= 1, $"{flagged.Length} flagged with K={k}");
+        Assert.Equal("knn", defense.GetProperty("score").GetString());
+        Assert.Equal("hybrid-drop", defense.GetProperty("neutralization").GetString());
+        var window = defense.GetProperty("window").GetInt32();
+        Assert.Equal(2, window);
         foreach (var token in flagged)
         {
             var index = token.GetProperty("index").GetInt32();
             Assert.Equal(index / 7, token.GetProperty("row").GetInt32());
             Assert.Equal(index % 7, token.GetProperty("col").GetInt32());
-            Assert.InRange(token.GetProperty("score").GetDouble(), 0, Math.Sqrt(Math.Log(2)));
+            Assert.True(token.GetProperty("score").GetDouble() > 0);
         }
+
+        // The window: some 2x2 square of the grid is flagged whole.
+        var cells = flagged.Select(f => (f.GetProperty("row").GetInt32(), f.GetProperty("col").GetInt32())).ToHashSet();
+        Assert.Contains(
+            from r in Enumerable.Range(0, 6) from c in Enumerable.Range(0, 6) select (r, c),
+            sq => cells.Contains(sq) && cells.Contains((sq.r + 1, sq.c)) && cells.Contains((sq.r, sq.c + 1)) && cells.Contains((sq.r + 1, sq.c + 1)));
 
         var transforms = defense.GetProperty("transforms").EnumerateArray().ToArray();
         Assert.Equal(flagged.Length, transforms.Length);
-        Assert.All(transforms, t => Assert.InRange(t.GetProperty("ops").GetArrayLength(), 1, 3));
+        // Tokens over their threshold leave the sequence; the rest of the window becomes its nearest clean bank entry.
+        var thresholds = flagged.ToDictionary(f => f.GetProperty("index").GetInt32(), f => f.GetProperty("score").GetDouble() > f.GetProperty("threshold").GetDouble());
+        Assert.All(transforms, t => Assert.Equal(
+            thresholds[t.GetProperty("index").GetInt32()] ? "drop" : "replace_bank", t.GetProperty("ops")[0].GetString()));
         Assert.True(body.GetProperty("timingsMs").GetProperty("defense").GetDouble() > 0);
         Assert.Equal("Bag", body.GetProperty("predictions")[0].GetProperty("label").GetString());
     }

@@ -1,0 +1,266 @@
+using StrapVit.Core.Attacks;
+using StrapVit.Core.Defense;
+using StrapVit.Core.Inference;
+
+namespace StrapVit.Core.Evaluation;
+
+/// <summary>Knobs of <see cref="AdaptivePatchAttack"/>.</summary>
+/// <param name="PatchSize">Side of the square patch in pixels.</param>
+/// <param name="Steps">Signed-gradient steps per restart (no early stop on the loss).</param>
+/// <param name="Restarts">Fresh random placements and patch initialisations; an image counts as broken if any restart breaks it.</param>
+/// <param name="EotSamples">Draws of the defense's randomness averaged per step (1 suffices when the defense is deterministic).</param>
+/// <param name="EvasionWeight">λ: weight of the detector-evasion term against the margin loss.</param>
+/// <param name="EvasionMargin">γ: the evasion term pushes every token's score-to-threshold ratio below this.</param>
+/// <param name="StraightThrough">Pass the gradient through neutralised tokens as if they had not been touched (else: exact, zero for replaced tokens).</param>
+/// <param name="CheckEvery">Steps between checks of the current 8-bit image against the real defense (fresh seeds).</param>
+public sealed record AdaptiveAttackSettings(
+    int PatchSize, int Steps = 500, int Restarts = 2, int EotSamples = 16, double EvasionWeight = 1.0, double EvasionMargin = 0.9,
+    bool StraightThrough = true, int CheckEvery = 10);
+
+/// <summary>
+/// The strongest per-image patch attack we can build against the token defense: it knows the detector and the
+/// neutralisation. Per step it maximises the Carlini-Wagner margin <c>max_{j≠y} z_j − z_y</c> of the defended logits
+/// (averaged over <see cref="AdaptiveAttackSettings.EotSamples"/> draws of the defense's randomness: expectation over
+/// transformation, Athalye et al. 2018) and subtracts λ·Σ_t relu(s_t/τ_t − γ), a differentiable detector-evasion
+/// term that pushes every token's score below the flagging threshold (scores are distances to fixed nearest clean
+/// bank entries, or the JSD; the discrete selection is passed straight through, so a neutralised patch token still
+/// receives the gradient it would have if it evaded). Signed steps of 4/255, then 2/255, then 1/255 keep the patch on
+/// the 8-bit grid. Every <see cref="AdaptiveAttackSettings.CheckEvery"/> steps the 8-bit image is classified by the
+/// real defense with fresh seeds; an image that is misclassified there is broken and kept as it is.
+/// </summary>
+public sealed class AdaptivePatchAttack(
+    TokenSpaceModel model, TokenReference reference, DefenseOptions options, TokenGradients gradients, TokenPatchDefense defense)
+{
+    private const int Chunk = 100;
+
+    /// <summary>Attacks every image of <paramref name="set"/>; returns the adversarial images and the share broken against the defense.</summary>
+    public PatchedSet Run(EvaluationSet set, AdaptiveAttackSettings settings, int seed, CancellationToken ct = default)
+    {
+        var pixels = (float[])set.Pixels.Clone();
+        var placements = new PatchPlacement[set.Count];
+        var broken = new bool[set.Count];
+        for (var start = 0; start < set.Count; start += Chunk)
+        {
+            var n = Math.Min(Chunk, set.Count - start);
+            var indices = Enumerable.Range(start, n).ToArray();
+            for (var r = 0; r < settings.Restarts; r++)
+            {
+                var open = indices.Where(i => !broken[i]).ToArray();
+                if (open.Length == 0) break;
+                RunRestart(set, open, settings, seed + (1000 * r) + start, pixels, placements, broken, ct);
+            }
+        }
+
+        return new PatchedSet(settings.PatchSize, set.WithPixels(pixels), placements, broken.Count(b => b) / (double)set.Count);
+    }
+
+    private void RunRestart(
+        EvaluationSet set, int[] images, AdaptiveAttackSettings settings, int seed, float[] output, PatchPlacement[] placements, bool[] broken,
+        CancellationToken ct)
+    {
+        int c = model.Manifest.Input.Channels, h = model.Manifest.Input.Height, w = model.Manifest.Input.Width, size = set.SampleSize;
+        int t = model.TokenCount, d = model.Dim, first = model.FirstPatchToken, classes = model.Manifest.Labels.Count, p = settings.PatchSize;
+        var random = new Random(seed);
+        var n = images.Length;
+        var x = new float[n * size];
+        var places = new PatchPlacement[n];
+        for (var a = 0; a < n; a++)
+        {
+            set.Image(images[a]).CopyTo(x.AsSpan(a * size, size));
+            places[a] = new PatchPlacement(random.Next(0, w - p + 1), random.Next(0, h - p + 1), p);
+            foreach (var i in PatchAttack.MaskIndices(places[a], c, h, w))
+            {
+                x[(a * size) + i] = random.Next(256) / 255f;
+            }
+        }
+
+        var labels = images.Select(i => set.Labels[i]).ToArray();
+        var active = Enumerable.Range(0, n).ToList();
+        var deterministic = options.Neutralization is Neutralization.Mean or Neutralization.Drop
+            || (options.Neutralization is Neutralization.Bank or Neutralization.Hybrid or Neutralization.HybridDrop && options.BankChoices == 1);
+        var draws = deterministic ? 1 : settings.EotSamples;
+        var thresholds = reference.ThresholdsFor(options.Score);
+        var grid = new TokenGrid(d, first, model.GridRows, model.GridCols, model.Manifest.PatchSize);
+        var candidates = Enumerable.Range(first, t - first).ToArray();
+        for (var step = 0; step < settings.Steps && active.Count > 0; step++)
+        {
+            ct.ThrowIfCancellationRequested();
+            var m = active.Count;
+            var batch = new float[m * size];
+            for (var a = 0; a < m; a++) x.AsSpan(active[a] * size, size).CopyTo(batch.AsSpan(a * size, size));
+            var clean = model.Embed(batch, m);
+            var tokenGrad = new float[clean.Length];
+
+            // Detection does not depend on the draw: score and flag once, then neutralise once per draw, and run all
+            // draws of all images through the encoder as one batch.
+            var detections = new Detection[m];
+            var allScores = new double[m][];
+            for (var a = 0; a < m; a++)
+            {
+                allScores[a] = new double[t];
+                detections[a] = TokenPatchDefense.Detect(clean.AsSpan(a * t * d, t * d), grid, reference, options, candidates, allScores[a]);
+            }
+
+            var rows = m * draws;
+            var defended = new float[rows * t * d];
+            var plans = new MitigationStep[rows][][];
+            for (var e = 0; e < draws; e++)
+            {
+                for (var a = 0; a < m; a++)
+                {
+                    var r = (e * m) + a;
+                    clean.AsSpan(a * t * d, t * d).CopyTo(defended.AsSpan(r * t * d, t * d));
+                    plans[r] = TokenPatchDefense.Neutralize(defended.AsSpan(r * t * d, t * d), grid, reference, options, detections[a], new Random(random.Next()));
+                }
+            }
+
+            var dropped = Enumerable.Range(0, rows).Select(r => TokenPatchDefense.DroppedOf(detections[r % m].Flagged, plans[r])).ToArray();
+            var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(defended, rows, dropped) : model.Encode(defended, rows);
+            var cotangent = new float[rows * classes];
+            for (var r = 0; r < rows; r++)
+            {
+                var y = labels[active[r % m]];
+                var other = -1;
+                for (var j = 0; j < classes; j++)
+                {
+                    if (j != y && (other < 0 || logits[(r * classes) + j] > logits[(r * classes) + other])) other = j;
+                }
+
+                cotangent[(r * classes) + other] = 1;
+                cotangent[(r * classes) + y] = -1;
+            }
+
+            var g = gradients.Encoder.Vjp(defended, cotangent, rows, null).PixelGrad;
+            for (var r = 0; r < rows; r++)
+            {
+                var a = r % m;
+                var flagged = detections[a].Flagged;
+                for (var j = 0; j < flagged.Length; j++)
+                {
+                    var offset = ((r * t) + flagged[j]) * d;
+                    var replaced = plans[r][j].Any(s => s.Op is TokenMitigation.ReplaceMean or TokenMitigation.ReplaceBank or TokenMitigation.Drop);
+                    if (replaced && settings.StraightThrough) continue;
+                    TokenMitigation.Backward(clean.AsSpan(((a * t) + flagged[j]) * d, d), reference.Center[flagged[j]], reference.Norm[flagged[j]], plans[r][j], g.AsSpan(offset, d));
+                }
+
+                var target = tokenGrad.AsSpan(a * t * d, t * d);
+                var source = g.AsSpan(r * t * d, t * d);
+                for (var i = 0; i < target.Length; i++) target[i] += source[i] / draws;
+            }
+
+            if (settings.EvasionWeight > 0)
+            {
+                AddEvasion(clean, m, tokenGrad, thresholds, settings, detections, allScores);
+            }
+
+            var pixelGrad = gradients.Embedding.Vjp(batch, tokenGrad, m, null).PixelGrad;
+            var stepSize = (step < settings.Steps * 0.4 ? 4 : step < settings.Steps * 0.7 ? 2 : 1) / 255f;
+            for (var a = 0; a < m; a++)
+            {
+                var s = active[a];
+                foreach (var i in PatchAttack.MaskIndices(places[s], c, h, w))
+                {
+                    var gi = pixelGrad[(a * size) + i];
+                    x[(s * size) + i] = Math.Clamp(x[(s * size) + i] + (stepSize * MathF.Sign(gi)), 0f, 1f);
+                }
+            }
+
+            if ((step + 1) % settings.CheckEvery == 0 || step == settings.Steps - 1)
+            {
+                active = Check(x, active, images, labels, size, seed + step, output, placements, places, broken);
+            }
+        }
+
+        // Images never broken keep their last patched version.
+        foreach (var a in active)
+        {
+            Attack.Quantize(x.AsSpan(a * size, size)).CopyTo(output.AsSpan(images[a] * size, size));
+            placements[images[a]] = places[a];
+        }
+    }
+
+    /// <summary>Classifies the current 8-bit images with the real defense (fresh seeds); broken ones are stored and leave the active list.</summary>
+    private List<int> Check(float[] x, List<int> active, int[] images, int[] labels, int size, int seed, float[] output,
+        PatchPlacement[] placements, PatchPlacement[] places, bool[] broken)
+    {
+        var m = active.Count;
+        var batch = new float[m * size];
+        for (var a = 0; a < m; a++) Attack.Quantize(x.AsSpan(active[a] * size, size)).CopyTo(batch.AsSpan(a * size, size));
+        var results = defense.Run(batch, m, DefenseMode.Mitigate, Enumerable.Range(0, m).Select(a => unchecked((seed * 7919) + a)).ToArray());
+        var still = new List<int>(m);
+        for (var a = 0; a < m; a++)
+        {
+            var s = active[a];
+            var predicted = Numerics.Probabilities.ArgMax(results[a].Logits);
+            if (predicted != labels[s])
+            {
+                broken[images[s]] = true;
+                batch.AsSpan(a * size, size).CopyTo(output.AsSpan(images[s] * size, size));
+                placements[images[s]] = places[s];
+            }
+            else
+            {
+                still.Add(s);
+            }
+        }
+
+        return still;
+    }
+
+    /// <summary>Adds −λ/τ_t · ∂s_t/∂z_t for every token whose ratio s_t/τ_t exceeds γ (gradient ascent on the objective).</summary>
+    private void AddEvasion(float[] clean, int m, float[] tokenGrad, float[] thresholds, AdaptiveAttackSettings settings, Detection[] detections, double[][] allScores)
+    {
+        int t = model.TokenCount, d = model.Dim, first = model.FirstPatchToken;
+        var gradient = new float[d];
+        for (var a = 0; a < m; a++)
+        {
+            var image = clean.AsSpan(a * t * d, t * d);
+            var nearest = detections[a].Nearest;
+            var scores = allScores[a];
+            for (var k = first; k < t; k++)
+            {
+                var threshold = Math.Max(thresholds[k] * options.ThresholdScale, 1e-12);
+                if (scores[k] / threshold <= settings.EvasionMargin) continue;
+                var z = image.Slice(k * d, d);
+                if (nearest is not null)
+                {
+                    var kk = reference.Bank!.Neighbors;
+                    reference.Bank.ScoreGradient(z, k, nearest.AsSpan(k * kk, kk), gradient);
+                }
+                else
+                {
+                    JsdGradient(reference, z, k, scores[k], gradient);
+                }
+
+                var scale = (float)(settings.EvasionWeight / threshold);
+                for (var c = 0; c < d; c++) tokenGrad[(((a * t) + k) * d) + c] -= scale * gradient[c];
+            }
+        }
+    }
+
+    /// <summary>
+    /// ∂ sqrt(JSD(softmax(z/T) ‖ q)) / ∂z. With m = (p+q)/2, ∂JSD/∂p_c = ½ ln(p_c/m_c); through the softmax,
+    /// ∂/∂z_i = (p_i/T)(g_i − Σ_c p_c g_c); the square root divides by 2·s.
+    /// </summary>
+    internal static void JsdGradient(TokenReference reference, ReadOnlySpan<float> z, int position, double score, Span<float> gradient)
+    {
+        var d = z.Length;
+        var p = new double[d];
+        JensenShannon.Softmax(z, reference.Temperature, p);
+        var q = reference.Distribution[position];
+        double mean = 0;
+        var g = new double[d];
+        for (var c = 0; c < d; c++)
+        {
+            var mid = (p[c] + q[c]) / 2;
+            g[c] = p[c] > 0 ? 0.5 * Math.Log(p[c] / mid) : 0;
+            mean += p[c] * g[c];
+        }
+
+        var outer = score > 1e-12 ? 1 / (2 * score) : 0;
+        for (var c = 0; c < d; c++)
+        {
+            gradient[c] = (float)(outer * p[c] / reference.Temperature * (g[c] - mean));
+        }
+    }
+}

@@ -1,0 +1,247 @@
+using System.Text.Json;
+using StrapVit.Core.Defense;
+
+namespace StrapVit.Core.Tests.Defense;
+
+/// <summary>The clean-token bank: kNN score, coreset, score gradient, storage; window flagging; replacement.</summary>
+public sealed class TokenBankTests
+{
+    private const int Dim = 5;
+
+    private static TokenBank RandomBank(int entries, int positions, int neighbors, int seed)
+    {
+        var rng = new Random(seed);
+        return new TokenBank
+        {
+            Dim = Dim,
+            Neighbors = neighbors,
+            Offset = Enumerable.Range(0, positions).Select(_ => Enumerable.Range(0, Dim).Select(_ => (float)rng.NextDouble()).ToArray()).ToArray(),
+            Vectors = Enumerable.Range(0, entries * Dim).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray(),
+        };
+    }
+
+    /// <summary>Brute force in double precision: every distance, sorted.</summary>
+    private static (double Score, int[] Nearest) Reference(TokenBank bank, float[] token, int position)
+    {
+        var distances = Enumerable.Range(0, bank.Count).Select(j =>
+        {
+            double sq = 0;
+            for (var c = 0; c < Dim; c++)
+            {
+                var diff = token[c] - (double)bank.Offset[position][c] - bank.Vectors[(j * Dim) + c];
+                sq += diff * diff;
+            }
+
+            return (Distance: Math.Sqrt(sq), Index: j);
+        }).OrderBy(x => x.Distance).Take(bank.Neighbors).ToArray();
+        return (distances.Average(x => x.Distance), distances.Select(x => x.Index).ToArray());
+    }
+
+    [Fact]
+    public void Knn_score_is_the_mean_distance_to_the_k_nearest_entries_after_the_position_offset()
+    {
+        var bank = RandomBank(entries: 200, positions: 3, neighbors: 4, seed: 1);
+        var rng = new Random(2);
+        for (var trial = 0; trial < 50; trial++)
+        {
+            var token = Enumerable.Range(0, Dim).Select(_ => (float)((rng.NextDouble() * 3) - 1)).ToArray();
+            var position = trial % 3;
+            var nearest = new int[4];
+
+            var score = bank.Score(token, position, nearest);
+
+            var (expected, expectedNearest) = Reference(bank, token, position);
+            Assert.Equal(expected, score, 4);
+            Assert.Equal(expectedNearest, nearest);
+        }
+    }
+
+    [Fact]
+    public void Excluded_entries_are_skipped_so_a_bank_member_is_not_its_own_neighbour()
+    {
+        var bank = RandomBank(entries: 50, positions: 1, neighbors: 1, seed: 3);
+        var member = bank.Vectors.AsSpan(7 * Dim, Dim).ToArray();
+        var token = member.Select((v, c) => v + bank.Offset[0][c]).ToArray();
+
+        Assert.Equal(0, bank.Score(token, 0), 5);
+        var nearest = new int[1];
+        var loo = bank.Score(token, 0, nearest, j => j == 7);
+
+        Assert.NotEqual(7, nearest[0]);
+        Assert.True(loo > 0);
+    }
+
+    [Fact]
+    public void Greedy_coreset_takes_one_point_per_separated_cluster_before_any_second()
+    {
+        // Three tight clusters far apart: k-center with three picks must hit each cluster once.
+        var rng = new Random(4);
+        float[][] centers = [[0, 0], [100, 0], [0, 100]];
+        var points = Enumerable.Range(0, 90).SelectMany(i => new[]
+        {
+            centers[i % 3][0] + (float)rng.NextDouble(), centers[i % 3][1] + (float)rng.NextDouble(),
+        }).ToArray();
+
+        var chosen = TokenBank.Coreset(points, 2, 3, seed: 0);
+
+        Assert.Equal(3, chosen.Distinct().Count());
+        Assert.Equal([0, 1, 2], chosen.Select(i => i % 3).Order().ToArray());
+    }
+
+    [Fact]
+    public void Coreset_of_wide_tokens_through_a_random_projection_still_separates_clusters()
+    {
+        const int Wide = 300;
+        var rng = new Random(5);
+        var points = new float[60 * Wide];
+        for (var i = 0; i < 60; i++)
+        {
+            for (var c = 0; c < Wide; c++)
+            {
+                points[(i * Wide) + c] = (float)rng.NextDouble() * 0.01f + (c == i % 4 ? 50f : 0f);
+            }
+        }
+
+        var chosen = TokenBank.Coreset(points, Wide, 4, seed: 1);
+
+        Assert.Equal([0, 1, 2, 3], chosen.Select(i => i % 4).Order().ToArray());
+    }
+
+    [Fact]
+    public void Score_gradient_matches_finite_differences_with_neighbours_held()
+    {
+        var bank = RandomBank(entries: 60, positions: 2, neighbors: 3, seed: 6);
+        var token = new float[] { 0.3f, -0.2f, 0.9f, 0.1f, -0.5f };
+        var nearest = new int[3];
+        bank.Score(token, 1, nearest);
+        var gradient = new float[Dim];
+
+        bank.ScoreGradient(token, 1, nearest, gradient);
+
+        double Held(float[] z) => nearest.Average(j =>
+            Math.Sqrt(Enumerable.Range(0, Dim).Sum(c => Math.Pow(z[c] - bank.Offset[1][c] - bank.Vectors[(j * Dim) + c], 2))));
+        const float H = 1e-3f;
+        for (var c = 0; c < Dim; c++)
+        {
+            var plus = (float[])token.Clone();
+            var minus = (float[])token.Clone();
+            plus[c] += H;
+            minus[c] -= H;
+            Assert.Equal((Held(plus) - Held(minus)) / (2 * H), gradient[c], 3);
+        }
+    }
+
+    [Fact]
+    public void Bank_round_trips_through_json_as_base64_floats()
+    {
+        var bank = RandomBank(entries: 10, positions: 2, neighbors: 2, seed: 7);
+        var options = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+
+        var json = JsonSerializer.Serialize(bank, options);
+        var back = JsonSerializer.Deserialize<TokenBank>(json, options)!;
+
+        Assert.Contains("\"vectors\":\"", json, StringComparison.Ordinal);
+        Assert.Equal(bank.Vectors, back.Vectors);
+        Assert.Equal(bank.Offset[1], back.Offset[1]);
+        Assert.Equal(10, back.Count);
+    }
+
+    [Fact]
+    public void Window_flagging_adds_the_square_with_the_largest_ratio_sum_when_any_token_is_over_threshold()
+    {
+        // A 4x4 grid after a class token at index 0; thresholds 1, so scores are ratios.
+        var scores = new double[17];
+        scores[1 + 5] = 3.0;  // (1,1): over threshold
+        scores[1 + 6] = 0.9;  // (1,2)
+        scores[1 + 10] = 0.8; // (2,2)
+        scores[1 + 0] = 0.95; // (0,0)
+        var thresholds = Enumerable.Repeat(1f, 17).ToArray();
+        var candidates = Enumerable.Range(1, 16).ToArray();
+
+        var (flagged, above) = TokenSelection.Select(scores, thresholds, candidates, minTokens: 0, scale: 1, window: 2, rows: 4, cols: 4);
+
+        Assert.Equal(1, above);
+        // (1,1)-(2,2) sums 3.0 + 0.9 + 0.8 = 4.7, more than (0,0)-(1,1)'s 3.95.
+        Assert.Equal([6, 7, 10, 11], flagged.Order().ToArray());
+    }
+
+    [Fact]
+    public void Window_flagging_adds_nothing_when_nothing_is_flagged_and_grows_the_k_minimum_otherwise()
+    {
+        var scores = Enumerable.Repeat(0.5, 17).ToArray();
+        scores[16] = 0.9; // (3,3), the most anomalous, still under threshold
+        var thresholds = Enumerable.Repeat(1f, 17).ToArray();
+        var candidates = Enumerable.Range(1, 16).ToArray();
+
+        var (none, above) = TokenSelection.Select(scores, thresholds, candidates, minTokens: 0, scale: 1, window: 3, rows: 4, cols: 4);
+        var (grown, _) = TokenSelection.Select(scores, thresholds, candidates, minTokens: 1, scale: 1, window: 2, rows: 4, cols: 4);
+
+        Assert.Equal(0, above);
+        Assert.Empty(none);
+        Assert.Equal([11, 12, 15, 16], grown.Order().ToArray());
+    }
+
+    [Fact]
+    public void Replacement_neutralisations_write_a_clean_token_and_cut_the_gradient()
+    {
+        var bank = RandomBank(entries: 30, positions: 3, neighbors: 2, seed: 8);
+        var center = Enumerable.Range(0, 3).Select(p => Enumerable.Range(0, Dim).Select(c => (float)(p + c)).ToArray()).ToArray();
+        var reference = new TokenReference
+        {
+            Temperature = 1, TokenCount = 3, Dim = Dim, Distribution = center, Center = center, Norm = [1, 1, 1], Threshold = [1, 1, 1],
+            Bank = bank, BankThreshold = [1, 1, 1],
+        };
+        var image = Enumerable.Range(0, 3 * Dim).Select(i => 10f + i).ToArray();
+        var grid = new TokenGrid(Dim, 1, 1, 2);
+
+        var mean = (float[])image.Clone();
+        var steps = TokenPatchDefense.Neutralize(mean, grid, reference, new DefenseOptions { Neutralization = Neutralization.Mean }, [2], null, new Random(1));
+        Assert.Equal(center[2], mean.AsSpan(2 * Dim, Dim).ToArray());
+        Assert.Equal(image.AsSpan(0, 2 * Dim).ToArray(), mean.AsSpan(0, 2 * Dim).ToArray());
+
+        var fromBank = (float[])image.Clone();
+        var bankSteps = TokenPatchDefense.Neutralize(fromBank, grid, reference, new DefenseOptions { Neutralization = Neutralization.Bank }, [1], null, new Random(1));
+        var pick = (int)bankSteps[0][0].Parameter;
+        Assert.Contains(pick, Reference(bank, image.AsSpan(Dim, Dim).ToArray(), 1).Nearest);
+        Assert.Equal(bank.Vectors.AsSpan(pick * Dim, Dim).ToArray().Select((v, c) => v + bank.Offset[1][c]).ToArray(), fromBank.AsSpan(Dim, Dim).ToArray());
+
+        var grad = Enumerable.Repeat(1f, Dim).ToArray();
+        TokenMitigation.Backward(image.AsSpan(2 * Dim, Dim), center[2], 1, steps[0], grad);
+        Assert.All(grad, g => Assert.Equal(0f, g));
+    }
+}
+
+/// <summary>The adaptive attacker's detector gradients.</summary>
+public sealed class EvasionGradientTests
+{
+    [Fact]
+    public void Jsd_score_gradient_matches_finite_differences()
+    {
+        const int D = 6;
+        var q = new float[] { 0.1f, 0.2f, 0.3f, 0.15f, 0.15f, 0.1f };
+        var reference = new TokenReference
+        {
+            Temperature = 0.7, TokenCount = 1, Dim = D, Distribution = [q], Center = [new float[D]], Norm = [1], Threshold = [1],
+        };
+        var z = new float[] { 0.5f, -1.2f, 2.0f, 0.1f, -0.3f, 0.8f };
+        double Score(float[] v)
+        {
+            var p = new double[D];
+            JensenShannon.Softmax(v, 0.7, p);
+            return JensenShannon.Distance(p, q.Select(x => (double)x).ToArray());
+        }
+
+        var gradient = new float[D];
+        Evaluation.AdaptivePatchAttack.JsdGradient(reference, z, 0, Score(z), gradient);
+
+        const float H = 1e-3f;
+        for (var c = 0; c < D; c++)
+        {
+            var plus = (float[])z.Clone();
+            var minus = (float[])z.Clone();
+            plus[c] += H;
+            minus[c] -= H;
+            Assert.Equal((Score(plus) - Score(minus)) / (2 * H), gradient[c], 3);
+        }
+    }
+}
