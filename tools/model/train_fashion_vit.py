@@ -78,6 +78,9 @@ def parse_args():
                    help="also report accuracy with dropped token windows before and after training "
                         "(on by default with --mask-windows)")
     p.add_argument("--eval-window", type=int, default=4, help="window side (tokens) for --eval-masked")
+    p.add_argument("--skip-eval-before", action="store_true",
+                   help="with --init-from: skip the masked/clean evaluation of the initial weights (saves time "
+                        "when the starting model has already been evaluated)")
     p.add_argument("--eval-single-images", type=int, default=1000,
                    help="first N test images for the exhaustive single-window evaluation")
     p.add_argument("--eval-pair-images", type=int, default=200,
@@ -246,7 +249,7 @@ def main():
         args.eval_masked = True
     if args.eval_masked and not args.time_batches:
         extra["drop_equivalence_max_abs_logit_diff"] = check_drop_equivalence(model, x_test)
-        if args.init_from:
+        if args.init_from and not args.skip_eval_before:
             extra["masked_before"] = masked_report(model, x_test, y_test, args, "before")
             pred0 = evaluate(model, x_test, y_test)
             extra["clean_before_acc_10000"] = (pred0 == y_test).float().mean().item()
