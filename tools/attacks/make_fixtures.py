@@ -5,7 +5,7 @@ the C# attacks.
 Usage (from the repository root, with Debian's torch; NOT the python3 first on PATH):
     /usr/bin/python3 tools/attacks/make_fixtures.py [--out tests/fixtures/attacks]
 
-Writes <out>/vit-c3-12/ (a model package: model.onnx + model.json, CONTRACT.md section 2) and <out>/reference.json:
+Writes <out>/vit-c3-12/ (a model package: model.onnx + model.json, README, 'Bring your own ViT') and <out>/reference.json:
 for every case the attack, its parameters, the goal (untargeted label / target per image), the float32 clean
 images and the reference adversarial images, successes and norms.
 

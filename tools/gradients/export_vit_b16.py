@@ -4,7 +4,7 @@
 Usage (from the repository root):
     /usr/bin/python3 tools/gradients/export_vit_b16.py [--model vit-b16|tiny] [--out tools/gradients/out/<model>]
 
-Writes model.onnx (opset 17, dynamic batch), model.json (CONTRACT.md section 2) and reference.json (logits of a
+Writes model.onnx (opset 17, dynamic batch), model.json (README, 'Bring your own ViT') and reference.json (logits of a
 seeded probe input, so bench_torch.py can prove it rebuilt the very same weights).
 """
 from __future__ import annotations

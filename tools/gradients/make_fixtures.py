@@ -6,7 +6,7 @@ Usage (from the repository root, with Debian's torch; NOT the python3 first on P
 
 Every variant is a ViT the service has never seen (other sizes, channel counts, normalizations, opsets, pooling,
 GELU forms, attention styles, torchvision's VisionTransformer). Each is written as a model package
-(model.onnx + model.json, CONTRACT.md section 2) plus a float64 autograd reference on the same weights:
+(model.onnx + model.json, README, 'Bring your own ViT') plus a float64 autograd reference on the same weights:
 
     reference.json  batch, shapes, labels, and the byte offset of every array in reference.bin
     reference.bin   little-endian float32 arrays: pixels [B,C,H,W] in [0,1], logits [B,K], loss [B],

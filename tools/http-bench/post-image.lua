@@ -1,4 +1,4 @@
--- wrk script: POST one image file as the raw request body (CONTRACT.md: raw body with an image content type).
+-- wrk script: POST one image file as the raw request body (README: raw body with an image content type).
 --   wrk -t2 -c8 -d20s -s tools/http-bench/post-image.lua "http://localhost:5080/v1/classify?defense=off" -- samples/bag.png
 -- wrk itself prints "Non-2xx or 3xx responses: N" when any answer was an error; a valid run has no such line.
 function init(args)

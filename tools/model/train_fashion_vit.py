@@ -4,7 +4,7 @@
 Usage (from the repository root, with Debian's torch):
     /usr/bin/python3 tools/model/train_fashion_vit.py --epochs 20 --seed 0 --threads 2 --stem-channels 32
 
-Writes <out>/model.onnx, <out>/model.json (CONTRACT.md section 2) and <out>/metrics.json.
+Writes <out>/model.onnx, <out>/model.json (README, 'Bring your own ViT') and <out>/metrics.json.
 The exported model takes already-normalised input "input" [N,1,28,28] and returns "logits" [N,10];
 the service applies (x - 0.286) / 0.353 to [0,1] pixels itself. Training applies it here.
 

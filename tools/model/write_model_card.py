@@ -69,7 +69,7 @@ The default model that StrapVitService embeds: a small Vision Transformer traine
 | Output | `{mj['output']}` float32 `[N, 10]` (raw logits; softmax gives probabilities) |
 | Tokens tensor | `{mt['tokens_tensor']}`, shape `[N, {mt['tokens_shape'][1]}, {mt['tokens_shape'][2]}]` (class token + 49 patch tokens, after position embedding) |
 
-The service applies the normalisation itself (it prepends it to the graph, see CONTRACT.md section 1), so clients
+The service applies the normalisation itself (it prepends it to the graph, see README, 'Using the API'), so clients
 send [0, 1] pixels / ordinary images; anyone running `model.onnx` directly must normalise first.
 
 ## Architecture
@@ -135,7 +135,7 @@ to torch {mt['onnx_check']['max_abs_logit_diff']:.1e}, identical argmax; batch 1
 {ls_text}
 ## Files
 
-- `model.onnx`: the forward graph. `model.json`: the package descriptor (CONTRACT.md section 2).
+- `model.onnx`: the forward graph. `model.json`: the package descriptor (README, 'Bring your own ViT').
 - `metrics.json`: training and evaluation numbers this card is rendered from
   (`tools/model/write_model_card.py`).
 """

@@ -9,7 +9,7 @@ using StrapVit.Core.Inference;
 
 namespace StrapVit.Api.Attacks;
 
-/// <summary><c>POST /v1/attacks/{fgsm|pgd|deepfool|patch}</c>: adversarial examples for one uploaded image (CONTRACT.md section 4).</summary>
+/// <summary><c>POST /v1/attacks/{fgsm|pgd|deepfool|patch}</c>: adversarial examples for one uploaded image (README, 'Using the API').</summary>
 public static partial class AttackEndpoints
 {
     private static readonly string[] CommonFields = ["label", "targetClass", "seed"];

@@ -5,7 +5,7 @@ public sealed class ModelOptions
 {
     public const string SectionName = "Model";
 
-    /// <summary>Model package directory; empty means the embedded default (CONTRACT.md section 2).</summary>
+    /// <summary>Model package directory; empty means the embedded default (README, 'Bring your own ViT').</summary>
     public string? Path { get; set; }
 
     /// <summary>Where derived artefacts (gradient graphs, calibration) are cached; empty means beside the package or a temp folder.</summary>

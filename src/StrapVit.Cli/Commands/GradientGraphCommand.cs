@@ -5,7 +5,7 @@ using StrapVit.Core.Onnx;
 
 namespace StrapVit.Cli.Commands;
 
-/// <summary><c>strapvit gradient-graph MODEL-DIR --output FILE [--objective cross-entropy|vjp]</c> (CONTRACT.md section 3).</summary>
+/// <summary><c>strapvit gradient-graph MODEL-DIR --output FILE [--objective cross-entropy|vjp]</c> (README, 'Attacks').</summary>
 internal sealed class GradientGraphCommand : ICliCommand
 {
     public string Name => "gradient-graph";

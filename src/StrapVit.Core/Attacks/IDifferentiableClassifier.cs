@@ -4,7 +4,7 @@ using StrapVit.Core.Gradients;
 namespace StrapVit.Core.Attacks;
 
 /// <summary>
-/// What a gradient attack needs from a model, in [0, 1] pixel space (CONTRACT.md section 1): logits, the
+/// What a gradient attack needs from a model, in [0, 1] pixel space (README, 'Using the API'): logits, the
 /// cross-entropy gradient and vector-Jacobian products, all on batches laid out back to back as row-major
 /// <c>[N, C, H, W]</c>. Implementations are thread-safe; <see cref="OnnxDifferentiableClassifier"/> is the production
 /// one, tests use analytic fakes.

@@ -6,10 +6,10 @@ namespace StrapVit.Core.Gradients;
 /// <summary>
 /// Reverse-mode differentiation of an ONNX forward graph <c>pixels [N,C,H,W] -> logits [N,K]</c> into one model
 /// that computes the forward pass and the pixel cotangent in a single run, with standard ONNX ops only
-/// (ONNX Runtime's *Grad kernels exist in training builds only). Names and objectives: CONTRACT.md section 3.
+/// (ONNX Runtime's *Grad kernels exist in training builds only). Names and objectives: README, 'Attacks'.
 /// </summary>
 /// <remarks>
-/// Algorithm (docs GRADIENTS.md): learn every intermediate's dims and the needed integer values by probing the
+/// Algorithm : learn every intermediate's dims and the needed integer values by probing the
 /// forward graph; mark the float tensors reachable from the pixels; walk the nodes that lie between the pixels and
 /// the logits in reverse order, letting each op's rule add contributions to its inputs' cotangents (several
 /// contributions are summed with one Sum node). Weights and the exporters' integer shape arithmetic are constants

@@ -1,6 +1,6 @@
 namespace StrapVit.Core.Gradients;
 
-/// <summary>What the gradient graph differentiates (CONTRACT.md section 3).</summary>
+/// <summary>What the gradient graph differentiates (README, 'Attacks').</summary>
 public enum GradientObjective
 {
     /// <summary>Per-sample cross-entropy against int64 <c>labels</c>; <c>pixel_grad</c> = d(sum of loss)/d pixels.</summary>
@@ -10,7 +10,7 @@ public enum GradientObjective
     Vjp,
 }
 
-/// <summary>The exact tensor names of the gradient graphs (CONTRACT.md section 3).</summary>
+/// <summary>The exact tensor names of the gradient graphs (README, 'Attacks').</summary>
 public static class GradientGraphNames
 {
     public const string PixelValues = "pixel_values";

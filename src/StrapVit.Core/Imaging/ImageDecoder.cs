@@ -11,7 +11,7 @@ using SixLabors.ImageSharp.Processing;
 namespace StrapVit.Core.Imaging;
 
 /// <summary>
-/// Turns uploaded bytes into the model's input (CONTRACT.md section 1): identify the header first and enforce the
+/// Turns uploaded bytes into the model's input (README, 'Using the API'): identify the header first and enforce the
 /// byte/pixel/frame limits, then decode, apply the EXIF orientation, convert channels, resize to H x W and scale to
 /// [0, 1]. Only PNG, JPEG, GIF, BMP and WebP are accepted, since every extra codec is extra attack surface.
 /// </summary>

@@ -2,7 +2,7 @@ namespace StrapVit.Core.Imaging;
 
 /// <summary>
 /// One image in [0, 1] pixel space at the model's resolution, channels-first <c>[C, H, W]</c>, row-major.
-/// This is "the image" of CONTRACT.md section 1 for every endpoint.
+/// This is "the image" of README, 'Using the API' for every endpoint.
 /// </summary>
 public sealed record ImageTensor(float[] Data, int Channels, int Height, int Width)
 {

@@ -2,7 +2,7 @@ using System.Text.Json.Serialization;
 
 namespace StrapVit.Core.Models;
 
-/// <summary>The contents of a package's <c>model.json</c> (CONTRACT.md section 2).</summary>
+/// <summary>The contents of a package's <c>model.json</c> (README, 'Bring your own ViT').</summary>
 public sealed record ModelManifest
 {
     public required string Name { get; init; }

@@ -8,7 +8,7 @@ namespace StrapVit.Core.Onnx;
 /// <summary>
 /// Builds the forward graph the service actually runs: the package's model with its normalization
 /// <c>(x - mean) / std</c> prepended as standard ONNX nodes, so every caller works in [0, 1] pixel space
-/// (CONTRACT.md section 1). Input <see cref="PixelInput"/> <c>[N, C, H, W]</c>, output <see cref="LogitsOutput"/> <c>[N, K]</c>.
+/// (README, 'Using the API'). Input <see cref="PixelInput"/> <c>[N, C, H, W]</c>, output <see cref="LogitsOutput"/> <c>[N, K]</c>.
 /// </summary>
 public static class ForwardGraph
 {
