@@ -49,7 +49,7 @@ public sealed partial class PatchJobRunner(
     /// <summary>Accepts a job: checks the training data, stores it as queued, and queues it; 429 when the queue is full.</summary>
     public async Task<PatchJobState> EnqueueAsync(PatchJobRequest settings, int channels, CancellationToken ct)
     {
-        LoadData(channels);
+        LoadData();
         var state = new PatchJobState(Guid.NewGuid().ToString("N"), PatchJobStatus.Queued, settings, channels, clock.GetUtcNow());
         lock (gate)
         {
@@ -201,7 +201,7 @@ public sealed partial class PatchJobRunner(
                 MinScale = s.MinScale!.Value,
                 MaxScale = s.MaxScale!.Value,
             };
-            var (trainSet, heldOutSet) = LoadData(state.Channels);
+            var (trainSet, heldOutSet) = LoadData();
             var trainer = new UniversalPatchTrainer(settings);
             var images = trainSet.Without(settings.TargetClass);
             var result = trainer.Train(model, images.Pixels, images.Count, s.Seed!.Value, progress, cancel.Token);
@@ -333,7 +333,7 @@ public sealed partial class PatchJobRunner(
     }
 
     /// <summary>The training and held-out sets, loaded once; a 503 problem when the configured files cannot be used.</summary>
-    private (EvaluationSet Train, EvaluationSet HeldOut) LoadData(int channels)
+    private (EvaluationSet Train, EvaluationSet HeldOut) LoadData()
     {
         var model = services.Model();
         lock (gate)

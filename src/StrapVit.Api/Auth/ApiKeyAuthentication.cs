@@ -19,6 +19,9 @@ public sealed class ApiKeyStore(IOptions<ApiKeyOptions> options)
     /// <summary>Whether any key is configured; without one the protected endpoints are open.</summary>
     public bool Enabled => keys.Length > 0;
 
+    /// <summary>Whether an endpoint needs a key: any configured, and for a classification endpoint <c>Auth:RequireForClassify</c> too.</summary>
+    public bool IsRequired(bool classification) => Enabled && (!classification || options.Value.RequireForClassify);
+
     /// <summary>The name of the key whose SHA-256 matches <paramref name="presented"/>, or null.</summary>
     public string? Find(string presented)
     {
@@ -115,12 +118,11 @@ public sealed class ApiKeyRequirement(bool classification) : IAuthorizationRequi
     public bool Classification { get; } = classification;
 }
 
-internal sealed class ApiKeyRequirementHandler(ApiKeyStore store, IOptions<ApiKeyOptions> options) : AuthorizationHandler<ApiKeyRequirement>
+internal sealed class ApiKeyRequirementHandler(ApiKeyStore store) : AuthorizationHandler<ApiKeyRequirement>
 {
     protected override Task HandleRequirementAsync(AuthorizationHandlerContext context, ApiKeyRequirement requirement)
     {
-        var needed = store.Enabled && (!requirement.Classification || options.Value.RequireForClassify);
-        if (!needed || context.User.Identity is { IsAuthenticated: true, AuthenticationType: ApiKeyAuthenticationHandler.SchemeName })
+        if (!store.IsRequired(requirement.Classification) || context.User.Identity is { IsAuthenticated: true, AuthenticationType: ApiKeyAuthenticationHandler.SchemeName })
         {
             context.Succeed(requirement);
         }

@@ -115,12 +115,12 @@ public static partial class AuthServiceExtensions
 public sealed record ApiKeyMetadata(bool Classification);
 
 /// <summary>Adds the API-key security requirement to the operations that need a key under the configuration.</summary>
-internal sealed class ApiKeyOperationFilter(ApiKeyStore store, IOptions<ApiKeyOptions> options) : IOperationFilter
+internal sealed class ApiKeyOperationFilter(ApiKeyStore store) : IOperationFilter
 {
     public void Apply(OpenApiOperation operation, OperationFilterContext context)
     {
         var meta = context.ApiDescription.ActionDescriptor.EndpointMetadata.OfType<ApiKeyMetadata>().FirstOrDefault();
-        if (meta is null || !store.Enabled || (meta.Classification && !options.Value.RequireForClassify))
+        if (meta is null || !store.IsRequired(meta.Classification))
         {
             return;
         }

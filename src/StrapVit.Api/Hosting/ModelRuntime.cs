@@ -73,8 +73,9 @@ public sealed partial class ModelRuntime(
 
     public void Dispose()
     {
-        _defense?.Dispose();
+        // Certified mode may share the defense's split model: dispose it first.
         _certify?.Dispose();
+        _defense?.Dispose();
         _gradientRunner?.Dispose();
         _classifier?.Dispose();
     }
@@ -105,7 +106,7 @@ public sealed partial class ModelRuntime(
 
     private CertifySetup LoadCertify(ModelPackage package)
     {
-        var setup = CertifyLoader.Create(package, sessionFactory, certifyOptions.Value, CacheDirectory);
+        var setup = CertifyLoader.Create(package, sessionFactory, certifyOptions.Value, CacheDirectory, _defense);
         if (setup.Certifier is { } certifier)
         {
             var masks = certifier.MasksFor(certifyOptions.Value.PatchSize);

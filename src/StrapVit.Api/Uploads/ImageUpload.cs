@@ -26,9 +26,9 @@ public static class ImageUpload
 
     public static async Task<Content> ReadAsync(HttpRequest request, ImageLimits limits, CancellationToken ct)
     {
-        var requestLimits = request.HttpContext.RequestServices.GetRequiredService<IOptions<RequestLimitOptions>>().Value;
         if (request.HasFormContentType)
         {
+            var requestLimits = request.HttpContext.RequestServices.GetRequiredService<IOptions<RequestLimitOptions>>().Value;
             var formLimit = limits.MaxBytes + requestLimits.MaxFormOverheadBytes;
             LimitBody(request, formLimit, "form");
             CheckMultipartContentType(request);
@@ -39,9 +39,11 @@ public static class ImageUpload
                 throw new ImageRejectedException(ImageRejection.TooLarge, $"The image is {file.Length} bytes; the limit is {limits.MaxBytes}.");
             }
 
-            using var ms = new MemoryStream((int)file.Length);
-            await file.CopyToAsync(ms, ct);
-            return new Content(ms.ToArray(), form);
+            // The length is known: read straight into the array the decoder gets.
+            var bytes = new byte[file.Length];
+            await using var stream = file.OpenReadStream();
+            await stream.ReadExactlyAsync(bytes, ct);
+            return new Content(bytes, form);
         }
 
         var contentType = request.ContentType;

@@ -4,7 +4,6 @@ using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Certification;
-using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Evaluation;
 using StrapVit.Core.Gradients;
@@ -80,9 +79,7 @@ internal sealed class CertifyEvalCommand : ICliCommand
         args.RejectUnknownOptions();
 
         var package = ModelPackage.Load(args.Positionals[0]);
-        var input = package.Manifest.Input;
-        var images = IdxDataset.Load(imagesPath, LabelsFor(imagesPath));
-        var set = EvaluationSet.FromIdx(images, count, input.Channels, input.Height, input.Width);
+        var set = CliData.Load(imagesPath, package, count);
 
         var cpu = new InferenceOptions { Device = InferenceDevice.Cpu };
         var sessions = new OnnxSessionFactory(cpu, NullLogger<OnnxSessionFactory>.Instance);
@@ -91,13 +88,13 @@ internal sealed class CertifyEvalCommand : ICliCommand
         var certifier = setup.Certifier ?? throw new ModelPackageException($"certified mode is unavailable: {setup.UnavailableReason}");
         using var classifier = new VitClassifier(package, sessions, cpu);
         using var runner = GradientRunner.Create(package, new GradientGraphs(null, NullLogger<GradientGraphs>.Instance), sessions);
-        using var tokenGradients = TokenGradients.Create(package, certifier.Classifier.Model, sessions);
+        using var embeddingGradients = TokenGradients.CreateEmbeddingVjp(package, certifier.Classifier.Model, sessions);
         var undefended = new OnnxDifferentiableClassifier(runner, classifier);
 
         var f = certifier.Field;
         stdout.WriteLine($"certify-eval {package.Manifest.Name}: split {split}, {set.Count} images, masking by {certifier.Classifier.MethodName}, "
             + $"token receptive field {f.Rows.Size}x{f.Cols.Size} px (offset {f.Rows.Offset}, stride {f.Rows.Stride})");
-        var report = new CertifyEvaluation(package, classifier, certifier, undefended, tokenGradients.Embedding, sessions, settings, stdout).Run(set, split);
+        var report = new CertifyEvaluation(package, classifier, certifier, undefended, embeddingGradients, sessions, settings, stdout).Run(set, split);
 
         Directory.CreateDirectory(output);
         var stem = Path.Combine(output, $"certify-{package.Manifest.Name}-{split}");
@@ -120,11 +117,6 @@ internal sealed class CertifyEvalCommand : ICliCommand
             throw new CliUsageException($"--{name} must be a comma-separated list of positive integers, not '{text}'");
         }
     }
-
-    private static string LabelsFor(string images) =>
-        IdxDataset.LabelsBeside(images) is var labels && File.Exists(labels)
-            ? labels
-            : throw new CliUsageException($"no labels file next to {images}");
 
     private static string Tables(CertifyEvaluationReport report)
     {

@@ -3,7 +3,6 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
 using StrapVit.Core.Attacks;
-using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Evaluation;
 using StrapVit.Core.Gradients;
@@ -95,8 +94,8 @@ internal sealed class EvaluateCommand : ICliCommand
         args.RejectUnknownOptions();
 
         var package = ModelPackage.Load(args.Positionals[0]);
-        var test = Load(imagesPath, package, count);
-        var reference = Load(calibPath, package, 100_000);
+        var test = CliData.Load(imagesPath, package, count);
+        var reference = CliData.Load(calibPath, package, 100_000);
 
         var cpu = new InferenceOptions { Device = InferenceDevice.Cpu };
         var sessions = new OnnxSessionFactory(cpu, NullLogger<OnnxSessionFactory>.Instance);
@@ -119,23 +118,6 @@ internal sealed class EvaluateCommand : ICliCommand
     }
 
     private static T[] List<T>(string? text, string fallback, Func<string, T> parse) => (text ?? fallback).Split(',').Select(v => parse(v.Trim())).ToArray();
-
-    /// <summary>An IDX image file (labels beside it) or a folder tree with one subfolder per class.</summary>
-    private static EvaluationSet Load(string path, ModelPackage package, int count)
-    {
-        var input = package.Manifest.Input;
-        if (Directory.Exists(path))
-        {
-            return EvaluationSet.FromFolder(path, package.Manifest.Labels, count, input.Channels, input.Height, input.Width);
-        }
-
-        return EvaluationSet.FromIdx(IdxDataset.Load(path, LabelsFor(path)), count, input.Channels, input.Height, input.Width);
-    }
-
-    private static string LabelsFor(string images) =>
-        IdxDataset.LabelsBeside(images) is var labels && File.Exists(labels)
-            ? labels
-            : throw new CliUsageException($"no labels file next to {images}");
 
     private static string Tables(EvaluationReport report)
     {

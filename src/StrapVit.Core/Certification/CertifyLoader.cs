@@ -4,7 +4,7 @@ using StrapVit.Core.Models;
 
 namespace StrapVit.Core.Certification;
 
-/// <summary>Certified mode set up for a model, or why it cannot run. Owns the split model it built.</summary>
+/// <summary>Certified mode set up for a model, or why it cannot run. Owns the split model it built (not one it shares).</summary>
 public sealed record CertifySetup(PatchCertifier? Certifier, string? UnavailableReason) : IDisposable
 {
     internal TokenSpaceModel? TokenModel { get; init; }
@@ -19,8 +19,11 @@ public static class CertifyLoader
     /// The service's, the CLI's and the benchmarks' one way to set certified mode up. A package certified mode cannot
     /// handle (no tokens tensor, a receptive field that cannot be derived, no usable masking, a default patch whose
     /// masks do not fit) gives a setup with the reason instead of an exception: classification does not depend on it.
+    /// When <paramref name="defense"/> already split the model (token variant), its split model and calibration are
+    /// shared instead of being built and read again; the setup then owns nothing.
     /// </summary>
-    public static CertifySetup Create(ModelPackage package, OnnxSessionFactory sessions, CertifyOptions options, string? cacheDirectory)
+    public static CertifySetup Create(
+        ModelPackage package, OnnxSessionFactory sessions, CertifyOptions options, string? cacheDirectory, DefenseSetup? defense = null)
     {
         ArgumentNullException.ThrowIfNull(package);
         if (package.Manifest.Tokens is null)
@@ -28,10 +31,11 @@ public static class CertifyLoader
             return new CertifySetup(null, "model.json has no 'tokens' entry; certified mode masks tokens.");
         }
 
+        var shared = defense?.TokenModel;
         TokenSpaceModel model;
         try
         {
-            model = new TokenSpaceModel(package, sessions);
+            model = shared ?? new TokenSpaceModel(package, sessions);
         }
         catch (ModelPackageException ex)
         {
@@ -41,20 +45,25 @@ public static class CertifyLoader
         try
         {
             float[][]? replacement = null;
-            if (options.Masking == MaskingChoice.Replace || (options.Masking == MaskingChoice.Auto && !MaskedTokenClassifier.AcceptsShorterSequence(model)))
+            if (options.Masking == MaskingChoice.Replace || (options.Masking == MaskingChoice.Auto && !model.AcceptsShorterSequences))
             {
                 // Only a fixed-length encoder needs the clean mean tokens of the defense calibration.
-                var path = DefenseCalibration.CandidatePaths(package, cacheDirectory).FirstOrDefault(File.Exists);
-                replacement = path is null ? null : DefenseCalibration.Load(path, package).Tokens?.Center;
+                var calibration = defense?.Calibration;
+                if (calibration is null && DefenseCalibration.CandidatePaths(package, cacheDirectory).FirstOrDefault(File.Exists) is { } path)
+                {
+                    calibration = DefenseCalibration.Load(path, package);
+                }
+
+                replacement = calibration?.Tokens?.Center;
             }
 
             var certifier = new PatchCertifier(new MaskedTokenClassifier(model, replacement, options.BatchSize, options.Masking), options);
             certifier.MasksFor(options.PatchSize);
-            return new CertifySetup(certifier, null) { TokenModel = model };
+            return new CertifySetup(certifier, null) { TokenModel = shared is null ? model : null };
         }
         catch (Exception ex) when (ex is CertificationException or ModelPackageException)
         {
-            model.Dispose();
+            if (shared is null) model.Dispose();
             return new CertifySetup(null, ex.Message);
         }
     }

@@ -40,7 +40,7 @@ public sealed class MaskedTokenClassifier
         BatchSize = batchSize;
         Classes = model.Manifest.Labels.Count;
         var usable = replacement is not null && replacement.Length == model.TokenCount && replacement.All(r => r.Length == model.Dim);
-        if (choice != MaskingChoice.Replace && AcceptsShorterSequence(model))
+        if (choice != MaskingChoice.Replace && model.AcceptsShorterSequences)
         {
             Method = MaskingMethod.Drop;
         }
@@ -73,21 +73,6 @@ public sealed class MaskedTokenClassifier
 
     /// <summary>"drop" or "replace", as the report says it.</summary>
     public string MethodName => Method == MaskingMethod.Drop ? "drop" : "replace";
-
-    /// <summary>Whether the encoder takes <c>T − 1</c> tokens and still answers <c>[1, K]</c> logits.</summary>
-    public static bool AcceptsShorterSequence(TokenSpaceModel model)
-    {
-        ArgumentNullException.ThrowIfNull(model);
-        try
-        {
-            var t = model.TokenCount - 1;
-            return model.Encode(new float[t * model.Dim], 1, t).Length == model.Manifest.Labels.Count;
-        }
-        catch (OnnxRuntimeException)
-        {
-            return false;
-        }
-    }
 
     /// <summary>
     /// Token positions (class token included) the encoder reads for a view hiding <paramref name="hidden"/>
@@ -125,52 +110,28 @@ public sealed class MaskedTokenClassifier
             throw new ArgumentException($"Expected {t}x{d} tokens of one image, got {tokens.Length} values.", nameof(tokens));
         }
 
-        var logits = new float[hidden.Count * Classes];
-        var source = tokens.ToArray();
-        if (Method == MaskingMethod.Replace)
+        if (Method == MaskingMethod.Drop)
         {
-            for (var start = 0; start < hidden.Count; start += BatchSize)
-            {
-                var n = Math.Min(BatchSize, hidden.Count - start);
-                var batch = new float[n * t * d];
-                for (var v = 0; v < n; v++)
-                {
-                    source.CopyTo(batch, v * t * d);
-                    foreach (var p in hidden[start + v])
-                    {
-                        var k = p + Model.FirstPatchToken;
-                        _replacement![k].CopyTo(batch, ((v * t) + k) * d);
-                    }
-                }
-
-                Model.Encode(batch, n, runOptions).CopyTo(logits, start * Classes);
-            }
-
-            return logits;
+            // Every view reads the same image (source 0) at its own kept positions.
+            return Model.EncodeKept(tokens, new int[hidden.Count], hidden.Select(Kept).ToArray(), BatchSize, runOptions);
         }
 
-        var kept = hidden.Select(Kept).ToArray();
-        foreach (var group in Enumerable.Range(0, hidden.Count).GroupBy(v => kept[v].Length))
+        var logits = new float[hidden.Count * Classes];
+        for (var start = 0; start < hidden.Count; start += BatchSize)
         {
-            var length = group.Key;
-            foreach (var chunk in group.Chunk(BatchSize))
+            var n = Math.Min(BatchSize, hidden.Count - start);
+            var batch = new float[n * t * d];
+            for (var v = 0; v < n; v++)
             {
-                var batch = new float[chunk.Length * length * d];
-                for (var c = 0; c < chunk.Length; c++)
+                tokens.CopyTo(batch.AsSpan(v * t * d, t * d));
+                foreach (var p in hidden[start + v])
                 {
-                    var positions = kept[chunk[c]];
-                    for (var j = 0; j < length; j++)
-                    {
-                        Array.Copy(source, positions[j] * d, batch, ((c * length) + j) * d, d);
-                    }
-                }
-
-                var result = Model.Encode(batch, chunk.Length, length, runOptions);
-                for (var c = 0; c < chunk.Length; c++)
-                {
-                    Array.Copy(result, c * Classes, logits, chunk[c] * Classes, Classes);
+                    var k = p + Model.FirstPatchToken;
+                    _replacement![k].CopyTo(batch, ((v * t) + k) * d);
                 }
             }
+
+            Model.Encode(batch, n, runOptions).CopyTo(logits, start * Classes);
         }
 
         return logits;

@@ -33,19 +33,11 @@ public sealed class TokenGradients : IDisposable
 
     public static TokenGradients Create(ModelPackage package, TokenSpaceModel model, OnnxSessionFactory sessions)
     {
-        var tokens = package.Manifest.Tokens ?? throw new ModelPackageException("model.json has no 'tokens' entry.");
-        var split = TokenGraphSplitter.Split(ForwardGraph.LoadNormalized(package), tokens.Tensor);
-        var builder = new GradientGraphBuilder();
-        var encoder = WrapEncoder(split.Encoder, model.TokenCount, model.Dim);
-        var embedding = WrapEmbedding(split.Embedding, model.TokenCount, model.Dim);
-        var encoderRunner = GradientRunner.Create(
-            builder.Build(encoder, GradientObjective.CrossEntropy).ToByteArray(),
-            builder.Build(encoder, GradientObjective.Vjp).ToByteArray(),
-            sessions);
+        var split = Split(package);
+        var encoderRunner = CreateEncoder(split.Encoder, model.TokenCount, model.Dim, sessions);
         try
         {
-            // The embedding has no classes: only its VJP graph exists.
-            return new TokenGradients(encoderRunner, GradientRunner.CreateVjpOnly(builder.Build(embedding, GradientObjective.Vjp).ToByteArray(), sessions));
+            return new TokenGradients(encoderRunner, EmbeddingVjp(split.Embedding, model.TokenCount, model.Dim, sessions));
         }
         catch
         {
@@ -53,6 +45,34 @@ public sealed class TokenGradients : IDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// Cross-entropy and VJP runners of an encoder graph taking <paramref name="t"/> tokens of width
+    /// <paramref name="d"/>, fed as <c>[N, 1, t, d]</c> (a shorter <paramref name="t"/> for token-dropping views).
+    /// </summary>
+    internal static GradientRunner CreateEncoder(ModelProto encoder, int t, int d, OnnxSessionFactory sessions)
+    {
+        var builder = new GradientGraphBuilder();
+        var wrapped = WrapEncoder(encoder, t, d);
+        return GradientRunner.Create(
+            builder.Build(wrapped, GradientObjective.CrossEntropy).ToByteArray(),
+            builder.Build(wrapped, GradientObjective.Vjp).ToByteArray(),
+            sessions);
+    }
+
+    /// <summary>The embedding's VJP alone (pixels to <c>[N, T·D]</c> tokens), for attackers that bring their own encoder gradient.</summary>
+    public static GradientRunner CreateEmbeddingVjp(ModelPackage package, TokenSpaceModel model, OnnxSessionFactory sessions) =>
+        EmbeddingVjp(Split(package).Embedding, model.TokenCount, model.Dim, sessions);
+
+    private static SplitGraphs Split(ModelPackage package)
+    {
+        var tokens = package.Manifest.Tokens ?? throw new ModelPackageException("model.json has no 'tokens' entry.");
+        return TokenGraphSplitter.Split(ForwardGraph.LoadNormalized(package), tokens.Tensor);
+    }
+
+    // The embedding has no classes: only its VJP graph exists.
+    private static GradientRunner EmbeddingVjp(ModelProto embedding, int t, int d, OnnxSessionFactory sessions) =>
+        GradientRunner.CreateVjpOnly(new GradientGraphBuilder().Build(WrapEmbedding(embedding, t, d), GradientObjective.Vjp).ToByteArray(), sessions);
 
     private static ModelProto WrapEncoder(ModelProto encoder, int t, int d)
     {

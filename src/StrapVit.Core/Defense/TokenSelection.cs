@@ -10,15 +10,11 @@ public static class TokenSelection
 {
     /// <summary>Flagged positions among <paramref name="candidates"/>, most anomalous first, and how many passed the threshold.</summary>
     public static (int[] Flagged, int AboveThreshold) Select(
-        ReadOnlySpan<double> scores, ReadOnlySpan<float> thresholds, IReadOnlyList<int> candidates, int minTokens, double scale)
-    {
-        var ratios = new double[candidates.Count];
-        for (var i = 0; i < candidates.Count; i++)
-        {
-            var k = candidates[i];
-            ratios[i] = scores[k] / Math.Max(thresholds[k] * scale, 1e-12);
-        }
+        ReadOnlySpan<double> scores, ReadOnlySpan<float> thresholds, IReadOnlyList<int> candidates, int minTokens, double scale) =>
+        Select(Ratios(scores, thresholds, candidates, scale), candidates, minTokens);
 
+    private static (int[] Flagged, int AboveThreshold) Select(double[] ratios, IReadOnlyList<int> candidates, int minTokens)
+    {
         var order = Enumerable.Range(0, candidates.Count).OrderByDescending(i => ratios[i]).ThenBy(i => candidates[i]).ToArray();
         var above = ratios.Count(r => r > 1.0);
         var take = Math.Min(candidates.Count, Math.Max(above, minTokens));
@@ -37,16 +33,11 @@ public static class TokenSelection
         ReadOnlySpan<double> scores, ReadOnlySpan<float> thresholds, IReadOnlyList<int> candidates, int minTokens, double scale,
         int window, int rows, int cols)
     {
-        var (flagged, above) = Select(scores, thresholds, candidates, minTokens, scale);
+        var ratios = Ratios(scores, thresholds, candidates, scale);
+        var (flagged, above) = Select(ratios, candidates, minTokens);
         if (window <= 0 || flagged.Length == 0 || candidates.Count != rows * cols)
         {
             return (flagged, above);
-        }
-
-        var ratios = new double[candidates.Count];
-        for (var i = 0; i < candidates.Count; i++)
-        {
-            ratios[i] = scores[candidates[i]] / Math.Max(thresholds[candidates[i]] * scale, 1e-12);
         }
 
         int w = Math.Min(window, Math.Min(rows, cols)), bestRow = 0, bestCol = 0;
@@ -83,5 +74,18 @@ public static class TokenSelection
         }
 
         return (result.ToArray(), above);
+    }
+
+    /// <summary>Each candidate's score over its scaled threshold.</summary>
+    private static double[] Ratios(ReadOnlySpan<double> scores, ReadOnlySpan<float> thresholds, IReadOnlyList<int> candidates, double scale)
+    {
+        var ratios = new double[candidates.Count];
+        for (var i = 0; i < candidates.Count; i++)
+        {
+            var k = candidates[i];
+            ratios[i] = scores[k] / Math.Max(thresholds[k] * scale, 1e-12);
+        }
+
+        return ratios;
     }
 }

@@ -1,6 +1,4 @@
-using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
-using Onnx;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
@@ -21,7 +19,6 @@ namespace StrapVit.Core.Evaluation;
 /// </summary>
 public sealed class CertifySurrogateClassifier : IDifferentiableClassifier, IDisposable
 {
-    private const string TokenImage = "token_image";
     private readonly MaskedTokenClassifier _views;
     private readonly MaskSet _masks;
     private readonly GradientRunner _encoder;
@@ -43,18 +40,11 @@ public sealed class CertifySurrogateClassifier : IDifferentiableClassifier, IDis
         _masks = masks;
         _embedding = embedding;
         var model = views.Model;
-        _kept = masks.Masks.Select(m => views.Method == MaskingMethod.Drop ? views.Kept(m) : Enumerable.Range(0, model.TokenCount).Where(k => k < model.FirstPatchToken || !m.Contains(k - model.FirstPatchToken)).ToArray()).ToArray();
+        // Every mask of a set hides as many cells, so every view keeps as many tokens.
+        _kept = masks.Masks.Select(views.Kept).ToArray();
         _length = views.Method == MaskingMethod.Drop ? _kept[0].Length : model.TokenCount;
-        if (_kept.Any(k => views.Method == MaskingMethod.Drop && k.Length != _length))
-        {
-            throw new CertificationException("The one-mask views keep different numbers of tokens; the surrogate needs masks of one size.");
-        }
-
         var tokens = package.Manifest.Tokens ?? throw new ModelPackageException("model.json has no 'tokens' entry.");
-        var encoder = Wrap(TokenGraphSplitter.Split(ForwardGraph.LoadNormalized(package), tokens.Tensor).Encoder, _length, model.Dim);
-        var builder = new GradientGraphBuilder();
-        _encoder = GradientRunner.Create(
-            builder.Build(encoder, GradientObjective.CrossEntropy).ToByteArray(), builder.Build(encoder, GradientObjective.Vjp).ToByteArray(), sessions);
+        _encoder = TokenGradients.CreateEncoder(TokenGraphSplitter.Split(ForwardGraph.LoadNormalized(package), tokens.Tensor).Encoder, _length, model.Dim, sessions);
     }
 
     public int Channels => _views.Model.Manifest.Input.Channels;
@@ -159,18 +149,6 @@ public sealed class CertifySurrogateClassifier : IDifferentiableClassifier, IDis
 
     private float[] ReplacementOf(int token) =>
         _views.Replacement?[token] ?? throw new InvalidOperationException("Replace masking without a replacement.");
-
-    private static ModelProto Wrap(ModelProto encoder, int t, int d)
-    {
-        var model = encoder.Clone();
-        var graph = model.Graph;
-        const string Shape = "strapvit_certify_token_shape";
-        graph.Initializer.Add(OnnxProto.Int64Tensor(Shape, [3], [-1, t, d]));
-        graph.Node.Insert(0, ForwardGraph.Node("Reshape", [TokenImage, Shape], [TokenGraphSplitter.TokensName], "strapvit_certify_token_image_to_tokens"));
-        graph.Input.Clear();
-        graph.Input.Add(OnnxProto.TensorInfo(TokenImage, OnnxProto.Float, ["N", 1, t, d]));
-        return model;
-    }
 
     public void Dispose() => _encoder.Dispose();
 }

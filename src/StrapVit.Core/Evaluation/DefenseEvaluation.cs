@@ -188,7 +188,7 @@ public sealed class DefenseEvaluation(
         return cells[..Math.Min(count, cells.Length)];
     }
 
-    /// <summary>Per image, how many tokens the defense neutralised (rounded mean when only the mean is known).</summary>
+    /// <summary>For every image, the defense's mean count of neutralised tokens over the set, rounded.</summary>
     private static int[] RandomCounts(DefenseScore s, int count) => Enumerable.Repeat((int)Math.Round(s.TokensFlagged), count).ToArray();
 
     /// <summary>

@@ -88,42 +88,53 @@ public sealed class TokenSpaceModel : IDisposable
 
     /// <summary>
     /// Logits <c>[N, K]</c> from tokens <c>[N, T, D]</c> with <paramref name="dropped"/>[i] removed from image i's
-    /// sequence before the encoder: those tokens take no part in attention at all. Images that keep as many tokens
-    /// run together. Needs an encoder that takes any sequence length (<see cref="AcceptsShorterSequences"/>).
+    /// sequence before the encoder: those tokens take no part in attention at all. Needs an encoder that takes any
+    /// sequence length (<see cref="AcceptsShorterSequences"/>).
     /// </summary>
     public float[] EncodeDropping(ReadOnlySpan<float> tokens, int batch, IReadOnlyList<IReadOnlyCollection<int>> dropped, RunOptions? runOptions = null)
     {
-        int t = TokenCount, d = Dim, classes = Manifest.Labels.Count;
-        var logits = new float[batch * classes];
-        var source = tokens.ToArray();
-        foreach (var group in Enumerable.Range(0, batch).GroupBy(i => t - dropped[i].Count))
-        {
-            var kept = group.Key;
-            var members = group.ToArray();
-            var compact = new float[members.Length * kept * d];
-            for (var m = 0; m < members.Length; m++)
-            {
-                var i = members[m];
-                var row = 0;
-                for (var k = 0; k < t; k++)
-                {
-                    if (dropped[i].Contains(k)) continue;
-                    source.AsSpan(((i * t) + k) * d, d).CopyTo(compact.AsSpan(((m * kept) + row) * d, d));
-                    row++;
-                }
-            }
+        var all = Enumerable.Range(0, TokenCount);
+        var kept = Enumerable.Range(0, batch).Select(i => all.Where(k => !dropped[i].Contains(k)).ToArray()).ToArray();
+        return EncodeKept(tokens, Enumerable.Range(0, batch).ToArray(), kept, int.MaxValue, runOptions);
+    }
 
-            var part = Run(_encode, TokenGraphSplitter.TokensName, compact, [members.Length, kept, d], ForwardGraph.LogitsOutput, runOptions);
-            for (var m = 0; m < members.Length; m++)
+    /// <summary>
+    /// Logits <c>[R, K]</c>: row r runs the encoder on the tokens of image <paramref name="source"/>[r] of
+    /// <paramref name="tokens"/> <c>[N, T, D]</c> at positions <paramref name="kept"/>[r], in that order. Rows that keep
+    /// as many tokens run together, at most <paramref name="maxBatch"/> per ONNX Runtime run.
+    /// </summary>
+    public float[] EncodeKept(ReadOnlySpan<float> tokens, IReadOnlyList<int> source, IReadOnlyList<int[]> kept, int maxBatch, RunOptions? runOptions = null)
+    {
+        int t = TokenCount, d = Dim, classes = Manifest.Labels.Count;
+        var logits = new float[kept.Count * classes];
+        foreach (var group in Enumerable.Range(0, kept.Count).GroupBy(r => kept[r].Length))
+        {
+            var length = group.Key;
+            foreach (var chunk in group.Chunk(maxBatch))
             {
-                part.AsSpan(m * classes, classes).CopyTo(logits.AsSpan(members[m] * classes, classes));
+                var compact = new float[chunk.Length * length * d];
+                for (var c = 0; c < chunk.Length; c++)
+                {
+                    var image = source[chunk[c]] * t;
+                    var positions = kept[chunk[c]];
+                    for (var j = 0; j < length; j++)
+                    {
+                        tokens.Slice((image + positions[j]) * d, d).CopyTo(compact.AsSpan(((c * length) + j) * d, d));
+                    }
+                }
+
+                var part = Encode(compact, chunk.Length, length, runOptions);
+                for (var c = 0; c < chunk.Length; c++)
+                {
+                    part.AsSpan(c * classes, classes).CopyTo(logits.AsSpan(chunk[c] * classes, classes));
+                }
             }
         }
 
         return logits;
     }
 
-    /// <summary>Whether the encoder runs on a sequence shorter than <see cref="TokenCount"/> (its reshapes follow the input's shape).</summary>
+    /// <summary>Whether the encoder takes <c>T − 1</c> tokens and still answers <c>[1, K]</c> logits (its reshapes follow the input's shape).</summary>
     public bool AcceptsShorterSequences => _acceptsShorter ??= ProbeShorter();
 
     private bool? _acceptsShorter;
@@ -132,8 +143,7 @@ public sealed class TokenSpaceModel : IDisposable
     {
         try
         {
-            var logits = Run(_encode, TokenGraphSplitter.TokensName, new float[(TokenCount - 1) * Dim], [1, TokenCount - 1, Dim], ForwardGraph.LogitsOutput, null);
-            return logits.Length == Manifest.Labels.Count;
+            return Encode(new float[(TokenCount - 1) * Dim], 1, TokenCount - 1).Length == Manifest.Labels.Count;
         }
         catch (OnnxRuntimeException)
         {
