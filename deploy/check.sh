@@ -3,6 +3,7 @@
 #   docker-compose config -q      docker-compose.yml, with and without the gpu profile (Debian's docker-compose 1.29)
 #   dockerfilelint                the Dockerfile
 #   promtool check config/rules   deploy/prometheus, the PrometheusRule in deploy/k8s, and every Grafana panel query
+#   promtool test rules           deploy/prometheus/alerts.test.yml (each alert fires when it should, and only then)
 # Tools that are missing are installed first (apt-get, npm), so a fresh machine needs only network access to those
 # registries. The metric-name, port and probe checks live in the .NET tests (tests/StrapVit.Api.Tests/Deployment).
 # Exit status: 0 when every check passes; a tool that cannot be installed counts as a failure, never as a skip.
@@ -85,6 +86,9 @@ if command -v promtool > /dev/null; then
         else cat "$work/out"; fail "promtool check rules $2"; fi
     }
     check_rules deploy/prometheus/alerts.yml deploy/prometheus/alerts.yml
+    # Alert unit tests: each alert fires on the series that should trigger it, after its `for:`, and not otherwise.
+    if (cd deploy/prometheus && promtool test rules alerts.test.yml) > "$work/out" 2>&1; then pass "promtool test rules deploy/prometheus/alerts.test.yml"
+    else cat "$work/out"; fail "promtool test rules deploy/prometheus/alerts.test.yml"; fi
     check_rules "$work/operator-rules.yml" deploy/k8s/base/prometheusrule.yaml
 
     # Grafana queries: each becomes a recording rule, with Grafana's variables replaced by plain values.

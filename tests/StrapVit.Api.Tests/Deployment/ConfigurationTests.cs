@@ -70,8 +70,8 @@ public sealed class ConfigurationTests
         var parts = source.Split(':');
         return parts[0] switch
         {
-            "configmap" => YamlLite.Map(DeployFiles.K8s("configmap.yaml"), "data").ToDictionary(kv => kv.Key, kv => (string)kv.Value!),
-            "compose" => YamlLite.Map(DeployFiles.Compose(), "services", parts[1], "environment").ToDictionary(kv => kv.Key, kv => (string)kv.Value!),
+            "configmap" => YamlTree.Map(DeployFiles.K8s("configmap.yaml"), "data").ToDictionary(kv => kv.Key, kv => (string)kv.Value!),
+            "compose" => YamlTree.Map(DeployFiles.Compose(), "services", parts[1], "environment").ToDictionary(kv => kv.Key, kv => (string)kv.Value!),
             "dockerfile" => DeployFiles.Dockerfile().Where(i => i.Stage == parts[1] && i.Keyword == "ENV")
                 .SelectMany(i => i.Arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries))
                 .Select(pair => pair.Split('=', 2)).ToDictionary(p => p[0], p => p[1]),

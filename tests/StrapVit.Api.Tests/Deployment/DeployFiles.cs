@@ -22,7 +22,7 @@ public static partial class DeployFiles
 
     public static string Text(params string[] parts) => File.ReadAllText(PathOf(parts));
 
-    public static object? Yaml(params string[] parts) => YamlLite.ParseFile(PathOf(parts));
+    public static object? Yaml(params string[] parts) => YamlTree.ParseFile(PathOf(parts));
 
     public static object? K8s(string file) => Yaml("deploy", "k8s", "base", file);
 
@@ -118,11 +118,11 @@ public static partial class DeployFiles
     /// <summary>Alerting and recording rules of a rule file (groups at the root) or a PrometheusRule (groups under spec).</summary>
     public static IReadOnlyList<(string Name, string Expr, string? For)> Rules(object? doc)
     {
-        var groups = YamlLite.At(doc, "groups") as List<object?> ?? YamlLite.List(doc, "spec", "groups");
-        return [.. groups.SelectMany(g => YamlLite.List(g, "rules")).Select(r => (
-            YamlLite.Scalar(r, "alert") ?? YamlLite.Scalar(r, "record") ?? throw new InvalidOperationException("A rule without alert or record."),
-            YamlLite.Scalar(r, "expr") ?? throw new InvalidOperationException("A rule without expr."),
-            YamlLite.Scalar(r, "for")))];
+        var groups = YamlTree.At(doc, "groups") as List<object?> ?? YamlTree.List(doc, "spec", "groups");
+        return [.. groups.SelectMany(g => YamlTree.List(g, "rules")).Select(r => (
+            YamlTree.Scalar(r, "alert") ?? YamlTree.Scalar(r, "record") ?? throw new InvalidOperationException("A rule without alert or record."),
+            YamlTree.Scalar(r, "expr") ?? throw new InvalidOperationException("A rule without expr."),
+            YamlTree.Scalar(r, "for")))];
     }
 
     public static IReadOnlyList<Query> RuleQueries(string source, object? doc) =>

@@ -39,7 +39,7 @@ public sealed partial class DockerfileTests
 
         // Numeric, so that Kubernetes' runAsNonRoot can verify it; and the same uid the manifests run as.
         Assert.Matches("^[1-9][0-9]*$", user);
-        Assert.Equal(user, YamlLite.Scalar(DeployFiles.K8s("deployment.yaml"), "spec", "template", "spec", "securityContext", "runAsUser"));
+        Assert.Equal(user, YamlTree.Scalar(DeployFiles.K8s("deployment.yaml"), "spec", "template", "spec", "securityContext", "runAsUser"));
         Assert.Equal($"[\"dotnet\", \"{typeof(Program).Assembly.GetName().Name}.dll\"]", entrypoint);
         Assert.Equal("0", env["DOTNET_EnableDiagnostics"]);
         Assert.StartsWith("/var/cache/", env["Model__CacheDirectory"], StringComparison.Ordinal);

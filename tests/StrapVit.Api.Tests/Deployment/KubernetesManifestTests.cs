@@ -10,17 +10,17 @@ namespace StrapVit.Api.Tests.Deployment;
 public sealed partial class KubernetesManifestTests(LiveService live) : IClassFixture<LiveService>
 {
     private static readonly object? Deployment = DeployFiles.K8s("deployment.yaml");
-    private static readonly object? PodSpec = YamlLite.At(Deployment, "spec", "template", "spec");
-    private static readonly object? Container = YamlLite.List(PodSpec, "containers").Single();
+    private static readonly object? PodSpec = YamlTree.At(Deployment, "spec", "template", "spec");
+    private static readonly object? Container = YamlTree.List(PodSpec, "containers").Single();
 
     [Fact]
     public void The_container_port_is_the_app_port_and_named_http()
     {
-        var port = Assert.Single(YamlLite.List(Container, "ports"));
+        var port = Assert.Single(YamlTree.List(Container, "ports"));
 
-        Assert.Equal("http", YamlLite.Scalar(port, "name"));
-        Assert.Equal(DeployFiles.AppPort.ToString(), YamlLite.Scalar(port, "containerPort"));
-        Assert.Equal(DeployFiles.AppPort.ToString(), YamlLite.Scalar(DeployFiles.K8s("configmap.yaml"), "data", "ASPNETCORE_HTTP_PORTS"));
+        Assert.Equal("http", YamlTree.Scalar(port, "name"));
+        Assert.Equal(DeployFiles.AppPort.ToString(), YamlTree.Scalar(port, "containerPort"));
+        Assert.Equal(DeployFiles.AppPort.ToString(), YamlTree.Scalar(DeployFiles.K8s("configmap.yaml"), "data", "ASPNETCORE_HTTP_PORTS"));
     }
 
     [Theory]
@@ -29,10 +29,10 @@ public sealed partial class KubernetesManifestTests(LiveService live) : IClassFi
     [InlineData("readinessProbe", DeployFiles.ReadyPath)]
     public async Task Probes_ask_the_health_routes_on_the_container_port(string probe, string path)
     {
-        var httpGet = YamlLite.Map(Container, probe, "httpGet");
+        var httpGet = YamlTree.Map(Container, probe, "httpGet");
 
-        Assert.Equal(path, YamlLite.Scalar(httpGet, "path"));
-        Assert.Equal(DeployFiles.AppPort.ToString(), ContainerPort(YamlLite.Scalar(httpGet, "port")!));
+        Assert.Equal(path, YamlTree.Scalar(httpGet, "path"));
+        Assert.Equal(DeployFiles.AppPort.ToString(), ContainerPort(YamlTree.Scalar(httpGet, "port")!));
         using var response = await live.Client.GetAsync(path);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
@@ -40,8 +40,8 @@ public sealed partial class KubernetesManifestTests(LiveService live) : IClassFi
     [Fact]
     public async Task Every_http_probe_in_the_manifests_answers_200()
     {
-        var paths = YamlLite.Descendants(Deployment).OfType<Dictionary<string, object?>>()
-            .Where(m => m.ContainsKey("httpGet")).Select(m => YamlLite.Scalar(m, "httpGet", "path")!).ToList();
+        var paths = YamlTree.Descendants(Deployment).OfType<Dictionary<string, object?>>()
+            .Where(m => m.ContainsKey("httpGet")).Select(m => YamlTree.Scalar(m, "httpGet", "path")!).ToList();
 
         Assert.Equal(3, paths.Count);
         foreach (var path in paths.Distinct())
@@ -54,18 +54,18 @@ public sealed partial class KubernetesManifestTests(LiveService live) : IClassFi
     [Fact]
     public void The_pod_is_locked_down_and_writes_only_to_its_emptydirs()
     {
-        var pod = YamlLite.Map(PodSpec, "securityContext");
-        var container = YamlLite.Map(Container, "securityContext");
-        var mounts = YamlLite.List(Container, "volumeMounts").ToDictionary(m => YamlLite.Scalar(m, "mountPath")!, m => YamlLite.Scalar(m, "name")!);
-        var emptyDirs = YamlLite.List(PodSpec, "volumes").Where(v => YamlLite.At(v, "emptyDir") is not null).Select(v => YamlLite.Scalar(v, "name")).ToHashSet();
-        var cache = YamlLite.Scalar(DeployFiles.K8s("configmap.yaml"), "data", "Model__CacheDirectory")!;
+        var pod = YamlTree.Map(PodSpec, "securityContext");
+        var container = YamlTree.Map(Container, "securityContext");
+        var mounts = YamlTree.List(Container, "volumeMounts").ToDictionary(m => YamlTree.Scalar(m, "mountPath")!, m => YamlTree.Scalar(m, "name")!);
+        var emptyDirs = YamlTree.List(PodSpec, "volumes").Where(v => YamlTree.At(v, "emptyDir") is not null).Select(v => YamlTree.Scalar(v, "name")).ToHashSet();
+        var cache = YamlTree.Scalar(DeployFiles.K8s("configmap.yaml"), "data", "Model__CacheDirectory")!;
 
-        Assert.Equal("true", YamlLite.Scalar(pod, "runAsNonRoot"));
-        Assert.Equal("RuntimeDefault", YamlLite.Scalar(pod, "seccompProfile", "type"));
-        Assert.Equal("false", YamlLite.Scalar(container, "allowPrivilegeEscalation"));
-        Assert.Equal("true", YamlLite.Scalar(container, "readOnlyRootFilesystem"));
-        Assert.Equal(["ALL"], YamlLite.List(container, "capabilities", "drop").Cast<string>());
-        Assert.Equal("false", YamlLite.Scalar(PodSpec, "automountServiceAccountToken"));
+        Assert.Equal("true", YamlTree.Scalar(pod, "runAsNonRoot"));
+        Assert.Equal("RuntimeDefault", YamlTree.Scalar(pod, "seccompProfile", "type"));
+        Assert.Equal("false", YamlTree.Scalar(container, "allowPrivilegeEscalation"));
+        Assert.Equal("true", YamlTree.Scalar(container, "readOnlyRootFilesystem"));
+        Assert.Equal(["ALL"], YamlTree.List(container, "capabilities", "drop").Cast<string>());
+        Assert.Equal("false", YamlTree.Scalar(PodSpec, "automountServiceAccountToken"));
         Assert.Contains(mounts[cache], emptyDirs);
         Assert.Contains(mounts["/tmp"], emptyDirs);
     }
@@ -73,29 +73,29 @@ public sealed partial class KubernetesManifestTests(LiveService live) : IClassFi
     [Fact]
     public void The_pod_asks_for_a_gpu_and_bounded_cpu_and_memory()
     {
-        var resources = YamlLite.Map(Container, "resources");
+        var resources = YamlTree.Map(Container, "resources");
 
-        Assert.Equal("1", YamlLite.Scalar(resources, "limits", "nvidia.com/gpu"));
+        Assert.Equal("1", YamlTree.Scalar(resources, "limits", "nvidia.com/gpu"));
         foreach (var kind in new[] { "requests", "limits" })
         {
-            Assert.NotNull(YamlLite.Scalar(resources, kind, "cpu"));
-            Assert.NotNull(YamlLite.Scalar(resources, kind, "memory"));
+            Assert.NotNull(YamlTree.Scalar(resources, kind, "cpu"));
+            Assert.NotNull(YamlTree.Scalar(resources, kind, "memory"));
         }
 
-        Assert.Equal("gpu", YamlLite.Scalar(Deployment, "spec", "template", "metadata", "labels", "strapvit.io/accelerator"));
+        Assert.Equal("gpu", YamlTree.Scalar(Deployment, "spec", "template", "metadata", "labels", "strapvit.io/accelerator"));
     }
 
     [Fact]
     public void The_service_targets_the_container_port_and_selects_the_pods()
     {
         var service = DeployFiles.K8s("service.yaml");
-        var port = Assert.Single(YamlLite.List(service, "spec", "ports"));
-        var podLabels = YamlLite.Map(Deployment, "spec", "template", "metadata", "labels");
+        var port = Assert.Single(YamlTree.List(service, "spec", "ports"));
+        var podLabels = YamlTree.Map(Deployment, "spec", "template", "metadata", "labels");
 
-        Assert.Equal("http", YamlLite.Scalar(port, "name"));
-        Assert.Equal(DeployFiles.AppPort.ToString(), ContainerPort(YamlLite.Scalar(port, "targetPort")!));
-        Assert.All(YamlLite.Map(service, "spec", "selector"), kv => Assert.Equal(kv.Value, podLabels.GetValueOrDefault(kv.Key)));
-        Assert.Equal(YamlLite.Map(Deployment, "spec", "selector", "matchLabels"), YamlLite.Map(service, "spec", "selector"));
+        Assert.Equal("http", YamlTree.Scalar(port, "name"));
+        Assert.Equal(DeployFiles.AppPort.ToString(), ContainerPort(YamlTree.Scalar(port, "targetPort")!));
+        Assert.All(YamlTree.Map(service, "spec", "selector"), kv => Assert.Equal(kv.Value, podLabels.GetValueOrDefault(kv.Key)));
+        Assert.Equal(YamlTree.Map(Deployment, "spec", "selector", "matchLabels"), YamlTree.Map(service, "spec", "selector"));
     }
 
     [Fact]
@@ -103,21 +103,21 @@ public sealed partial class KubernetesManifestTests(LiveService live) : IClassFi
     {
         var monitor = DeployFiles.K8s("servicemonitor.yaml");
         var service = DeployFiles.K8s("service.yaml");
-        var endpoint = Assert.Single(YamlLite.List(monitor, "spec", "endpoints"));
-        var relabelings = YamlLite.List(endpoint, "relabelings");
+        var endpoint = Assert.Single(YamlTree.List(monitor, "spec", "endpoints"));
+        var relabelings = YamlTree.List(endpoint, "relabelings");
 
-        Assert.Equal("monitoring.coreos.com/v1", YamlLite.Scalar(monitor, "apiVersion"));
-        Assert.Equal(YamlLite.Scalar(service, "spec", "ports", 0, "name"), YamlLite.Scalar(endpoint, "port"));
-        Assert.Equal(DeployFiles.MetricsPath, YamlLite.Scalar(endpoint, "path"));
-        Assert.All(YamlLite.Map(monitor, "spec", "selector", "matchLabels"),
-            kv => Assert.Equal(kv.Value, YamlLite.Map(service, "metadata", "labels").GetValueOrDefault(kv.Key)));
+        Assert.Equal("monitoring.coreos.com/v1", YamlTree.Scalar(monitor, "apiVersion"));
+        Assert.Equal(YamlTree.Scalar(service, "spec", "ports", 0, "name"), YamlTree.Scalar(endpoint, "port"));
+        Assert.Equal(DeployFiles.MetricsPath, YamlTree.Scalar(endpoint, "path"));
+        Assert.All(YamlTree.Map(monitor, "spec", "selector", "matchLabels"),
+            kv => Assert.Equal(kv.Value, YamlTree.Map(service, "metadata", "labels").GetValueOrDefault(kv.Key)));
         // The service labels its own series with "endpoint"; the operator's target label of that name must go.
-        Assert.Contains(relabelings, r => YamlLite.Scalar(r, "action") == "labeldrop" && YamlLite.Scalar(r, "regex") == "endpoint");
+        Assert.Contains(relabelings, r => YamlTree.Scalar(r, "action") == "labeldrop" && YamlTree.Scalar(r, "regex") == "endpoint");
         Assert.Contains("endpoint", live.Metrics.LabelsOf("strapvit_requests_total"));
         // accelerator comes from the pod label, as Prometheus spells it (non-alphanumerics as underscores).
-        var accelerator = Assert.Single(relabelings, r => YamlLite.Scalar(r, "targetLabel") == "accelerator");
+        var accelerator = Assert.Single(relabelings, r => YamlTree.Scalar(r, "targetLabel") == "accelerator");
         Assert.Equal("__meta_kubernetes_pod_label_" + NonAlphanumeric().Replace("strapvit.io/accelerator", "_"),
-            YamlLite.Scalar(accelerator, "sourceLabels", 0));
+            YamlTree.Scalar(accelerator, "sourceLabels", 0));
     }
 
     [Fact]
@@ -125,25 +125,25 @@ public sealed partial class KubernetesManifestTests(LiveService live) : IClassFi
     {
         var hpa = DeployFiles.K8s("hpa.yaml");
 
-        Assert.Equal("autoscaling/v2", YamlLite.Scalar(hpa, "apiVersion"));
-        Assert.Equal("Deployment", YamlLite.Scalar(hpa, "spec", "scaleTargetRef", "kind"));
-        Assert.Equal(YamlLite.Scalar(Deployment, "metadata", "name"), YamlLite.Scalar(hpa, "spec", "scaleTargetRef", "name"));
-        Assert.Equal("cpu", YamlLite.Scalar(hpa, "spec", "metrics", 0, "resource", "name"));
-        Assert.True(int.Parse(YamlLite.Scalar(hpa, "spec", "maxReplicas")!) > int.Parse(YamlLite.Scalar(hpa, "spec", "minReplicas")!));
+        Assert.Equal("autoscaling/v2", YamlTree.Scalar(hpa, "apiVersion"));
+        Assert.Equal("Deployment", YamlTree.Scalar(hpa, "spec", "scaleTargetRef", "kind"));
+        Assert.Equal(YamlTree.Scalar(Deployment, "metadata", "name"), YamlTree.Scalar(hpa, "spec", "scaleTargetRef", "name"));
+        Assert.Equal("cpu", YamlTree.Scalar(hpa, "spec", "metrics", 0, "resource", "name"));
+        Assert.True(int.Parse(YamlTree.Scalar(hpa, "spec", "maxReplicas")!) > int.Parse(YamlTree.Scalar(hpa, "spec", "minReplicas")!));
     }
 
     [Fact]
     public void The_kustomization_lists_every_manifest_and_the_cpu_overlay_builds_on_it()
     {
         var dir = DeployFiles.PathOf("deploy", "k8s", "base");
-        var listed = YamlLite.List(DeployFiles.K8s("kustomization.yaml"), "resources").Cast<string>().Order().ToList();
+        var listed = YamlTree.List(DeployFiles.K8s("kustomization.yaml"), "resources").Cast<string>().Order().ToList();
         var files = Directory.EnumerateFiles(dir, "*.yaml").Select(f => Path.GetFileName(f)).Where(f => f != "kustomization.yaml").Order().ToList();
         var cpu = DeployFiles.Yaml("deploy", "k8s", "cpu", "kustomization.yaml");
 
         Assert.Equal(files, listed);
-        Assert.Equal(["../base"], YamlLite.List(cpu, "resources").Cast<string>());
-        Assert.Equal(["base"], YamlLite.List(DeployFiles.Yaml("deploy", "k8s", "kustomization.yaml"), "resources").Cast<string>());
-        var patches = string.Join('\n', YamlLite.List(cpu, "patches").Select(p => YamlLite.Scalar(p, "patch")));
+        Assert.Equal(["../base"], YamlTree.List(cpu, "resources").Cast<string>());
+        Assert.Equal(["base"], YamlTree.List(DeployFiles.Yaml("deploy", "k8s", "kustomization.yaml"), "resources").Cast<string>());
+        var patches = string.Join('\n', YamlTree.List(cpu, "patches").Select(p => YamlTree.Scalar(p, "patch")));
         Assert.Contains("nvidia.com~1gpu", patches, StringComparison.Ordinal);
         Assert.Contains("value: Cpu", patches, StringComparison.Ordinal);
         Assert.Contains("value: cpu", patches, StringComparison.Ordinal);
@@ -153,7 +153,7 @@ public sealed partial class KubernetesManifestTests(LiveService live) : IClassFi
     private static string ContainerPort(string port) =>
         int.TryParse(port, out _)
             ? port
-            : YamlLite.Scalar(YamlLite.List(Container, "ports").Single(p => YamlLite.Scalar(p, "name") == port), "containerPort")!;
+            : YamlTree.Scalar(YamlTree.List(Container, "ports").Single(p => YamlTree.Scalar(p, "name") == port), "containerPort")!;
 
     [GeneratedRegex("[^a-zA-Z0-9_]")]
     private static partial Regex NonAlphanumeric();

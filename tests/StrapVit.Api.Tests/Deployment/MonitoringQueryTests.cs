@@ -117,6 +117,52 @@ public sealed partial class MonitoringQueryTests(LiveService live) : IClassFixtu
         Assert.False(live.Metrics.Exports("strapvit_no_such_metric_total"));
     }
 
+    [PromtoolFact]
+    public async Task The_metrics_page_passes_promtool_check_metrics()
+    {
+        var page = await live.Client.GetStringAsync(DeployFiles.MetricsPath);
+
+        var (_, output) = await Promtool.RunAsync(page, DeployFiles.PathOf(), "check", "metrics");
+
+        // The service's own families (strapvit_*, and http_* of the request middleware) must lint clean. The .NET
+        // runtime families that the exporter's default adapters publish (system_runtime_*, prometheus_net_*) are not
+        // named by this project; promtool's findings on them are left to the exporter.
+        var ours = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(l => l.StartsWith("strapvit_", StringComparison.Ordinal) || l.StartsWith("http_", StringComparison.Ordinal))
+            .ToList();
+        Assert.True(ours.Count == 0, $"promtool check metrics found problems:\n{string.Join('\n', ours)}");
+        Assert.DoesNotContain("error while linting", output, StringComparison.Ordinal);
+    }
+
+    [PromtoolFact]
+    public async Task The_alert_unit_tests_pass_on_series_the_service_exports()
+    {
+        // deploy/prometheus/alerts.test.yml feeds each alert the series that should fire it; those series must be
+        // ones the service really exports, with labels it (or scraping) really sets, or the unit tests prove nothing.
+        var tests = DeployFiles.Yaml("deploy", "prometheus", "alerts.test.yml");
+        var series = YamlTree.List(tests, "tests").SelectMany(t => YamlTree.List(t, "input_series"))
+            .Select(s => YamlTree.Scalar(s, "series")!).ToList();
+        var problems = new List<string>();
+        foreach (var selector in series.SelectMany(PromQl.Selectors).Where(s => !PrometheusSeries.Contains(s.Metric)))
+        {
+            if (!live.Metrics.Exports(selector.Metric))
+            {
+                problems.Add($"alerts.test.yml: {selector.Metric} is not exported");
+            }
+
+            var known = live.Metrics.LabelsOf(selector.Metric);
+            problems.AddRange(selector.Labels.Where(l => !known.Contains(l) && !TargetLabels.Contains(l))
+                .Select(l => $"alerts.test.yml: {selector.Metric} has no label '{l}'"));
+        }
+
+        Assert.True(series.Count >= 10, $"Only {series.Count} input series found.");
+        AssertNone(problems);
+
+        var (exitCode, output) = await Promtool.RunAsync("", DeployFiles.PathOf("deploy", "prometheus"), "test", "rules", "alerts.test.yml");
+
+        Assert.True(exitCode == 0, $"promtool test rules failed:\n{output}");
+    }
+
     private List<string> Unexported(IEnumerable<Query> queries) =>
         [.. queries.SelectMany(q => PromQl.MetricNames(q.Expr)
             .Where(n => !PrometheusSeries.Contains(n) && !live.Metrics.Exports(n))

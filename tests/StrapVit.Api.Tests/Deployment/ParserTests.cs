@@ -32,7 +32,7 @@ public sealed class ParserTests
     }
 
     [Fact]
-    public void Yaml_reads_nested_maps_sequences_block_scalars_flow_lists_comments_and_merges()
+    public void Yaml_reads_nested_maps_sequences_block_scalars_flow_collections_comments_and_merges()
     {
         const string text = """
             # comment
@@ -50,6 +50,7 @@ public sealed class ParserTests
               other:
                 env:
                   URL: http://host:9090/path
+                labels: {tier: "web", empty: ""}
             rules:
               - alert: A
                 expr: |
@@ -63,30 +64,30 @@ public sealed class ParserTests
                 expr: up == 0
             """;
 
-        var doc = YamlLite.Parse(text);
+        var doc = YamlTree.Parse(text);
 
-        Assert.Equal("true", YamlLite.Scalar(doc, "services", "api", "read_only"));
-        Assert.Equal("/tmp", YamlLite.Scalar(doc, "services", "api", "tmpfs", 0));
-        Assert.Equal("x:1", YamlLite.Scalar(doc, "services", "api", "image"));
-        Assert.Equal(["8080:8080", "9090:9090"], YamlLite.List(doc, "services", "api", "ports").Cast<string>());
-        Assert.Equal("--flag=a#b", YamlLite.Scalar(doc, "services", "api", "command", 0));
-        Assert.Equal("http://host:9090/path", YamlLite.Scalar(doc, "services", "other", "env", "URL"));
-        Assert.Equal("sum(rate(x[5m]))\n  > 1\n", YamlLite.Scalar(doc, "rules", 0, "expr"));
-        Assert.Equal("folded text # not a comment", YamlLite.Scalar(doc, "rules", 0, "annotations", "description"));
-        Assert.Equal("up == 0", YamlLite.Scalar(doc, "rules", 1, "expr"));
+        Assert.Equal("true", YamlTree.Scalar(doc, "services", "api", "read_only"));
+        Assert.Equal("/tmp", YamlTree.Scalar(doc, "services", "api", "tmpfs", 0));
+        Assert.Equal("x:1", YamlTree.Scalar(doc, "services", "api", "image"));
+        Assert.Equal(["8080:8080", "9090:9090"], YamlTree.List(doc, "services", "api", "ports").Cast<string>());
+        Assert.Equal("--flag=a#b", YamlTree.Scalar(doc, "services", "api", "command", 0));
+        Assert.Equal("http://host:9090/path", YamlTree.Scalar(doc, "services", "other", "env", "URL"));
+        Assert.Equal("web", YamlTree.Scalar(doc, "services", "other", "labels", "tier"));
+        Assert.Equal("", YamlTree.Scalar(doc, "services", "other", "labels", "empty"));
+        Assert.Equal("sum(rate(x[5m]))\n  > 1\n", YamlTree.Scalar(doc, "rules", 0, "expr"));
+        Assert.Equal("folded text # not a comment", YamlTree.Scalar(doc, "rules", 0, "annotations", "description"));
+        Assert.Equal("up == 0", YamlTree.Scalar(doc, "rules", 1, "expr"));
     }
 
     [Theory]
-    [InlineData("a: 1\na: 2", "duplicate key")]
-    [InlineData("a: {b: 1}", "flow maps")]
-    [InlineData("a: 1\n---\nb: 2", "one YAML document")]
-    [InlineData("a:\n  - x\n  y", "Unexpected content at line 3")]
-    [InlineData("a: 1\nb c", "expected 'key: value'")]
-    public void Yaml_refuses_what_it_does_not_understand(string text, string reason)
+    [InlineData("a: 1\na: 2", typeof(YamlDotNet.Core.YamlException))]
+    [InlineData("a: 1\n---\nb: 2", typeof(FormatException))]
+    [InlineData("a:\n  - x\n  y", typeof(YamlDotNet.Core.YamlException))]
+    public void Yaml_refuses_duplicate_keys_several_documents_and_broken_structure(string text, Type error)
     {
-        var ex = Assert.Throws<FormatException>(() => YamlLite.Parse(text));
+        var ex = Record.Exception(() => YamlTree.Parse(text));
 
-        Assert.Contains(reason, ex.Message, StringComparison.Ordinal);
+        Assert.IsType(error, ex, exactMatch: false);
     }
 
     [Fact]
