@@ -54,6 +54,9 @@ public sealed record InferenceRequest(
     IReadOnlyList<RequestInput>? Inputs,
     IReadOnlyList<RequestOutput>? Outputs)
 {
+    /// <summary>The binary tensor data extension's header, which this server does not implement.</summary>
+    private const string BinaryHeader = "Inference-Header-Content-Length";
+
     /// <summary>Reads the body as JSON whatever its content type, as the protocol's servers do; malformed JSON is a 400 naming where.</summary>
     public static async ValueTask<InferenceRequest?> BindAsync(HttpContext context)
     {
@@ -74,8 +77,6 @@ public sealed record InferenceRequest(
             throw new ProblemException(StatusCodes.Status400BadRequest, "Invalid inference request", $"The body is not an inference request object: {ex.Message}");
         }
     }
-
-    private const string BinaryHeader = "Inference-Header-Content-Length";
 }
 
 /// <summary>One input tensor of an inference request.</summary>

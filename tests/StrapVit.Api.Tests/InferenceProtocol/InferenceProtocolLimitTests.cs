@@ -49,9 +49,35 @@ public sealed class InferenceProtocolBodyLimitTests(KestrelServiceFixture servic
     }
 }
 
-/// <summary>InferenceProtocol:MaxBatchSize, and API keys the way classification takes them (Auth:RequireForClassify).</summary>
+/// <summary>
+/// Settings that change what infer does: the paper's random transforms (where the seed matters),
+/// InferenceProtocol:MaxBatchSize, and API keys the way classification takes them (Auth:RequireForClassify).
+/// </summary>
 public sealed class InferenceProtocolPolicyTests
 {
+    [Fact]
+    public async Task The_seed_reaches_every_image_of_a_batch_as_it_reaches_v1_classify()
+    {
+        // The paper's profile draws a random composite of transforms per flagged token: the seed decides the answer.
+        using var factory = new ServiceFactory(new Dictionary<string, string?> { ["Defense:Profile"] = "Paper" });
+        using var client = factory.CreateClient();
+        string[] samples = ["bag.png", "ankle-boot.png"];
+        var seven = new[] { await client.ClassifyAsync(Png(samples[0]), "defense=mitigate&seed=7"), await client.ClassifyAsync(Png(samples[1]), "defense=mitigate&seed=7") };
+        var eight = await client.ClassifyAsync(Png(samples[0]), "defense=mitigate&seed=8");
+        Assert.NotEqual(seven[0], eight);
+
+        using var response = await client.InferAsync(Tensor(samples.Select(Pixels).ToArray(), parameters: """{ "defense" : "mitigate", "seed" : "7" }""", outputs: "probabilities"));
+
+        var rows = (await response.JsonAsync()).Output("probabilities").Floats().Chunk(10).ToArray();
+        for (var i = 0; i < samples.Length; i++)
+        {
+            for (var c = 0; c < 10; c++)
+            {
+                Assert.True(Math.Abs(seven[i][c] - rows[i][c]) <= 1e-4f, $"{samples[i]} class {c}: /v1 {seven[i][c]}, v2 {rows[i][c]}");
+            }
+        }
+    }
+
     private const string Key = "v2-test-key";
 
     [Fact]

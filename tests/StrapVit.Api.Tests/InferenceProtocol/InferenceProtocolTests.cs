@@ -176,24 +176,27 @@ public sealed class InferenceProtocolTests(ServiceFactory factory) : IClassFixtu
     }
 
     [Fact]
-    public async Task Bytes_inputs_carry_base64_pngs_decoded_as_uploads_are()
+    public async Task Bytes_inputs_carry_base64_pngs_and_jpegs_decoded_as_uploads_are()
     {
-        string[] samples = ["bag.png", "pullover.png"];
-        var expected = new List<float[]>();
-        foreach (var sample in samples)
-        {
-            expected.Add(await _client.ClassifyAsync(Png(sample)));
-        }
+        byte[][] images = [Png("bag.png"), Png("pullover.png"), Png("trouser-rgb-112.jpg")];
+        float[][] expected =
+        [
+            await _client.ClassifyAsync(images[0]),
+            await _client.ClassifyAsync(images[1]),
+            await _client.ClassifyAsync(images[2], contentType: "image/jpeg"),
+        ];
 
-        using var response = await _client.InferAsync(Images(samples.Select(Png), parameters: """{ "defense" : "off" }""", outputs: "probabilities"));
+        using var response = await _client.InferAsync(Images(images, parameters: """{ "defense" : "off" }""", outputs: "probabilities"));
 
         var answer = await response.JsonAsync();
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var probabilities = Assert.Single(answer.GetProperty("outputs").EnumerateArray());
-        Assert.Equal([2L, 10L], probabilities.Shape());
+        Assert.Equal([3L, 10L], probabilities.Shape());
         var rows = probabilities.Floats().Chunk(10).ToArray();
-        AssertClose(expected[0], rows[0], 1e-5f);
-        AssertClose(expected[1], rows[1], 1e-5f);
+        for (var i = 0; i < images.Length; i++)
+        {
+            AssertClose(expected[i], rows[i], 1e-5f);
+        }
     }
 
     [Fact]
@@ -268,9 +271,8 @@ public sealed class InferenceProtocolTests(ServiceFactory factory) : IClassFixtu
     {
         using var response = await _client.InferAsync(body);
 
-        var problem = await response.AssertErrorAsync(400);
-        Assert.Contains(mentions, problem.GetProperty("error").GetString(), StringComparison.Ordinal);
-        Assert.False(string.IsNullOrEmpty(why));
+        var error = (await response.AssertErrorAsync(400)).GetProperty("error").GetString()!;
+        Assert.True(error.Contains(mentions, StringComparison.Ordinal), $"{why}: '{error}' does not mention '{mentions}'");
     }
 
     [Theory]

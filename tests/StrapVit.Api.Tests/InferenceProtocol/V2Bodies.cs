@@ -41,7 +41,7 @@ internal static class V2Bodies
             """, parameters, outputs);
     }
 
-    /// <summary>A BYTES request: each PNG as a base64 string.</summary>
+    /// <summary>A BYTES request: each encoded image as a base64 string.</summary>
     public static string Images(IEnumerable<byte[]> pngs, string? parameters = null, string? outputs = null, string? shape = null)
     {
         var strings = pngs.Select(p => $"\"{Convert.ToBase64String(p)}\"").ToArray();
@@ -84,10 +84,10 @@ internal static class V2Bodies
     public static Task<HttpResponseMessage> InferAsync(this HttpClient client, string body, string model = Model) =>
         client.PostAsync($"/v2/models/{model}/infer", Json(body));
 
-    /// <summary>/v1/classify's probabilities of all ten classes for the PNG, indexed by class.</summary>
-    public static async Task<float[]> ClassifyAsync(this HttpClient client, byte[] png, string query = "defense=off")
+    /// <summary>/v1/classify's probabilities of all ten classes for the image, indexed by class.</summary>
+    public static async Task<float[]> ClassifyAsync(this HttpClient client, byte[] image, string query = "defense=off", string contentType = "image/png")
     {
-        using var response = await client.PostAsync($"/v1/classify?topK=10&{query}", Http.Multipart(png));
+        using var response = await client.PostAsync($"/v1/classify?topK=10&{query}", Http.Multipart(image, contentType));
         var body = await response.JsonAsync();
         Assert.True(response.IsSuccessStatusCode, body.ToString());
         var probabilities = new float[10];
