@@ -4,6 +4,7 @@ using StrapVit.Api.Defense;
 using StrapVit.Api.Endpoints;
 using StrapVit.Api.Explain;
 using StrapVit.Api.Hosting;
+using StrapVit.Api.InferenceProtocol;
 
 var builder = WebApplication.CreateBuilder(args);
 builder.AddStrapVitSecrets();
@@ -12,6 +13,7 @@ builder.Services.AddStrapVitModel(builder.Configuration);
 builder.Services.AddStrapVitApi();
 builder.Services.AddStrapVitAttacks(builder.Configuration);
 builder.Services.AddStrapVitAuth(builder.Configuration);
+builder.Services.AddStrapVitInferenceProtocol(builder.Configuration);
 
 var app = builder.Build();
 app.UseStrapVitRequestLogging();
@@ -25,6 +27,7 @@ classification.MapDefenseEndpoints();
 app.MapAttackEndpoints();
 app.MapSaliencyEndpoints();
 app.MapPatchJobEndpoints();
+app.MapInferenceProtocolEndpoints();
 return StartupFailure.Run(app);
 
 /// <summary>Entry point, public for WebApplicationFactory.</summary>

@@ -39,17 +39,24 @@ public sealed class PatchDefenseFilter(IOptions<DefenseEndpointOptions> options,
     {
         var http = context.HttpContext;
         var query = http.Request.Query;
-        var requested = query["defense"].ToString();
+        Resolve(http.RequestServices.GetRequiredService<Hosting.ModelRuntime>(),
+            query["defense"].ToString(), query["seed"].ToString(), query["patch"].ToString()).Store(http);
+        return next(context);
+    }
+
+    /// <summary>
+    /// The selection that the raw values <c>defense</c>, <c>seed</c> and <c>patch</c> ask for (empty: not given), or
+    /// the 400/503 problem they deserve. The inference protocol's <c>parameters</c> are resolved here too.
+    /// </summary>
+    public DefenseSelection Resolve(Hosting.ModelRuntime runtime, string? requested, string? seedText, string? patchText)
+    {
         var mode = QueryParsing.ParseDefense(requested, options.Value.DefaultMode);
-        var seed = QueryParsing.ParseInt(query["seed"].ToString(), "seed", Random.Shared.Next(), 0, int.MaxValue);
-        var runtime = http.RequestServices.GetRequiredService<Hosting.ModelRuntime>();
+        var seed = QueryParsing.ParseInt(seedText, "seed", Random.Shared.Next(), 0, int.MaxValue);
         var explicitMode = !string.IsNullOrEmpty(requested);
-        var patchText = query["patch"].ToString();
         if (mode == DefenseMode.Certify)
         {
             var patch = CertifyPatch(runtime, patchText, requested);
-            new DefenseSelection(mode, seed, explicitMode) { PatchSize = patch }.Store(http);
-            return next(context);
+            return new DefenseSelection(mode, seed, explicitMode) { PatchSize = patch };
         }
 
         if (!string.IsNullOrEmpty(patchText))
@@ -68,11 +75,10 @@ public sealed class PatchDefenseFilter(IOptions<DefenseEndpointOptions> options,
             mode = DefenseMode.Off;
         }
 
-        new DefenseSelection(mode, seed, explicitMode).Store(http);
-        return next(context);
+        return new DefenseSelection(mode, seed, explicitMode);
     }
 
-    private int CertifyPatch(Hosting.ModelRuntime runtime, string patchText, string requested)
+    private int CertifyPatch(Hosting.ModelRuntime runtime, string? patchText, string? requested)
     {
         var certify = certifyOptions.Value;
         if (runtime.Certifier is not { } certifier)

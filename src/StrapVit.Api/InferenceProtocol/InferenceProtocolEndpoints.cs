@@ -1,0 +1,122 @@
+using System.Reflection;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.ML.OnnxRuntime;
+using StrapVit.Api.Auth;
+using StrapVit.Api.Endpoints;
+using StrapVit.Api.Hosting;
+
+namespace StrapVit.Api.InferenceProtocol;
+
+/// <summary>
+/// The Open Inference Protocol's REST binding (KServe v2, Triton): server and model metadata, health, and
+/// <c>POST /v2/models/{name}/infer</c>. Paths with <c>/versions/{version}</c> name the model's one version.
+/// Errors are the service's problem details with the protocol's <c>error</c> member beside <c>detail</c>.
+/// </summary>
+public static class InferenceProtocolEndpoints
+{
+    public const string Prefix = "/v2";
+
+    private const string Tag = "Open Inference Protocol (v2)";
+
+    private static readonly string ServerVersion =
+        typeof(InferenceProtocolEndpoints).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0";
+
+    public static IEndpointRouteBuilder MapInferenceProtocolEndpoints(this IEndpointRouteBuilder app)
+    {
+        var v2 = app.MapGroup(Prefix).WithTags(Tag);
+        v2.MapGet("", GetServerMetadata).WithName("V2ServerMetadata").WithSummary("Server metadata");
+        v2.MapGet("/health/live", GetLive).WithName("V2ServerLive").WithSummary("Server live");
+        v2.MapGet("/health/ready", GetReady).WithName("V2ServerReady").WithSummary("Server ready: the model is loaded and warmed up")
+            .Produces<ServerReadyResponse>(StatusCodes.Status503ServiceUnavailable);
+
+        // Each model route twice: without a version (the server's one) and with /versions/{version}.
+        var model = v2.MapGroup("/models/{name}");
+        var versioned = v2.MapGroup("/models/{name}/versions/{version}");
+        DescribeModelMetadata(model.MapGet("", (string name, InferenceProtocolService service) => GetModelMetadata(name, null, service)), "");
+        DescribeModelMetadata(versioned.MapGet("", GetModelMetadata), "Version");
+        DescribeModelReady(model.MapGet("/ready", (string name, InferenceProtocolService service) => GetModelReady(name, null, service)), "");
+        DescribeModelReady(versioned.MapGet("/ready", GetModelReady), "Version");
+        DescribeInfer(model.MapPost("/infer", (string name, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct) =>
+            Infer(name, null, inference, service, ct)), "", app.ServiceProvider);
+        DescribeInfer(versioned.MapPost("/infer", Infer), "Version", app.ServiceProvider);
+        return app;
+    }
+
+    private static void DescribeModelMetadata(RouteHandlerBuilder endpoint, string suffix) =>
+        endpoint.WithName("V2ModelMetadata" + suffix).WithSummary("Model metadata: inputs and outputs").ProducesProblem(StatusCodes.Status404NotFound);
+
+    private static void DescribeModelReady(RouteHandlerBuilder endpoint, string suffix) =>
+        endpoint.WithName("V2ModelReady" + suffix).WithSummary("Model ready")
+            .Produces<ModelReadyResponse>(StatusCodes.Status503ServiceUnavailable)
+            .ProducesProblem(StatusCodes.Status404NotFound);
+
+    private static void DescribeInfer(RouteHandlerBuilder endpoint, string suffix, IServiceProvider services) =>
+        endpoint
+            .WithName("V2Infer" + suffix)
+            .WithSummary("Classify a batch of images")
+            .WithDescription("The first input is 'pixel_values' (FP32 [N, C, H, W] in [0, 1] pixel space, data flat or nested) or 'images' "
+                + "(BYTES [N], one base64 encoded image each, decoded like an upload). parameters: defense, seed, patch as for POST /v1/classify. "
+                + "Outputs: logits, probabilities (FP32 [N, K]), predicted_class (INT64 [N]); under defense=certify probabilities are one-mask vote shares, "
+                + "with certified (BOOL [N]) and no logits.")
+            // Read as JSON whatever the content type says, as the protocol's reference servers do (curl -d sends a form type).
+            .Accepts<InferenceRequest>("application/json", "*/*")
+            .WithMetadata(new InferBodyLimit(services))
+            .RequireClassifyKey()
+            .RequireRateLimiting(ClassifyEndpoints.InferencePolicy)
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status429TooManyRequests)
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+
+    internal static Ok<ServerMetadataResponse> GetServerMetadata() =>
+        TypedResults.Ok(new ServerMetadataResponse("StrapVitService", ServerVersion, []));
+
+    internal static Ok<ServerLiveResponse> GetLive() => TypedResults.Ok(new ServerLiveResponse(true));
+
+    /// <summary>The same checks as <c>/healthz/ready</c>.</summary>
+    internal static async Task<Results<Ok<ServerReadyResponse>, JsonHttpResult<ServerReadyResponse>>> GetReady(HealthCheckService health, CancellationToken ct)
+    {
+        var report = await health.CheckHealthAsync(c => c.Tags.Contains(ApiServiceExtensions.ReadyTag), ct);
+        return report.Status == HealthStatus.Unhealthy
+            ? TypedResults.Json(new ServerReadyResponse(false), statusCode: StatusCodes.Status503ServiceUnavailable)
+            : TypedResults.Ok(new ServerReadyResponse(true));
+    }
+
+    /// <param name="name">The model's name, as GET /v1/model reports it.</param>
+    /// <param name="version">The model's version, when the path names one.</param>
+    /// <param name="service">The protocol's view of the model.</param>
+    internal static Ok<ModelMetadataResponse> GetModelMetadata(string name, string? version, InferenceProtocolService service)
+    {
+        service.RequireModel(name, version);
+        return TypedResults.Ok(service.Metadata());
+    }
+
+    /// <param name="name">The model's name.</param>
+    /// <param name="version">The model's version, when the path names one.</param>
+    /// <param name="service">The protocol's view of the model.</param>
+    internal static Results<Ok<ModelReadyResponse>, JsonHttpResult<ModelReadyResponse>> GetModelReady(string name, string? version, InferenceProtocolService service)
+    {
+        if (!service.IsReady)
+        {
+            return TypedResults.Json(new ModelReadyResponse(name, false), statusCode: StatusCodes.Status503ServiceUnavailable);
+        }
+
+        service.RequireModel(name, version);
+        return TypedResults.Ok(new ModelReadyResponse(name, true));
+    }
+
+    /// <param name="name">The model's name.</param>
+    /// <param name="version">The model's version, when the path names one.</param>
+    /// <param name="inference">The inference request.</param>
+    /// <param name="service">The protocol's view of the model.</param>
+    /// <param name="ct">Aborted when the client disconnects.</param>
+    internal static Ok<InferenceResponse> Infer(string name, string? version, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct)
+    {
+        service.RequireModel(name, version);
+        using var runOptions = new RunOptions();
+        using var cancel = ct.Register(() => runOptions.Terminate = true);
+        return TypedResults.Ok(service.Infer(inference, runOptions));
+    }
+}

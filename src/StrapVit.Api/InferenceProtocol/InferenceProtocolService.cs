@@ -1,0 +1,159 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Microsoft.Extensions.Options;
+using Microsoft.ML.OnnxRuntime;
+using StrapVit.Api.Defense;
+using StrapVit.Api.Errors;
+using StrapVit.Api.Hosting;
+using StrapVit.Api.Observability;
+using StrapVit.Core.Defense;
+using StrapVit.Core.Imaging;
+
+namespace StrapVit.Api.InferenceProtocol;
+
+/// <summary>
+/// The served model as the Open Inference Protocol sees it: its metadata, and inference on a batch through the same
+/// defense selection and classification path as <c>POST /v1/classify</c>.
+/// </summary>
+public sealed partial class InferenceProtocolService(
+    ModelRuntime runtime,
+    ServiceMetrics metrics,
+    ImageDecoder decoder,
+    PatchDefenseFilter defense,
+    IOptions<InferenceProtocolOptions> options,
+    IOptions<ImageLimits> imageLimits,
+    IOptions<RequestLimitOptions> requestLimits,
+    ILogger<InferenceProtocolService> logger)
+{
+    public const string Platform = "onnxruntime_onnx";
+    public const string Logits = "logits";
+    public const string Probabilities = "probabilities";
+    public const string PredictedClass = "predicted_class";
+    public const string Certified = "certified";
+
+    private static readonly string[] RequestParameters = ["defense", "seed", "patch"];
+
+    public string ModelName => runtime.Classifier.Manifest.Name;
+
+    /// <summary>The model's version: the first 12 hex digits of its SHA-256, as <c>strapvit_model_info</c> labels it.</summary>
+    public string ModelVersion => runtime.Classifier.Package.Sha256[..12];
+
+    public bool IsReady => runtime.IsReady;
+
+    public long MaxRequestBodyBytes => options.Value.BodyLimit(
+        runtime.Classifier.Manifest.Input.Size, imageLimits.Value.MaxBytes, requestLimits.Value.MaxRequestBodyBytes);
+
+    /// <summary>404 unless the path names the served model (and, when it names one, its version).</summary>
+    public void RequireModel(string name, string? version)
+    {
+        if (!string.Equals(name, ModelName, StringComparison.Ordinal))
+        {
+            throw new ProblemException(StatusCodes.Status404NotFound, "Unknown model", $"No model '{name}' is served here; the one model is '{ModelName}'.");
+        }
+
+        if (version is not null && !string.Equals(version, ModelVersion, StringComparison.Ordinal))
+        {
+            throw new ProblemException(StatusCodes.Status404NotFound, "Unknown model version",
+                $"Model '{name}' has no version '{version}'; the one version is '{ModelVersion}'.");
+        }
+    }
+
+    public ModelMetadataResponse Metadata()
+    {
+        var input = runtime.Classifier.Manifest.Input;
+        var k = runtime.Classifier.ClassCount;
+        return new ModelMetadataResponse(ModelName, [ModelVersion], Platform,
+            [
+                new MetadataTensor(TensorInput.Pixels, TensorInput.Fp32, [-1, input.Channels, input.Height, input.Width]),
+                new MetadataTensor(TensorInput.Images, TensorInput.Bytes, [-1]),
+            ],
+            [
+                new MetadataTensor(Logits, TensorInput.Fp32, [-1, k]),
+                new MetadataTensor(Probabilities, TensorInput.Fp32, [-1, k]),
+                new MetadataTensor(PredictedClass, "INT64", [-1]),
+                new MetadataTensor(Certified, "BOOL", [-1]),
+            ]);
+    }
+
+    public InferenceResponse Infer(InferenceRequest request, RunOptions runOptions)
+    {
+        var total = Stopwatch.StartNew();
+        var parameters = request.Parameters ?? [];
+        if (parameters.Keys.FirstOrDefault(key => !RequestParameters.Contains(key, StringComparer.Ordinal)) is { } unknown)
+        {
+            throw ProblemException.BadParameter(unknown, $"'{unknown}' is not a parameter of this model; it takes {string.Join(", ", RequestParameters)}.");
+        }
+
+        // Resolved before the tensor is read, so a bad mode costs nothing; the same rules and messages as the query of /v1/classify.
+        var selection = defense.Resolve(runtime, Text(parameters, "defense"), Text(parameters, "seed"), Text(parameters, "patch"));
+        var outputs = OutputNames(request.Outputs, selection.Mode);
+        var input = request.Inputs switch
+        {
+            [var one] => one,
+            null or [] => throw Invalid("The request has no input; send one: 'pixel_values' (FP32) or 'images' (BYTES)."),
+            _ => throw Invalid($"The request has {request.Inputs.Count} inputs; send exactly one: 'pixel_values' (FP32) or 'images' (BYTES)."),
+        };
+        var (pixels, batch) = TensorInput.Read(input, runtime.Classifier.Manifest.Input, options.Value.MaxBatchSize, decoder);
+
+        var result = DefendedClassification.RunBatch(runtime, metrics, pixels, batch, selection, runOptions);
+        var k = runtime.Classifier.ClassCount;
+        var tensors = outputs.Select(name => name switch
+        {
+            Logits => new ResponseOutput(name, [batch, k], TensorInput.Fp32, result.Images.SelectMany(i => i.Logits!).ToArray()),
+            Probabilities => new ResponseOutput(name, [batch, k], TensorInput.Fp32, result.Images.SelectMany(i => i.Probabilities).ToArray()),
+            PredictedClass => new ResponseOutput(name, [batch], "INT64", result.Images.Select(i => (long)i.Label).ToArray()),
+            _ => new ResponseOutput(name, [batch], "BOOL", result.Images.Select(i => i.Certified!.Report.Certified).ToArray()),
+        }).ToArray();
+
+        LogInferred(logger, batch, input.Datatype!, selection.Mode.ToString().ToLowerInvariant(), total.Elapsed.TotalMilliseconds);
+        return new InferenceResponse(ModelName, ModelVersion, request.Id, Reported(selection), tensors);
+    }
+
+    /// <summary>The outputs to send, in order: the request's list, or all that the mode produces.</summary>
+    private static string[] OutputNames(IReadOnlyList<RequestOutput>? requested, DefenseMode mode)
+    {
+        string[] produced = mode == DefenseMode.Certify ? [Probabilities, PredictedClass, Certified] : [Logits, Probabilities, PredictedClass];
+        if (requested is null or [])
+        {
+            return produced;
+        }
+
+        var names = requested.Select(o => o.Name ?? throw Invalid("Every requested output needs a name.")).ToArray();
+        foreach (var name in names)
+        {
+            if (!produced.Contains(name, StringComparer.Ordinal))
+            {
+                throw Invalid(name is Logits or Certified
+                    ? $"Output '{name}' is not produced with defense={mode.ToString().ToLowerInvariant()}; it gives {string.Join(", ", produced)}."
+                    : $"The model has no output '{name}'; with defense={mode.ToString().ToLowerInvariant()} it gives {string.Join(", ", produced)}.");
+            }
+        }
+
+        return names.Distinct(StringComparer.Ordinal).Count() == names.Length
+            ? names
+            : throw Invalid("An output is requested more than once.");
+    }
+
+    private static Dictionary<string, object> Reported(DefenseSelection selection) => selection.Mode switch
+    {
+        DefenseMode.Off => new() { ["defense"] = "off" },
+        DefenseMode.Certify => new() { ["defense"] = "certify", ["patch"] = selection.PatchSize },
+        _ => new() { ["defense"] = selection.Mode.ToString().ToLowerInvariant(), ["seed"] = selection.Seed },
+    };
+
+    /// <summary>A parameter's value as the query would carry it: strings as they are, numbers as written.</summary>
+    private static string? Text(Dictionary<string, JsonElement> parameters, string name) => parameters.TryGetValue(name, out var value)
+        ? value.ValueKind switch
+        {
+            JsonValueKind.String => value.GetString(),
+            JsonValueKind.Number => value.GetRawText(),
+            JsonValueKind.Null => null,
+            _ => throw ProblemException.BadParameter(name, $"'{name}' must be a string or a number; got {value.GetRawText()}."),
+        }
+        : null;
+
+    private static ProblemException Invalid(string detail) => new(StatusCodes.Status400BadRequest, "Invalid inference request", detail);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Inferred {Batch} images ({Datatype}) with defense {Defense} in {ElapsedMs:F2} ms")]
+    private static partial void LogInferred(ILogger logger, int batch, string datatype, string defense, double elapsedMs);
+}
