@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
-using StrapVit.Api.Hosting;
 using StrapVit.Api.Observability;
+using StrapVit.Api.Serving;
 using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Imaging;
@@ -52,7 +52,7 @@ internal static class DefendedClassification
     /// </summary>
     private static DefendedResult Certify(ModelRuntime runtime, ServiceMetrics metrics, ImageTensor image, int topK, int patchSize, RunOptions runOptions)
     {
-        var certifier = runtime.Certifier ?? throw new InvalidOperationException("PatchDefenseFilter lets defense=certify through only with a certifier.");
+        var certifier = runtime.Certifier ?? throw new InvalidOperationException("DefenseSelector selects defense=certify only with a certifier.");
         var sw = Stopwatch.StartNew();
         var result = certifier.Certify(image.Data, patchSize, runOptions);
         var elapsed = sw.Elapsed;

@@ -1,11 +1,12 @@
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http.HttpResults;
-using StrapVit.Api.Auth;
 using Microsoft.Extensions.Options;
+using StrapVit.Api.Attacks;
+using StrapVit.Api.Auth;
 using StrapVit.Api.Errors;
 using StrapVit.Core.Attacks.Universal;
 
-namespace StrapVit.Api.Attacks;
+namespace StrapVit.Api.Patches;
 
 /// <summary>Body of <c>POST /v1/patches</c>. Every field is optional except <c>targetClass</c>.</summary>
 /// <param name="TargetClass">The class the patch should force.</param>
@@ -67,10 +68,10 @@ public static class PatchJobEndpoints
         return app;
     }
 
-    internal static async Task<Accepted<PatchJobResponse>> StartJob(PatchJobRequest? request, PatchJobRunner runner, AttackServices services, CancellationToken ct)
+    internal static async Task<Accepted<PatchJobResponse>> StartJob(PatchJobRequest? request, PatchJobRunner runner, GradientModel gradients, IOptions<AttackOptions> options, CancellationToken ct)
     {
-        var model = services.Model();
-        var limits = services.Options.Universal;
+        var model = gradients.Require();
+        var limits = options.Value.Universal;
         if (request?.TargetClass is not { } target)
         {
             throw ProblemException.BadParameter("targetClass", "targetClass is required: the class the patch should force.");
@@ -94,7 +95,7 @@ public static class PatchJobEndpoints
 
         if (settings.Steps > limits.MaxSteps) throw ProblemException.BadParameter("steps", $"{settings.Steps} is above the limit of {limits.MaxSteps}.");
         if (settings.BatchSize > limits.MaxBatchSize) throw ProblemException.BadParameter("batchSize", $"{settings.BatchSize} is above the limit of {limits.MaxBatchSize}.");
-        if (settings.PatchSize > services.Options.MaxPatchSize) throw ProblemException.BadParameter("patchSize", $"{settings.PatchSize} is above the limit of {services.Options.MaxPatchSize}.");
+        if (settings.PatchSize > options.Value.MaxPatchSize) throw ProblemException.BadParameter("patchSize", $"{settings.PatchSize} is above the limit of {options.Value.MaxPatchSize}.");
         if (request.Seed is < 0) throw ProblemException.BadParameter("seed", "seed must be at least 0.");
 
         var resolved = new PatchJobRequest(settings.TargetClass, settings.PatchSize, settings.Steps, settings.BatchSize, settings.StepSize,

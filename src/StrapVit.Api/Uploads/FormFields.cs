@@ -1,0 +1,40 @@
+using System.Reflection;
+using Microsoft.AspNetCore.Mvc;
+using StrapVit.Api.Errors;
+
+namespace StrapVit.Api.Uploads;
+
+/// <summary>
+/// The form fields a handler binds beside its upload: the <c>[FromForm]</c> constructor parameters of its
+/// <c>[AsParameters]</c> records (and any <c>[FromForm]</c> parameter of its own), under their camelCase names.
+/// </summary>
+internal static class FormFields
+{
+    public static IReadOnlyList<ParameterInfo> Of(MethodBase handler) =>
+    [
+        .. handler.GetParameters().SelectMany(p => p.IsDefined(typeof(AsParametersAttribute))
+            ? p.ParameterType.GetConstructors().SelectMany(c => c.GetParameters())
+            : [p])
+            .Where(p => p.IsDefined(typeof(FromFormAttribute))),
+    ];
+
+    public static string Name(ParameterInfo field) => BindingFailure.WireName(field.Name!);
+
+    /// <summary>Refuses a field the handler does not bind, and a field sent more than once.</summary>
+    public static void Check(IFormCollection form, IReadOnlyList<ParameterInfo> fields)
+    {
+        var names = fields.Select(Name).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        foreach (var (key, values) in form)
+        {
+            if (!names.Contains(key))
+            {
+                throw ProblemException.BadParameter(key, $"'{key}' is not a parameter of this endpoint; it takes: {string.Join(", ", names.Order(StringComparer.Ordinal))}.");
+            }
+
+            if (values.Count > 1)
+            {
+                throw ProblemException.BadParameter(key, $"'{key}' was sent {values.Count} times.");
+            }
+        }
+    }
+}
