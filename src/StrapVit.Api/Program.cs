@@ -17,6 +17,7 @@ builder.Services.AddStrapVitModel(builder.Configuration);
 builder.Services.AddStrapVitUploads(builder.Configuration);
 builder.Services.AddStrapVitApi();
 builder.Services.AddStrapVitDefense(builder.Configuration);
+builder.Services.AddStrapVitClassify();
 builder.Services.AddStrapVitAttacks(builder.Configuration);
 builder.Services.AddStrapVitPatchJobs(builder.Configuration);
 builder.Services.AddStrapVitAuth(builder.Configuration);

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using StrapVit.Api.Attacks;
 using StrapVit.Api.Auth;
 using StrapVit.Api.Errors;
+using StrapVit.Api.Responses;
 using StrapVit.Core.Attacks.Universal;
 
 namespace StrapVit.Api.Patches;
@@ -53,16 +54,18 @@ public sealed record PatchJobResult(double HeldOutSuccessRate, int HeldOutImages
 /// </summary>
 public static class PatchJobEndpoints
 {
+    public const string StartName = "StartUniversalPatch";
+
     public static IEndpointRouteBuilder MapPatchJobEndpoints(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/v1/patches").WithTags("Attacks").RequireApiKey();
-        group.MapPost("/", StartJob).WithName("StartUniversalPatch").WithSummary("Train a universal patch (Brown et al.) as a background job")
+        group.MapPost("/", StartJob).WithName(StartName).WithSummary("Train a universal patch (Brown et al.) as a background job")
             .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status429TooManyRequests).ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         group.MapGet("/{id}", GetJob).WithName("GetUniversalPatch").WithSummary("Queue position, progress (step, success rate, time left) and result of a job")
             .ProducesProblem(StatusCodes.Status404NotFound);
         group.MapGet("/{id}/image", GetImage).WithName("GetUniversalPatchImage").WithSummary("The patch as a PNG (the latest snapshot while training)")
-            .Produces(StatusCodes.Status200OK, contentType: "image/png").ProducesProblem(StatusCodes.Status404NotFound);
+            .Produces<byte[]>(StatusCodes.Status200OK, PngAnswer.MediaType).ProducesProblem(StatusCodes.Status404NotFound);
         group.MapDelete("/{id}", DeleteJob).WithName("CancelUniversalPatch").WithSummary("Cancel a queued or running job, or forget a finished one")
             .ProducesProblem(StatusCodes.Status404NotFound);
         return app;

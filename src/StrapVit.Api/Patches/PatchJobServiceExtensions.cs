@@ -1,6 +1,9 @@
+using System.Text.Json.Nodes;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
+using Microsoft.OpenApi;
 using StackExchange.Redis;
+using Swashbuckle.AspNetCore.SwaggerGen;
 
 namespace StrapVit.Api.Patches;
 
@@ -25,6 +28,23 @@ public static class PatchJobServiceExtensions
             : ActivatorUtilities.CreateInstance<RedisPatchJobStore>(sp));
         services.AddSingleton<PatchJobRunner>();
         services.AddHostedService(sp => sp.GetRequiredService<PatchJobRunner>());
+        services.ConfigureSwaggerGen(o => o.OperationFilter<PatchJobRequestExample>());
         return services;
+    }
+}
+
+/// <summary>
+/// The example body of <c>POST /v1/patches</c>, which Swagger UI's "Try it out" starts from: only the target class,
+/// so every other setting takes the service's default (a body built from the schema would send zeros).
+/// </summary>
+internal sealed class PatchJobRequestExample : IOperationFilter
+{
+    public void Apply(OpenApiOperation operation, OperationFilterContext context)
+    {
+        if (context.ApiDescription.ActionDescriptor.EndpointMetadata.OfType<IEndpointNameMetadata>().Any(n => n.EndpointName == PatchJobEndpoints.StartName)
+            && operation.RequestBody?.Content?.TryGetValue("application/json", out var media) == true && media is OpenApiMediaType json)
+        {
+            json.Example = new JsonObject { ["targetClass"] = 1 };
+        }
     }
 }

@@ -1,5 +1,6 @@
 using System.Reflection;
 using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Primitives;
 using StrapVit.Api.Errors;
 
 namespace StrapVit.Api.Uploads;
@@ -20,10 +21,14 @@ internal static class FormFields
 
     public static string Name(ParameterInfo field) => BindingFailure.WireName(field.Name!);
 
-    /// <summary>Refuses a field the handler does not bind, and a field sent more than once.</summary>
-    public static void Check(IFormCollection form, IReadOnlyList<ParameterInfo> fields)
+    /// <summary>
+    /// The form to bind the fields from: a field the handler does not bind, or one sent more than once, is a 400
+    /// problem naming it; an empty field is left out, so it takes its default like an absent one.
+    /// </summary>
+    public static IFormCollection Checked(IFormCollection form, IReadOnlyList<ParameterInfo> fields)
     {
         var names = fields.Select(Name).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        var kept = new Dictionary<string, StringValues>(StringComparer.OrdinalIgnoreCase);
         foreach (var (key, values) in form)
         {
             if (!names.Contains(key))
@@ -35,6 +40,13 @@ internal static class FormFields
             {
                 throw ProblemException.BadParameter(key, $"'{key}' was sent {values.Count} times.");
             }
+
+            if (!string.IsNullOrWhiteSpace(values))
+            {
+                kept[key] = values;
+            }
         }
+
+        return new FormCollection(kept, form.Files);
     }
 }

@@ -1,7 +1,7 @@
 using System.Reflection;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.Metadata;
 using Microsoft.Extensions.Options;
-using StrapVit.Api.Errors;
 using StrapVit.Core.Imaging;
 
 namespace StrapVit.Api.Uploads;
@@ -10,8 +10,8 @@ namespace StrapVit.Api.Uploads;
 /// The image a request uploads: the file field <c>image</c> of a multipart form, or the raw body with an
 /// <c>image/*</c> content type, read by <see cref="ImageUpload"/> within the image limits. A handler takes it as a
 /// parameter and ASP.NET binds it (before the form fields, so the limits apply to the whole form). When the handler
-/// also binds form fields (<see cref="FormFields"/>), the request must be a multipart form carrying only those fields,
-/// each once: a typo (<c>eps</c> for <c>epsilon</c>) never runs silently with the default.
+/// also binds form fields (<see cref="FormFields"/>), ASP.NET accepts only a form (415 otherwise), and the form must
+/// carry only those fields, each once: a typo (<c>eps</c> for <c>epsilon</c>) never runs silently with the default.
 /// </summary>
 public sealed class UploadedImage : IBindableFromHttpContext<UploadedImage>, IEndpointParameterMetadataProvider
 {
@@ -23,18 +23,13 @@ public sealed class UploadedImage : IBindableFromHttpContext<UploadedImage>, IEn
     public static async ValueTask<UploadedImage?> BindAsync(HttpContext context, ParameterInfo parameter)
     {
         var services = context.RequestServices;
-        var fields = context.GetEndpoint()?.Metadata.GetMetadata<ImageUploadMetadata>()?.FormFields ?? [];
-        if (fields.Count > 0 && !context.Request.HasFormContentType)
-        {
-            throw new ProblemException(StatusCodes.Status415UnsupportedMediaType, "Unsupported media type",
-                $"This endpoint takes multipart/form-data: the file field '{ImageUpload.FieldName}' and the form fields {string.Join(", ", fields.Select(FormFields.Name))}; got '{context.Request.ContentType ?? "none"}'.");
-        }
-
         var upload = await ImageUpload.ReadAsync(context.Request, services.GetRequiredService<IOptions<ImageLimits>>().Value,
             services.GetRequiredService<IOptions<BodyLimitOptions>>().Value, context.RequestAborted);
+        var fields = context.GetEndpoint()?.Metadata.GetMetadata<ImageUploadMetadata>()?.FormFields ?? [];
         if (fields.Count > 0 && upload.Form is { } form)
         {
-            FormFields.Check(form, fields);
+            // What ASP.NET binds the fields from next.
+            context.Features.GetRequiredFeature<IFormFeature>().Form = FormFields.Checked(form, fields);
         }
 
         return new UploadedImage(upload.Bytes);
