@@ -71,15 +71,13 @@ internal sealed class ParameterDefaultsOperationFilter : IOperationFilter
     {
         foreach (var description in context.ApiDescription.ParameterDescriptions)
         {
-            if (description.ParameterDescriptor is not { } descriptor
-                || (description.DefaultValue ?? (descriptor as Microsoft.AspNetCore.Mvc.Controllers.ControllerParameterDescriptor)?.ParameterInfo.DefaultValue) is not { } value
-                || value is DBNull
+            if (description.DefaultValue is null or DBNull
                 || operation.Parameters?.FirstOrDefault(p => string.Equals(p.Name, description.Name, StringComparison.OrdinalIgnoreCase)) is not OpenApiParameter { Schema: OpenApiSchema schema })
             {
                 continue;
             }
 
-            schema.Default ??= JsonSerializer.SerializeToNode(value, value.GetType());
+            schema.Default ??= JsonSerializer.SerializeToNode(description.DefaultValue, description.DefaultValue.GetType());
         }
     }
 }
