@@ -16,16 +16,16 @@ public sealed record PatchLocation(int X, int Y, int Size);
 /// <param name="Original">The clean image's prediction.</param>
 /// <param name="Adversarial">The float adversarial image's prediction.</param>
 /// <param name="AdversarialQuantized">The 8-bit adversarial image's prediction.</param>
-/// <param name="Linf">max |x' − x|.</param>
+/// <param name="Linf" example="0.031372547">max |x' − x|.</param>
 /// <param name="L2">‖x' − x‖₂.</param>
 /// <param name="Iterations">Gradient iterations used.</param>
 /// <param name="ElapsedMs">Wall time of the attack.</param>
-/// <param name="Seed">The seed used (given or drawn): send it again to reproduce the result.</param>
+/// <param name="Seed" example="1234567">The seed used (given or drawn): send it again to reproduce the result.</param>
 /// <param name="ImagePng">The adversarial image as a base64 8-bit PNG.</param>
 /// <param name="Pixels">With <c>includePixels=true</c>: the float adversarial image, C·H·W values, row-major.</param>
 /// <param name="Patch">Patch attack only: where the patch is.</param>
 public sealed record AttackResponse(
-    string Attack,
+    AttackName Attack,
     bool Success,
     bool SuccessQuantized,
     Prediction Original,

@@ -1,10 +1,8 @@
-using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
-using StackExchange.Redis;
 
 namespace StrapVit.Api.Attacks;
 
-/// <summary>Composition of the attack, saliency and universal-patch features.</summary>
+/// <summary>Composition of the gradient features' shared parts: attack limits, the concurrency slots and the model with gradients.</summary>
 public static class AttackServiceExtensions
 {
     public static IServiceCollection AddStrapVitAttacks(this IServiceCollection services, IConfiguration configuration)
@@ -13,23 +11,7 @@ public static class AttackServiceExtensions
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<AttackOptions>, AttackOptionsValidator>();
         services.AddSingleton<AttackSlots>();
-        services.AddSingleton<AttackServices>();
-        services.AddOptions<JobStoreOptions>().Bind(configuration.GetSection(JobStoreOptions.SectionName))
-            .Validate(o => o.SweepIntervalSeconds >= 1, "Jobs:SweepIntervalSeconds must be at least 1.")
-            .ValidateOnStart();
-        services.TryAddSingleton(TimeProvider.System);
-        // Resolved only with Jobs:Redis; the container disposes it after the runner has stopped.
-        services.AddSingleton<IConnectionMultiplexer>(sp =>
-        {
-            var redis = ConfigurationOptions.Parse(sp.GetRequiredService<IOptions<JobStoreOptions>>().Value.Redis!);
-            redis.AbortOnConnectFail = false; // start even while Redis is still coming up; job requests answer 503 until it is
-            return ConnectionMultiplexer.Connect(redis);
-        });
-        services.AddSingleton<IPatchJobStore>(sp => string.IsNullOrWhiteSpace(sp.GetRequiredService<IOptions<JobStoreOptions>>().Value.Redis)
-            ? ActivatorUtilities.CreateInstance<InMemoryPatchJobStore>(sp)
-            : ActivatorUtilities.CreateInstance<RedisPatchJobStore>(sp));
-        services.AddSingleton<PatchJobRunner>();
-        services.AddHostedService(sp => sp.GetRequiredService<PatchJobRunner>());
+        services.AddSingleton<GradientModel>();
         return services;
     }
 }

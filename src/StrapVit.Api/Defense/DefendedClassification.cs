@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
-using StrapVit.Api.Hosting;
 using StrapVit.Api.Observability;
+using StrapVit.Api.Serving;
 using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Imaging;
@@ -87,7 +87,7 @@ internal static class DefendedClassification
     /// <summary>PatchCleanser on each image; a class's probability is the share of one-mask views that voted for it.</summary>
     private static DefendedBatch Certify(ModelRuntime runtime, ServiceMetrics metrics, float[] pixels, int batch, int patchSize, RunOptions runOptions)
     {
-        var certifier = runtime.Certifier ?? throw new InvalidOperationException("PatchDefenseFilter lets defense=certify through only with a certifier.");
+        var certifier = runtime.Certifier ?? throw new InvalidOperationException("DefenseSelector selects defense=certify only with a certifier.");
         var size = runtime.Classifier.Manifest.Input.Size;
         var images = new DefendedImage[batch];
         var total = TimeSpan.Zero;

@@ -13,11 +13,17 @@ public sealed partial class ProblemExceptionHandler(IProblemDetailsService probl
 {
     public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
     {
+        if (exception is BadHttpRequestException bad
+            && BindingFailure.ToProblem(bad, httpContext.Features.Get<IExceptionHandlerFeature>()?.Endpoint) is { } binding)
+        {
+            exception = binding;
+        }
+
         var problem = exception switch
         {
             ProblemException p => (p.Status, p.Title, p.Message, p.RetryAfterSeconds),
             ImageRejectedException img => (StatusOf(img.Reason), TitleOf(img.Reason), img.Message, (int?)null),
-            BadHttpRequestException bad => (bad.StatusCode, bad.StatusCode == 413 ? "Request too large" : "Bad request", bad.Message, (int?)null),
+            BadHttpRequestException other => (other.StatusCode, other.StatusCode == 413 ? "Request too large" : "Bad request", other.Message, (int?)null),
             // The job store (Jobs:Redis) is down or slow: the job endpoints cannot answer now, the rest of the service can.
             RedisConnectionException or RedisTimeoutException => (StatusCodes.Status503ServiceUnavailable, "Job store unavailable",
                 "The universal-patch job store (Redis) cannot be reached; retry later.", (int?)5),

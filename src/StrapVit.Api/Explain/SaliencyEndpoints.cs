@@ -1,7 +1,8 @@
-using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
 using StrapVit.Api.Attacks;
 using StrapVit.Api.Auth;
 using StrapVit.Api.Errors;
+using StrapVit.Api.Responses;
 using StrapVit.Api.Uploads;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Explain;
@@ -9,12 +10,16 @@ using StrapVit.Core.Imaging;
 
 namespace StrapVit.Api.Explain;
 
+/// <summary>The form fields of <c>POST /v1/explain/saliency</c>, beside the file field <c>image</c>.</summary>
+/// <param name="Class">Class to explain (default: the predicted class).</param>
+public sealed record SaliencyParameters([FromForm] int? Class = null);
+
 /// <summary>Answer of <c>POST /v1/explain/saliency</c> as JSON.</summary>
-/// <param name="Class">The explained class (given, or the predicted one).</param>
-/// <param name="Label">Its label.</param>
-/// <param name="Probability">Its probability on the image.</param>
-/// <param name="Width">Map columns (the model's input width).</param>
-/// <param name="Height">Map rows.</param>
+/// <param name="Class" example="8">The explained class (given, or the predicted one).</param>
+/// <param name="Label" example="Bag">Its label.</param>
+/// <param name="Probability" example="0.996">Its probability on the image.</param>
+/// <param name="Width" example="28">Map columns (the model's input width).</param>
+/// <param name="Height" example="28">Map rows.</param>
 /// <param name="Map">|∂logit/∂pixel|, maximum over channels, row-major [H, W].</param>
 /// <param name="Max">The largest value of the map.</param>
 /// <param name="HeatmapPng">The map over the image as a base64 PNG.</param>
@@ -31,41 +36,48 @@ public static class SaliencyEndpoints
             .WithSummary("Gradient saliency map of a class")
             .WithDescription("multipart/form-data with the file field 'image' and an optional field 'class' (default: the predicted class). "
                 + "With Accept: image/png the body is the heatmap over the image; otherwise JSON with the map as floats and as a PNG.")
-            .WithMetadata(new ImageUploadMetadata(("class", "integer", "Class to explain (default: the predicted class).")))
             .DisableAntiforgery()
             .RequireApiKey()
-            .Produces(StatusCodes.Status200OK, contentType: "image/png")
             .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
             .ProducesProblem(StatusCodes.Status429TooManyRequests)
             .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         return app;
     }
 
-    internal static async Task<Results<Ok<SaliencyResponse>, FileContentHttpResult>> Saliency(HttpRequest request, AttackServices services, CancellationToken ct)
+    /// <param name="image">The image to explain.</param>
+    /// <param name="form">The class to explain.</param>
+    /// <param name="request">The request (its Accept header picks JSON or PNG).</param>
+    /// <param name="gradients">The model with gradients.</param>
+    /// <param name="slots">The concurrency limit shared with the attacks.</param>
+    /// <param name="decoder">Image decoding.</param>
+    /// <param name="ct">Aborted when the client disconnects.</param>
+    internal static PngOrJson<SaliencyResponse> Saliency(
+        UploadedImage image,
+        [AsParameters] SaliencyParameters form,
+        HttpRequest request,
+        GradientModel gradients,
+        AttackSlots slots,
+        ImageDecoder decoder,
+        CancellationToken ct)
     {
-        var model = services.Model();
-        var upload = await ImageUpload.ReadAsync(request, services.ImageLimits, ct);
-        var form = new AttackForm(upload.Form, ["class"]);
-        var classIndex = form.NullableInt("class", 0, model.Classes - 1);
-        using var slot = services.Slots.Enter(null);
-        var image = services.Decoder.Decode(upload.Bytes, model.Channels, model.Height, model.Width);
+        var model = gradients.Require();
+        var classIndex = Parameter.InRange(form.Class, 0, model.Classes - 1);
+        using var slot = slots.Enter(null);
+        var tensor = decoder.Decode(image.Bytes, model.Channels, model.Height, model.Width);
         SaliencyMap map;
         try
         {
-            map = GradientSaliency.Compute(model, image, classIndex, ct);
+            map = GradientSaliency.Compute(model, tensor, classIndex, ct);
         }
         catch (AttackParameterException ex)
         {
             throw ProblemException.BadParameter(ex.Parameter, ex.Message);
         }
 
-        var png = PngEncoding.Encode(GradientSaliency.Render(image, map));
-        if (AttackEndpoints.WantsPng(request))
-        {
-            return TypedResults.File(png, "image/png");
-        }
-
-        return TypedResults.Ok(new SaliencyResponse(map.ClassIndex, services.Runtime.Classifier.Manifest.Labels[map.ClassIndex], map.Probability,
+        var png = PngEncoding.Encode(GradientSaliency.Render(tensor, map));
+        return new PngOrJson<SaliencyResponse>(request, png, () => new SaliencyResponse(map.ClassIndex, gradients.Label(map.ClassIndex), map.Probability,
             map.Width, map.Height, map.Map, map.Max, Convert.ToBase64String(png)));
     }
 }

@@ -1,48 +1,27 @@
-using System.Reflection;
 using System.Threading.RateLimiting;
-using Microsoft.AspNetCore.Diagnostics.HealthChecks;
-using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Mvc;
-using Microsoft.Extensions.Diagnostics.HealthChecks;
-using Microsoft.Extensions.Options;
 using Prometheus;
 using StrapVit.Api.Auth;
-using StrapVit.Api.Endpoints;
 using StrapVit.Api.Errors;
+using StrapVit.Api.Health;
 using StrapVit.Api.Observability;
-using StrapVit.Api.Uploads;
+using StrapVit.Api.Serving;
 
 namespace StrapVit.Api.Hosting;
 
-/// <summary>HTTP plumbing: problem details, limits, OpenAPI, health and metrics.</summary>
+/// <summary>The composition root's HTTP plumbing: problem details, rate limits, OpenAPI, metrics and the middleware order.</summary>
 public static class ApiServiceExtensions
 {
-    public const string ReadyTag = "ready";
-
     public static IServiceCollection AddStrapVitApi(this IServiceCollection services)
     {
-        // Problems the framework writes itself (status-code pages, binding failures) get a detail too.
-        services.AddProblemDetails(o => o.CustomizeProblemDetails = ctx => ctx.ProblemDetails.Detail ??= DefaultDetail(ctx.HttpContext, ctx.ProblemDetails.Status));
-        services.AddExceptionHandler<ProblemExceptionHandler>();
-        // Binding failures (a body over its limit, malformed JSON) reach the exception handler, which sends the
-        // reason as the problem's detail, instead of ending as a bare status code.
-        services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+        services.AddStrapVitProblems();
         services.AddSingleton<ServiceMetrics>();
-        services.AddHealthChecks().AddCheck<ModelReadyHealthCheck>("model", tags: [ReadyTag]);
+        services.AddStrapVitHealth();
         services.AddRateLimiter(o =>
         {
             o.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
             o.GlobalLimiter = AuthServiceExtensions.PerKeyLimiter();
-            o.AddPolicy(ClassifyEndpoints.InferencePolicy, ctx =>
-            {
-                var limits = ctx.RequestServices.GetRequiredService<IOptions<RequestLimitOptions>>().Value;
-                return RateLimitPartition.GetConcurrencyLimiter("inference", _ => new ConcurrencyLimiterOptions
-                {
-                    PermitLimit = limits.MaxConcurrentInferences,
-                    QueueLimit = limits.InferenceQueueLength,
-                    QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
-                });
-            });
+            o.AddInferencePolicy();
             o.OnRejected = async (ctx, ct) =>
             {
                 var perKey = ctx.Lease.TryGetMetadata(MetadataName.RetryAfter, out var wait);
@@ -61,37 +40,9 @@ public static class ApiServiceExtensions
                 });
             };
         });
-        services.AddEndpointsApiExplorer();
-        services.AddSwaggerGen(o =>
-        {
-            o.SwaggerDoc("v1", new Microsoft.OpenApi.OpenApiInfo
-            {
-                Title = "StrapVitService",
-                Version = "v1",
-                Description = "A Vision Transformer classifier with the STRAP-ViT adversarial-patch defense, and attacks to red-team it. "
-                    + "All pixel values and budgets are in [0, 1] pixel space at the model's input resolution.",
-            });
-            var xml = Path.Combine(AppContext.BaseDirectory, $"{Assembly.GetExecutingAssembly().GetName().Name}.xml");
-            if (File.Exists(xml))
-            {
-                o.IncludeXmlComments(xml);
-            }
-
-            o.OperationFilter<ImageUploadOperationFilter>();
-            o.AddApiKeySecurity();
-        });
+        services.AddStrapVitOpenApi();
         return services;
     }
-
-    private static string DefaultDetail(HttpContext context, int? status) => status switch
-    {
-        StatusCodes.Status413PayloadTooLarge =>
-            $"The request body is over this endpoint's limit of {context.Features.Get<IHttpMaxRequestBodySizeFeature>()?.MaxRequestBodySize?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "?"} bytes.",
-        StatusCodes.Status404NotFound => $"There is no resource at '{context.Request.Path}'; GET /swagger lists the API.",
-        StatusCodes.Status405MethodNotAllowed => $"'{context.Request.Method}' is not allowed on '{context.Request.Path}'.",
-        StatusCodes.Status415UnsupportedMediaType => $"The content type '{context.Request.ContentType ?? "none"}' is not one this endpoint reads.",
-        _ => Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(status ?? 500),
-    };
 
     public static WebApplication UseStrapVitPipeline(this WebApplication app)
     {
@@ -102,39 +53,16 @@ public static class ApiServiceExtensions
         app.UseStatusCodePages();
         app.UseStrapVitAuth();
         app.UseRateLimiter();
-        app.UseSwagger();
-        app.UseSwaggerUI(o =>
-        {
-            o.SwaggerEndpoint("/swagger/v1/swagger.json", "StrapVitService v1");
-            o.RoutePrefix = "swagger";
-        });
+        app.UseStrapVitOpenApi();
         return app;
     }
 
+    /// <summary>Health probes, Prometheus metrics, and the root redirecting to Swagger UI.</summary>
     public static WebApplication MapStrapVitOperations(this WebApplication app)
     {
-        app.MapHealthChecks("/healthz/live", new HealthCheckOptions { Predicate = _ => false });
-        app.MapHealthChecks("/healthz/ready", new HealthCheckOptions
-        {
-            Predicate = c => c.Tags.Contains(ReadyTag),
-            ResultStatusCodes =
-            {
-                [HealthStatus.Healthy] = StatusCodes.Status200OK,
-                [HealthStatus.Degraded] = StatusCodes.Status200OK,
-                [HealthStatus.Unhealthy] = StatusCodes.Status503ServiceUnavailable,
-            },
-        });
+        app.MapHealthEndpoints();
         app.MapMetrics("/metrics");
         app.MapGet("/", () => Results.Redirect("/swagger")).ExcludeFromDescription();
         return app;
     }
-}
-
-/// <summary>Ready once the model is loaded and warmed up.</summary>
-public sealed class ModelReadyHealthCheck(ModelRuntime runtime) : IHealthCheck
-{
-    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
-        Task.FromResult(runtime.IsReady
-            ? HealthCheckResult.Healthy($"{runtime.Classifier.Manifest.Name} on {runtime.Classifier.ExecutionProvider}")
-            : HealthCheckResult.Unhealthy("The model is not loaded yet."));
 }

@@ -6,15 +6,22 @@ using StrapVit.Api.Errors;
 namespace StrapVit.Api.InferenceProtocol;
 
 /// <summary>Answer of <c>GET /v2</c>: the server's name, version and protocol extensions (none).</summary>
+/// <param name="Name">Always <c>StrapVitService</c>.</param>
+/// <param name="Version">The service's version.</param>
+/// <param name="Extensions">The protocol extensions implemented: none.</param>
 public sealed record ServerMetadataResponse(string Name, string Version, IReadOnlyList<string> Extensions);
 
 /// <summary>Answer of <c>GET /v2/health/live</c>.</summary>
+/// <param name="Live">Always true: the process answers.</param>
 public sealed record ServerLiveResponse(bool Live);
 
 /// <summary>Answer of <c>GET /v2/health/ready</c>: 200 when ready, 503 when not.</summary>
+/// <param name="Ready">Whether the model is loaded and warmed up.</param>
 public sealed record ServerReadyResponse(bool Ready);
 
 /// <summary>Answer of <c>GET /v2/models/{name}/ready</c>: 200 when ready, 503 when not.</summary>
+/// <param name="Name">The model's name, as the path gives it.</param>
+/// <param name="Ready">Whether the model is loaded and warmed up.</param>
 public sealed record ModelReadyResponse(string Name, bool Ready);
 
 /// <summary>One input or output tensor of the model; -1 marks the batch dimension.</summary>
@@ -27,10 +34,7 @@ public sealed record MetadataTensor(string Name, string Datatype, IReadOnlyList<
 /// <param name="Name">The model's name, the one <c>GET /v1/model</c> reports.</param>
 /// <param name="Versions">The one version served: the first 12 hex digits of the model's SHA-256.</param>
 /// <param name="Platform">Always <c>onnxruntime_onnx</c>.</param>
-/// <param name="Inputs">
-/// <c>pixel_values</c> FP32 [-1, C, H, W] in [0, 1] pixel space, or <c>images</c> BYTES [-1] holding encoded images
-/// (base64 strings); a request carries one of them.
-/// </param>
+/// <param name="Inputs"><c>pixel_values</c> FP32 [-1, C, H, W] in [0, 1] pixel space, or <c>images</c> BYTES [-1] holding encoded images (base64 strings); a request carries one of them.</param>
 /// <param name="Outputs"><c>logits</c> and <c>probabilities</c> FP32 [-1, K], <c>predicted_class</c> INT64 [-1], <c>certified</c> BOOL [-1] (defense=certify only).</param>
 public sealed record ModelMetadataResponse(
     string Name,
@@ -41,11 +45,7 @@ public sealed record ModelMetadataResponse(
 
 /// <summary>Body of <c>POST /v2/models/{name}/infer</c>, as the Open Inference Protocol's REST binding defines it.</summary>
 /// <param name="Id">Echoed in the answer.</param>
-/// <param name="Parameters">
-/// <c>defense</c> (off | detect | mitigate | certify; default as for <c>POST /v1/classify</c>), <c>seed</c> (the
-/// defense's randomized transforms; one seed for every image of the batch, as if each were sent alone with it),
-/// <c>patch</c> (defense=certify: certified patch side in pixels). Any other parameter is refused.
-/// </param>
+/// <param name="Parameters"><c>defense</c> (off | detect | mitigate | certify; default as for <c>POST /v1/classify</c>), <c>seed</c> (the defense's randomized transforms, at least 0; one seed for every image of the batch, as if each were sent alone with it), <c>patch</c> (defense=certify: certified patch side in pixels). Strings or numbers, converted and checked as the query of <c>POST /v1/classify</c> is; any other parameter is refused.</param>
 /// <param name="Inputs">Exactly one tensor: <c>pixel_values</c> (FP32 [N, C, H, W]) or <c>images</c> (BYTES [N]).</param>
 /// <param name="Outputs">The outputs to return, in this order; all that the defense mode produces when absent.</param>
 public sealed record InferenceRequest(
@@ -93,6 +93,8 @@ public sealed record RequestInput(
     JsonElement Data);
 
 /// <summary>One output the request asks for; its parameters are ignored (outputs are always JSON).</summary>
+/// <param name="Name">logits, probabilities, predicted_class or certified.</param>
+/// <param name="Parameters">Ignored.</param>
 public sealed record RequestOutput(string? Name, Dictionary<string, JsonElement>? Parameters);
 
 /// <summary>Answer of <c>POST /v2/models/{name}/infer</c>.</summary>

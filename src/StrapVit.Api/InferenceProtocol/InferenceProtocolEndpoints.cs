@@ -1,10 +1,8 @@
 using System.Reflection;
 using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Auth;
-using StrapVit.Api.Endpoints;
-using StrapVit.Api.Hosting;
+using StrapVit.Api.Serving;
 
 namespace StrapVit.Api.InferenceProtocol;
 
@@ -17,7 +15,14 @@ public static class InferenceProtocolEndpoints
 {
     public const string Prefix = "/v2";
 
-    private const string Tag = "Open Inference Protocol (v2)";
+    /// <summary>The OpenAPI tag of every /v2 operation.</summary>
+    public const string Tag = "Inference protocol";
+
+    private const string InferDescription =
+        "The first input is 'pixel_values' (FP32 [N, C, H, W] in [0, 1] pixel space, data flat or nested) or 'images' "
+        + "(BYTES [N], one base64 encoded image each, decoded like an upload). parameters: defense, seed, patch as for POST /v1/classify. "
+        + "Outputs: logits, probabilities (FP32 [N, K]), predicted_class (INT64 [N]); under defense=certify probabilities are one-mask vote shares, "
+        + "with certified (BOOL [N]) and no logits.";
 
     private static readonly string ServerVersion =
         typeof(InferenceProtocolEndpoints).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0";
@@ -33,13 +38,12 @@ public static class InferenceProtocolEndpoints
         // Each model route twice: without a version (the server's one) and with /versions/{version}.
         var model = v2.MapGroup("/models/{name}");
         var versioned = v2.MapGroup("/models/{name}/versions/{version}");
-        DescribeModelMetadata(model.MapGet("", (string name, InferenceProtocolService service) => GetModelMetadata(name, null, service)), "");
-        DescribeModelMetadata(versioned.MapGet("", GetModelMetadata), "Version");
-        DescribeModelReady(model.MapGet("/ready", (string name, InferenceProtocolService service) => GetModelReady(name, null, service)), "");
-        DescribeModelReady(versioned.MapGet("/ready", GetModelReady), "Version");
-        DescribeInfer(model.MapPost("/infer", (string name, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct) =>
-            Infer(name, null, inference, service, ct)), "", app.ServiceProvider);
-        DescribeInfer(versioned.MapPost("/infer", Infer), "Version", app.ServiceProvider);
+        DescribeModelMetadata(model.MapGet("", GetModelMetadata), "");
+        DescribeModelMetadata(versioned.MapGet("", GetModelVersionMetadata), "Version");
+        DescribeModelReady(model.MapGet("/ready", GetModelReady), "");
+        DescribeModelReady(versioned.MapGet("/ready", GetModelVersionReady), "Version");
+        DescribeInfer(model.MapPost("/infer", Infer), "", app.ServiceProvider);
+        DescribeInfer(versioned.MapPost("/infer", InferVersion), "Version", app.ServiceProvider);
         return app;
     }
 
@@ -55,15 +59,12 @@ public static class InferenceProtocolEndpoints
         endpoint
             .WithName("V2Infer" + suffix)
             .WithSummary("Classify a batch of images")
-            .WithDescription("The first input is 'pixel_values' (FP32 [N, C, H, W] in [0, 1] pixel space, data flat or nested) or 'images' "
-                + "(BYTES [N], one base64 encoded image each, decoded like an upload). parameters: defense, seed, patch as for POST /v1/classify. "
-                + "Outputs: logits, probabilities (FP32 [N, K]), predicted_class (INT64 [N]); under defense=certify probabilities are one-mask vote shares, "
-                + "with certified (BOOL [N]) and no logits.")
+            .WithDescription(InferDescription)
             // Read as JSON whatever the content type says, as the protocol's reference servers do (curl -d sends a form type).
             .Accepts<InferenceRequest>("application/json", "*/*")
             .WithMetadata(new InferBodyLimit(services))
             .RequireClassifyKey()
-            .RequireRateLimiting(ClassifyEndpoints.InferencePolicy)
+            .RequireInferenceSlot()
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
@@ -75,28 +76,36 @@ public static class InferenceProtocolEndpoints
 
     internal static Ok<ServerLiveResponse> GetLive() => TypedResults.Ok(new ServerLiveResponse(true));
 
-    /// <summary>The same checks as <c>/healthz/ready</c>.</summary>
-    internal static async Task<Results<Ok<ServerReadyResponse>, JsonHttpResult<ServerReadyResponse>>> GetReady(HealthCheckService health, CancellationToken ct)
-    {
-        var report = await health.CheckHealthAsync(c => c.Tags.Contains(ApiServiceExtensions.ReadyTag), ct);
-        return report.Status == HealthStatus.Unhealthy
-            ? TypedResults.Json(new ServerReadyResponse(false), statusCode: StatusCodes.Status503ServiceUnavailable)
-            : TypedResults.Ok(new ServerReadyResponse(true));
-    }
+    /// <summary>Ready when the one model is: what <c>/healthz/ready</c> checks.</summary>
+    /// <param name="service">The protocol's view of the model.</param>
+    internal static Results<Ok<ServerReadyResponse>, JsonHttpResult<ServerReadyResponse>> GetReady(InferenceProtocolService service) =>
+        service.IsReady
+            ? TypedResults.Ok(new ServerReadyResponse(true))
+            : TypedResults.Json(new ServerReadyResponse(false), statusCode: StatusCodes.Status503ServiceUnavailable);
 
     /// <param name="name">The model's name, as GET /v1/model reports it.</param>
-    /// <param name="version">The model's version, when the path names one.</param>
     /// <param name="service">The protocol's view of the model.</param>
-    internal static Ok<ModelMetadataResponse> GetModelMetadata(string name, string? version, InferenceProtocolService service)
+    internal static Ok<ModelMetadataResponse> GetModelMetadata(string name, InferenceProtocolService service) =>
+        GetModelVersionMetadata(name, null, service);
+
+    /// <param name="name">The model's name, as GET /v1/model reports it.</param>
+    /// <param name="version">The model's version (first 12 hex digits of its SHA-256).</param>
+    /// <param name="service">The protocol's view of the model.</param>
+    internal static Ok<ModelMetadataResponse> GetModelVersionMetadata(string name, string? version, InferenceProtocolService service)
     {
         service.RequireModel(name, version);
         return TypedResults.Ok(service.Metadata());
     }
 
-    /// <param name="name">The model's name.</param>
-    /// <param name="version">The model's version, when the path names one.</param>
+    /// <param name="name">The model's name, as GET /v1/model reports it.</param>
     /// <param name="service">The protocol's view of the model.</param>
-    internal static Results<Ok<ModelReadyResponse>, JsonHttpResult<ModelReadyResponse>> GetModelReady(string name, string? version, InferenceProtocolService service)
+    internal static Results<Ok<ModelReadyResponse>, JsonHttpResult<ModelReadyResponse>> GetModelReady(string name, InferenceProtocolService service) =>
+        GetModelVersionReady(name, null, service);
+
+    /// <param name="name">The model's name, as GET /v1/model reports it.</param>
+    /// <param name="version">The model's version (first 12 hex digits of its SHA-256).</param>
+    /// <param name="service">The protocol's view of the model.</param>
+    internal static Results<Ok<ModelReadyResponse>, JsonHttpResult<ModelReadyResponse>> GetModelVersionReady(string name, string? version, InferenceProtocolService service)
     {
         if (!service.IsReady)
         {
@@ -107,12 +116,19 @@ public static class InferenceProtocolEndpoints
         return TypedResults.Ok(new ModelReadyResponse(name, true));
     }
 
-    /// <param name="name">The model's name.</param>
-    /// <param name="version">The model's version, when the path names one.</param>
+    /// <param name="name">The model's name, as GET /v1/model reports it.</param>
     /// <param name="inference">The inference request.</param>
     /// <param name="service">The protocol's view of the model.</param>
     /// <param name="ct">Aborted when the client disconnects.</param>
-    internal static Ok<InferenceResponse> Infer(string name, string? version, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct)
+    internal static Ok<InferenceResponse> Infer(string name, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct) =>
+        InferVersion(name, null, inference, service, ct);
+
+    /// <param name="name">The model's name, as GET /v1/model reports it.</param>
+    /// <param name="version">The model's version (first 12 hex digits of its SHA-256).</param>
+    /// <param name="inference">The inference request.</param>
+    /// <param name="service">The protocol's view of the model.</param>
+    /// <param name="ct">Aborted when the client disconnects.</param>
+    internal static Ok<InferenceResponse> InferVersion(string name, string? version, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct)
     {
         service.RequireModel(name, version);
         using var runOptions = new RunOptions();

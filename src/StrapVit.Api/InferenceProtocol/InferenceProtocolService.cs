@@ -1,11 +1,11 @@
 using System.Diagnostics;
-using System.Text.Json;
 using Microsoft.Extensions.Options;
 using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Defense;
 using StrapVit.Api.Errors;
-using StrapVit.Api.Hosting;
 using StrapVit.Api.Observability;
+using StrapVit.Api.Serving;
+using StrapVit.Api.Uploads;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Imaging;
 
@@ -19,10 +19,10 @@ public sealed partial class InferenceProtocolService(
     ModelRuntime runtime,
     ServiceMetrics metrics,
     ImageDecoder decoder,
-    PatchDefenseFilter defense,
+    DefenseSelector selector,
     IOptions<InferenceProtocolOptions> options,
     IOptions<ImageLimits> imageLimits,
-    IOptions<RequestLimitOptions> requestLimits,
+    IOptions<BodyLimitOptions> bodyLimits,
     ILogger<InferenceProtocolService> logger)
 {
     public const string Platform = "onnxruntime_onnx";
@@ -30,8 +30,6 @@ public sealed partial class InferenceProtocolService(
     public const string Probabilities = "probabilities";
     public const string PredictedClass = "predicted_class";
     public const string Certified = "certified";
-
-    private static readonly string[] RequestParameters = ["defense", "seed", "patch"];
 
     public string ModelName => runtime.Classifier.Manifest.Name;
 
@@ -41,7 +39,7 @@ public sealed partial class InferenceProtocolService(
     public bool IsReady => runtime.IsReady;
 
     public long MaxRequestBodyBytes => options.Value.BodyLimit(
-        runtime.Classifier.Manifest.Input.Size, imageLimits.Value.MaxBytes, requestLimits.Value.MaxRequestBodyBytes);
+        runtime.Classifier.Manifest.Input.Size, imageLimits.Value.MaxBytes, bodyLimits.Value.MaxRequestBodyBytes);
 
     /// <summary>404 unless the path names the served model (and, when it names one, its version).</summary>
     public void RequireModel(string name, string? version)
@@ -78,14 +76,9 @@ public sealed partial class InferenceProtocolService(
     public InferenceResponse Infer(InferenceRequest request, RunOptions runOptions)
     {
         var total = Stopwatch.StartNew();
-        var parameters = request.Parameters ?? [];
-        if (parameters.Keys.FirstOrDefault(key => !RequestParameters.Contains(key, StringComparer.Ordinal)) is { } unknown)
-        {
-            throw ProblemException.BadParameter(unknown, $"'{unknown}' is not a parameter of this model; it takes {string.Join(", ", RequestParameters)}.");
-        }
-
-        // Resolved before the tensor is read, so a bad mode costs nothing; the same rules and messages as the query of /v1/classify.
-        var selection = defense.Resolve(runtime, Text(parameters, "defense"), Text(parameters, "seed"), Text(parameters, "patch"));
+        // Resolved before the tensor is read, so a bad mode costs nothing; the same rule and messages as the query of /v1/classify.
+        var (query, patch) = InferenceParameters.Read(request.Parameters);
+        var selection = selector.Select(query, patch);
         var outputs = OutputNames(request.Outputs, selection.Mode);
         var input = request.Inputs switch
         {
@@ -136,21 +129,10 @@ public sealed partial class InferenceProtocolService(
 
     private static Dictionary<string, object> Reported(DefenseSelection selection) => selection.Mode switch
     {
-        DefenseMode.Off => new() { ["defense"] = "off" },
-        DefenseMode.Certify => new() { ["defense"] = "certify", ["patch"] = selection.PatchSize },
-        _ => new() { ["defense"] = selection.Mode.ToString().ToLowerInvariant(), ["seed"] = selection.Seed },
+        DefenseMode.Off => new() { [InferenceParameters.Defense] = "off" },
+        DefenseMode.Certify => new() { [InferenceParameters.Defense] = "certify", [InferenceParameters.Patch] = selection.PatchSize },
+        _ => new() { [InferenceParameters.Defense] = selection.Mode.ToString().ToLowerInvariant(), [InferenceParameters.Seed] = selection.Seed },
     };
-
-    /// <summary>A parameter's value as the query would carry it: strings as they are, numbers as written.</summary>
-    private static string? Text(Dictionary<string, JsonElement> parameters, string name) => parameters.TryGetValue(name, out var value)
-        ? value.ValueKind switch
-        {
-            JsonValueKind.String => value.GetString(),
-            JsonValueKind.Number => value.GetRawText(),
-            JsonValueKind.Null => null,
-            _ => throw ProblemException.BadParameter(name, $"'{name}' must be a string or a number; got {value.GetRawText()}."),
-        }
-        : null;
 
     private static ProblemException Invalid(string detail) => new(StatusCodes.Status400BadRequest, "Invalid inference request", detail);
 

@@ -1,5 +1,3 @@
-using StrapVit.Api.Defense;
-
 namespace StrapVit.Api.InferenceProtocol;
 
 /// <summary>Composition of the Open Inference Protocol (v2) feature.</summary>
@@ -11,7 +9,6 @@ public static class InferenceProtocolServiceExtensions
             .Validate(o => o.MaxBatchSize is >= 1 and <= 4096, "InferenceProtocol:MaxBatchSize must be in [1, 4096].")
             .Validate(o => o.MaxRequestBodyBytes is 0 or >= 1024, "InferenceProtocol:MaxRequestBodyBytes must be 0 (derived) or at least 1024.")
             .ValidateOnStart();
-        services.AddSingleton<PatchDefenseFilter>();
         services.AddSingleton<InferenceProtocolService>();
 
         // The protocol's clients read a failed request's message from "error"; the service's problem details keep

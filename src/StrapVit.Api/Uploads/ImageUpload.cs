@@ -1,9 +1,7 @@
 using Microsoft.AspNetCore.Http.Features;
-using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Primitives;
 using Microsoft.Net.Http.Headers;
 using StrapVit.Api.Errors;
-using StrapVit.Api.Hosting;
 using StrapVit.Core.Imaging;
 
 namespace StrapVit.Api.Uploads;
@@ -24,12 +22,11 @@ public static class ImageUpload
     /// <summary>The image bytes and, for multipart requests, the other form fields.</summary>
     public sealed record Content(byte[] Bytes, IFormCollection? Form);
 
-    public static async Task<Content> ReadAsync(HttpRequest request, ImageLimits limits, CancellationToken ct)
+    public static async Task<Content> ReadAsync(HttpRequest request, ImageLimits limits, BodyLimitOptions bodyLimits, CancellationToken ct)
     {
         if (request.HasFormContentType)
         {
-            var requestLimits = request.HttpContext.RequestServices.GetRequiredService<IOptions<RequestLimitOptions>>().Value;
-            var formLimit = limits.MaxBytes + requestLimits.MaxFormOverheadBytes;
+            var formLimit = limits.MaxBytes + bodyLimits.MaxFormOverheadBytes;
             LimitBody(request, formLimit, "form");
             CheckMultipartContentType(request);
             var form = await ReadFormAsync(request, ct);
@@ -170,9 +167,9 @@ public static class ImageUpload
     }
 
     /// <summary>Form limits that let the request's body limit and then the image limit be the ones that trip first.</summary>
-    public static void ConfigureFormOptions(FormOptions options, ImageLimits limits, RequestLimitOptions requestLimits)
+    public static void ConfigureFormOptions(FormOptions options, ImageLimits limits, BodyLimitOptions bodyLimits)
     {
-        options.MultipartBodyLengthLimit = limits.MaxBytes + requestLimits.MaxFormOverheadBytes;
+        options.MultipartBodyLengthLimit = limits.MaxBytes + bodyLimits.MaxFormOverheadBytes;
         options.MultipartBoundaryLengthLimit = MaxBoundaryLength;
         options.ValueCountLimit = 64;
     }

@@ -1,4 +1,4 @@
-using StrapVit.Api.Attacks;
+using StrapVit.Api.Patches;
 
 namespace StrapVit.Api.Tests.Attacks;
 

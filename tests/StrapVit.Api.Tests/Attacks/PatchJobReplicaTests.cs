@@ -1,6 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
-using StrapVit.Api.Attacks;
+using StrapVit.Api.Patches;
 using StrapVit.Api.Tests.Support;
 using Microsoft.Extensions.DependencyInjection;
 

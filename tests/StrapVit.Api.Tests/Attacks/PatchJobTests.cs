@@ -4,7 +4,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
-using StrapVit.Api.Attacks;
+using StrapVit.Api.Patches;
 using StrapVit.Api.Tests.Support;
 
 namespace StrapVit.Api.Tests.Attacks;

@@ -50,7 +50,7 @@ public sealed class RequestLoggingTests(RequestLoggingTests.LoggingFactory facto
         var context = new Microsoft.AspNetCore.Http.DefaultHttpContext();
         context.Request.Path = path;
         context.Response.StatusCode = status;
-        Assert.Equal(expected, Hosting.LoggingExtensions.RequestLogLevel(context, 1.0, null));
+        Assert.Equal(expected, Observability.LoggingExtensions.RequestLogLevel(context, 1.0, null));
     }
 
     private static string? Path(LogEvent e) => e.Properties.TryGetValue("RequestPath", out var p) ? (p as ScalarValue)?.Value as string : null;

@@ -24,7 +24,7 @@ public sealed class InferenceProtocolBodyLimitTests(KestrelServiceFixture servic
     {
         var body = Body("""{ "name" : "pixel_values", "shape" : [ 1, 1, 28, 28 ], "datatype" : "FP32", "data" : [ ] }""")
             .Replace("\"42\"", "\"" + new string('x', (int)Limit) + "\"", StringComparison.Ordinal);
-        using var request = new HttpRequestMessage(HttpMethod.Post, $"/v2/models/{Model}/infer") { Content = Json(body) };
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/v2/models/{ModelName}/infer") { Content = Json(body) };
         request.Headers.TransferEncodingChunked = chunked;
 
         using var response = await service.Client.SendAsync(request);
@@ -109,7 +109,7 @@ public sealed class InferenceProtocolPolicyTests
         using var client = factory.CreateClient();
         var body = Tensor([Pixels("bag.png")], parameters: """{ "defense" : "off" }""");
 
-        using var metadata = await client.GetAsync($"/v2/models/{Model}");
+        using var metadata = await client.GetAsync($"/v2/models/{ModelName}");
         using var without = await client.InferAsync(body);
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Key);
         using var with = await client.InferAsync(body);

@@ -27,9 +27,9 @@ public sealed class InferenceProtocolTests(ServiceFactory factory) : IClassFixtu
         using var ready = await _client.GetAsync("/v2/health/ready");
         Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
         Assert.True((await ready.JsonAsync()).GetProperty("ready").GetBoolean());
-        using var modelReady = await _client.GetAsync($"/v2/models/{Model}/ready");
+        using var modelReady = await _client.GetAsync($"/v2/models/{ModelName}/ready");
         var body = await modelReady.JsonAsync();
-        Assert.Equal(Model, body.GetProperty("name").GetString());
+        Assert.Equal(ModelName, body.GetProperty("name").GetString());
         Assert.True(body.GetProperty("ready").GetBoolean());
     }
 
@@ -72,7 +72,7 @@ public sealed class InferenceProtocolTests(ServiceFactory factory) : IClassFixtu
         Assert.Equal("application/json", response.Content.Headers.ContentType?.MediaType);
         var answer = await response.JsonAsync();
         Assert.Equal("42", answer.GetProperty("id").GetString());
-        Assert.Equal(Model, answer.GetProperty("model_name").GetString());
+        Assert.Equal(ModelName, answer.GetProperty("model_name").GetString());
         Assert.Matches("^[0-9a-f]{12}$", answer.GetProperty("model_version").GetString());
         Assert.Equal("off", answer.GetProperty("parameters").GetProperty("defense").GetString());
         var logits = Assert.Single(answer.GetProperty("outputs").EnumerateArray());
@@ -214,10 +214,10 @@ public sealed class InferenceProtocolTests(ServiceFactory factory) : IClassFixtu
     [Fact]
     public async Task The_versioned_paths_serve_the_models_one_version()
     {
-        var version = (await (await _client.GetAsync($"/v2/models/{Model}")).JsonAsync()).GetProperty("versions")[0].GetString();
+        var version = (await (await _client.GetAsync($"/v2/models/{ModelName}")).JsonAsync()).GetProperty("versions")[0].GetString();
 
-        using var ready = await _client.GetAsync($"/v2/models/{Model}/versions/{version}/ready");
-        using var response = await _client.PostAsync($"/v2/models/{Model}/versions/{version}/infer", Json(Tensor([Pixels("bag.png")], parameters: """{ "defense" : "off" }""")));
+        using var ready = await _client.GetAsync($"/v2/models/{ModelName}/versions/{version}/ready");
+        using var response = await _client.PostAsync($"/v2/models/{ModelName}/versions/{version}/infer", Json(Tensor([Pixels("bag.png")], parameters: """{ "defense" : "off" }""")));
 
         Assert.True((await ready.JsonAsync()).GetProperty("ready").GetBoolean());
         var answer = await response.JsonAsync();
@@ -233,7 +233,34 @@ public sealed class InferenceProtocolTests(ServiceFactory factory) : IClassFixtu
         var answer = await (await _client.InferAsync(body)).JsonAsync();
 
         Assert.False(answer.TryGetProperty("id", out _));
-        Assert.Equal(Model, answer.GetProperty("model_name").GetString());
+        Assert.Equal(ModelName, answer.GetProperty("model_name").GetString());
+    }
+
+    /// <summary>A refused defense parameter, as the query of /v1/classify and as a parameter of /v2 infer.</summary>
+    public static TheoryData<string, string> RefusedDefenseParameters => new()
+    {
+        { "defense=maybe", """{ "defense" : "maybe" }""" },
+        { "defense=Mitigate", """{ "defense" : "Mitigate" }""" },
+        { "defense=7", """{ "defense" : 7 }""" },
+        { "seed=x", """{ "seed" : "x" }""" },
+        { "seed=1.5", """{ "seed" : 1.5 }""" },
+        { "seed=-1", """{ "seed" : -1 }""" },
+        { "defense=off&patch=4", """{ "defense" : "off", "patch" : 4 }""" },
+        { "defense=certify&patch=0", """{ "defense" : "certify", "patch" : 0 }""" },
+        { "defense=certify&patch=99", """{ "defense" : "certify", "patch" : 99 }""" },
+    };
+
+    [Theory]
+    [MemberData(nameof(RefusedDefenseParameters))]
+    public async Task V1_classify_and_v2_infer_refuse_a_defense_parameter_with_the_same_problem(string query, string parameters)
+    {
+        using var v1 = await _client.PostAsync($"/v1/classify?{query}", Http.Multipart(Png("bag.png")));
+        using var v2 = await _client.InferAsync(Tensor([Pixels("bag.png")], parameters: parameters));
+
+        var expected = await v1.AssertProblemAsync(400);
+        var problem = await v2.AssertErrorAsync(400);
+        Assert.Equal(expected.GetProperty("title").GetString(), problem.GetProperty("title").GetString());
+        Assert.Equal(expected.GetProperty("detail").GetString(), problem.GetProperty("detail").GetString());
     }
 
     public static TheoryData<string, string, string> BadRequests => new()
@@ -293,7 +320,7 @@ public sealed class InferenceProtocolTests(ServiceFactory factory) : IClassFixtu
         using var response = await _client.SendAsync(request);
 
         var problem = await response.AssertErrorAsync(404);
-        Assert.Contains(Model, problem.GetProperty("error").GetString(), StringComparison.Ordinal);
+        Assert.Contains(ModelName, problem.GetProperty("error").GetString(), StringComparison.Ordinal);
     }
 
     [Theory]
@@ -307,7 +334,7 @@ public sealed class InferenceProtocolTests(ServiceFactory factory) : IClassFixtu
             content.Headers.ContentType = new(contentType);
         }
 
-        using var response = await _client.PostAsync($"/v2/models/{Model}/infer", content);
+        using var response = await _client.PostAsync($"/v2/models/{ModelName}/infer", content);
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal(8, (await response.JsonAsync()).Output("predicted_class").GetProperty("data")[0].GetInt64());

@@ -16,7 +16,7 @@ namespace StrapVit.Api.Tests.InferenceProtocol;
 /// </summary>
 internal static class V2Bodies
 {
-    public const string Model = "fashion-vit-tiny";
+    public const string ModelName = "fashion-vit-tiny";
 
     public static byte[] Png(string sample) => File.ReadAllBytes(RepoPaths.Sample(sample));
 
@@ -81,7 +81,7 @@ internal static class V2Bodies
         return content;
     }
 
-    public static Task<HttpResponseMessage> InferAsync(this HttpClient client, string body, string model = Model) =>
+    public static Task<HttpResponseMessage> InferAsync(this HttpClient client, string body, string model = ModelName) =>
         client.PostAsync($"/v2/models/{model}/infer", Json(body));
 
     /// <summary>/v1/classify's probabilities of all ten classes for the image, indexed by class.</summary>

@@ -2,7 +2,7 @@ using Microsoft.Extensions.Options;
 using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
 
-namespace StrapVit.Api.Defense;
+namespace StrapVit.Api.Serving;
 
 /// <summary>Start-up validation of <see cref="DefenseOptions"/> with the option's own message.</summary>
 public sealed class DefenseOptionsValidator : IValidateOptions<DefenseOptions>

@@ -2,7 +2,7 @@ using Serilog;
 using Serilog.Events;
 using Serilog.Formatting.Compact;
 
-namespace StrapVit.Api.Hosting;
+namespace StrapVit.Api.Observability;
 
 /// <summary>Serilog as the logging provider: readable console in Development, compact JSON elsewhere.</summary>
 public static class LoggingExtensions

@@ -1,4 +1,4 @@
-namespace StrapVit.Api.Attacks;
+namespace StrapVit.Api.Patches;
 
 /// <summary>Lifecycle of a universal-patch job.</summary>
 public enum PatchJobStatus

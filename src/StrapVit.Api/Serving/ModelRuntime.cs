@@ -1,5 +1,4 @@
 using Microsoft.Extensions.Options;
-using StrapVit.Api.Contracts;
 using StrapVit.Api.Observability;
 using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
@@ -7,7 +6,7 @@ using StrapVit.Core.Gradients;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
 
-namespace StrapVit.Api.Hosting;
+namespace StrapVit.Api.Serving;
 
 /// <summary>
 /// Owns the loaded model for the lifetime of the host. Loading happens in <see cref="StartAsync"/>, so a broken
@@ -162,3 +161,6 @@ public sealed partial class ModelRuntime(
         Message = "Model {ModelName} loaded from {ModelPath} (sha256 {ModelHash}) on {ExecutionProvider}, warmed up in {ElapsedMs:F0} ms")]
     private static partial void LogLoaded(ILogger logger, string modelName, string modelPath, string modelHash, string executionProvider, double elapsedMs);
 }
+
+/// <summary>Whether the gradient graphs (attacks, saliency) could be built for this model, and if not, why.</summary>
+public sealed record GradientAvailability(bool Available, string? Error);

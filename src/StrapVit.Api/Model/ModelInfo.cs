@@ -1,22 +1,16 @@
-using StrapVit.Core.Certification;
-using StrapVit.Core.Defense;
-using StrapVit.Core.Inference;
+using StrapVit.Api.Serving;
 
-namespace StrapVit.Api.Contracts;
-
-/// <summary>Answer of <c>POST /v1/classify</c>.</summary>
-/// <param name="Predictions">The top-K classes, most probable first.</param>
-/// <param name="Defense">
-/// The defense's report (<see cref="DefenseReport"/> for detect and mitigate; <see cref="CertifyReport"/> for
-/// certify, with <c>certified</c>, <c>patchSize</c>, the mask set and the masked forwards), or null when off.
-/// </param>
-/// <param name="TimingsMs">Wall time of each stage in milliseconds (decode, defense, inference, total).</param>
-public sealed record ClassifyResponse(
-    IReadOnlyList<Prediction> Predictions,
-    object? Defense,
-    IReadOnlyDictionary<string, double> TimingsMs);
+namespace StrapVit.Api.Model;
 
 /// <summary>Answer of <c>GET /v1/model</c>.</summary>
+/// <param name="Name" example="fashion-vit-tiny">The model package's name.</param>
+/// <param name="Labels">Class labels; a class index is a position in this list.</param>
+/// <param name="Input">What every uploaded image is turned into.</param>
+/// <param name="PatchSize" example="4">Side in pixels of the ViT's patches.</param>
+/// <param name="ExecutionProvider" example="CPUExecutionProvider">Where ONNX Runtime runs the model.</param>
+/// <param name="Gradients">Whether attacks and saliency can run.</param>
+/// <param name="Defense">Whether the patch defense can run, and its default mode.</param>
+/// <param name="Certify">Whether certified mode can run.</param>
 public sealed record ModelInfoResponse(
     string Name,
     IReadOnlyList<string> Labels,
@@ -35,6 +29,3 @@ public sealed record DefenseAvailability(bool Available, string? Variant, string
 
 /// <summary>Input layout: images are resized to height x width and converted to this many channels.</summary>
 public sealed record ModelInputInfo(int Channels, int Height, int Width);
-
-/// <summary>Whether the gradient graphs (attacks, saliency) could be built for this model, and if not, why.</summary>
-public sealed record GradientAvailability(bool Available, string? Error);

@@ -1,11 +1,10 @@
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
-using StrapVit.Api.Contracts;
 using StrapVit.Api.Defense;
-using StrapVit.Api.Hosting;
+using StrapVit.Api.Serving;
 using StrapVit.Core.Certification;
 
-namespace StrapVit.Api.Endpoints;
+namespace StrapVit.Api.Model;
 
 /// <summary><c>GET /v1/model</c>: what model is served, and how.</summary>
 public static class ModelEndpoints
@@ -19,7 +18,7 @@ public static class ModelEndpoints
         return app;
     }
 
-    internal static Ok<ModelInfoResponse> GetModel(ModelRuntime runtime, IOptions<DefenseEndpointOptions> defense, IOptions<CertifyOptions> certify)
+    internal static Ok<ModelInfoResponse> GetModel(ModelRuntime runtime, DefenseSelector defense, IOptions<CertifyOptions> certify)
     {
         var certifier = runtime.Certifier;
         var classifier = runtime.Classifier;
@@ -32,7 +31,7 @@ public static class ModelEndpoints
             classifier.ExecutionProvider,
             runtime.Gradients,
             new DefenseAvailability(runtime.Defense is not null, runtime.Defense?.Variant,
-                defense.Value.DefaultMode.ToString().ToLowerInvariant(), runtime.DefenseUnavailable),
+                defense.DefaultMode.ToString().ToLowerInvariant(), runtime.DefenseUnavailable),
             certifier is null
                 ? new CertifyAvailability(false, null, null, null, runtime.CertifyUnavailable)
                 : new CertifyAvailability(true, certifier.Classifier.MethodName, certify.Value.PatchSize, certify.Value.MaxPatchSize, null)));

@@ -1,34 +1,54 @@
+using System.ComponentModel;
 using System.Diagnostics;
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 using Microsoft.ML.OnnxRuntime;
-using StrapVit.Api.Contracts;
 using StrapVit.Api.Defense;
-using StrapVit.Api.Hosting;
+using StrapVit.Api.Errors;
 using StrapVit.Api.Observability;
+using StrapVit.Api.Serving;
 using StrapVit.Api.Uploads;
+using StrapVit.Core.Certification;
+using StrapVit.Core.Defense;
 using StrapVit.Core.Imaging;
+using StrapVit.Core.Inference;
 
-namespace StrapVit.Api.Endpoints;
+namespace StrapVit.Api.Classify;
+
+/// <summary>The query parameters of <c>POST /v1/classify</c> besides the defense's.</summary>
+/// <param name="TopK">How many classes to return, most probable first (default 5, at most the class count and <c>Limits:MaxTopK</c>).</param>
+/// <param name="Patch">defense=certify only: side in pixels of the patches the answer is certified against (default <c>Certify:PatchSize</c>).</param>
+public sealed record ClassifyQuery([property: DefaultValue(ClassifyQuery.DefaultTopK)] int? TopK = null, int? Patch = null)
+{
+    public const int DefaultTopK = 5;
+}
+
+/// <summary>Answer of <c>POST /v1/classify</c>.</summary>
+/// <param name="Predictions">The top-K classes, most probable first.</param>
+/// <param name="Defense">
+/// The defense's report (<see cref="DefenseReport"/> for detect and mitigate; <see cref="CertifyReport"/> for
+/// certify, with <c>certified</c>, <c>patchSize</c>, the mask set and the masked forwards), or null when off.
+/// </param>
+/// <param name="TimingsMs">Wall time of each stage in milliseconds (decode, defense, inference, total).</param>
+public sealed record ClassifyResponse(
+    IReadOnlyList<Prediction> Predictions,
+    object? Defense,
+    IReadOnlyDictionary<string, double> TimingsMs);
 
 /// <summary><c>POST /v1/classify</c>: classify one uploaded image.</summary>
 public static partial class ClassifyEndpoints
 {
-    public const string InferencePolicy = "inference";
-
     public static IEndpointRouteBuilder MapClassifyEndpoints(this IEndpointRouteBuilder app)
     {
         app.MapPost("/v1/classify", Classify)
-            .AddEndpointFilter<PatchDefenseFilter>()
             .WithName("Classify")
             .WithTags("Classification")
             .WithSummary("Classify an image")
             .WithDescription("Upload an image as multipart/form-data (file field 'image') or as the raw body with an image/* content type. "
                 + "It is EXIF-oriented, converted to the model's channels, resized to its input size and scaled to [0, 1].")
-            .WithMetadata(new ImageUploadMetadata())
             .DisableAntiforgery()
-            .RequireRateLimiting(InferencePolicy)
+            .RequireInferenceSlot()
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
@@ -37,50 +57,44 @@ public static partial class ClassifyEndpoints
         return app;
     }
 
-    /// <param name="request">The HTTP request carrying the image.</param>
-    /// <param name="topK">How many classes to return, most probable first (default 5).</param>
-    /// <param name="defense">off | detect | mitigate (default mitigate): the STRAP-ViT patch defense in front of the classifier; certify: PatchCleanser's certified double masking.</param>
-    /// <param name="seed">Seed of the defense's randomized transforms (default: a fresh one, reported back).</param>
-    /// <param name="patch">defense=certify only: side in pixels of the patches the answer is certified against (default Certify:PatchSize).</param>
+    /// <param name="image">The image, as a multipart file field or the raw body.</param>
+    /// <param name="query">How many classes, and the certified patch size.</param>
+    /// <param name="defenseQuery">The defense mode and seed.</param>
+    /// <param name="selector">Resolves the defense mode.</param>
     /// <param name="runtime">The loaded model.</param>
     /// <param name="decoder">Image decoding with limits.</param>
-    /// <param name="limits">Image limits.</param>
-    /// <param name="requestLimits">Request limits.</param>
+    /// <param name="limits">Request limits.</param>
     /// <param name="metrics">Service metrics.</param>
     /// <param name="loggerFactory">Logging.</param>
     /// <param name="ct">Aborted when the client disconnects.</param>
-    internal static async Task<Ok<ClassifyResponse>> Classify(
-        HttpRequest request,
-        string? topK,
-        string? defense,
-        string? seed,
-        string? patch,
+    internal static Ok<ClassifyResponse> Classify(
+        UploadedImage image,
+        [AsParameters] ClassifyQuery query,
+        [AsParameters] DefenseQuery defenseQuery,
+        DefenseSelector selector,
         ModelRuntime runtime,
         ImageDecoder decoder,
-        IOptions<ImageLimits> limits,
-        IOptions<RequestLimitOptions> requestLimits,
+        IOptions<InferenceLimitOptions> limits,
         ServiceMetrics metrics,
         ILoggerFactory loggerFactory,
         CancellationToken ct)
     {
         var total = Stopwatch.StartNew();
         var classifier = runtime.Classifier;
-        var k = QueryParsing.ParseInt(topK, "topK", Math.Min(5, classifier.ClassCount), 1, Math.Min(requestLimits.Value.MaxTopK, classifier.ClassCount));
-        var selection = DefenseSelection.From(request.HttpContext);
-        var upload = await ImageUpload.ReadAsync(request, limits.Value, ct);
+        var topK = Parameter.InRange(query.TopK, 1, Math.Min(limits.Value.MaxTopK, classifier.ClassCount)) ?? Math.Min(ClassifyQuery.DefaultTopK, classifier.ClassCount);
+        var selection = selector.Select(defenseQuery, query.Patch);
         var decodeWatch = Stopwatch.StartNew();
         var input = classifier.Manifest.Input;
-        var image = decoder.Decode(upload.Bytes, input.Channels, input.Height, input.Width);
+        var tensor = decoder.Decode(image.Bytes, input.Channels, input.Height, input.Width);
         var decodeMs = decodeWatch.Elapsed.TotalMilliseconds;
 
         using var runOptions = new RunOptions();
         using var cancel = ct.Register(() => runOptions.Terminate = true);
-        var result = DefendedClassification.Run(runtime, metrics, image, k, selection, runOptions);
+        var result = DefendedClassification.Run(runtime, metrics, tensor, topK, selection, runOptions);
 
         var totalMs = total.Elapsed.TotalMilliseconds;
         var top = result.Predictions[0];
-        LogClassified(loggerFactory.CreateLogger("StrapVit.Api.Classify"), upload.Bytes.Length,
-            Convert.ToHexStringLower(SHA256.HashData(upload.Bytes))[..16], top.Label, top.Probability,
+        LogClassified(loggerFactory.CreateLogger("StrapVit.Api.Classify"), image.Bytes.Length, Convert.ToHexStringLower(SHA256.HashData(image.Bytes))[..16], top.Label, top.Probability,
             result.Defense?.Report.FlaggedTokens.Count ?? 0, totalMs);
         var timings = new Dictionary<string, double>
         {

@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Microsoft.Extensions.Options;
+using StrapVit.Api.Attacks;
 using StrapVit.Api.Errors;
 using StrapVit.Api.Observability;
 using StrapVit.Core.Attacks;
@@ -8,7 +9,7 @@ using StrapVit.Core.Datasets;
 using StrapVit.Core.Evaluation;
 using StrapVit.Core.Imaging;
 
-namespace StrapVit.Api.Attacks;
+namespace StrapVit.Api.Patches;
 
 /// <summary>
 /// Runs universal-patch jobs as a hosted service: <c>POST /v1/patches</c> writes the job to the store and into a
@@ -20,7 +21,7 @@ namespace StrapVit.Api.Attacks;
 /// </summary>
 public sealed partial class PatchJobRunner(
     IPatchJobStore store,
-    AttackServices services,
+    GradientModel gradients,
     IOptions<AttackOptions> options,
     IOptions<JobStoreOptions> storeOptions,
     ServiceMetrics metrics,
@@ -191,7 +192,7 @@ public sealed partial class PatchJobRunner(
         var s = state.Settings;
         try
         {
-            var model = services.Model();
+            var model = gradients.Require();
             var settings = new UniversalPatchSettings(s.PatchSize!.Value, s.TargetClass!.Value)
             {
                 Steps = s.Steps!.Value,
@@ -335,7 +336,7 @@ public sealed partial class PatchJobRunner(
     /// <summary>The training and held-out sets, loaded once; a 503 problem when the configured files cannot be used.</summary>
     private (EvaluationSet Train, EvaluationSet HeldOut) LoadData()
     {
-        var model = services.Model();
+        var model = gradients.Require();
         lock (gate)
         {
             try

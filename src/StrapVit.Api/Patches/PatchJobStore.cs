@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
 
-namespace StrapVit.Api.Attacks;
+namespace StrapVit.Api.Patches;
 
 /// <summary>
 /// Where job state and patch images live: this process (<see cref="InMemoryPatchJobStore"/>) or Redis, shared by

@@ -3,7 +3,7 @@ using System.Text.Json.Serialization;
 using Microsoft.Extensions.Options;
 using StackExchange.Redis;
 
-namespace StrapVit.Api.Attacks;
+namespace StrapVit.Api.Patches;
 
 /// <summary>
 /// Job state in Redis (<c>Jobs:Redis</c>), shared by every replica: one hash per job (<c>state</c> as JSON, <c>png</c>,

@@ -1,11 +1,13 @@
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http.HttpResults;
-using StrapVit.Api.Auth;
 using Microsoft.Extensions.Options;
+using StrapVit.Api.Attacks;
+using StrapVit.Api.Auth;
 using StrapVit.Api.Errors;
+using StrapVit.Api.Responses;
 using StrapVit.Core.Attacks.Universal;
 
-namespace StrapVit.Api.Attacks;
+namespace StrapVit.Api.Patches;
 
 /// <summary>Body of <c>POST /v1/patches</c>. Every field is optional except <c>targetClass</c>.</summary>
 /// <param name="TargetClass">The class the patch should force.</param>
@@ -52,25 +54,27 @@ public sealed record PatchJobResult(double HeldOutSuccessRate, int HeldOutImages
 /// </summary>
 public static class PatchJobEndpoints
 {
+    public const string StartName = "StartUniversalPatch";
+
     public static IEndpointRouteBuilder MapPatchJobEndpoints(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/v1/patches").WithTags("Attacks").RequireApiKey();
-        group.MapPost("/", StartJob).WithName("StartUniversalPatch").WithSummary("Train a universal patch (Brown et al.) as a background job")
+        group.MapPost("/", StartJob).WithName(StartName).WithSummary("Train a universal patch (Brown et al.) as a background job")
             .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status429TooManyRequests).ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         group.MapGet("/{id}", GetJob).WithName("GetUniversalPatch").WithSummary("Queue position, progress (step, success rate, time left) and result of a job")
             .ProducesProblem(StatusCodes.Status404NotFound);
         group.MapGet("/{id}/image", GetImage).WithName("GetUniversalPatchImage").WithSummary("The patch as a PNG (the latest snapshot while training)")
-            .Produces(StatusCodes.Status200OK, contentType: "image/png").ProducesProblem(StatusCodes.Status404NotFound);
+            .Produces<byte[]>(StatusCodes.Status200OK, PngAnswer.MediaType).ProducesProblem(StatusCodes.Status404NotFound);
         group.MapDelete("/{id}", DeleteJob).WithName("CancelUniversalPatch").WithSummary("Cancel a queued or running job, or forget a finished one")
             .ProducesProblem(StatusCodes.Status404NotFound);
         return app;
     }
 
-    internal static async Task<Accepted<PatchJobResponse>> StartJob(PatchJobRequest? request, PatchJobRunner runner, AttackServices services, CancellationToken ct)
+    internal static async Task<Accepted<PatchJobResponse>> StartJob(PatchJobRequest? request, PatchJobRunner runner, GradientModel gradients, IOptions<AttackOptions> options, CancellationToken ct)
     {
-        var model = services.Model();
-        var limits = services.Options.Universal;
+        var model = gradients.Require();
+        var limits = options.Value.Universal;
         if (request?.TargetClass is not { } target)
         {
             throw ProblemException.BadParameter("targetClass", "targetClass is required: the class the patch should force.");
@@ -94,7 +98,7 @@ public static class PatchJobEndpoints
 
         if (settings.Steps > limits.MaxSteps) throw ProblemException.BadParameter("steps", $"{settings.Steps} is above the limit of {limits.MaxSteps}.");
         if (settings.BatchSize > limits.MaxBatchSize) throw ProblemException.BadParameter("batchSize", $"{settings.BatchSize} is above the limit of {limits.MaxBatchSize}.");
-        if (settings.PatchSize > services.Options.MaxPatchSize) throw ProblemException.BadParameter("patchSize", $"{settings.PatchSize} is above the limit of {services.Options.MaxPatchSize}.");
+        if (settings.PatchSize > options.Value.MaxPatchSize) throw ProblemException.BadParameter("patchSize", $"{settings.PatchSize} is above the limit of {options.Value.MaxPatchSize}.");
         if (request.Seed is < 0) throw ProblemException.BadParameter("seed", "seed must be at least 0.");
 
         var resolved = new PatchJobRequest(settings.TargetClass, settings.PatchSize, settings.Steps, settings.BatchSize, settings.StepSize,

@@ -1,4 +1,4 @@
-namespace StrapVit.Api.Hosting;
+namespace StrapVit.Api.Serving;
 
 /// <summary>Configuration section <c>Model</c>.</summary>
 public sealed class ModelOptions
@@ -12,8 +12,8 @@ public sealed class ModelOptions
     public string? CacheDirectory { get; set; }
 }
 
-/// <summary>Configuration section <c>Limits</c>: bounds on request work.</summary>
-public sealed class RequestLimitOptions
+/// <summary>Configuration section <c>Limits</c>, the inference half: how much classification runs at once, and how large an answer may be.</summary>
+public sealed class InferenceLimitOptions
 {
     public const string SectionName = "Limits";
 
@@ -25,14 +25,4 @@ public sealed class RequestLimitOptions
 
     /// <summary>Largest <c>topK</c> a client may ask for (capped by the class count).</summary>
     public int MaxTopK { get; set; } = 1000;
-
-    /// <summary>
-    /// Largest request body of every endpoint that takes no image, the JSON of <c>POST /v1/patches</c> included
-    /// (Kestrel's own default would be 30 MB). Image endpoints take <c>Images:MaxBytes</c> instead, plus
-    /// <see cref="MaxFormOverheadBytes"/> for a multipart form.
-    /// </summary>
-    public long MaxRequestBodyBytes { get; set; } = 64 * 1024;
-
-    /// <summary>What a multipart form may carry beyond its image: boundaries, part headers and the attack's form fields.</summary>
-    public long MaxFormOverheadBytes { get; set; } = 64 * 1024;
 }
