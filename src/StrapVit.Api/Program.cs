@@ -14,6 +14,7 @@ using StrapVit.Api.Uploads;
 var builder = WebApplication.CreateBuilder(args);
 builder.AddStrapVitSecrets();
 builder.AddStrapVitLogging();
+builder.AddStrapVitTelemetry();
 builder.Services.AddStrapVitModel(builder.Configuration);
 builder.Services.AddStrapVitUploads(builder.Configuration);
 builder.Services.AddStrapVitApi();

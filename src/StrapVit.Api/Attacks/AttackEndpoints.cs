@@ -14,7 +14,7 @@ public static partial class AttackEndpoints
 {
     public static IEndpointRouteBuilder MapAttackEndpoints(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/v1/attacks").WithTags("Attacks").DisableAntiforgery().RequireApiKey()
+        var group = app.MapGroup("/v1/attacks").WithTags("Attacks").CountedAs("attack").DisableAntiforgery().RequireApiKey()
             .WithDescription("multipart/form-data with the file field 'image' and the attack's form fields. Add ?includePixels=true for the "
                 + "float image, or send Accept: image/png to get the adversarial PNG as the body. Untargeted unless targetClass is given; "
                 + "the label defaults to the model's own prediction. Budgets are in [0, 1] pixel space.");

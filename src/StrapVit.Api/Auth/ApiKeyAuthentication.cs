@@ -6,7 +6,7 @@ using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
-using Prometheus;
+using StrapVit.Api.Observability;
 
 namespace StrapVit.Api.Auth;
 
@@ -46,16 +46,12 @@ public sealed class ApiKeyAuthenticationHandler(
     ILoggerFactory logger,
     UrlEncoder encoder,
     ApiKeyStore store,
-    IProblemDetailsService problems)
+    IProblemDetailsService problems,
+    ServiceMetrics metrics)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
 {
     public const string SchemeName = "ApiKey";
     public const string HeaderName = "X-API-Key";
-
-    private static readonly Counter Requests = Metrics.CreateCounter(
-        "strapvit_auth_requests_total",
-        "Requests that presented an API key, or needed one, by key name (a configured name, or none) and result (accepted, missing, invalid).",
-        new CounterConfiguration { LabelNames = ["key", "result"] });
 
     protected override Task<AuthenticateResult> HandleAuthenticateAsync()
     {
@@ -67,11 +63,11 @@ public sealed class ApiKeyAuthenticationHandler(
 
         if (store.Find(presented) is not { } name)
         {
-            Requests.WithLabels("none", "invalid").Inc();
+            metrics.CountAuth("none", "invalid");
             return Task.FromResult(AuthenticateResult.Fail("The API key is not valid."));
         }
 
-        Requests.WithLabels(name, "accepted").Inc();
+        metrics.CountAuth(name, "accepted");
         var identity = new ClaimsIdentity([new Claim(ClaimTypes.Name, name)], SchemeName);
         return Task.FromResult(AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), SchemeName)));
     }
@@ -80,7 +76,7 @@ public sealed class ApiKeyAuthenticationHandler(
     {
         var result = await HandleAuthenticateOnceSafeAsync();
         var invalid = result.Failure is not null;
-        if (!invalid) Requests.WithLabels("none", "missing").Inc();
+        if (!invalid) metrics.CountAuth("none", "missing");
         Response.StatusCode = StatusCodes.Status401Unauthorized;
         Response.Headers.WWWAuthenticate = $"{SchemeName} header=\"{HeaderName}\", Bearer";
         await problems.WriteAsync(new ProblemDetailsContext

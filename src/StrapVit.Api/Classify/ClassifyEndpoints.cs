@@ -43,6 +43,7 @@ public static partial class ClassifyEndpoints
     {
         app.MapPost("/v1/classify", Classify)
             .WithName("Classify")
+            .CountedAs("classify")
             .WithTags("Classification")
             .WithSummary("Classify an image")
             .WithDescription("Upload an image as multipart/form-data (file field 'image') or as the raw body with an image/* content type. "

@@ -34,6 +34,7 @@ public static class InspectEndpoints
     {
         app.MapPost("/v1/defense/inspect", Inspect)
             .WithName("InspectDefense")
+            .CountedAs("defense")
             .WithTags("Defense")
             .WithSummary("Show which patches the defense finds anomalous")
             .WithDescription("Scores every patch token against the clean reference and returns JSON with the scores, thresholds, report and "

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Mvc;
 using StrapVit.Api.Attacks;
 using StrapVit.Api.Auth;
 using StrapVit.Api.Errors;
+using StrapVit.Api.Observability;
 using StrapVit.Api.Responses;
 using StrapVit.Api.Uploads;
 using StrapVit.Core.Attacks;
@@ -32,6 +33,7 @@ public static class SaliencyEndpoints
     {
         app.MapPost("/v1/explain/saliency", Saliency)
             .WithName("Saliency")
+            .CountedAs("explain")
             .WithTags("Explain")
             .WithSummary("Gradient saliency map of a class")
             .WithDescription("multipart/form-data with the file field 'image' and an optional field 'class' (default: the predicted class). "

@@ -1,6 +1,5 @@
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Mvc;
-using Prometheus;
 using StrapVit.Api.Auth;
 using StrapVit.Api.Errors;
 using StrapVit.Api.Health;
@@ -15,7 +14,6 @@ public static class ApiServiceExtensions
     public static IServiceCollection AddStrapVitApi(this IServiceCollection services)
     {
         services.AddStrapVitProblems();
-        services.AddSingleton<ServiceMetrics>();
         services.AddStrapVitHealth();
         services.AddRateLimiter(o =>
         {
@@ -46,9 +44,8 @@ public static class ApiServiceExtensions
 
     public static WebApplication UseStrapVitPipeline(this WebApplication app)
     {
-        app.UseMiddleware<RequestOutcomeMiddleware>();
         // Outside the exception handler, so errors it turns into responses are counted with their final status.
-        app.UseHttpMetrics();
+        app.UseStrapVitRequestMetrics();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         app.UseStrapVitAuth();
@@ -61,7 +58,7 @@ public static class ApiServiceExtensions
     public static WebApplication MapStrapVitOperations(this WebApplication app)
     {
         app.MapHealthEndpoints();
-        app.MapMetrics("/metrics");
+        app.MapStrapVitMetrics();
         app.MapGet("/", () => Results.Redirect("/swagger")).ExcludeFromDescription();
         return app;
     }

@@ -1,70 +1,31 @@
-using Prometheus;
+using System.Diagnostics.Metrics;
 
 namespace StrapVit.Api.Observability;
 
 /// <summary>
-/// The service's own Prometheus metrics (HTTP metrics come from prometheus-net's middleware).
-/// Label values are bounded: endpoint and outcome names are fixed sets, never user input.
+/// The service's own metrics, on this host's <see cref="Meter"/> (System.Diagnostics.Metrics through
+/// <see cref="IMeterFactory"/>, so two hosts in one process count apart), exported at /metrics in Prometheus format.
+/// Instruments carry their Prometheus names (the exporter adds no suffix): the dashboards and alerts in deploy/ query
+/// them. Label values are bounded: endpoint and outcome names are fixed sets, never user input.
 /// </summary>
 public sealed class ServiceMetrics
 {
-    private readonly Histogram _inferenceDuration = Metrics.CreateHistogram(
-        "strapvit_inference_duration_seconds",
-        "Time spent in ONNX Runtime runs, by graph.",
-        new HistogramConfiguration
-        {
-            LabelNames = ["graph"],
-            Buckets = Histogram.ExponentialBuckets(0.0001, 2, 16),
-        });
+    /// <summary>The meter every StrapVit instrument lives on (the telemetry set-up enables it for this host only).</summary>
+    public const string MeterName = "StrapVit";
 
-    private readonly Counter _requests = Metrics.CreateCounter(
-        "strapvit_requests_total",
-        "Model requests by endpoint and outcome (success, client_error, server_error, canceled).",
-        new CounterConfiguration { LabelNames = ["endpoint", "outcome"] });
+    private readonly Histogram<double> _inferenceDuration;
+    private readonly Counter<long> _requests;
+    private readonly Histogram<double> _defenseDuration;
+    private readonly Counter<long> _defenseImagesFlagged;
+    private readonly Histogram<int> _defenseTokensFlagged;
+    private readonly Histogram<double> _attackDuration;
+    private readonly Histogram<int> _attackIterations;
+    private readonly Counter<long> _attacks;
+    private readonly Counter<long> _authRequests;
 
-    private readonly Gauge _modelInfo = Metrics.CreateGauge(
-        "strapvit_model_info",
-        "Always 1; labels name the loaded model and the execution provider in use.",
-        new GaugeConfiguration { LabelNames = ["model", "execution_provider", "sha256"] });
-
-    private readonly Gauge _ready = Metrics.CreateGauge(
-        "strapvit_ready",
-        "1 when the model is loaded and warmed up, else 0.");
-
-    private readonly Gauge _attackSlotsInUse = Metrics.CreateGauge(
-        "strapvit_attack_slots_in_use",
-        "Attack and saliency requests running now (each holds one of Attacks:MaxConcurrentAttacks slots).");
-
-    // Defense and attack metrics: names fixed here (dashboards and alerts in deploy/ use them), observed by those features.
-    private readonly Histogram _defenseDuration = Metrics.CreateHistogram(
-        "strapvit_defense_duration_seconds",
-        "Time the patch defense adds to a classification, by mode.",
-        new HistogramConfiguration { LabelNames = ["mode"], Buckets = Histogram.ExponentialBuckets(0.0001, 2, 16) });
-
-    private readonly Counter _defenseImagesFlagged = Metrics.CreateCounter(
-        "strapvit_defense_images_flagged_total",
-        "Images in which the defense flagged at least one token beyond its minimum K, by mode.",
-        new CounterConfiguration { LabelNames = ["mode"] });
-
-    private readonly Histogram _defenseTokensFlagged = Metrics.CreateHistogram(
-        "strapvit_defense_tokens_flagged",
-        "Tokens flagged (and, in mitigate mode, transformed) per image.",
-        new HistogramConfiguration { Buckets = [0, 1, 2, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256] });
-
-    private readonly Histogram _attackDuration = Metrics.CreateHistogram(
-        "strapvit_attack_duration_seconds",
-        "Wall time of adversarial-example generation, by attack.",
-        new HistogramConfiguration { LabelNames = ["attack"], Buckets = Histogram.ExponentialBuckets(0.001, 2, 18) });
-
-    private readonly Histogram _attackIterations = Metrics.CreateHistogram(
-        "strapvit_attack_iterations",
-        "Gradient iterations an attack used, by attack.",
-        new HistogramConfiguration { LabelNames = ["attack"], Buckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000] });
-
-    private readonly Counter _attacks = Metrics.CreateCounter(
-        "strapvit_attacks_total",
-        "Finished attacks by attack and outcome (success, failure, rejected, canceled, error).",
-        new CounterConfiguration { LabelNames = ["attack", "outcome"] });
+    // Gauges are observed at scrape time from these fields.
+    private volatile ModelInfo? _modelInfo;
+    private int _attackSlotsInUse;
 
     public static readonly string[] DefenseModes = ["detect", "mitigate"];
 
@@ -76,68 +37,104 @@ public sealed class ServiceMetrics
 
     public static readonly string[] Outcomes = ["success", "client_error", "server_error", "canceled"];
 
-    public ServiceMetrics()
+    public ServiceMetrics(IMeterFactory meterFactory)
     {
-        // Publish the zero series up front so dashboards and alerts see them before the first request.
+        var meter = meterFactory.Create(MeterName);
+        _inferenceDuration = meter.CreateHistogram(
+            "strapvit_inference_duration_seconds", "s", "Time spent in ONNX Runtime runs, by graph.",
+            advice: Buckets(Exponential(0.0001, 2, 16)));
+        _requests = meter.CreateCounter<long>(
+            "strapvit_requests_total", null, "Model requests by endpoint and outcome (success, client_error, server_error, canceled).");
+        meter.CreateObservableGauge(
+            "strapvit_model_info", ObserveModelInfo, null, "Always 1; labels name the loaded model and the execution provider in use.");
+        meter.CreateObservableGauge(
+            "strapvit_ready", () => _modelInfo is null ? 0 : 1, null, "1 when the model is loaded and warmed up, else 0.");
+        meter.CreateObservableGauge(
+            "strapvit_attack_slots_in_use", () => Volatile.Read(ref _attackSlotsInUse), null,
+            "Attack and saliency requests running now (each holds one of Attacks:MaxConcurrentAttacks slots).");
+
+        // Defense and attack metrics: names fixed here (dashboards and alerts in deploy/ use them), observed by those features.
+        _defenseDuration = meter.CreateHistogram(
+            "strapvit_defense_duration_seconds", "s", "Time the patch defense adds to a classification, by mode.",
+            advice: Buckets(Exponential(0.0001, 2, 16)));
+        _defenseImagesFlagged = meter.CreateCounter<long>(
+            "strapvit_defense_images_flagged_total", null, "Images in which the defense flagged at least one token beyond its minimum K, by mode.");
+        _defenseTokensFlagged = meter.CreateHistogram(
+            "strapvit_defense_tokens_flagged", "{token}", "Tokens flagged (and, in mitigate mode, transformed) per image.",
+            advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [0, 1, 2, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256] });
+        _attackDuration = meter.CreateHistogram(
+            "strapvit_attack_duration_seconds", "s", "Wall time of adversarial-example generation, by attack.",
+            advice: Buckets(Exponential(0.001, 2, 18)));
+        _attackIterations = meter.CreateHistogram(
+            "strapvit_attack_iterations", "{iteration}", "Gradient iterations an attack used, by attack.",
+            advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000] });
+        _attacks = meter.CreateCounter<long>(
+            "strapvit_attacks_total", null, "Finished attacks by attack and outcome (success, failure, rejected, canceled, error).");
+        _authRequests = meter.CreateCounter<long>(
+            "strapvit_auth_requests_total", null,
+            "Requests that presented an API key, or needed one, by key name (a configured name, or none) and result (accepted, missing, invalid).");
+        ProcessMetrics.Register(meter);
+    }
+
+    /// <summary>
+    /// Records zero on every counter series, so dashboards and alerts see each one before its first event. Called once
+    /// the host has started (<see cref="ZeroSeriesPublisher"/>): a measurement made before the exporter listens is lost.
+    /// </summary>
+    public void PublishZeroSeries()
+    {
         foreach (var endpoint in Endpoints)
         {
             foreach (var outcome in Outcomes)
             {
-                _requests.WithLabels(endpoint, outcome);
+                _requests.Add(0, Tag("endpoint", endpoint), Tag("outcome", outcome));
             }
         }
 
-        _inferenceDuration.WithLabels("forward");
         foreach (var mode in DefenseModes)
         {
-            _defenseDuration.WithLabels(mode);
-            _defenseImagesFlagged.WithLabels(mode);
+            _defenseImagesFlagged.Add(0, Tag("mode", mode));
         }
 
         foreach (var attack in AttackNames)
         {
-            _attackDuration.WithLabels(attack);
-            _attackIterations.WithLabels(attack);
             foreach (var outcome in AttackOutcomes)
             {
-                _attacks.WithLabels(attack, outcome);
+                _attacks.Add(0, Tag("attack", attack), Tag("outcome", outcome));
             }
         }
-
-        _ready.Set(0);
     }
 
-    public void ObserveInference(string graph, TimeSpan elapsed) => _inferenceDuration.WithLabels(graph).Observe(elapsed.TotalSeconds);
+    public void ObserveInference(string graph, TimeSpan elapsed) => _inferenceDuration.Record(elapsed.TotalSeconds, Tag("graph", graph));
 
-    public void CountRequest(string endpoint, string outcome) => _requests.WithLabels(endpoint, outcome).Inc();
+    public void CountRequest(string endpoint, string outcome) => _requests.Add(1, Tag("endpoint", endpoint), Tag("outcome", outcome));
 
     public void ObserveDefense(string mode, TimeSpan elapsed, int tokensFlagged, bool imageFlagged)
     {
-        _defenseDuration.WithLabels(mode).Observe(elapsed.TotalSeconds);
-        _defenseTokensFlagged.Observe(tokensFlagged);
+        _defenseDuration.Record(elapsed.TotalSeconds, Tag("mode", mode));
+        _defenseTokensFlagged.Record(tokensFlagged);
         if (imageFlagged)
         {
-            _defenseImagesFlagged.WithLabels(mode).Inc();
+            _defenseImagesFlagged.Add(1, Tag("mode", mode));
         }
     }
 
     public void ObserveAttack(string attack, string outcome, TimeSpan elapsed, int iterations)
     {
-        _attacks.WithLabels(attack, outcome).Inc();
+        _attacks.Add(1, Tag("attack", attack), Tag("outcome", outcome));
         if (outcome is "success" or "failure")
         {
-            _attackDuration.WithLabels(attack).Observe(elapsed.TotalSeconds);
-            _attackIterations.WithLabels(attack).Observe(iterations);
+            _attackDuration.Record(elapsed.TotalSeconds, Tag("attack", attack));
+            _attackIterations.Record(iterations, Tag("attack", attack));
         }
     }
 
-    public void SetAttackSlotsInUse(int inUse) => _attackSlotsInUse.Set(inUse);
+    /// <summary>Counts an API-key check: <paramref name="key"/> is a configured key's name or "none", never the key.</summary>
+    public void CountAuth(string key, string result) => _authRequests.Add(1, Tag("key", key), Tag("result", result));
 
-    public void SetModelInfo(string model, string executionProvider, string sha256)
-    {
-        _modelInfo.WithLabels(model, executionProvider, sha256[..12]).Set(1);
-        _ready.Set(1);
-    }
+    public void SetAttackSlotsInUse(int inUse) => Volatile.Write(ref _attackSlotsInUse, inUse);
+
+    public void SetModelInfo(string model, string executionProvider, string sha256) =>
+        _modelInfo = new ModelInfo(model, executionProvider, sha256[..12]);
 
     /// <summary>Outcome label for an HTTP status code.</summary>
     public static string OutcomeOf(int statusCode) => statusCode switch
@@ -147,4 +144,19 @@ public sealed class ServiceMetrics
         >= 400 => "client_error",
         _ => "success",
     };
+
+    private IEnumerable<Measurement<int>> ObserveModelInfo() =>
+        _modelInfo is { } info
+            ? [new Measurement<int>(1, Tag("model", info.Model), Tag("execution_provider", info.ExecutionProvider), Tag("sha256", info.Sha256))]
+            : [];
+
+    private static KeyValuePair<string, object?> Tag(string name, string value) => new(name, value);
+
+    private static InstrumentAdvice<double> Buckets(double[] bounds) => new() { HistogramBucketBoundaries = bounds };
+
+    /// <summary><paramref name="count"/> bucket bounds from <paramref name="start"/>, each <paramref name="factor"/> times the last.</summary>
+    private static double[] Exponential(double start, double factor, int count) =>
+        [.. Enumerable.Range(0, count).Select(i => start * Math.Pow(factor, i))];
+
+    private sealed record ModelInfo(string Model, string ExecutionProvider, string Sha256);
 }

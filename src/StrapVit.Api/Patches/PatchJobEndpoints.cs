@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using StrapVit.Api.Attacks;
 using StrapVit.Api.Auth;
 using StrapVit.Api.Errors;
+using StrapVit.Api.Observability;
 using StrapVit.Api.Responses;
 using StrapVit.Core.Attacks.Universal;
 
@@ -58,7 +59,7 @@ public static class PatchJobEndpoints
 
     public static IEndpointRouteBuilder MapPatchJobEndpoints(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/v1/patches").WithTags("Attacks").RequireApiKey();
+        var group = app.MapGroup("/v1/patches").WithTags("Attacks").CountedAs("patch_job").RequireApiKey();
         group.MapPost("/", StartJob).WithName(StartName).WithSummary("Train a universal patch (Brown et al.) as a background job")
             .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status429TooManyRequests).ProducesProblem(StatusCodes.Status503ServiceUnavailable);

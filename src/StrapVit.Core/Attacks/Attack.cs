@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
+using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Numerics;
 
 namespace StrapVit.Core.Attacks;
@@ -47,6 +48,7 @@ public abstract class Attack
             }
         }
 
+        using var activity = CoreActivities.Attack(Name, batch);
         var started = Stopwatch.GetTimestamp();
         using var runOptions = new RunOptions();
         using var registration = cancellationToken.Register(() => runOptions.Terminate = true);
@@ -87,6 +89,8 @@ public abstract class Attack
                 perturbation.Patches?[i]);
         }
 
+        activity?.SetTag(CoreActivities.AttackIterations, perturbation.Iterations.Max())
+            .SetTag(CoreActivities.AttackSuccesses, samples.Count(s => s.Success));
         return new AttackResult(Name, batch, size, k, adversarial, quantized, cleanLogits, advLogits, quantLogits, samples, seed,
             Stopwatch.GetElapsedTime(started));
     }

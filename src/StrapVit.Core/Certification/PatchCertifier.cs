@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
+using StrapVit.Core.Diagnostics;
 
 namespace StrapVit.Core.Certification;
 
@@ -83,6 +84,7 @@ public sealed class PatchCertifier
     public CertifiedClassification Certify(ReadOnlySpan<float> pixels, MaskSet masks, RunOptions? runOptions = null)
     {
         ArgumentNullException.ThrowIfNull(masks);
+        using var activity = CoreActivities.Defense("certify", Classifier.MethodName, 1);
         var sw = Stopwatch.StartNew();
         var tokens = Classifier.Model.Embed(pixels, 1, runOptions);
         var result = PatchCleanser.Run(new ImageViews(Classifier, tokens, masks, runOptions), masks.Count, masks.PairsByHiddenTokens);

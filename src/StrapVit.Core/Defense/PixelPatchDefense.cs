@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
+using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Imaging;
 using StrapVit.Core.Inference;
 
@@ -29,6 +30,7 @@ public sealed class PixelPatchDefense(VitClassifier classifier, PixelReference r
             throw new ArgumentException("Run the plain classifier when the defense is off.", nameof(mode));
         }
 
+        using var activity = CoreActivities.Defense(mode == DefenseMode.Detect ? "detect" : "mitigate", Variant, batch);
         var sw = Stopwatch.StartNew();
         var input = classifier.Manifest.Input;
         var grid = new PatchGrid(input.Height, input.Width, reference.PatchSize);
@@ -63,6 +65,7 @@ public sealed class PixelPatchDefense(VitClassifier classifier, PixelReference r
         var k2 = classifier.ClassCount;
         var thresholds = reference.Threshold.Select(v => v * options.ThresholdScale).ToArray();
         var modeName = mode == DefenseMode.Detect ? "detect" : "mitigate";
+        activity?.SetTag(CoreActivities.DefenseFlaggedTokens, pending.Sum(p => p.Flagged.Length));
         return pending.Select((p, i) => new DefendedLogits(
             logits.AsSpan(i * k2, k2).ToArray(),
             new DefenseReport(modeName, Variant, p.Flagged, p.Above, options.ThresholdScale, options.MinTokens, p.Applied, seeds[i], perImageMs),

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
+using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Inference;
 
 namespace StrapVit.Core.Defense;
@@ -27,6 +28,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             throw new ArgumentException("Run the plain classifier when the defense is off.", nameof(mode));
         }
 
+        using var activity = CoreActivities.Defense(mode == DefenseMode.Detect ? "detect" : "mitigate", Variant, batch);
         var sw = Stopwatch.StartNew();
         int t = model.TokenCount, d = model.Dim, first = model.FirstPatchToken;
         if (reference.TokenCount != t || reference.Dim != d)
@@ -56,6 +58,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         var perImageMs = sw.Elapsed.TotalMilliseconds / batch;
         var k2 = logits.Length / batch;
         var modeName = mode == DefenseMode.Detect ? "detect" : "mitigate";
+        activity?.SetTag(CoreActivities.DefenseFlaggedTokens, pending.Sum(p => p.Flagged.Length));
         return pending.Select((p, i) => new DefendedLogits(
             logits.AsSpan(i * k2, k2).ToArray(),
             new DefenseReport(modeName, Variant, p.Flagged, p.Above, options.ThresholdScale, options.MinTokens, p.Applied, seeds[i], perImageMs)

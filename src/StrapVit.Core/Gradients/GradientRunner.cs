@@ -1,5 +1,6 @@
 using System.Buffers;
 using Microsoft.ML.OnnxRuntime;
+using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
 
@@ -171,6 +172,7 @@ public sealed class GradientRunner : IDisposable
 
             using (second)
             {
+                using var activity = CoreActivities.OnnxRun("gradient", batch, session.ExecutionProvider);
                 using var results = session.Session.Run(runOptions ?? ownOptions!, inputNames, [pixelValue, second], outputNames);
                 return results.Select(r => r.GetTensorDataAsSpan<float>().ToArray()).ToArray();
             }

@@ -7,6 +7,7 @@ using SixLabors.ImageSharp.Formats.Webp;
 using SixLabors.ImageSharp.Memory;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
+using StrapVit.Core.Diagnostics;
 
 namespace StrapVit.Core.Imaging;
 
@@ -41,6 +42,7 @@ public sealed class ImageDecoder
     /// <exception cref="ImageRejectedException">The bytes are not an acceptable image.</exception>
     public ImageTensor Decode(ReadOnlySpan<byte> bytes, int channels, int height, int width)
     {
+        using var activity = CoreActivities.Decode(bytes.Length);
         if (bytes.IsEmpty)
         {
             throw new ImageRejectedException(ImageRejection.Undecodable, "The image is empty.");

@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
+using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Models;
 using StrapVit.Core.Onnx;
 
@@ -71,7 +72,7 @@ public sealed class TokenSpaceModel : IDisposable
     public float[] Embed(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions = null)
     {
         var input = Manifest.Input;
-        return Run(_embed, ForwardGraph.PixelInput, pixels, [batch, input.Channels, input.Height, input.Width], TokenGraphSplitter.TokensName, runOptions);
+        return Run(_embed, "embed", ForwardGraph.PixelInput, pixels, [batch, input.Channels, input.Height, input.Width], TokenGraphSplitter.TokensName, runOptions);
     }
 
     /// <summary>Logits <c>[N, K]</c> from tokens <c>[N, T, D]</c>.</summary>
@@ -84,7 +85,7 @@ public sealed class TokenSpaceModel : IDisposable
     /// sequence length throws <see cref="OnnxRuntimeException"/>.
     /// </summary>
     public float[] Encode(ReadOnlySpan<float> tokens, int batch, int tokenCount, RunOptions? runOptions = null) =>
-        Run(_encode, TokenGraphSplitter.TokensName, tokens, [batch, tokenCount, Dim], ForwardGraph.LogitsOutput, runOptions);
+        Run(_encode, "encoder", TokenGraphSplitter.TokensName, tokens, [batch, tokenCount, Dim], ForwardGraph.LogitsOutput, runOptions);
 
     /// <summary>
     /// Logits <c>[N, K]</c> from tokens <c>[N, T, D]</c> with <paramref name="dropped"/>[i] removed from image i's
@@ -151,11 +152,12 @@ public sealed class TokenSpaceModel : IDisposable
         }
     }
 
-    private static float[] Run(OrtSession session, string inputName, ReadOnlySpan<float> data, long[] shape, string outputName, RunOptions? runOptions)
+    private static float[] Run(OrtSession session, string graph, string inputName, ReadOnlySpan<float> data, long[] shape, string outputName, RunOptions? runOptions)
     {
         var buffer = data.ToArray();
         using var tensor = OrtValue.CreateTensorValueFromMemory(buffer, shape);
         using var ro = runOptions is null ? new RunOptions() : null;
+        using var activity = CoreActivities.OnnxRun(graph, (int)shape[0], session.ExecutionProvider);
         using var results = session.Session.Run(runOptions ?? ro!, [inputName], [tensor], [outputName]);
         return results[0].GetTensorDataAsSpan<float>().ToArray();
     }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
+using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Imaging;
 using StrapVit.Core.Models;
 using StrapVit.Core.Numerics;
@@ -93,6 +94,7 @@ public sealed class VitClassifier : IDisposable
         var buffer = pixels.ToArray();
         using var tensor = OrtValue.CreateTensorValueFromMemory(buffer, [n, input.Channels, input.Height, input.Width]);
         using var ro = runOptions is null ? new RunOptions() : null;
+        using var activity = CoreActivities.OnnxRun("forward", n, _session.ExecutionProvider);
         using var results = _session.Session.Run(runOptions ?? ro!, [ForwardGraph.PixelInput], [tensor], [ForwardGraph.LogitsOutput]);
         var logits = results[0].GetTensorDataAsSpan<float>();
         if (logits.Length != output.Length)

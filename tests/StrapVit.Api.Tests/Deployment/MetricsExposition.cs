@@ -9,6 +9,7 @@ public sealed partial class MetricsExposition
 
     private readonly Dictionary<string, string> _types = new(StringComparer.Ordinal);
     private readonly Dictionary<string, HashSet<string>> _labels = new(StringComparer.Ordinal);
+    private readonly List<(string Name, Dictionary<string, string> Labels, double Value)> _samples = [];
 
     public static MetricsExposition Parse(string text)
     {
@@ -37,16 +38,34 @@ public sealed partial class MetricsExposition
             var labels = page._labels.TryGetValue(sample.Groups["name"].Value, out var set)
                 ? set
                 : page._labels[sample.Groups["name"].Value] = new HashSet<string>(StringComparer.Ordinal);
+            var values = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (Match label in LabelPair().Matches(sample.Groups["labels"].Value))
             {
                 labels.Add(label.Groups["label"].Value);
+                values[label.Groups["label"].Value] = Regex.Unescape(label.Groups["value"].Value);
             }
+
+            page._samples.Add((sample.Groups["name"].Value, values,
+                double.Parse(sample.Groups["value"].Value.Replace("Inf", "Infinity", StringComparison.Ordinal), System.Globalization.CultureInfo.InvariantCulture)));
         }
 
         return page;
     }
 
     public IReadOnlyCollection<string> SampleNames => _labels.Keys;
+
+    /// <summary>
+    /// The value of the sample <paramref name="name"/> whose labels are exactly <paramref name="labels"/> (in any
+    /// order), or null when the page has no such series.
+    /// </summary>
+    public double? Value(string name, params (string Label, string Value)[] labels) =>
+        _samples.Where(s => s.Name == name && s.Labels.Count == labels.Length
+                && labels.All(l => s.Labels.TryGetValue(l.Label, out var v) && v == l.Value))
+            .Select(s => (double?)s.Value).SingleOrDefault();
+
+    /// <summary>Every sample of <paramref name="name"/>: its labels and value.</summary>
+    public IEnumerable<(IReadOnlyDictionary<string, string> Labels, double Value)> Samples(string name) =>
+        _samples.Where(s => s.Name == name).Select(s => ((IReadOnlyDictionary<string, string>)s.Labels, s.Value));
 
     /// <summary>
     /// Whether <paramref name="name"/> is exported: as a sample name, as a declared counter or gauge, or as a series
@@ -91,9 +110,9 @@ public sealed partial class MetricsExposition
     [GeneratedRegex(@"^#\s*TYPE\s+(?<name>\S+)\s+(?<type>\S+)")]
     private static partial Regex TypeLine();
 
-    [GeneratedRegex(@"^(?<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?<labels>.*)\})?\s+\S+")]
+    [GeneratedRegex(@"^(?<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?<labels>.*)\})?\s+(?<value>\S+)")]
     private static partial Regex SampleLine();
 
-    [GeneratedRegex(@"(?<label>[A-Za-z_][A-Za-z0-9_]*)=""(?:[^""\\]|\\.)*""")]
+    [GeneratedRegex(@"(?<label>[A-Za-z_][A-Za-z0-9_]*)=""(?<value>(?:[^""\\]|\\.)*)""")]
     private static partial Regex LabelPair();
 }

@@ -1,4 +1,5 @@
 using System.Net;
+using StrapVit.Api.Tests.Deployment;
 using StrapVit.Api.Tests.Support;
 using StrapVit.Testing;
 
@@ -38,20 +39,32 @@ public sealed class OperationsTests(ServiceFactory factory) : IClassFixture<Serv
     [Fact]
     public async Task Metrics_expose_model_info_inference_latency_and_outcomes()
     {
+        // This host's meter counts only this host's requests, so the differences are exact.
+        var before = await MetricsAsync();
+
         await _client.PostAsync("/v1/classify?defense=off", Http.Multipart(File.ReadAllBytes(RepoPaths.Sample("bag.png"))));
         await _client.PostAsync("/v1/classify", Http.Raw([1, 2, 3], "image/png"));
+        var after = await MetricsAsync();
 
-        var text = await _client.GetStringAsync("/metrics");
-
-        Assert.Contains("strapvit_model_info{model=\"fashion-vit-tiny\",execution_provider=\"CPUExecutionProvider\"", text, StringComparison.Ordinal);
-        Assert.Contains("strapvit_ready 1", text, StringComparison.Ordinal);
-        Assert.Matches(@"strapvit_inference_duration_seconds_count\{graph=""forward""\} [1-9]", text);
-        Assert.Matches(@"strapvit_requests_total\{endpoint=""classify"",outcome=""success""\} [1-9]", text);
-        Assert.Matches(@"strapvit_requests_total\{endpoint=""classify"",outcome=""client_error""\} [1-9]", text);
-        Assert.Contains("http_request_duration_seconds_bucket", text, StringComparison.Ordinal);
+        var info = Assert.Single(after.Samples("strapvit_model_info"));
+        Assert.Equal("fashion-vit-tiny", info.Labels["model"]);
+        Assert.Equal("CPUExecutionProvider", info.Labels["execution_provider"]);
+        Assert.Equal(1, info.Value);
+        Assert.Equal(1, after.Value("strapvit_ready"));
+        Assert.Equal(1, Delta("strapvit_inference_duration_seconds_count", ("graph", "forward")));
+        Assert.Equal(1, Delta("strapvit_requests_total", ("endpoint", "classify"), ("outcome", "success")));
+        Assert.Equal(1, Delta("strapvit_requests_total", ("endpoint", "classify"), ("outcome", "client_error")));
+        Assert.Equal(1, Delta("http_request_duration_seconds_count", ("code", "200"), ("method", "POST"), ("endpoint", "/v1/classify")));
         // The 400 written by the exception handler is counted as a 400, not as the 200 it started as.
-        Assert.Contains("http_requests_received_total{code=\"400\"", text, StringComparison.Ordinal);
+        Assert.Equal(1, Delta("http_requests_received_total", ("code", "400"), ("method", "POST"), ("endpoint", "/v1/classify")));
+        Assert.Equal(0, after.Value("http_requests_in_progress", ("method", "POST"), ("endpoint", "/v1/classify")));
+        // Scrapes are not requests the dashboards count.
+        Assert.DoesNotContain(after.Samples("http_requests_received_total"), s => s.Labels["endpoint"] == "/metrics");
+
+        double Delta(string name, params (string, string)[] labels) => after.Value(name, labels)!.Value - (before.Value(name, labels) ?? 0);
     }
+
+    private async Task<MetricsExposition> MetricsAsync() => MetricsExposition.Parse(await _client.GetStringAsync("/metrics"));
 
     [Fact]
     public async Task Swagger_describes_the_upload_so_try_it_out_offers_a_file_picker()
