@@ -6,6 +6,7 @@ using StrapVit.Api.Observability;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Attacks.Universal;
 using StrapVit.Core.Datasets;
+using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Evaluation;
 using StrapVit.Core.Imaging;
 
@@ -190,6 +191,8 @@ public sealed partial class PatchJobRunner(
         var flusher = FlushAsync(id, progress, cancel, flushStop.Token);
         var started = clock.GetTimestamp();
         var s = state.Settings;
+        // One span for the whole job (a root span: the job outlives the request that queued it), like any attack.
+        using var activity = CoreActivities.Attack("universal_patch", s.BatchSize!.Value)?.SetTag("strapvit.patch_job.id", id);
         try
         {
             var model = gradients.Require();
@@ -216,6 +219,7 @@ public sealed partial class PatchJobRunner(
                 EtaSeconds = 0,
                 Outcome = new PatchJobOutcome(evaluation.SuccessRate, evaluation.Evaluated, result.TrainSuccessRate),
             }, Png(result.Patch, result.Channels, result.Size));
+            activity?.SetTag(CoreActivities.AttackIterations, result.Steps).SetTag(CoreActivities.AttackSuccesses, evaluation.Successes);
             var elapsed = clock.GetElapsedTime(started);
             metrics.ObserveAttack("universal_patch", evaluation.SuccessRate >= 0.5 ? "success" : "failure", elapsed, settings.Steps);
             LogFinished(logger, id, evaluation.SuccessRate, evaluation.Evaluated, elapsed.TotalSeconds);
@@ -238,6 +242,7 @@ public sealed partial class PatchJobRunner(
             // A background job has no request to fail: record the error on the job, where GET shows it.
             await StopAsync(flushStop, flusher);
             await FinishAsync(id, j => j with { Status = PatchJobStatus.Failed, Error = ex.Message }, null);
+            activity?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, ex.Message);
             metrics.ObserveAttack("universal_patch", "error", TimeSpan.Zero, 0);
             LogFailed(logger, id, ex);
         }
