@@ -34,7 +34,17 @@ public sealed class AttackServices(
     /// <summary>The served model with gradients, or the 503 problem saying why there are none.</summary>
     public IDifferentiableClassifier Model()
     {
-        if (Runtime.GradientRunner is not { } runner)
+        var classifier = Runtime.Classifier;
+        if (Runtime.GradientRunner is not { } runner && Runtime.GradientsLoading)
+        {
+            throw new ProblemException(StatusCodes.Status503ServiceUnavailable, "Gradients loading",
+                "The model's gradient graphs are still being built or read, so attacks and saliency are not available yet; retry after the number of seconds in Retry-After.")
+            {
+                RetryAfterSeconds = 5,
+            };
+        }
+
+        if (Runtime.GradientRunner is not { } loaded)
         {
             throw new ProblemException(StatusCodes.Status503ServiceUnavailable, "Gradients unavailable",
                 $"This model's gradient graphs could not be built, so attacks and saliency are unavailable: {Runtime.Gradients.Error ?? "unknown reason"}")
@@ -43,6 +53,6 @@ public sealed class AttackServices(
             };
         }
 
-        return new OnnxDifferentiableClassifier(runner, Runtime.Classifier, Options.MaxBatchSize);
+        return new OnnxDifferentiableClassifier(loaded, classifier, Options.MaxBatchSize);
     }
 }

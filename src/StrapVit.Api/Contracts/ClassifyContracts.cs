@@ -16,16 +16,33 @@ public sealed record ClassifyResponse(
     object? Defense,
     IReadOnlyDictionary<string, double> TimingsMs);
 
-/// <summary>Answer of <c>GET /v1/model</c>.</summary>
+/// <summary>Answer of <c>GET /v1/model</c>; it answers while the model loads (<see cref="Parts"/> says what is ready).</summary>
+/// <param name="Name">The package's name.</param>
+/// <param name="Labels">The K class labels, in logit order.</param>
+/// <param name="Input">The input layout images are converted to.</param>
+/// <param name="PatchSize">The ViT's patch side in pixels.</param>
+/// <param name="ExecutionProvider">Where classification runs; null while it loads.</param>
+/// <param name="Gradients">Whether attacks and saliency can run, and if not, why.</param>
+/// <param name="Defense">Whether the patch defense can run, and if not, why.</param>
+/// <param name="Certify">Whether certified mode can run, and if not, why.</param>
+/// <param name="Parts">Which parts are loaded.</param>
 public sealed record ModelInfoResponse(
     string Name,
     IReadOnlyList<string> Labels,
     ModelInputInfo Input,
     int PatchSize,
-    string ExecutionProvider,
+    string? ExecutionProvider,
     GradientAvailability Gradients,
     DefenseAvailability Defense,
-    CertifyAvailability Certify);
+    CertifyAvailability Certify,
+    ModelParts Parts);
+
+/// <summary>
+/// State of each part of the served model: <c>loading</c>, <c>ready</c>, <c>unavailable</c> (this model cannot run it;
+/// the part's <c>error</c> says why) or <c>failed</c> (the model could not be loaded). Classification (and with it the
+/// defense and certified mode) loads first; the gradient graphs behind attacks and explain after it.
+/// </summary>
+public sealed record ModelParts(string Classification, string Defense, string Certify, string Gradients);
 
 /// <summary>Whether certified mode (defense=certify) runs for this model: masking method, default and largest patch, and if not, why.</summary>
 public sealed record CertifyAvailability(bool Available, string? Method, int? DefaultPatchSize, int? MaxPatchSize, string? Error);

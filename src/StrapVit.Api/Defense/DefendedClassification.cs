@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Hosting;
 using StrapVit.Api.Observability;
 using StrapVit.Core.Certification;
@@ -21,23 +20,23 @@ public sealed record DefendedResult(IReadOnlyList<Prediction> Predictions, Defen
 
 internal static class DefendedClassification
 {
-    public static DefendedResult Run(ModelRuntime runtime, ServiceMetrics metrics, ImageTensor image, int topK, DefenseSelection selection, RunOptions runOptions)
+    public static DefendedResult Run(ModelRuntime runtime, ServiceMetrics metrics, ImageTensor image, int topK, DefenseSelection selection, CancellationToken cancellationToken)
     {
         var classifier = runtime.Classifier;
         if (selection.Mode == DefenseMode.Certify)
         {
-            return Certify(runtime, metrics, image, topK, selection.PatchSize, runOptions);
+            return Certify(runtime, metrics, image, topK, selection.PatchSize, cancellationToken);
         }
 
         if (selection.Mode == DefenseMode.Off || runtime.Defense is not { } defense)
         {
-            var plain = classifier.Classify(image, topK, runOptions);
+            var plain = classifier.Classify(image, topK, cancellationToken);
             metrics.ObserveInference("forward", TimeSpan.FromMilliseconds(plain.InferenceMs));
             return new DefendedResult(plain.Predictions, null, plain.InferenceMs, 0);
         }
 
         var sw = Stopwatch.StartNew();
-        var defended = defense.Run(image.Data, 1, selection.Mode, [selection.Seed], runOptions)[0];
+        var defended = defense.Run(image.Data, 1, selection.Mode, [selection.Seed], cancellationToken)[0];
         var elapsed = sw.Elapsed;
         var report = defended.Report;
         metrics.ObserveDefense(report.Mode, elapsed, report.FlaggedTokens.Count, report.FlaggedAboveThreshold > 0);
@@ -50,11 +49,11 @@ internal static class DefendedClassification
     /// <c>probability</c> is the share of one-mask views that voted for it (the label may hold fewer votes than
     /// another class when the second round overturned the majority).
     /// </summary>
-    private static DefendedResult Certify(ModelRuntime runtime, ServiceMetrics metrics, ImageTensor image, int topK, int patchSize, RunOptions runOptions)
+    private static DefendedResult Certify(ModelRuntime runtime, ServiceMetrics metrics, ImageTensor image, int topK, int patchSize, CancellationToken cancellationToken)
     {
         var certifier = runtime.Certifier ?? throw new InvalidOperationException("PatchDefenseFilter lets defense=certify through only with a certifier.");
         var sw = Stopwatch.StartNew();
-        var result = certifier.Certify(image.Data, patchSize, runOptions);
+        var result = certifier.Certify(image.Data, patchSize, cancellationToken);
         var elapsed = sw.Elapsed;
         metrics.ObserveDefense("certify", elapsed, 0, false);
         metrics.ObserveInference("certify", elapsed);

@@ -1,6 +1,5 @@
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Endpoints;
 using StrapVit.Api.Errors;
 using StrapVit.Api.Hosting;
@@ -91,9 +90,7 @@ public static class DefenseEndpoints
         var upload = await ImageUpload.ReadAsync(request, limits.Value, ct);
         var input = runtime.Classifier.Manifest.Input;
         var image = decoder.Decode(upload.Bytes, input.Channels, input.Height, input.Width);
-        using var runOptions = new RunOptions();
-        using var cancel = ct.Register(() => runOptions.Terminate = true);
-        var result = DefendedClassification.Run(runtime, metrics, image, Math.Min(5, runtime.Classifier.ClassCount), selection, runOptions);
+        var result = DefendedClassification.Run(runtime, metrics, image, Math.Min(5, runtime.Classifier.ClassCount), selection, ct);
         var defended = result.Defense!;
 
         var rows = input.Height / runtime.Classifier.Manifest.PatchSize;

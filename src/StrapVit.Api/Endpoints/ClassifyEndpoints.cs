@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Contracts;
 using StrapVit.Api.Defense;
 using StrapVit.Api.Hosting;
@@ -73,9 +72,7 @@ public static partial class ClassifyEndpoints
         var image = decoder.Decode(upload.Bytes, input.Channels, input.Height, input.Width);
         var decodeMs = decodeWatch.Elapsed.TotalMilliseconds;
 
-        using var runOptions = new RunOptions();
-        using var cancel = ct.Register(() => runOptions.Terminate = true);
-        var result = DefendedClassification.Run(runtime, metrics, image, k, selection, runOptions);
+        var result = DefendedClassification.Run(runtime, metrics, image, k, selection, ct);
 
         var totalMs = total.Elapsed.TotalMilliseconds;
         var top = result.Predictions[0];

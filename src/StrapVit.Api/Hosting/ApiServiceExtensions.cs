@@ -130,11 +130,11 @@ public static class ApiServiceExtensions
     }
 }
 
-/// <summary>Ready once the model is loaded and warmed up.</summary>
+/// <summary>Ready once classification is loaded and warmed up; the gradient graphs may still be loading (see <c>GET /v1/model</c>).</summary>
 public sealed class ModelReadyHealthCheck(ModelRuntime runtime) : IHealthCheck
 {
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
         Task.FromResult(runtime.IsReady
-            ? HealthCheckResult.Healthy($"{runtime.Classifier.Manifest.Name} on {runtime.Classifier.ExecutionProvider}")
-            : HealthCheckResult.Unhealthy("The model is not loaded yet."));
+            ? HealthCheckResult.Healthy($"{runtime.Package.Manifest.Name} on {runtime.ExecutionProvider}; gradients {runtime.Parts.Gradients}")
+            : HealthCheckResult.Unhealthy(runtime.FatalError ?? "The model is still loading."));
 }

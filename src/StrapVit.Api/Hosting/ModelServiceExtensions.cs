@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using StrapVit.Api.Uploads;
 using StrapVit.Api.Defense;
@@ -7,6 +8,7 @@ using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Imaging;
 using StrapVit.Core.Inference;
+using StrapVit.Core.Runtime;
 
 namespace StrapVit.Api.Hosting;
 
@@ -41,7 +43,8 @@ public static class ModelServiceExtensions
 
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<InferenceOptions>>().Value);
         services.AddSingleton(sp => new ImageDecoder(sp.GetRequiredService<IOptions<ImageLimits>>().Value));
-        services.AddSingleton<OnnxSessionFactory>();
+        services.AddSingleton<ModelRuntimeFactory>();
+        services.TryAddSingleton<ModelLoadGate>();
         services.AddSingleton<ModelRuntime>();
         services.AddHostedService(sp => sp.GetRequiredService<ModelRuntime>());
         services.AddOptions<FormOptions>().Configure<IOptions<ImageLimits>, IOptions<RequestLimitOptions>>(
