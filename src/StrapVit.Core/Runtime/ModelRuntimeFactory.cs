@@ -63,9 +63,26 @@ public sealed partial class ModelRuntimeFactory(ILoggerFactory loggerFactory)
 
     /// <summary>
     /// Start-up parses the model a few times over (hundreds of megabytes for a large ViT) and keeps none of it; a
-    /// compacting collection hands that memory back to the OS, so the process holds what the sessions need.
+    /// compacting collection hands the managed part back to the OS, and glibc's <c>malloc_trim</c> the native part
+    /// (ONNX Runtime's graph optimizers and the gradient builder's probe sessions free it, but glibc keeps freed
+    /// heap pages mapped), so the process holds what the sessions need.
     /// </summary>
-    internal static void ReleaseLoadMemory() => GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    internal static void ReleaseLoadMemory()
+    {
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        if (!OperatingSystem.IsLinux()) return;
+        try
+        {
+            _ = MallocTrim(0);
+        }
+        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
+        {
+            // Not glibc (musl has no malloc_trim): freed native pages are returned on the allocator's own terms.
+        }
+    }
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "malloc_trim")]
+    private static partial int MallocTrim(nuint pad);
 
     private TokenSpaceModel? SplitIfWanted(ModelPackage package, global::Onnx.ModelProto forward, OnnxSessionFactory sessions, ModelRuntimeOptions options, out string? error)
     {
