@@ -60,9 +60,9 @@ public static class MemoryFootprint
     private static void Report(string what, ModelPackage package, long started)
     {
         GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        var status = File.ReadLines("/proc/self/status").Where(l => l.StartsWith("VmRSS:", StringComparison.Ordinal) || l.StartsWith("VmHWM:", StringComparison.Ordinal))
-            .ToDictionary(l => l[..5], l => long.Parse(l[6..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024);
+        var status = File.ReadLines("/proc/self/status").Where(l => l.StartsWith("Vm", StringComparison.Ordinal) || l.StartsWith("Rss", StringComparison.Ordinal))
+            .ToDictionary(l => l[..l.IndexOf(':', StringComparison.Ordinal)], l => long.Parse(l[(l.IndexOf(':', StringComparison.Ordinal) + 1)..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{package.Manifest.Name}: {what}: VmRSS {status["VmRSS"]} MiB, peak {status["VmHWM"]} MiB, {Stopwatch.GetElapsedTime(started).TotalSeconds:F1} s"));
+            $"{package.Manifest.Name}: {what}: VmRSS {status["VmRSS"]} MiB (anonymous {status["RssAnon"]}, file {status["RssFile"]}), peak {status["VmHWM"]} MiB, {Stopwatch.GetElapsedTime(started).TotalSeconds:F1} s"));
     }
 }
