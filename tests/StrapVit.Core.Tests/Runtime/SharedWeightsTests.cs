@@ -95,6 +95,21 @@ public sealed class SharedWeightsTests : IDisposable
     }
 
     [Fact]
+    public void A_damaged_cached_gradient_graph_is_rebuilt()
+    {
+        var package = ModelPackage.Load(RepoPaths.DefaultModel);
+        var path = Path.Combine(cache.FullName, GradientGraphs.SharedCacheFileName(package.Sha256, GradientObjective.CrossEntropy));
+        File.WriteAllText(path, "not an onnx model");
+
+        using var runtime = Load(package, share: true);
+        var pixels = new float[package.Manifest.Input.Size];
+        var result = runtime.LoadGradients().CrossEntropy(pixels, [3], 1);
+
+        Assert.True(result.Loss![0] > 0);
+        Assert.True(runtime.Weights!.Covers(ModelProto.Parser.ParseFrom(File.ReadAllBytes(path))));
+    }
+
+    [Fact]
     public void A_cancelled_token_stops_a_run_with_OperationCanceledException()
     {
         using var runtime = Load(ModelPackage.Load(RepoPaths.DefaultModel), share: true);
