@@ -2,7 +2,7 @@ using System.Reflection;
 using Microsoft.Extensions.Options;
 using StrapVit.Core.Models;
 
-namespace StrapVit.Api.Hosting;
+namespace StrapVit.Api.Serving;
 
 /// <summary>
 /// The one-line reason for a start-up failure an operator can fix (bad settings, a missing or corrupt model package),
@@ -24,7 +24,16 @@ public static class StartupFailure
     {
         try
         {
+            // Resolved before Run, which disposes the container when it returns.
+            var runtime = app.Services.GetRequiredService<ModelRuntime>();
             app.Run();
+            // The model loads after the service listens; if it could not be loaded at all, the service stopped itself.
+            if (runtime.FatalError is { } fatal)
+            {
+                Console.Error.WriteLine($"StrapVitService cannot start: {fatal}");
+                return 1;
+            }
+
             return 0;
         }
         // Only as the process's own entry point: under WebApplicationFactory the test host reports the failure itself.
