@@ -7,7 +7,7 @@ namespace StrapVit.Api.Attacks;
 public sealed record PatchLocation(int X, int Y, int Size);
 
 /// <summary>
-/// Answer of <c>POST /v1/attacks/{attack}</c> (README, 'Using the API'). <c>success</c> judges the float image,
+/// Answer of <c>POST /v1/attacks/{attack}</c>. <c>success</c> judges the float image,
 /// <c>successQuantized</c> the 8-bit PNG in <c>imagePng</c>; norms are of the float perturbation in [0, 1] pixel space.
 /// </summary>
 /// <param name="Attack">fgsm, pgd, deepfool or patch.</param>

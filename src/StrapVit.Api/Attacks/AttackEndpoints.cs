@@ -9,7 +9,7 @@ using StrapVit.Core.Imaging;
 
 namespace StrapVit.Api.Attacks;
 
-/// <summary><c>POST /v1/attacks/{fgsm|pgd|deepfool|patch}</c>: adversarial examples for one uploaded image (README, 'Using the API').</summary>
+/// <summary><c>POST /v1/attacks/{fgsm|pgd|deepfool|patch}</c>: adversarial examples for one uploaded image (docs/API.md).</summary>
 public static partial class AttackEndpoints
 {
     public static IEndpointRouteBuilder MapAttackEndpoints(this IEndpointRouteBuilder app)

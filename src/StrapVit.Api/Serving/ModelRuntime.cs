@@ -160,11 +160,14 @@ public sealed partial class ModelRuntime(
         {
             return null;
         }
-        catch (Exception ex) when (StartupFailure.Reason(ex) is { } reason)
+        catch (Exception ex)
         {
-            // ONNX Runtime cannot run this package: nothing useful is left to serve, so the service stops with the reason.
+            // Nothing useful is left to serve, so the service stops with the reason. Any failure, not only the known
+            // ones (a bad package, Inference:Device=Cuda without CUDA): on this background task an unobserved
+            // exception would leave the service listening and "loading" for ever. The log keeps the whole exception.
+            var reason = StartupFailure.Reason(ex) ?? $"{ex.GetType().Name}: {ex.Message.Split('\n')[0].Trim()}";
             FatalError = reason;
-            LogCannotLoad(logger, reason);
+            LogCannotLoad(logger, ex, reason);
             lifetime.StopApplication();
             return null;
         }
@@ -222,7 +225,7 @@ public sealed partial class ModelRuntime(
     }
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "The model cannot be loaded; stopping: {Reason}")]
-    private static partial void LogCannotLoad(ILogger logger, string reason);
+    private static partial void LogCannotLoad(ILogger logger, Exception exception, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Gradient graphs unavailable (attacks and saliency disabled): {ErrorType}: {Reason}")]
     private static partial void LogGradientsUnavailable(ILogger logger, string errorType, string reason);

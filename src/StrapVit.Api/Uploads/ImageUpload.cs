@@ -8,7 +8,7 @@ namespace StrapVit.Api.Uploads;
 
 /// <summary>
 /// Reads the uploaded image of a request: the one file field <c>image</c> of a multipart form, or the raw body with
-/// an <c>image/*</c> content type (README, 'Using the API'). The size limit is the request's own (Kestrel enforces it
+/// an <c>image/*</c> content type (docs/API.md, 'Conventions'). The size limit is the request's own (Kestrel enforces it
 /// while the body arrives), checked against Content-Length up front and again while reading. Everything a client
 /// can get wrong in the form's grammar or shape is refused here with the problem to send back.
 /// </summary>

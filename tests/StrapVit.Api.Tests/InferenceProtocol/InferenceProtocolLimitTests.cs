@@ -3,7 +3,6 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using StrapVit.Api.Tests.Support;
-using StrapVit.Api.Tests.Uploads;
 using static StrapVit.Api.Tests.InferenceProtocol.V2Bodies;
 
 namespace StrapVit.Api.Tests.InferenceProtocol;

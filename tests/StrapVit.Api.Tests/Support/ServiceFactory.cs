@@ -33,7 +33,17 @@ public class ServiceFactory : WebApplicationFactory<Program>
         // Captured while the host starts: a model that fails to load stops (and disposes) the host right away.
         ModelRuntime? runtime = null;
         builder.ConfigureServices(services => services.AddSingleton<IHostedService>(sp => new NoWork(runtime = sp.GetRequiredService<ModelRuntime>())));
-        var host = base.CreateHost(builder);
+        IHost host;
+        try
+        {
+            host = base.CreateHost(builder);
+        }
+        catch (Exception) when (runtime?.FatalError is { } fatal)
+        {
+            // The model failed so fast that stopping the service broke off the host's own start: the reason is the model's.
+            throw new InvalidOperationException(fatal);
+        }
+
         if (WaitForModel && runtime is not null)
         {
             runtime.Loaded.GetAwaiter().GetResult();

@@ -1,8 +1,5 @@
-using System.Diagnostics;
 using System.Net;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.Extensions.DependencyInjection;
+using System.Diagnostics;
 using StrapVit.Api.Tests.Support;
 using StrapVit.Testing;
 using Xunit.Abstractions;
@@ -139,34 +136,5 @@ public sealed class UploadFuzzTests(KestrelServiceFixture service, ITestOutputHe
         var body = new MultipartBody(Boundary);
         for (var i = 0; i < count; i++) body.Field("f" + i.ToString(System.Globalization.CultureInfo.InvariantCulture), new string('v', 10));
         return body.File(png).Complete();
-    }
-}
-
-/// <summary>The service on a loopback port of its own (real Kestrel, so request body limits apply as in production).</summary>
-public sealed class KestrelServiceFixture : IAsyncLifetime, IDisposable
-{
-    private readonly ServiceFactory _factory = new();
-
-    public HttpClient Client { get; private set; } = null!;
-
-    public Task InitializeAsync()
-    {
-        _factory.UseKestrel(o => o.Listen(IPAddress.Loopback, 0));
-        _factory.StartServer();
-        var address = _factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
-        Client = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromMinutes(1) };
-        return Task.CompletedTask;
-    }
-
-    public Task DisposeAsync()
-    {
-        Dispose();
-        return Task.CompletedTask;
-    }
-
-    public void Dispose()
-    {
-        Client?.Dispose();
-        _factory.Dispose();
     }
 }
