@@ -39,15 +39,25 @@ public static class BenchModels
     }
 
     /// <summary>
-    /// The package's model runtime on the CPU, built by the same factory the service uses, gradient graphs cached in
-    /// <see cref="CacheDir"/>. <c>STRAPVIT_SHARE_WEIGHTS=0</c> gives every session its own prepacked weights instead.
+    /// The execution provider the benchmarks run on: <c>STRAPVIT_BENCH_DEVICE</c> = <c>Cpu</c> (default), <c>Cuda</c>
+    /// (CUDA or fail; tools/gpu-check.sh sets it) or <c>Auto</c>.
+    /// </summary>
+    public static InferenceDevice Device { get; } =
+        Enum.TryParse<InferenceDevice>(Environment.GetEnvironmentVariable("STRAPVIT_BENCH_DEVICE"), ignoreCase: true, out var device)
+            ? device
+            : InferenceDevice.Cpu;
+
+    /// <summary>
+    /// The package's model runtime on <see cref="Device"/>, built by the same factory the service uses, gradient
+    /// graphs cached in <see cref="CacheDir"/>. <c>STRAPVIT_SHARE_WEIGHTS=0</c> gives every session its own prepacked
+    /// weights instead.
     /// </summary>
     public static ModelRuntime Runtime(string packageDir, int threads, bool tokenSplit = false) =>
         new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(ModelPackage.Load(packageDir), new ModelRuntimeOptions
         {
             Inference = new InferenceOptions
             {
-                Device = InferenceDevice.Cpu,
+                Device = Device,
                 IntraOpThreads = threads,
                 ShareWeights = Environment.GetEnvironmentVariable("STRAPVIT_SHARE_WEIGHTS") != "0",
             },

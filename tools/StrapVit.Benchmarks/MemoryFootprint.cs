@@ -28,6 +28,11 @@ public static class MemoryFootprint
         if (mode == "raw")
         {
             using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = threads };
+            if (BenchModels.Device != InferenceDevice.Cpu)
+            {
+                options.AppendExecutionProvider_CUDA(0); // the same provider as the runtime it is compared with
+            }
+
             using var session = new InferenceSession(package.OnnxPath, options);
             using var value = OrtValue.CreateTensorValueFromMemory(pixels, [1, input.Channels, input.Height, input.Width]);
             using var runOptions = new RunOptions();
@@ -40,7 +45,7 @@ public static class MemoryFootprint
         {
             Inference = new InferenceOptions
             {
-                Device = InferenceDevice.Cpu,
+                Device = BenchModels.Device,
                 IntraOpThreads = threads,
                 ShareWeights = Environment.GetEnvironmentVariable("STRAPVIT_SHARE_WEIGHTS") != "0",
             },
