@@ -65,7 +65,7 @@ RUN chmod 0755 /usr/local/bin/healthcheck \
 
 USER 1654
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 CMD ["/usr/local/bin/healthcheck", "/healthz/live"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["/usr/local/bin/healthcheck", "/healthz/live"]
 ENTRYPOINT ["dotnet", "StrapVit.Api.dll"]
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -101,5 +101,5 @@ RUN chmod 0755 /usr/local/bin/healthcheck
 
 USER 1654
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 CMD ["/usr/local/bin/healthcheck", "/healthz/live"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["/usr/local/bin/healthcheck", "/healthz/live"]
 ENTRYPOINT ["dotnet", "StrapVit.Api.dll"]

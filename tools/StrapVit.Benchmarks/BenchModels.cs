@@ -1,3 +1,8 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using StrapVit.Core.Inference;
+using StrapVit.Core.Models;
+using StrapVit.Core.Runtime;
+
 namespace StrapVit.Benchmarks;
 
 /// <summary>One benchmark case: a model package and a batch size. ToString is BenchmarkDotNet's column text.</summary>
@@ -32,6 +37,33 @@ public static class BenchModels
             foreach (var batch in batches) yield return new BenchCase(name, dir, batch);
         }
     }
+
+    /// <summary>
+    /// The execution provider the benchmarks run on: <c>STRAPVIT_BENCH_DEVICE</c> = <c>Cpu</c> (default), <c>Cuda</c>
+    /// (CUDA or fail; tools/gpu-check.sh sets it) or <c>Auto</c>.
+    /// </summary>
+    public static InferenceDevice Device { get; } =
+        Enum.TryParse<InferenceDevice>(Environment.GetEnvironmentVariable("STRAPVIT_BENCH_DEVICE"), ignoreCase: true, out var device)
+            ? device
+            : InferenceDevice.Cpu;
+
+    /// <summary>
+    /// The package's model runtime on <see cref="Device"/>, built by the same factory the service uses, gradient
+    /// graphs cached in <see cref="CacheDir"/>. <c>STRAPVIT_SHARE_WEIGHTS=0</c> gives every session its own prepacked
+    /// weights instead.
+    /// </summary>
+    public static ModelRuntime Runtime(string packageDir, int threads, bool tokenSplit = false) =>
+        new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(ModelPackage.Load(packageDir), new ModelRuntimeOptions
+        {
+            Inference = new InferenceOptions
+            {
+                Device = Device,
+                IntraOpThreads = threads,
+                ShareWeights = Environment.GetEnvironmentVariable("STRAPVIT_SHARE_WEIGHTS") != "0",
+            },
+            CacheDirectory = CacheDir,
+            TokenSplit = tokenSplit,
+        });
 
     private static string FindRoot()
     {

@@ -1,9 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
-using Microsoft.Extensions.Logging.Abstractions;
 using StrapVit.Core.Certification;
 using StrapVit.Core.Datasets;
-using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
 
 namespace StrapVit.Benchmarks;
@@ -24,19 +22,19 @@ public static class CertifyTiming
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var dir in BenchModels.Available().Select(c => c.PackageDir).Distinct())
         {
-            var package = ModelPackage.Load(dir);
+            using var runtime = BenchModels.Runtime(dir, threads: 0, tokenSplit: true);
+            var package = runtime.Package;
             var input = package.Manifest.Input;
             var side = patch > 0 ? patch : (int)Math.Round(Math.Sqrt(0.02 * input.Height * input.Width));
-            var sessions = new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance);
+            var own = runtime.TokenModel ?? throw new InvalidOperationException($"{package.Manifest.Name} has no tokens tensor.");
             var count = package.Manifest.Name == "vit-b16" ? Math.Min(images, 2) : images;
             var pixels = Images(package, count);
             foreach (var stride in strides)
             {
                 var options = new CertifyOptions { PatchSize = side, MaskStride = stride, MaxPatchSize = Math.Max(side, 16), MaxForwards = int.MaxValue };
-                using var setup = CertifyLoader.Create(package, sessions, options, null);
-                using var own = setup.Certifier is null ? new TokenSpaceModel(package, sessions) : null;
+                using var setup = CertifyLoader.Create(package, runtime.Sessions, options, null, tokens: own);
                 var certifier = setup.Certifier ?? new PatchCertifier(
-                    new MaskedTokenClassifier(own!, Enumerable.Range(0, own!.TokenCount).Select(_ => new float[own.Dim]).ToArray(), options.BatchSize, MaskingChoice.Replace), options);
+                    new MaskedTokenClassifier(own, Enumerable.Range(0, own.TokenCount).Select(_ => new float[own.Dim]).ToArray(), options.BatchSize, MaskingChoice.Replace), options);
 
                 // Warm-up: one embedding and one masked view (a full certificate would double ViT-B/16's minutes).
                 certifier.Classifier.Logits(certifier.Classifier.Model.Embed(pixels[0], 1), [certifier.MasksFor(side).Masks[0]]);

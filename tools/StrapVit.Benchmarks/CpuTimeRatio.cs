@@ -1,10 +1,4 @@
 using System.Diagnostics;
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.ML.OnnxRuntime;
-using StrapVit.Core.Gradients;
-using StrapVit.Core.Inference;
-using StrapVit.Core.Models;
-using StrapVit.Core.Onnx;
 
 namespace StrapVit.Benchmarks;
 
@@ -27,21 +21,13 @@ public static class CpuTimeRatio
 
     private static void Measure(BenchCase c, int runs)
     {
-        var package = ModelPackage.Load(c.PackageDir);
-        var sessions = new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu, IntraOpThreads = 1 }, NullLogger<OnnxSessionFactory>.Instance);
-        using var forward = sessions.Create(ForwardGraph.LoadNormalizedBytes(package), "forward");
-        using var runner = GradientRunner.Create(package, new GradientGraphs(BenchModels.CacheDir, NullLogger<GradientGraphs>.Instance), sessions);
+        using var runtime = BenchModels.Runtime(c.PackageDir, threads: 1);
+        var runner = runtime.LoadGradients();
         var rng = new Random(1);
         var pixels = Enumerable.Range(0, c.Batch * runner.SampleSize).Select(_ => (float)rng.NextDouble()).ToArray();
         var labels = Enumerable.Range(0, c.Batch).Select(_ => (long)rng.Next(runner.Classes)).ToArray();
-        long[] shape = [c.Batch, runner.Channels, runner.Height, runner.Width];
 
-        void Forward()
-        {
-            using var input = OrtValue.CreateTensorValueFromMemory(pixels, shape);
-            using var options = new RunOptions();
-            using var results = forward.Session.Run(options, [ForwardGraph.PixelInput], [input], [ForwardGraph.LogitsOutput]);
-        }
+        void Forward() => runtime.Classifier.Logits(pixels, c.Batch);
 
         void Gradient() => runner.CrossEntropy(pixels, labels, c.Batch);
 

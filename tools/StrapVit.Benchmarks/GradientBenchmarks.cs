@@ -2,12 +2,8 @@ using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Toolchains.InProcess.Emit;
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Gradients;
-using StrapVit.Core.Inference;
-using StrapVit.Core.Models;
-using StrapVit.Core.Onnx;
+using StrapVit.Core.Runtime;
 
 namespace StrapVit.Benchmarks;
 
@@ -18,11 +14,10 @@ namespace StrapVit.Benchmarks;
 [Config(typeof(Config))]
 public class GradientBenchmarks
 {
-    private OrtSession? forward;
+    private ModelRuntime? runtime;
     private GradientRunner? gradients;
     private float[] pixels = [];
     private long[] labels = [];
-    private long[] shape = [];
 
     [ParamsSource(nameof(Cases))]
     public BenchCase Case { get; set; } = null!;
@@ -32,32 +27,18 @@ public class GradientBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        var package = ModelPackage.Load(Case.PackageDir);
-        var sessions = new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu, IntraOpThreads = 2 }, NullLogger<OnnxSessionFactory>.Instance);
-        forward = sessions.Create(ForwardGraph.LoadNormalizedBytes(package), "forward");
-        gradients = GradientRunner.Create(package, new GradientGraphs(BenchModels.CacheDir, NullLogger<GradientGraphs>.Instance), sessions);
+        runtime = BenchModels.Runtime(Case.PackageDir, threads: 2);
+        gradients = runtime.LoadGradients();
         var rng = new Random(1);
         pixels = Enumerable.Range(0, Case.Batch * gradients.SampleSize).Select(_ => (float)rng.NextDouble()).ToArray();
         labels = Enumerable.Range(0, Case.Batch).Select(_ => (long)rng.Next(gradients.Classes)).ToArray();
-        shape = [Case.Batch, gradients.Channels, gradients.Height, gradients.Width];
     }
 
     [GlobalCleanup]
-    public void Cleanup()
-    {
-        forward?.Dispose();
-        gradients?.Dispose();
-    }
+    public void Cleanup() => runtime?.Dispose();
 
     [Benchmark(Baseline = true)]
-    public float[] Forward()
-    {
-        // Same per-call work as the runner: wrap the caller's pixels, run, copy the logits out.
-        using var input = OrtValue.CreateTensorValueFromMemory(pixels, shape);
-        using var options = new RunOptions();
-        using var results = forward!.Session.Run(options, [ForwardGraph.PixelInput], [input], [ForwardGraph.LogitsOutput]);
-        return results[0].GetTensorDataAsSpan<float>().ToArray();
-    }
+    public float[] Forward() => runtime!.Classifier.Logits(pixels, Case.Batch);
 
     [Benchmark]
     public float[] Gradient() => gradients!.CrossEntropy(pixels, labels, Case.Batch).PixelGrad;

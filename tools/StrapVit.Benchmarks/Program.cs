@@ -4,6 +4,13 @@ using StrapVit.Benchmarks;
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- --filter '*'      BenchmarkDotNet, wall clock
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- cpu-ratio [runs]  CPU-time ratio (see docs/BENCHMARKS.md)
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- certify [images] [patch] [strides]  certified mode per image
+// dotnet run -c Release --project tools/StrapVit.Benchmarks -- memory raw|runtime <model-dir> [threads]  resident memory
+if (args.Length > 2 && args[0] == "memory")
+{
+    StrapVit.Benchmarks.MemoryFootprint.Run(args[1], args[2], args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 2);
+    return;
+}
+
 if (args.Length > 0 && args[0] == "certify")
 {
     var culture = System.Globalization.CultureInfo.InvariantCulture;

@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Defense;
 using StrapVit.Api.Errors;
 using StrapVit.Api.Observability;
@@ -89,9 +88,7 @@ public static partial class ClassifyEndpoints
         var tensor = decoder.Decode(image.Bytes, input.Channels, input.Height, input.Width);
         var decodeMs = decodeWatch.Elapsed.TotalMilliseconds;
 
-        using var runOptions = new RunOptions();
-        using var cancel = ct.Register(() => runOptions.Terminate = true);
-        var result = DefendedClassification.Run(runtime, metrics, tensor, topK, selection, runOptions);
+        var result = DefendedClassification.Run(runtime, metrics, tensor, topK, selection, ct);
 
         var totalMs = total.Elapsed.TotalMilliseconds;
         var top = result.Predictions[0];

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Observability;
 using StrapVit.Api.Serving;
 using StrapVit.Core.Certification;
@@ -32,9 +31,9 @@ public sealed record DefendedBatch(IReadOnlyList<DefendedImage> Images, double I
 
 internal static class DefendedClassification
 {
-    public static DefendedResult Run(ModelRuntime runtime, ServiceMetrics metrics, ImageTensor image, int topK, DefenseSelection selection, RunOptions runOptions)
+    public static DefendedResult Run(ModelRuntime runtime, ServiceMetrics metrics, ImageTensor image, int topK, DefenseSelection selection, CancellationToken cancellationToken)
     {
-        var batch = RunBatch(runtime, metrics, image.Data, 1, selection, runOptions);
+        var batch = RunBatch(runtime, metrics, image.Data, 1, selection, cancellationToken);
         var one = batch.Images[0];
         return one switch
         {
@@ -50,11 +49,11 @@ internal static class DefendedClassification
     /// <see cref="Run"/> classifies it alone with the same selection (and seed): one classifier or defense run for the
     /// whole batch; certified mode, which has no batched form, image by image.
     /// </summary>
-    public static DefendedBatch RunBatch(ModelRuntime runtime, ServiceMetrics metrics, float[] pixels, int batch, DefenseSelection selection, RunOptions runOptions)
+    public static DefendedBatch RunBatch(ModelRuntime runtime, ServiceMetrics metrics, float[] pixels, int batch, DefenseSelection selection, CancellationToken cancellationToken)
     {
         if (selection.Mode == DefenseMode.Certify)
         {
-            return Certify(runtime, metrics, pixels, batch, selection.PatchSize, runOptions);
+            return Certify(runtime, metrics, pixels, batch, selection.PatchSize, cancellationToken);
         }
 
         var classifier = runtime.Classifier;
@@ -62,14 +61,14 @@ internal static class DefendedClassification
         var sw = Stopwatch.StartNew();
         if (selection.Mode == DefenseMode.Off || runtime.Defense is not { } defense)
         {
-            var logits = classifier.Logits(pixels, batch, runOptions);
+            var logits = classifier.Logits(pixels, batch, cancellationToken);
             var forward = sw.Elapsed;
             metrics.ObserveInference("forward", forward);
             var plain = Enumerable.Range(0, batch).Select(i => Plain(logits.AsSpan(i * k, k).ToArray(), null)).ToArray();
             return new DefendedBatch(plain, forward.TotalMilliseconds, 0);
         }
 
-        var defended = defense.Run(pixels, batch, selection.Mode, Enumerable.Repeat(selection.Seed, batch).ToArray(), runOptions);
+        var defended = defense.Run(pixels, batch, selection.Mode, Enumerable.Repeat(selection.Seed, batch).ToArray(), cancellationToken);
         var elapsed = sw.Elapsed;
         foreach (var report in defended.Select(d => d.Report))
         {
@@ -85,7 +84,7 @@ internal static class DefendedClassification
         new(logits, Probabilities.Softmax(logits), Probabilities.ArgMax(logits), defense, null);
 
     /// <summary>PatchCleanser on each image; a class's probability is the share of one-mask views that voted for it.</summary>
-    private static DefendedBatch Certify(ModelRuntime runtime, ServiceMetrics metrics, float[] pixels, int batch, int patchSize, RunOptions runOptions)
+    private static DefendedBatch Certify(ModelRuntime runtime, ServiceMetrics metrics, float[] pixels, int batch, int patchSize, CancellationToken cancellationToken)
     {
         var certifier = runtime.Certifier ?? throw new InvalidOperationException("DefenseSelector selects defense=certify only with a certifier.");
         var size = runtime.Classifier.Manifest.Input.Size;
@@ -94,7 +93,7 @@ internal static class DefendedClassification
         for (var i = 0; i < batch; i++)
         {
             var sw = Stopwatch.StartNew();
-            var result = certifier.Certify(pixels.AsSpan(i * size, size), patchSize, runOptions);
+            var result = certifier.Certify(pixels.AsSpan(i * size, size), patchSize, cancellationToken);
             var elapsed = sw.Elapsed;
             total += elapsed;
             metrics.ObserveDefense("certify", elapsed, 0, false);

@@ -1,4 +1,3 @@
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Errors;
 using StrapVit.Api.Observability;
 using StrapVit.Api.Responses;
@@ -86,9 +85,7 @@ public static class InspectEndpoints
 
         var manifest = runtime.Classifier.Manifest;
         var tensor = decoder.Decode(image.Bytes, manifest.Input.Channels, manifest.Input.Height, manifest.Input.Width);
-        using var runOptions = new RunOptions();
-        using var cancel = ct.Register(() => runOptions.Terminate = true);
-        var result = DefendedClassification.Run(runtime, metrics, tensor, Math.Min(5, runtime.Classifier.ClassCount), selection, runOptions);
+        var result = DefendedClassification.Run(runtime, metrics, tensor, Math.Min(5, runtime.Classifier.ClassCount), selection, ct);
         var defended = result.Defense!;
 
         var rows = manifest.Input.Height / manifest.PatchSize;

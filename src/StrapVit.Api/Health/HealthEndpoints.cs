@@ -38,13 +38,13 @@ public static class HealthEndpoints
     }
 }
 
-/// <summary>Ready once the model is loaded and warmed up.</summary>
+/// <summary>Ready once classification is loaded and warmed up; the gradient graphs may still be loading (see <c>GET /v1/model</c>).</summary>
 public sealed class ModelReadyHealthCheck(ModelRuntime runtime) : IHealthCheck
 {
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
         Task.FromResult(runtime.IsReady
-            ? HealthCheckResult.Healthy($"{runtime.Classifier.Manifest.Name} on {runtime.Classifier.ExecutionProvider}")
-            : HealthCheckResult.Unhealthy("The model is not loaded yet."));
+            ? HealthCheckResult.Healthy($"{runtime.Package.Manifest.Name} on {runtime.ExecutionProvider}; gradients {runtime.Parts.Gradients}")
+            : HealthCheckResult.Unhealthy(runtime.FatalError ?? "The model is still loading."));
 }
 
 /// <summary>
@@ -58,7 +58,7 @@ internal sealed class HealthDocumentFilter : IDocumentFilter
         document.Paths ??= [];
         document.Paths[HealthEndpoints.LivePath] = Path("Liveness", "Healthy while the process serves requests; checks nothing else.",
             ("200", "Alive.", "Healthy"));
-        document.Paths[HealthEndpoints.ReadyPath] = Path("Readiness", "Healthy once the model is loaded and warmed up; 503 before.",
+        document.Paths[HealthEndpoints.ReadyPath] = Path("Readiness", "Healthy once classification is loaded and warmed up (the gradient graphs may still be loading); 503 before.",
             ("200", "Ready.", "Healthy"), ("503", "Not ready yet.", "Unhealthy"));
         document.Tags ??= new HashSet<OpenApiTag>();
         if (!document.Tags.Any(t => t.Name == "Health"))

@@ -1,6 +1,6 @@
+using System.Globalization;
 using System.Reflection;
 using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Auth;
 using StrapVit.Api.Serving;
 
@@ -78,10 +78,17 @@ public static class InferenceProtocolEndpoints
 
     /// <summary>Ready when the one model is: what <c>/healthz/ready</c> checks.</summary>
     /// <param name="service">The protocol's view of the model.</param>
-    internal static Results<Ok<ServerReadyResponse>, JsonHttpResult<ServerReadyResponse>> GetReady(InferenceProtocolService service) =>
-        service.IsReady
-            ? TypedResults.Ok(new ServerReadyResponse(true))
-            : TypedResults.Json(new ServerReadyResponse(false), statusCode: StatusCodes.Status503ServiceUnavailable);
+    /// <param name="response">Gets <c>Retry-After</c> while the model loads.</param>
+    internal static Results<Ok<ServerReadyResponse>, JsonHttpResult<ServerReadyResponse>> GetReady(InferenceProtocolService service, HttpResponse response)
+    {
+        if (!service.IsReady)
+        {
+            response.Headers.RetryAfter = ModelRuntime.LoadingRetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+            return TypedResults.Json(new ServerReadyResponse(false), statusCode: StatusCodes.Status503ServiceUnavailable);
+        }
+
+        return TypedResults.Ok(new ServerReadyResponse(true));
+    }
 
     /// <param name="name">The model's name, as GET /v1/model reports it.</param>
     /// <param name="service">The protocol's view of the model.</param>
@@ -99,20 +106,24 @@ public static class InferenceProtocolEndpoints
 
     /// <param name="name">The model's name, as GET /v1/model reports it.</param>
     /// <param name="service">The protocol's view of the model.</param>
-    internal static Results<Ok<ModelReadyResponse>, JsonHttpResult<ModelReadyResponse>> GetModelReady(string name, InferenceProtocolService service) =>
-        GetModelVersionReady(name, null, service);
+    /// <param name="response">Gets <c>Retry-After</c> while the model loads.</param>
+    internal static Results<Ok<ModelReadyResponse>, JsonHttpResult<ModelReadyResponse>> GetModelReady(string name, InferenceProtocolService service, HttpResponse response) =>
+        GetModelVersionReady(name, null, service, response);
 
     /// <param name="name">The model's name, as GET /v1/model reports it.</param>
     /// <param name="version">The model's version (first 12 hex digits of its SHA-256).</param>
     /// <param name="service">The protocol's view of the model.</param>
-    internal static Results<Ok<ModelReadyResponse>, JsonHttpResult<ModelReadyResponse>> GetModelVersionReady(string name, string? version, InferenceProtocolService service)
+    /// <param name="response">Gets <c>Retry-After</c> while the model loads.</param>
+    internal static Results<Ok<ModelReadyResponse>, JsonHttpResult<ModelReadyResponse>> GetModelVersionReady(string name, string? version, InferenceProtocolService service, HttpResponse response)
     {
+        // The name and version are the package's, known while the model loads: an unknown model is 404 then too.
+        service.RequireModel(name, version);
         if (!service.IsReady)
         {
+            response.Headers.RetryAfter = ModelRuntime.LoadingRetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
             return TypedResults.Json(new ModelReadyResponse(name, false), statusCode: StatusCodes.Status503ServiceUnavailable);
         }
 
-        service.RequireModel(name, version);
         return TypedResults.Ok(new ModelReadyResponse(name, true));
     }
 
@@ -131,8 +142,6 @@ public static class InferenceProtocolEndpoints
     internal static Ok<InferenceResponse> InferVersion(string name, string? version, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct)
     {
         service.RequireModel(name, version);
-        using var runOptions = new RunOptions();
-        using var cancel = ct.Register(() => runOptions.Terminate = true);
-        return TypedResults.Ok(service.Infer(inference, runOptions));
+        return TypedResults.Ok(service.Infer(inference, ct));
     }
 }

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Options;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Defense;
 using StrapVit.Api.Errors;
 using StrapVit.Api.Observability;
@@ -31,15 +30,17 @@ public sealed partial class InferenceProtocolService(
     public const string PredictedClass = "predicted_class";
     public const string Certified = "certified";
 
-    public string ModelName => runtime.Classifier.Manifest.Name;
+    // Name, version, shapes and the body limit come from the package, read at start-up: they answer while the model loads.
+    public string ModelName => runtime.Package.Manifest.Name;
 
     /// <summary>The model's version: the first 12 hex digits of its SHA-256, as <c>strapvit_model_info</c> labels it.</summary>
-    public string ModelVersion => runtime.Classifier.Package.Sha256[..12];
+    public string ModelVersion => runtime.Package.Sha256[..12];
 
+    /// <summary>Whether classification is loaded and warmed up (the gradient graphs, which inference does not use, may still load).</summary>
     public bool IsReady => runtime.IsReady;
 
     public long MaxRequestBodyBytes => options.Value.BodyLimit(
-        runtime.Classifier.Manifest.Input.Size, imageLimits.Value.MaxBytes, bodyLimits.Value.MaxRequestBodyBytes);
+        runtime.Package.Manifest.Input.Size, imageLimits.Value.MaxBytes, bodyLimits.Value.MaxRequestBodyBytes);
 
     /// <summary>404 unless the path names the served model (and, when it names one, its version).</summary>
     public void RequireModel(string name, string? version)
@@ -58,8 +59,8 @@ public sealed partial class InferenceProtocolService(
 
     public ModelMetadataResponse Metadata()
     {
-        var input = runtime.Classifier.Manifest.Input;
-        var k = runtime.Classifier.ClassCount;
+        var input = runtime.Package.Manifest.Input;
+        var k = runtime.Package.Manifest.Labels.Count;
         return new ModelMetadataResponse(ModelName, [ModelVersion], Platform,
             [
                 new MetadataTensor(TensorInput.Pixels, TensorInput.Fp32, [-1, input.Channels, input.Height, input.Width]),
@@ -73,9 +74,11 @@ public sealed partial class InferenceProtocolService(
             ]);
     }
 
-    public InferenceResponse Infer(InferenceRequest request, RunOptions runOptions)
+    /// <summary>Runs the request; 503 with <c>Retry-After</c> while classification loads.</summary>
+    public InferenceResponse Infer(InferenceRequest request, CancellationToken cancellationToken)
     {
         var total = Stopwatch.StartNew();
+        var classifier = runtime.Classifier;
         // Resolved before the tensor is read, so a bad mode costs nothing; the same rule and messages as the query of /v1/classify.
         var (query, patch) = InferenceParameters.Read(request.Parameters);
         var selection = selector.Select(query, patch);
@@ -86,10 +89,10 @@ public sealed partial class InferenceProtocolService(
             null or [] => throw Invalid("The request has no input; send one: 'pixel_values' (FP32) or 'images' (BYTES)."),
             _ => throw Invalid($"The request has {request.Inputs.Count} inputs; send exactly one: 'pixel_values' (FP32) or 'images' (BYTES)."),
         };
-        var (pixels, batch) = TensorInput.Read(input, runtime.Classifier.Manifest.Input, options.Value.MaxBatchSize, decoder);
+        var (pixels, batch) = TensorInput.Read(input, classifier.Manifest.Input, options.Value.MaxBatchSize, decoder);
 
-        var result = DefendedClassification.RunBatch(runtime, metrics, pixels, batch, selection, runOptions);
-        var k = runtime.Classifier.ClassCount;
+        var result = DefendedClassification.RunBatch(runtime, metrics, pixels, batch, selection, cancellationToken);
+        var k = classifier.ClassCount;
         var tensors = outputs.Select(name => name switch
         {
             Logits => new ResponseOutput(name, [batch, k], TensorInput.Fp32, result.Images.SelectMany(i => i.Logits!).ToArray()),

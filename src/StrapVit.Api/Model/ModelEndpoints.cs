@@ -20,20 +20,23 @@ public static class ModelEndpoints
 
     internal static Ok<ModelInfoResponse> GetModel(ModelRuntime runtime, DefenseSelector defense, IOptions<CertifyOptions> certify)
     {
-        var certifier = runtime.Certifier;
-        var classifier = runtime.Classifier;
-        var m = classifier.Manifest;
+        var m = runtime.Package.Manifest;
+        var parts = runtime.Parts;
+        var ready = runtime.IsReady;
+        var certifier = ready ? runtime.Certifier : null;
+        var defended = ready ? runtime.Defense : null;
         return TypedResults.Ok(new ModelInfoResponse(
             m.Name,
             m.Labels,
             new ModelInputInfo(m.Input.Channels, m.Input.Height, m.Input.Width),
             m.PatchSize,
-            classifier.ExecutionProvider,
+            runtime.ExecutionProvider,
             runtime.Gradients,
-            new DefenseAvailability(runtime.Defense is not null, runtime.Defense?.Variant,
+            new DefenseAvailability(defended is not null, defended?.Variant,
                 defense.DefaultMode.ToString().ToLowerInvariant(), runtime.DefenseUnavailable),
             certifier is null
                 ? new CertifyAvailability(false, null, null, null, runtime.CertifyUnavailable)
-                : new CertifyAvailability(true, certifier.Classifier.MethodName, certify.Value.PatchSize, certify.Value.MaxPatchSize, null)));
+                : new CertifyAvailability(true, certifier.Classifier.MethodName, certify.Value.PatchSize, certify.Value.MaxPatchSize, null),
+            parts));
     }
 }

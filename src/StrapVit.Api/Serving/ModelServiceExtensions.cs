@@ -1,8 +1,10 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Imaging;
 using StrapVit.Core.Inference;
+using StrapVit.Core.Runtime;
 
 namespace StrapVit.Api.Serving;
 
@@ -35,7 +37,8 @@ public static class ModelServiceExtensions
 
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<InferenceOptions>>().Value);
         services.AddSingleton(sp => new ImageDecoder(sp.GetRequiredService<IOptions<ImageLimits>>().Value));
-        services.AddSingleton<OnnxSessionFactory>();
+        services.AddSingleton<ModelRuntimeFactory>();
+        services.TryAddSingleton<ModelLoadGate>();
         services.AddSingleton<ModelRuntime>();
         services.AddHostedService(sp => sp.GetRequiredService<ModelRuntime>());
         return services;

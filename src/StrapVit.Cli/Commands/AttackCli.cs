@@ -2,35 +2,45 @@ using Microsoft.Extensions.Logging.Abstractions;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Datasets;
 using StrapVit.Core.Evaluation;
-using StrapVit.Core.Gradients;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
+using StrapVit.Core.Runtime;
 
 namespace StrapVit.Cli.Commands;
+
+/// <summary>The one runtime setup of every CLI verb: a package's model runtime from the shared factory, gradients loaded when asked for.</summary>
+internal static class CliRuntime
+{
+    public static ModelRuntime Load(ModelPackage package, ModelRuntimeOptions options, bool gradients)
+    {
+        var runtime = new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(package, options);
+        try
+        {
+            if (gradients) runtime.LoadGradients();
+            return runtime;
+        }
+        catch
+        {
+            runtime.Dispose();
+            throw;
+        }
+    }
+}
 
 /// <summary>The pieces the attack verbs share: a CPU model with gradients, and IDX image sets in the model's layout.</summary>
 internal sealed class AttackCli : IDisposable
 {
-    private readonly VitClassifier classifier;
-    private readonly GradientRunner runner;
+    private readonly ModelRuntime runtime;
 
     public AttackCli(string modelDir, int threads, string? cache)
     {
         Package = ModelPackage.Load(modelDir);
-        var options = new InferenceOptions { Device = InferenceDevice.Cpu, IntraOpThreads = threads, MaxBatchSize = 64 };
-        var sessions = new OnnxSessionFactory(options, NullLogger<OnnxSessionFactory>.Instance);
-        classifier = new VitClassifier(Package, sessions, options);
-        try
+        runtime = CliRuntime.Load(Package, new ModelRuntimeOptions
         {
-            runner = GradientRunner.Create(Package, new GradientGraphs(ModelCache.Resolve(cache), NullLogger<GradientGraphs>.Instance), sessions);
-        }
-        catch
-        {
-            classifier.Dispose();
-            throw;
-        }
-
-        Model = new OnnxDifferentiableClassifier(runner, classifier, 64);
+            Inference = new InferenceOptions { Device = InferenceDevice.Cpu, IntraOpThreads = threads, MaxBatchSize = 64 },
+            CacheDirectory = cache,
+        }, gradients: true);
+        Model = new OnnxDifferentiableClassifier(runtime.Gradients!, runtime.Classifier, 64);
     }
 
     public ModelPackage Package { get; }
@@ -41,9 +51,5 @@ internal sealed class AttackCli : IDisposable
     public EvaluationSet LoadIdx(string images, string labels, int count) =>
         EvaluationSet.FromIdx(IdxDataset.Load(images, labels), count, Model.Channels, Model.Height, Model.Width);
 
-    public void Dispose()
-    {
-        runner.Dispose();
-        classifier.Dispose();
-    }
+    public void Dispose() => runtime.Dispose();
 }

@@ -61,7 +61,7 @@ internal sealed class AttackEvalCommand : ICliCommand
             var k = model.Classes;
             var loaded = cli.LoadIdx(images, labels, count);
             var (all, allLabels, n) = (loaded.Pixels, loaded.Labels, loaded.Count);
-            var logits = model.Logits(all, n, null);
+            var logits = model.Logits(all, n, CancellationToken.None);
             var correct = loaded.Subset(Enumerable.Range(0, n).Where(i => Probabilities.ArgMax(logits.AsSpan(i * k, k)) == allLabels[i]).ToArray());
             var (x, y) = (correct.Pixels, correct.Labels);
             var goal = AttackGoal.Untargeted(y);

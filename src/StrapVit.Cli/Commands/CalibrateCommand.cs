@@ -1,9 +1,9 @@
-using Microsoft.Extensions.Logging.Abstractions;
 using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Imaging;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
+using StrapVit.Core.Runtime;
 
 namespace StrapVit.Cli.Commands;
 
@@ -60,9 +60,18 @@ internal sealed class CalibrateCommand : ICliCommand
             var package = ModelPackage.Load(args.Positionals[0]);
             var input = package.Manifest.Input;
             var images = idx is not null ? LoadIdx(idx, input) : LoadFolder(folder!, input);
-            var sessions = new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance);
-            using var tokens = package.Manifest.Tokens is null ? null : new TokenSpaceModel(package, sessions);
-            var calibration = DefenseCalibration.Compute(package, tokens, images, temperature, bins, quantile, bank);
+            using var runtime = CliRuntime.Load(package, new ModelRuntimeOptions
+            {
+                Inference = new InferenceOptions { Device = InferenceDevice.Cpu },
+                CacheDirectory = cache,
+                TokenSplit = true,
+            }, gradients: false);
+            if (package.Manifest.Tokens is not null && runtime.TokenModel is null)
+            {
+                throw new ModelPackageException("model.json names a tokens tensor but the model cannot be split there (see the warning above).");
+            }
+
+            var calibration = DefenseCalibration.Compute(package, runtime.TokenModel, images, temperature, bins, quantile, bank);
 
             var path = output ?? Destination(package, cache);
             calibration.Save(path);

@@ -1,14 +1,13 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
-using Microsoft.Extensions.Logging.Abstractions;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Evaluation;
-using StrapVit.Core.Gradients;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
+using StrapVit.Core.Runtime;
 
 namespace StrapVit.Cli.Commands;
 
@@ -81,15 +80,13 @@ internal sealed class CertifyEvalCommand : ICliCommand
         var package = ModelPackage.Load(args.Positionals[0]);
         var set = CliData.Load(imagesPath, package, count);
 
-        var cpu = new InferenceOptions { Device = InferenceDevice.Cpu };
-        var sessions = new OnnxSessionFactory(cpu, NullLogger<OnnxSessionFactory>.Instance);
         var options = new CertifyOptions { PatchSize = settings.PatchSizes[0], MaskStride = settings.Strides[0], MaxPatchSize = settings.PatchSizes.Max(), MaxForwards = int.MaxValue, Masking = masking };
-        using var setup = CertifyLoader.Create(package, sessions, options, null);
-        var certifier = setup.Certifier ?? throw new ModelPackageException($"certified mode is unavailable: {setup.UnavailableReason}");
-        using var classifier = new VitClassifier(package, sessions, cpu);
-        using var runner = GradientRunner.Create(package, new GradientGraphs(null, NullLogger<GradientGraphs>.Instance), sessions);
+        using var runtime = CliRuntime.Load(package, new ModelRuntimeOptions { Inference = new InferenceOptions { Device = InferenceDevice.Cpu }, Certify = options }, gradients: true);
+        var certifier = runtime.Certify?.Certifier ?? throw new ModelPackageException($"certified mode is unavailable: {runtime.Certify?.UnavailableReason}");
+        var classifier = runtime.Classifier;
+        var sessions = runtime.Sessions;
         using var embeddingGradients = TokenGradients.CreateEmbeddingVjp(package, certifier.Classifier.Model, sessions);
-        var undefended = new OnnxDifferentiableClassifier(runner, classifier);
+        var undefended = new OnnxDifferentiableClassifier(runtime.Gradients!, classifier);
 
         var f = certifier.Field;
         stdout.WriteLine($"certify-eval {package.Manifest.Name}: split {split}, {set.Count} images, masking by {certifier.Classifier.MethodName}, "

@@ -1,13 +1,12 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
-using Microsoft.Extensions.Logging.Abstractions;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Evaluation;
-using StrapVit.Core.Gradients;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
+using StrapVit.Core.Runtime;
 
 namespace StrapVit.Cli.Commands;
 
@@ -97,13 +96,11 @@ internal sealed class EvaluateCommand : ICliCommand
         var test = CliData.Load(imagesPath, package, count);
         var reference = CliData.Load(calibPath, package, 100_000);
 
-        var cpu = new InferenceOptions { Device = InferenceDevice.Cpu };
-        var sessions = new OnnxSessionFactory(cpu, NullLogger<OnnxSessionFactory>.Instance);
-        using var classifier = new VitClassifier(package, sessions, cpu);
-        using var tokens = new TokenSpaceModel(package, sessions);
-        using var tokenGradients = TokenGradients.Create(package, tokens, sessions);
-        using var runner = GradientRunner.Create(package, new GradientGraphs(null, NullLogger<GradientGraphs>.Instance), sessions);
-        var undefended = new OnnxDifferentiableClassifier(runner, classifier);
+        using var runtime = CliRuntime.Load(package, new ModelRuntimeOptions { Inference = new InferenceOptions { Device = InferenceDevice.Cpu }, TokenSplit = true }, gradients: true);
+        var classifier = runtime.Classifier;
+        var tokens = runtime.TokenModel ?? throw new ModelPackageException("model.json has no 'tokens' entry, so the token defense cannot be evaluated.");
+        using var tokenGradients = TokenGradients.Create(package, tokens, runtime.Sessions);
+        var undefended = new OnnxDifferentiableClassifier(runtime.Gradients!, classifier);
 
         stdout.WriteLine($"evaluate {package.Manifest.Name}: split {split}, {test.Count} images, reference from {reference.Count} clean images, K={options.MinTokens}");
         var report = new DefenseEvaluation(package, classifier, tokens, tokenGradients, undefended, options, settings, stdout).Run(test, reference);

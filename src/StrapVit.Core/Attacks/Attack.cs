@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Numerics;
 
@@ -10,8 +9,7 @@ namespace StrapVit.Core.Attacks;
 /// hyper-parameters) and is stateless per call, so one instance can serve concurrent requests. <see cref="Run"/>
 /// enforces the contract the subclasses only contribute a perturbation to: the attack-specific constraint
 /// (ε-ball, patch mask), clipping to [0, 1], success judged per sample on the float image and again on its 8-bit
-/// quantization, L∞ and L2 norms, iterations, the seed, and cancellation wired to ONNX Runtime's
-/// <see cref="RunOptions.Terminate"/>.
+/// quantization, L∞ and L2 norms, iterations, the seed, and cancellation of every run through the call's token.
 /// </summary>
 public abstract class Attack
 {
@@ -50,9 +48,7 @@ public abstract class Attack
 
         using var activity = CoreActivities.Attack(Name, batch);
         var started = Stopwatch.GetTimestamp();
-        using var runOptions = new RunOptions();
-        using var registration = cancellationToken.Register(() => runOptions.Terminate = true);
-        var context = new AttackContext(model, runOptions, cancellationToken);
+        var context = new AttackContext(model, cancellationToken);
         var clean = images.ToArray();
         var cleanLogits = context.Logits(clean, batch);
         var criterion = goal.Resolve(cleanLogits, batch, model.Classes);
@@ -138,11 +134,10 @@ public sealed record Perturbation(float[] Adversarial, int[] Iterations, IReadOn
 public sealed record PatchPlacement(int X, int Y, int Size);
 
 /// <summary>
-/// The model as an attack sees it during one call: every ONNX Runtime run carries the call's
-/// <see cref="RunOptions"/> (terminated on cancellation), and a run stopped that way surfaces as
-/// <see cref="OperationCanceledException"/>.
+/// The model as an attack sees it during one call: every run carries the call's cancellation token, which the ONNX
+/// Runtime runner turns into a terminated run, surfacing as <see cref="OperationCanceledException"/>.
 /// </summary>
-public sealed class AttackContext(IDifferentiableClassifier model, RunOptions runOptions, CancellationToken cancellationToken)
+public sealed class AttackContext(IDifferentiableClassifier model, CancellationToken cancellationToken)
 {
     public IDifferentiableClassifier Model { get; } = model;
 
@@ -153,39 +148,18 @@ public sealed class AttackContext(IDifferentiableClassifier model, RunOptions ru
     public float[] Logits(ReadOnlySpan<float> pixels, int batch)
     {
         CancellationToken.ThrowIfCancellationRequested();
-        try
-        {
-            return Model.Logits(pixels, batch, runOptions);
-        }
-        catch (OnnxRuntimeException) when (CancellationToken.IsCancellationRequested)
-        {
-            throw new OperationCanceledException(CancellationToken);
-        }
+        return Model.Logits(pixels, batch, CancellationToken);
     }
 
     public Gradients.GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch)
     {
         CancellationToken.ThrowIfCancellationRequested();
-        try
-        {
-            return Model.CrossEntropy(pixels, labels, batch, runOptions);
-        }
-        catch (OnnxRuntimeException) when (CancellationToken.IsCancellationRequested)
-        {
-            throw new OperationCanceledException(CancellationToken);
-        }
+        return Model.CrossEntropy(pixels, labels, batch, CancellationToken);
     }
 
     public Gradients.GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch)
     {
         CancellationToken.ThrowIfCancellationRequested();
-        try
-        {
-            return Model.Vjp(pixels, logitsGrad, batch, runOptions);
-        }
-        catch (OnnxRuntimeException) when (CancellationToken.IsCancellationRequested)
-        {
-            throw new OperationCanceledException(CancellationToken);
-        }
+        return Model.Vjp(pixels, logitsGrad, batch, CancellationToken);
     }
 }

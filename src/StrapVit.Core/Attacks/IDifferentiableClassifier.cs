@@ -1,4 +1,3 @@
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Gradients;
 
 namespace StrapVit.Core.Attacks;
@@ -21,13 +20,13 @@ public interface IDifferentiableClassifier
     int Classes { get; }
 
     /// <summary>Logits <c>[N, K]</c>.</summary>
-    float[] Logits(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions);
+    float[] Logits(ReadOnlySpan<float> pixels, int batch, CancellationToken cancellationToken);
 
     /// <summary>Logits, per-sample cross-entropy and d(Σ loss)/d pixels (see <see cref="GradientRunner.CrossEntropy"/>).</summary>
-    GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, RunOptions? runOptions);
+    GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, CancellationToken cancellationToken);
 
     /// <summary>Logits and Jᵀ·<paramref name="logitsGrad"/> (see <see cref="GradientRunner.Vjp"/>).</summary>
-    GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, RunOptions? runOptions);
+    GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, CancellationToken cancellationToken);
 }
 
 /// <summary>Extension helpers over <see cref="IDifferentiableClassifier"/>.</summary>

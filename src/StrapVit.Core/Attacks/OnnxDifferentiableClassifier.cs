@@ -1,4 +1,3 @@
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Gradients;
 using StrapVit.Core.Inference;
 
@@ -24,21 +23,21 @@ public sealed class OnnxDifferentiableClassifier(GradientRunner runner, VitClass
 
     public int Classes => runner.Classes;
 
-    public float[] Logits(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions)
+    public float[] Logits(ReadOnlySpan<float> pixels, int batch, CancellationToken cancellationToken)
     {
         if (forward is not null)
         {
-            return forward.Logits(pixels, batch, runOptions);
+            return forward.Logits(pixels, batch, cancellationToken);
         }
 
-        return Vjp(pixels, new float[batch * Classes], batch, runOptions).Logits;
+        return Vjp(pixels, new float[batch * Classes], batch, cancellationToken).Logits;
     }
 
-    public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, RunOptions? runOptions)
+    public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, CancellationToken cancellationToken)
     {
         if (batch <= maxBatch)
         {
-            return runner.CrossEntropy(pixels, labels, batch, runOptions);
+            return runner.CrossEntropy(pixels, labels, batch, cancellationToken);
         }
 
         var size = runner.SampleSize;
@@ -46,17 +45,17 @@ public sealed class OnnxDifferentiableClassifier(GradientRunner runner, VitClass
         for (var start = 0; start < batch; start += maxBatch)
         {
             var n = Math.Min(maxBatch, batch - start);
-            parts.Add(runner.CrossEntropy(pixels.Slice(start * size, n * size), labels.Slice(start, n), n, runOptions));
+            parts.Add(runner.CrossEntropy(pixels.Slice(start * size, n * size), labels.Slice(start, n), n, cancellationToken));
         }
 
         return Concat(parts, batch, withLoss: true);
     }
 
-    public GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, RunOptions? runOptions)
+    public GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, CancellationToken cancellationToken)
     {
         if (batch <= maxBatch)
         {
-            return runner.Vjp(pixels, logitsGrad, batch, runOptions);
+            return runner.Vjp(pixels, logitsGrad, batch, cancellationToken);
         }
 
         var size = runner.SampleSize;
@@ -65,7 +64,7 @@ public sealed class OnnxDifferentiableClassifier(GradientRunner runner, VitClass
         for (var start = 0; start < batch; start += maxBatch)
         {
             var n = Math.Min(maxBatch, batch - start);
-            parts.Add(runner.Vjp(pixels.Slice(start * size, n * size), logitsGrad.Slice(start * k, n * k), n, runOptions));
+            parts.Add(runner.Vjp(pixels.Slice(start * size, n * size), logitsGrad.Slice(start * k, n * k), n, cancellationToken));
         }
 
         return Concat(parts, batch, withLoss: false);

@@ -20,10 +20,12 @@ public static class CertifyLoader
     /// handle (no tokens tensor, a receptive field that cannot be derived, no usable masking, a default patch whose
     /// masks do not fit) gives a setup with the reason instead of an exception: classification does not depend on it.
     /// When <paramref name="defense"/> already split the model (token variant), its split model and calibration are
-    /// shared instead of being built and read again; the setup then owns nothing.
+    /// shared instead of being built and read again; the setup then owns nothing. So is <paramref name="tokens"/>, a split
+    /// model its caller owns.
     /// </summary>
     public static CertifySetup Create(
-        ModelPackage package, OnnxSessionFactory sessions, CertifyOptions options, string? cacheDirectory, DefenseSetup? defense = null)
+        ModelPackage package, OnnxSessionFactory sessions, CertifyOptions options, string? cacheDirectory, DefenseSetup? defense = null,
+        TokenSpaceModel? tokens = null)
     {
         ArgumentNullException.ThrowIfNull(package);
         if (package.Manifest.Tokens is null)
@@ -31,7 +33,7 @@ public static class CertifyLoader
             return new CertifySetup(null, "model.json has no 'tokens' entry; certified mode masks tokens.");
         }
 
-        var shared = defense?.TokenModel;
+        var shared = tokens ?? defense?.TokenModel;
         TokenSpaceModel model;
         try
         {

@@ -1,4 +1,3 @@
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Inference;
 
 namespace StrapVit.Core.Certification;
@@ -101,7 +100,7 @@ public sealed class MaskedTokenClassifier
     }
 
     /// <summary>Logits <c>[V, K]</c> of the views of one image's tokens <c>[T·D]</c>, view v hiding the patch-grid indices <c>hidden[v]</c>.</summary>
-    public float[] Logits(ReadOnlySpan<float> tokens, IReadOnlyList<IReadOnlyCollection<int>> hidden, RunOptions? runOptions = null)
+    public float[] Logits(ReadOnlySpan<float> tokens, IReadOnlyList<IReadOnlyCollection<int>> hidden, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(hidden);
         int t = Model.TokenCount, d = Model.Dim;
@@ -113,7 +112,7 @@ public sealed class MaskedTokenClassifier
         if (Method == MaskingMethod.Drop)
         {
             // Every view reads the same image (source 0) at its own kept positions.
-            return Model.EncodeKept(tokens, new int[hidden.Count], hidden.Select(Kept).ToArray(), BatchSize, runOptions);
+            return Model.EncodeKept(tokens, new int[hidden.Count], hidden.Select(Kept).ToArray(), BatchSize, cancellationToken);
         }
 
         var logits = new float[hidden.Count * Classes];
@@ -131,7 +130,7 @@ public sealed class MaskedTokenClassifier
                 }
             }
 
-            Model.Encode(batch, n, runOptions).CopyTo(logits, start * Classes);
+            Model.Encode(batch, n, cancellationToken).CopyTo(logits, start * Classes);
         }
 
         return logits;

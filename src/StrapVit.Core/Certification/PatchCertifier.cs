@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Diagnostics;
 
 namespace StrapVit.Core.Certification;
@@ -77,17 +76,17 @@ public sealed class PatchCertifier
     }
 
     /// <summary>Certifies one image <c>[C, H, W]</c> in [0, 1] pixel space against patches of side <paramref name="patchSize"/>.</summary>
-    public CertifiedClassification Certify(ReadOnlySpan<float> pixels, int patchSize, RunOptions? runOptions = null) =>
-        Certify(pixels, MasksFor(patchSize), runOptions);
+    public CertifiedClassification Certify(ReadOnlySpan<float> pixels, int patchSize, CancellationToken cancellationToken = default) =>
+        Certify(pixels, MasksFor(patchSize), cancellationToken);
 
     /// <summary>Certifies one image with a given mask set.</summary>
-    public CertifiedClassification Certify(ReadOnlySpan<float> pixels, MaskSet masks, RunOptions? runOptions = null)
+    public CertifiedClassification Certify(ReadOnlySpan<float> pixels, MaskSet masks, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(masks);
         using var activity = CoreActivities.Defense("certify", Classifier.MethodName, 1);
         var sw = Stopwatch.StartNew();
-        var tokens = Classifier.Model.Embed(pixels, 1, runOptions);
-        var result = PatchCleanser.Run(new ImageViews(Classifier, tokens, masks, runOptions), masks.Count, masks.PairsByHiddenTokens);
+        var tokens = Classifier.Model.Embed(pixels, 1, cancellationToken);
+        var result = PatchCleanser.Run(new ImageViews(Classifier, tokens, masks, cancellationToken), masks.Count, masks.PairsByHiddenTokens);
         var votes = new int[Classifier.Classes];
         foreach (var label in result.FirstRound)
         {
@@ -113,14 +112,14 @@ public sealed class PatchCertifier
     }
 
     /// <summary>One embedded image seen through the mask set.</summary>
-    private sealed class ImageViews(MaskedTokenClassifier classifier, float[] tokens, MaskSet masks, RunOptions? runOptions) : IMaskedPredictor
+    private sealed class ImageViews(MaskedTokenClassifier classifier, float[] tokens, MaskSet masks, CancellationToken cancellationToken) : IMaskedPredictor
     {
         public int[] Predict(IReadOnlyList<MaskPair> views)
         {
             var hidden = views.Select(v => (IReadOnlyCollection<int>)(v.First == v.Second
                 ? masks.Masks[v.First]
                 : masks.Masks[v.First].Union(masks.Masks[v.Second]).ToArray())).ToArray();
-            var logits = classifier.Logits(tokens, hidden, runOptions);
+            var logits = classifier.Logits(tokens, hidden, cancellationToken);
             var k = classifier.Classes;
             return Enumerable.Range(0, views.Count).Select(v => Numerics.Probabilities.ArgMax(logits.AsSpan(v * k, k))).ToArray();
         }

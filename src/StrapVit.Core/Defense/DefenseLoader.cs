@@ -6,17 +6,30 @@ namespace StrapVit.Core.Defense;
 /// <summary>The defense chosen for a model, or why none could be set up.</summary>
 public sealed record DefenseSetup(IPatchDefense? Defense, string? UnavailableReason, DefenseCalibration? Calibration) : IDisposable
 {
-    /// <summary>The split model the token variant owns, if any.</summary>
+    /// <summary>The split model the token variant runs on, if any.</summary>
     internal TokenSpaceModel? TokenModel { get; init; }
 
-    public void Dispose() => TokenModel?.Dispose();
+    /// <summary>Whether <see cref="TokenModel"/> was built for this setup (else it is shared and owned elsewhere).</summary>
+    internal bool OwnsTokenModel { get; init; }
+
+    public void Dispose()
+    {
+        if (OwnsTokenModel) TokenModel?.Dispose();
+    }
 }
 
 /// <summary>Finds the calibration for a package and builds the configured defense variant over it.</summary>
 public static class DefenseLoader
 {
+    /// <param name="package">The model package.</param>
+    /// <param name="classifier">Its classifier (the pixel variant runs on it).</param>
+    /// <param name="sessions">Session factory for a split model, when <paramref name="tokens"/> is not given.</param>
+    /// <param name="configured">Defense settings.</param>
+    /// <param name="cacheDirectory">Where a calibration may be cached.</param>
+    /// <param name="tokens">An already split model to share (its owner disposes it), or null to split one if needed.</param>
     public static DefenseSetup Create(
-        ModelPackage package, VitClassifier classifier, OnnxSessionFactory sessions, DefenseOptions configured, string? cacheDirectory)
+        ModelPackage package, VitClassifier classifier, OnnxSessionFactory sessions, DefenseOptions configured, string? cacheDirectory,
+        TokenSpaceModel? tokens = null)
     {
         var options = configured.Resolved();
         var path = DefenseCalibration.CandidatePaths(package, cacheDirectory).FirstOrDefault(File.Exists);
@@ -47,14 +60,18 @@ public static class DefenseLoader
                 calibration);
         }
 
-        var tokenModel = new TokenSpaceModel(package, sessions);
+        var tokenModel = tokens ?? new TokenSpaceModel(package, sessions);
         if (options.Neutralization is Neutralization.Drop or Neutralization.HybridDrop && !tokenModel.AcceptsShorterSequences)
         {
-            tokenModel.Dispose();
+            if (tokens is null) tokenModel.Dispose();
             return new DefenseSetup(null,
                 "Defense:Neutralization is Drop but this model's encoder only runs on the full token sequence; use Hybrid or Mean.", calibration);
         }
 
-        return new DefenseSetup(new TokenPatchDefense(tokenModel, calibration.Tokens, options), null, calibration) { TokenModel = tokenModel };
+        return new DefenseSetup(new TokenPatchDefense(tokenModel, calibration.Tokens, options), null, calibration)
+        {
+            TokenModel = tokenModel,
+            OwnsTokenModel = tokens is null,
+        };
     }
 }

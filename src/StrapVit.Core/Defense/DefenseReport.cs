@@ -56,5 +56,5 @@ public interface IPatchDefense
     string Variant { get; }
 
     /// <summary>Runs <paramref name="batch"/> images (back to back in <paramref name="pixels"/>), image i with seed <c>seeds[i]</c>.</summary>
-    DefendedLogits[] Run(ReadOnlySpan<float> pixels, int batch, DefenseMode mode, IReadOnlyList<int> seeds, Microsoft.ML.OnnxRuntime.RunOptions? runOptions = null);
+    DefendedLogits[] Run(ReadOnlySpan<float> pixels, int batch, DefenseMode mode, IReadOnlyList<int> seeds, CancellationToken cancellationToken = default);
 }

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Imaging;
 using StrapVit.Core.Inference;
@@ -23,7 +22,7 @@ public sealed class PixelPatchDefense(VitClassifier classifier, PixelReference r
 
     public string Variant => "pixel";
 
-    public DefendedLogits[] Run(ReadOnlySpan<float> pixels, int batch, DefenseMode mode, IReadOnlyList<int> seeds, RunOptions? runOptions = null)
+    public DefendedLogits[] Run(ReadOnlySpan<float> pixels, int batch, DefenseMode mode, IReadOnlyList<int> seeds, CancellationToken cancellationToken = default)
     {
         if (mode == DefenseMode.Off)
         {
@@ -60,7 +59,7 @@ public sealed class PixelPatchDefense(VitClassifier classifier, PixelReference r
                 (double[])scores.Clone());
         }
 
-        var logits = classifier.Logits(work, batch, runOptions);
+        var logits = classifier.Logits(work, batch, cancellationToken);
         var perImageMs = sw.Elapsed.TotalMilliseconds / batch;
         var k2 = classifier.ClassCount;
         var thresholds = reference.Threshold.Select(v => v * options.ThresholdScale).ToArray();

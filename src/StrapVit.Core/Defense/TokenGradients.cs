@@ -1,4 +1,3 @@
-using Google.Protobuf;
 using Onnx;
 using StrapVit.Core.Gradients;
 using StrapVit.Core.Inference;
@@ -55,8 +54,8 @@ public sealed class TokenGradients : IDisposable
         var builder = new GradientGraphBuilder();
         var wrapped = WrapEncoder(encoder, t, d);
         return GradientRunner.Create(
-            builder.Build(wrapped, GradientObjective.CrossEntropy).ToByteArray(),
-            builder.Build(wrapped, GradientObjective.Vjp).ToByteArray(),
+            builder.Build(wrapped, GradientObjective.CrossEntropy),
+            builder.Build(wrapped, GradientObjective.Vjp),
             sessions);
     }
 
@@ -72,7 +71,7 @@ public sealed class TokenGradients : IDisposable
 
     // The embedding has no classes: only its VJP graph exists.
     private static GradientRunner EmbeddingVjp(ModelProto embedding, int t, int d, OnnxSessionFactory sessions) =>
-        GradientRunner.CreateVjpOnly(new GradientGraphBuilder().Build(WrapEmbedding(embedding, t, d), GradientObjective.Vjp).ToByteArray(), sessions);
+        GradientRunner.CreateVjpOnly(new GradientGraphBuilder().Build(WrapEmbedding(embedding, t, d), GradientObjective.Vjp), sessions);
 
     private static ModelProto WrapEncoder(ModelProto encoder, int t, int d)
     {

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Inference;
 
@@ -21,7 +20,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
 {
     public string Variant => "token";
 
-    public DefendedLogits[] Run(ReadOnlySpan<float> pixels, int batch, DefenseMode mode, IReadOnlyList<int> seeds, RunOptions? runOptions = null)
+    public DefendedLogits[] Run(ReadOnlySpan<float> pixels, int batch, DefenseMode mode, IReadOnlyList<int> seeds, CancellationToken cancellationToken = default)
     {
         if (mode == DefenseMode.Off)
         {
@@ -36,7 +35,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             throw new InvalidOperationException($"The calibration is for {reference.TokenCount}x{reference.Dim} tokens, the model has {t}x{d}.");
         }
 
-        var tokens = model.Embed(pixels, batch, runOptions);
+        var tokens = model.Embed(pixels, batch, cancellationToken);
         var candidates = Enumerable.Range(first, t - first).ToArray();
         var scores = new double[t];
         var thresholds = reference.ThresholdsFor(options.Score)[first..].Select(v => v * options.ThresholdScale).ToArray();
@@ -54,7 +53,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             pending[i] = (flagged.Select(k => Flag(k, scores[k])).ToArray(), above, applied, scores[first..].ToArray());
         }
 
-        var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, runOptions) : model.Encode(tokens, batch, runOptions);
+        var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, cancellationToken) : model.Encode(tokens, batch, cancellationToken);
         var perImageMs = sw.Elapsed.TotalMilliseconds / batch;
         var k2 = logits.Length / batch;
         var modeName = mode == DefenseMode.Detect ? "detect" : "mitigate";

@@ -88,7 +88,7 @@ public sealed class AdaptivePatchAttack(
             var m = active.Count;
             var batch = new float[m * size];
             for (var a = 0; a < m; a++) x.AsSpan(active[a] * size, size).CopyTo(batch.AsSpan(a * size, size));
-            var clean = model.Embed(batch, m);
+            var clean = model.Embed(batch, m, ct);
             var tokenGrad = new float[clean.Length];
 
             // Detection does not depend on the draw: score and flag once, then neutralise once per draw, and run all
@@ -115,7 +115,7 @@ public sealed class AdaptivePatchAttack(
             }
 
             var dropped = Enumerable.Range(0, rows).Select(r => TokenPatchDefense.DroppedOf(detections[r % m].Flagged, plans[r])).ToArray();
-            var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(defended, rows, dropped) : model.Encode(defended, rows);
+            var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(defended, rows, dropped, ct) : model.Encode(defended, rows, ct);
             var cotangent = new float[rows * classes];
             for (var r = 0; r < rows; r++)
             {
@@ -130,7 +130,7 @@ public sealed class AdaptivePatchAttack(
                 cotangent[(r * classes) + y] = -1;
             }
 
-            var g = gradients.Encoder.Vjp(defended, cotangent, rows, null).PixelGrad;
+            var g = gradients.Encoder.Vjp(defended, cotangent, rows, ct).PixelGrad;
             for (var r = 0; r < rows; r++)
             {
                 var a = r % m;
@@ -153,7 +153,7 @@ public sealed class AdaptivePatchAttack(
                 AddEvasion(clean, m, tokenGrad, thresholds, settings, detections, allScores);
             }
 
-            var pixelGrad = gradients.Embedding.Vjp(batch, tokenGrad, m, null).PixelGrad;
+            var pixelGrad = gradients.Embedding.Vjp(batch, tokenGrad, m, ct).PixelGrad;
             var stepSize = (step < settings.Steps * 0.4 ? 4 : step < settings.Steps * 0.7 ? 2 : 1) / 255f;
             for (var a = 0; a < m; a++)
             {

@@ -1,4 +1,3 @@
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Certification;
 using StrapVit.Core.Defense;
@@ -55,14 +54,14 @@ public sealed class CertifySurrogateClassifier : IDifferentiableClassifier, IDis
 
     public int Classes => _views.Classes;
 
-    public float[] Logits(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions)
+    public float[] Logits(ReadOnlySpan<float> pixels, int batch, CancellationToken cancellationToken)
     {
-        var tokens = _views.Model.Embed(pixels, batch, runOptions);
+        var tokens = _views.Model.Embed(pixels, batch, cancellationToken);
         int t = _views.Model.TokenCount, d = _views.Model.Dim, k = _masks.Count;
         var logits = new float[batch * Classes];
         for (var i = 0; i < batch; i++)
         {
-            var views = _views.Logits(tokens.AsSpan(i * t * d, t * d), _masks.Masks, runOptions);
+            var views = _views.Logits(tokens.AsSpan(i * t * d, t * d), _masks.Masks, cancellationToken);
             for (var v = 0; v < k; v++)
             {
                 for (var c = 0; c < Classes; c++) logits[(i * Classes) + c] += views[(v * Classes) + c] / k;
@@ -72,14 +71,14 @@ public sealed class CertifySurrogateClassifier : IDifferentiableClassifier, IDis
         return logits;
     }
 
-    public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, RunOptions? runOptions)
+    public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, CancellationToken cancellationToken)
     {
         var perView = new long[batch * _masks.Count];
         for (var i = 0; i < perView.Length; i++) perView[i] = labels[i / _masks.Count];
-        return Run(pixels, batch, runOptions, (views, n) => _encoder.CrossEntropy(views, perView, n, runOptions));
+        return Run(pixels, batch, (views, n) => _encoder.CrossEntropy(views, perView, n, cancellationToken), cancellationToken);
     }
 
-    public GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, RunOptions? runOptions)
+    public GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, CancellationToken cancellationToken)
     {
         var k = _masks.Count;
         var perView = new float[batch * k * Classes];
@@ -88,14 +87,14 @@ public sealed class CertifySurrogateClassifier : IDifferentiableClassifier, IDis
             for (var c = 0; c < Classes; c++) perView[(r * Classes) + c] = logitsGrad[((r / k) * Classes) + c];
         }
 
-        return Run(pixels, batch, runOptions, (views, n) => _encoder.Vjp(views, perView, n, runOptions));
+        return Run(pixels, batch, (views, n) => _encoder.Vjp(views, perView, n, cancellationToken), cancellationToken);
     }
 
-    private GradientResult Run(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions, Func<float[], int, GradientResult> encoderGradient)
+    private GradientResult Run(ReadOnlySpan<float> pixels, int batch, Func<float[], int, GradientResult> encoderGradient, CancellationToken cancellationToken)
     {
         var model = _views.Model;
         int t = model.TokenCount, d = model.Dim, k = _masks.Count, n = batch * k;
-        var tokens = model.Embed(pixels, batch, runOptions);
+        var tokens = model.Embed(pixels, batch, cancellationToken);
         var views = new float[n * _length * d];
         for (var i = 0; i < batch; i++)
         {
@@ -143,7 +142,7 @@ public sealed class CertifySurrogateClassifier : IDifferentiableClassifier, IDis
             if (loss is not null) loss[r / k] += encoder.Loss![r] / k;
         }
 
-        var pixelGrad = _embedding.Vjp(pixels, tokenGrad, batch, runOptions).PixelGrad;
+        var pixelGrad = _embedding.Vjp(pixels, tokenGrad, batch, cancellationToken).PixelGrad;
         return new GradientResult(batch, Classes, logits, loss, pixelGrad);
     }
 

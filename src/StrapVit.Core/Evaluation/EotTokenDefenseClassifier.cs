@@ -1,4 +1,3 @@
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Gradients;
@@ -28,28 +27,28 @@ public sealed class EotTokenDefenseClassifier(
 
     public int Classes => model.Manifest.Labels.Count;
 
-    public float[] Logits(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions)
+    public float[] Logits(ReadOnlySpan<float> pixels, int batch, CancellationToken cancellationToken)
     {
-        var (tokens, plans) = Defend(model.Embed(pixels, batch, runOptions), batch);
+        var (tokens, plans) = Defend(model.Embed(pixels, batch, cancellationToken), batch);
         var dropped = plans.Select(p => TokenPatchDefense.DroppedOf(p.Select(x => x.Token).ToArray(), p.Select(x => x.Steps).ToArray())).ToArray();
-        return dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, runOptions) : model.Encode(tokens, batch, runOptions);
+        return dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, cancellationToken) : model.Encode(tokens, batch, cancellationToken);
     }
 
-    public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, RunOptions? runOptions)
+    public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, CancellationToken cancellationToken)
     {
         var labelArray = labels.ToArray();
-        return Average(pixels, batch, runOptions, defended => gradients.Encoder.CrossEntropy(defended, labelArray, batch, runOptions));
+        return Average(pixels, batch, defended => gradients.Encoder.CrossEntropy(defended, labelArray, batch, cancellationToken), cancellationToken);
     }
 
-    public GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, RunOptions? runOptions)
+    public GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, CancellationToken cancellationToken)
     {
         var cotangent = logitsGrad.ToArray();
-        return Average(pixels, batch, runOptions, defended => gradients.Encoder.Vjp(defended, cotangent, batch, runOptions));
+        return Average(pixels, batch, defended => gradients.Encoder.Vjp(defended, cotangent, batch, cancellationToken), cancellationToken);
     }
 
-    private GradientResult Average(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions, Func<float[], GradientResult> encoderGradient)
+    private GradientResult Average(ReadOnlySpan<float> pixels, int batch, Func<float[], GradientResult> encoderGradient, CancellationToken cancellationToken)
     {
-        var clean = model.Embed(pixels, batch, runOptions);
+        var clean = model.Embed(pixels, batch, cancellationToken);
         var logits = new float[batch * Classes];
         var grad = new float[pixels.Length];
         float[]? loss = null;
@@ -68,7 +67,7 @@ public sealed class EotTokenDefenseClassifier(
                 }
             }
 
-            var pixelGrad = gradients.Embedding.Vjp(pixels, tokenGrad, batch, runOptions).PixelGrad;
+            var pixelGrad = gradients.Embedding.Vjp(pixels, tokenGrad, batch, cancellationToken).PixelGrad;
             for (var i = 0; i < grad.Length; i++) grad[i] += pixelGrad[i] / samples;
             for (var i = 0; i < logits.Length; i++) logits[i] += encoder.Logits[i] / samples;
             if (encoder.Loss is { } l)

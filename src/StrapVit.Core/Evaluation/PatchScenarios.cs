@@ -89,7 +89,7 @@ public static class PatchScenarios
         }
 
         var quantized = Attack.Quantize(pixels);
-        var logits = model.Logits(quantized, set.Count, null);
+        var logits = model.Logits(quantized, set.Count, CancellationToken.None);
         var hits = Enumerable.Range(0, set.Count).Count(i => set.Labels[i] != target
             && Numerics.Probabilities.ArgMax(logits.AsSpan(i * model.Classes, model.Classes)) == target);
         var eligible = set.Labels.Count(l => l != target);

@@ -1,4 +1,3 @@
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Imaging;
 using StrapVit.Core.Numerics;
@@ -26,9 +25,7 @@ public static class GradientSaliency
             throw new AttackParameterException("class", $"Class {classIndex} is outside [0, {model.Classes - 1}].");
         }
 
-        using var runOptions = new RunOptions();
-        using var registration = cancellationToken.Register(() => runOptions.Terminate = true);
-        var context = new AttackContext(model, runOptions, cancellationToken);
+        var context = new AttackContext(model, cancellationToken);
         var logits = context.Logits(image.Data, 1);
         var c = classIndex ?? Probabilities.ArgMax(logits);
         var cotangent = new float[model.Classes];

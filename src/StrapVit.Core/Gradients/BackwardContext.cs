@@ -205,30 +205,6 @@ internal sealed class BackwardContext
         return tensor.Name;
     }
 
-    /// <summary>A new initializer holding the transpose of 2-D float initializer <paramref name="name"/>, or null when
-    /// <paramref name="name"/> is not one (computed or pixel-dependent tensors).</summary>
-    public string? TransposedInitializer(string name)
-    {
-        if (IsDiff(name)) return null;
-        var key = "T:" + name;
-        if (constantCache.TryGetValue(key, out var cached)) return cached;
-        var init = graph.Initializer.FirstOrDefault(i => i.Name == name);
-        if (init is null || init.Dims.Count != 2 || init.DataType != OnnxProto.Float) return null;
-        var values = OnnxProto.ReadFloats(init);
-        var (rows, cols) = ((int)init.Dims[0], (int)init.Dims[1]);
-        if (values is null || values.Length != rows * cols) return null;
-        var transposed = new float[values.Length];
-        for (var r = 0; r < rows; r++)
-        {
-            for (var c = 0; c < cols; c++)
-            {
-                transposed[(c * rows) + r] = values[(r * cols) + c];
-            }
-        }
-
-        return constantCache[key] = FloatConstant([cols, rows], transposed);
-    }
-
     // ---- shape helpers ----
 
     /// <summary>The shape of a forward tensor as an int64 tensor: a constant when it has no batch dim.</summary>

@@ -1,8 +1,8 @@
-using System.Buffers;
 using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
+using Onnx;
 
 namespace StrapVit.Core.Gradients;
 
@@ -18,10 +18,10 @@ public sealed class GradientRunner : IDisposable
     private static readonly string[] VjpInputs = [GradientGraphNames.PixelValues, GradientGraphNames.LogitsGrad];
     private static readonly string[] VjpOutputs = [GradientGraphNames.Logits, GradientGraphNames.PixelGrad];
 
-    private readonly OrtSession crossEntropy;
-    private readonly OrtSession vjp;
+    private readonly OnnxRunner crossEntropy;
+    private readonly OnnxRunner vjp;
 
-    private GradientRunner(OrtSession crossEntropy, OrtSession vjp)
+    private GradientRunner(OnnxRunner crossEntropy, OnnxRunner vjp)
     {
         this.crossEntropy = crossEntropy;
         this.vjp = vjp;
@@ -51,38 +51,47 @@ public sealed class GradientRunner : IDisposable
     /// <summary>The execution provider the sessions really run on.</summary>
     public string ExecutionProvider { get; }
 
-    /// <summary>Builds (or loads from <paramref name="graphs"/>' cache) both gradient graphs of a package and opens their sessions.</summary>
+    /// <summary>
+    /// Builds (or loads from <paramref name="graphs"/>' cache) both gradient graphs of a package and opens their
+    /// sessions, over the factory's shared weights when it has them.
+    /// </summary>
     /// <exception cref="GradientGraphException">The package's graph cannot be differentiated.</exception>
     public static GradientRunner Create(ModelPackage package, GradientGraphs graphs, OnnxSessionFactory sessions)
     {
         ArgumentNullException.ThrowIfNull(graphs);
+        ArgumentNullException.ThrowIfNull(sessions);
+        if (sessions.Weights is { } weights)
+        {
+            return Create(graphs.Get(package, GradientObjective.CrossEntropy, weights), graphs.Get(package, GradientObjective.Vjp, weights), sessions);
+        }
+
         return Create(graphs.Get(package, GradientObjective.CrossEntropy), graphs.Get(package, GradientObjective.Vjp), sessions);
     }
 
-    /// <summary>Opens sessions on already serialized gradient models (cross-entropy and vjp objectives).</summary>
+    /// <summary>Opens sessions on already serialized, self-contained gradient models (cross-entropy and vjp objectives).</summary>
     public static GradientRunner Create(byte[] crossEntropyModel, byte[] vjpModel, OnnxSessionFactory sessions)
     {
         ArgumentNullException.ThrowIfNull(sessions);
-        var ce = sessions.Create(crossEntropyModel, "gradient (cross-entropy)");
-        try
-        {
-            return new GradientRunner(ce, sessions.Create(vjpModel, "gradient (vjp)"));
-        }
-        catch
-        {
-            ce.Dispose();
-            throw;
-        }
+        return Create(() => sessions.Create(crossEntropyModel, "gradient (cross-entropy)"), () => sessions.Create(vjpModel, "gradient (vjp)"));
+    }
+
+    /// <summary>Opens sessions on gradient models, over the factory's shared weights when it has them (the models may be rewritten in place).</summary>
+    public static GradientRunner Create(ModelProto crossEntropyModel, ModelProto vjpModel, OnnxSessionFactory sessions)
+    {
+        ArgumentNullException.ThrowIfNull(sessions);
+        return Create(
+            () => sessions.Create(crossEntropyModel, "gradient (cross-entropy)", gradient: true),
+            () => sessions.Create(vjpModel, "gradient (vjp)", gradient: true));
     }
 
     /// <summary>
     /// A runner of a VJP graph alone, for a sub-graph without classes (e.g. the defense's embedding): one session,
     /// and <see cref="CrossEntropy"/> is not available.
     /// </summary>
-    public static GradientRunner CreateVjpOnly(byte[] vjpModel, OnnxSessionFactory sessions)
+    public static GradientRunner CreateVjpOnly(ModelProto vjpModel, OnnxSessionFactory sessions)
     {
         ArgumentNullException.ThrowIfNull(sessions);
-        var session = sessions.Create(vjpModel, "gradient (vjp)");
+        var session = sessions.Create(vjpModel, "gradient (vjp)", gradient: true);
         try
         {
             return new GradientRunner(session, session);
@@ -94,12 +103,27 @@ public sealed class GradientRunner : IDisposable
         }
     }
 
+    private static GradientRunner Create(Func<OnnxRunner> crossEntropy, Func<OnnxRunner> vjp)
+    {
+        var ce = crossEntropy();
+        try
+        {
+            return new GradientRunner(ce, vjp());
+        }
+        catch
+        {
+            ce.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Logits, per-sample cross-entropy against <paramref name="labels"/> and d(Σ loss)/d pixels.</summary>
     /// <param name="pixels">[N, C, H, W] in [0, 1], N = <paramref name="batch"/>.</param>
     /// <param name="labels">[N] class indices in [0, K).</param>
     /// <param name="batch">N, at least 1.</param>
-    /// <param name="runOptions">Per-call options, e.g. wired to a request's cancellation; null for defaults.</param>
-    public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, RunOptions? runOptions = null)
+    /// <param name="cancellationToken">Stops the run, e.g. when a request is aborted.</param>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, CancellationToken cancellationToken = default)
     {
         if (ReferenceEquals(crossEntropy, vjp)) throw new InvalidOperationException("This runner has only a VJP graph.");
         CheckPixels(pixels, batch);
@@ -109,16 +133,18 @@ public sealed class GradientRunner : IDisposable
             if (label < 0 || label >= Classes) throw new ArgumentOutOfRangeException(nameof(labels), label, $"Labels must be in [0, {Classes}).");
         }
 
-        var outputs = Run(crossEntropy, CrossEntropyInputs, CrossEntropyOutputs, pixels, batch, labels, default, runOptions);
-        return new GradientResult(batch, Classes, outputs[0], outputs[1], outputs[2]);
+        var result = new GradientResult(batch, Classes, new float[batch * Classes], new float[batch], new float[batch * SampleSize]);
+        Run(crossEntropy, CrossEntropyInputs, CrossEntropyOutputs, pixels, batch, labels, default, result, cancellationToken);
+        return result;
     }
 
     /// <summary>Logits and the vector-Jacobian product Jᵀ·<paramref name="logitsGrad"/> with respect to the pixels.</summary>
     /// <param name="pixels">[N, C, H, W] in [0, 1], N = <paramref name="batch"/>.</param>
     /// <param name="logitsGrad">[N, K] cotangent of the logits (e.g. a one-hot row picks one class's gradient).</param>
     /// <param name="batch">N, at least 1.</param>
-    /// <param name="runOptions">Per-call options; null for defaults.</param>
-    public GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, RunOptions? runOptions = null)
+    /// <param name="cancellationToken">Stops the run.</param>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, CancellationToken cancellationToken = default)
     {
         CheckPixels(pixels, batch);
         if (logitsGrad.Length != batch * Classes)
@@ -126,8 +152,9 @@ public sealed class GradientRunner : IDisposable
             throw new ArgumentException($"Expected {batch}x{Classes} logit cotangents, got {logitsGrad.Length}.", nameof(logitsGrad));
         }
 
-        var outputs = Run(vjp, VjpInputs, VjpOutputs, pixels, batch, default, logitsGrad, runOptions);
-        return new GradientResult(batch, Classes, outputs[0], null, outputs[1]);
+        var result = new GradientResult(batch, Classes, new float[batch * Classes], null, new float[batch * SampleSize]);
+        Run(vjp, VjpInputs, VjpOutputs, pixels, batch, default, logitsGrad, result, cancellationToken);
+        return result;
     }
 
     public void Dispose()
@@ -145,44 +172,24 @@ public sealed class GradientRunner : IDisposable
         }
     }
 
-    private float[][] Run(OrtSession session, string[] inputNames, string[] outputNames, ReadOnlySpan<float> pixels, int batch,
-        ReadOnlySpan<long> labels, ReadOnlySpan<float> logitsGrad, RunOptions? runOptions)
+    /// <summary>One fused forward + backward run; ONNX Runtime reads the pinned inputs and writes into <paramref name="result"/>'s arrays.</summary>
+    private unsafe void Run(OnnxRunner session, string[] inputNames, string[] outputNames, ReadOnlySpan<float> pixels, int batch,
+        ReadOnlySpan<long> labels, ReadOnlySpan<float> logitsGrad, GradientResult result, CancellationToken cancellationToken)
     {
-        // The spans are copied into pooled arrays because ORT needs pinned memory that outlives this frame's spans.
-        var pixelBuffer = ArrayPool<float>.Shared.Rent(pixels.Length);
-        var labelBuffer = labels.IsEmpty ? null : ArrayPool<long>.Shared.Rent(labels.Length);
-        var gradBuffer = logitsGrad.IsEmpty ? null : ArrayPool<float>.Shared.Rent(logitsGrad.Length);
-        RunOptions? ownOptions = runOptions is null ? new RunOptions() : null;
-        try
+        fixed (float* pixelData = pixels)
+        fixed (long* labelData = labels)
+        fixed (float* gradData = logitsGrad)
         {
-            pixels.CopyTo(pixelBuffer);
-            using var pixelValue = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance,
-                new Memory<float>(pixelBuffer, 0, pixels.Length), [batch, Channels, Height, Width]);
-            OrtValue second;
-            if (labelBuffer is not null)
-            {
-                labels.CopyTo(labelBuffer);
-                second = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, new Memory<long>(labelBuffer, 0, labels.Length), [batch]);
-            }
-            else
-            {
-                logitsGrad.CopyTo(gradBuffer!);
-                second = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, new Memory<float>(gradBuffer, 0, logitsGrad.Length), [batch, Classes]);
-            }
-
-            using (second)
-            {
-                using var activity = CoreActivities.OnnxRun("gradient", batch, session.ExecutionProvider);
-                using var results = session.Session.Run(runOptions ?? ownOptions!, inputNames, [pixelValue, second], outputNames);
-                return results.Select(r => r.GetTensorDataAsSpan<float>().ToArray()).ToArray();
-            }
-        }
-        finally
-        {
-            ownOptions?.Dispose();
-            ArrayPool<float>.Shared.Return(pixelBuffer);
-            if (labelBuffer is not null) ArrayPool<long>.Shared.Return(labelBuffer);
-            if (gradBuffer is not null) ArrayPool<float>.Shared.Return(gradBuffer);
+            using var pixelValue = OnnxRunner.Pinned(pixelData, pixels.Length, [batch, Channels, Height, Width]);
+            using var second = labels.IsEmpty
+                ? OnnxRunner.Pinned(gradData, logitsGrad.Length, [batch, Classes])
+                : OnnxRunner.Pinned(labelData, labels.Length, [batch]);
+            using var logits = OnnxRunner.Output(result.Logits, [batch, Classes]);
+            using var loss = result.Loss is null ? null : OnnxRunner.Output(result.Loss, [batch]);
+            using var pixelGrad = OnnxRunner.Output(result.PixelGrad, [batch, Channels, Height, Width]);
+            OrtValue[] outputs = loss is null ? [logits, pixelGrad] : [logits, loss, pixelGrad];
+            using var activity = CoreActivities.OnnxRun("gradient", batch, session.ExecutionProvider);
+            session.Run(inputNames, [pixelValue, second], outputNames, outputs, cancellationToken);
         }
     }
 }

@@ -28,4 +28,11 @@ public sealed class InferenceOptions
 
     /// <summary>Largest batch a single ONNX Runtime run may take.</summary>
     public int MaxBatchSize { get; set; } = 64;
+
+    /// <summary>
+    /// Whether the model's sessions (forward, token split, gradients) share one copy of the weights. On: memory close
+    /// to one plain ONNX Runtime session; weights are not prepacked, which costs large models some speed. Off: every
+    /// session embeds and prepacks its own copy (fastest, several times the memory).
+    /// </summary>
+    public bool ShareWeights { get; set; } = true;
 }

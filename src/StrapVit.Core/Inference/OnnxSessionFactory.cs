@@ -1,25 +1,55 @@
+using Google.Protobuf;
 using Microsoft.Extensions.Logging;
 using Microsoft.ML.OnnxRuntime;
+using Onnx;
 
 namespace StrapVit.Core.Inference;
-
-/// <summary>A created session and the execution provider it really runs on.</summary>
-public sealed record OrtSession(InferenceSession Session, string ExecutionProvider) : IDisposable
-{
-    public void Dispose() => Session.Dispose();
-}
 
 /// <summary>
 /// Creates ONNX Runtime sessions on the configured device. <see cref="InferenceDevice.Auto"/> tries CUDA and falls back
 /// to CPU: appending the CUDA provider throws when its libraries cannot load, and that is the only reliable probe
-/// (<c>GetAvailableProviders()</c> lists CUDA even when it cannot load).
+/// (<c>GetAvailableProviders()</c> lists CUDA even when it cannot load). With <see cref="Weights"/>, sessions created
+/// from a <see cref="ModelProto"/> take the model's weights from that one shared copy instead of embedding their own.
 /// </summary>
-public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger<OnnxSessionFactory> logger)
+public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger<OnnxSessionFactory> logger, SharedWeights? weights = null)
 {
     public const string Cuda = "CUDAExecutionProvider";
     public const string Cpu = "CPUExecutionProvider";
 
-    public OrtSession Create(byte[] model, string purpose)
+    /// <summary>The weights every session of this factory shares, or null when each session embeds its own.</summary>
+    public SharedWeights? Weights => weights;
+
+    /// <summary>A session on a serialized, self-contained model.</summary>
+    public OnnxRunner Create(byte[] model, string purpose) => Create(so => new InferenceSession(model, so), purpose, shared: false);
+
+    /// <summary>
+    /// A session on <paramref name="model"/>, over the shared weights when the factory has them: the model's copies
+    /// of those weights are replaced by references in place, so pass a graph you no longer need whole.
+    /// </summary>
+    /// <param name="model">The graph.</param>
+    /// <param name="purpose">For logs.</param>
+    /// <param name="gradient">
+    /// A gradient graph: over shared weights its constant folding is off, because folding the backward pass's
+    /// <c>Transpose(W)</c> would give every gradient session a private transposed copy of the weights; unfolded,
+    /// ONNX Runtime fuses each into a MatMul that reads W transposed.
+    /// </param>
+    public OnnxRunner Create(ModelProto model, string purpose, bool gradient = false)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (weights is null) return Create(model.ToByteArray(), purpose);
+        var names = weights.Detach(model);
+        if (names.Count == 0) return Create(model.ToByteArray(), purpose);
+        var bytes = model.ToByteArray();
+        return Create(so =>
+        {
+            so.AddSessionConfigEntry("session.disable_prepacking", "1");
+            if (gradient) so.AddSessionConfigEntry("optimization.disable_specified_optimizers", "ConstantFolding");
+            weights.AddTo(so, names);
+            return new InferenceSession(bytes, so);
+        }, purpose, shared: true);
+    }
+
+    private OnnxRunner Create(Func<SessionOptions, InferenceSession> open, string purpose, bool shared)
     {
         using var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
         if (options.IntraOpThreads > 0)
@@ -41,14 +71,14 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
             }
         }
 
-        var session = new InferenceSession(model, so);
-        LogSessionCreated(logger, purpose, provider);
-        return new OrtSession(session, provider);
+        var session = open(so);
+        LogSessionCreated(logger, purpose, provider, shared);
+        return new OnnxRunner(session, provider);
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "CUDA execution provider unavailable for {Purpose}; falling back to CPU: {Reason}")]
     private static partial void LogCudaFallback(ILogger logger, string purpose, string reason);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "ONNX Runtime session for {Purpose} created on {ExecutionProvider}")]
-    private static partial void LogSessionCreated(ILogger logger, string purpose, string executionProvider);
+    [LoggerMessage(Level = LogLevel.Information, Message = "ONNX Runtime session for {Purpose} created on {ExecutionProvider} (shared weights: {Shared})")]
+    private static partial void LogSessionCreated(ILogger logger, string purpose, string executionProvider, bool shared);
 }

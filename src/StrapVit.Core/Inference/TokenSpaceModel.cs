@@ -1,4 +1,4 @@
-using Google.Protobuf;
+using System.Buffers;
 using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Models;
@@ -12,21 +12,35 @@ namespace StrapVit.Core.Inference;
 /// </summary>
 public sealed class TokenSpaceModel : IDisposable
 {
-    private readonly OrtSession _embed;
-    private readonly OrtSession _encode;
+    private static readonly string[] PixelNames = [ForwardGraph.PixelInput];
+    private static readonly string[] TokenNames = [TokenGraphSplitter.TokensName];
+    private static readonly string[] LogitNames = [ForwardGraph.LogitsOutput];
+
+    private readonly OnnxRunner _embed;
+    private readonly OnnxRunner _encode;
 
     /// <exception cref="ModelPackageException">The package has no tokens tensor, or the split fails.</exception>
     public TokenSpaceModel(ModelPackage package, OnnxSessionFactory factory)
+        : this(package, ForwardGraph.LoadNormalized(package), factory)
     {
+    }
+
+    /// <summary>The split of an already loaded normalized forward graph (which is not modified).</summary>
+    /// <exception cref="ModelPackageException">The package has no tokens tensor, or the split fails.</exception>
+    public TokenSpaceModel(ModelPackage package, global::Onnx.ModelProto forward, OnnxSessionFactory factory)
+    {
+        ArgumentNullException.ThrowIfNull(package);
+        ArgumentNullException.ThrowIfNull(factory);
         var tokens = package.Manifest.Tokens
             ?? throw new ModelPackageException("model.json has no 'tokens' entry, so the model cannot be split into embedding and encoder.");
-        var split = TokenGraphSplitter.Split(ForwardGraph.LoadNormalized(package), tokens.Tensor);
+        var split = TokenGraphSplitter.Split(forward, tokens.Tensor);
         Manifest = package.Manifest;
+        _embed = factory.Create(split.Embedding, "token embedding");
+        // Over shared weights the graph now refers to them instead of holding them; the structure is all it is read for.
         EmbeddingGraph = split.Embedding;
-        _embed = factory.Create(split.Embedding.ToByteArray(), "token embedding");
         try
         {
-            _encode = factory.Create(split.Encoder.ToByteArray(), "token encoder");
+            _encode = factory.Create(split.Encoder, "token encoder");
         }
         catch
         {
@@ -34,7 +48,7 @@ public sealed class TokenSpaceModel : IDisposable
             throw;
         }
 
-        var probe = Embed(new float[Manifest.Input.Size], 1);
+        var probe = EmbedProbe();
         GridRows = Manifest.Input.Height / Manifest.PatchSize;
         GridCols = Manifest.Input.Width / Manifest.PatchSize;
         HasClassToken = tokens.ClassToken;
@@ -69,34 +83,43 @@ public sealed class TokenSpaceModel : IDisposable
     public int GridCols { get; }
 
     /// <summary>Tokens <c>[N, T, D]</c> of <paramref name="batch"/> images in [0, 1] pixel space.</summary>
-    public float[] Embed(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions = null)
+    public float[] Embed(ReadOnlySpan<float> pixels, int batch, CancellationToken cancellationToken = default)
     {
         var input = Manifest.Input;
-        return Run(_embed, "embed", ForwardGraph.PixelInput, pixels, [batch, input.Channels, input.Height, input.Width], TokenGraphSplitter.TokensName, runOptions);
+        var result = new float[batch * TokenCount * Dim];
+        Run(_embed, "embed", PixelNames, pixels, [batch, input.Channels, input.Height, input.Width], TokenNames, result, [batch, TokenCount, Dim], cancellationToken);
+        return result;
     }
 
     /// <summary>Logits <c>[N, K]</c> from tokens <c>[N, T, D]</c>.</summary>
-    public float[] Encode(ReadOnlySpan<float> tokens, int batch, RunOptions? runOptions = null) =>
-        Encode(tokens, batch, TokenCount, runOptions);
+    public float[] Encode(ReadOnlySpan<float> tokens, int batch, CancellationToken cancellationToken = default) =>
+        Encode(tokens, batch, TokenCount, cancellationToken);
 
     /// <summary>
     /// Logits <c>[N, K]</c> from a sequence of <paramref name="tokenCount"/> tokens <c>[N, T', D]</c>. An encoder
     /// that reshapes by Shape/Gather takes a shorter sequence (tokens dropped from attention); one with a fixed
     /// sequence length throws <see cref="OnnxRuntimeException"/>.
     /// </summary>
-    public float[] Encode(ReadOnlySpan<float> tokens, int batch, int tokenCount, RunOptions? runOptions = null) =>
-        Run(_encode, "encoder", TokenGraphSplitter.TokensName, tokens, [batch, tokenCount, Dim], ForwardGraph.LogitsOutput, runOptions);
+    public float[] Encode(ReadOnlySpan<float> tokens, int batch, int tokenCount, CancellationToken cancellationToken = default)
+    {
+        var result = new float[batch * Manifest.Labels.Count];
+        Encode(tokens, batch, tokenCount, result, cancellationToken);
+        return result;
+    }
+
+    private void Encode(ReadOnlySpan<float> tokens, int batch, int tokenCount, Memory<float> logits, CancellationToken cancellationToken) =>
+        Run(_encode, "encoder", TokenNames, tokens, [batch, tokenCount, Dim], LogitNames, logits, [batch, Manifest.Labels.Count], cancellationToken);
 
     /// <summary>
     /// Logits <c>[N, K]</c> from tokens <c>[N, T, D]</c> with <paramref name="dropped"/>[i] removed from image i's
     /// sequence before the encoder: those tokens take no part in attention at all. Needs an encoder that takes any
     /// sequence length (<see cref="AcceptsShorterSequences"/>).
     /// </summary>
-    public float[] EncodeDropping(ReadOnlySpan<float> tokens, int batch, IReadOnlyList<IReadOnlyCollection<int>> dropped, RunOptions? runOptions = null)
+    public float[] EncodeDropping(ReadOnlySpan<float> tokens, int batch, IReadOnlyList<IReadOnlyCollection<int>> dropped, CancellationToken cancellationToken = default)
     {
         var all = Enumerable.Range(0, TokenCount);
         var kept = Enumerable.Range(0, batch).Select(i => all.Where(k => !dropped[i].Contains(k)).ToArray()).ToArray();
-        return EncodeKept(tokens, Enumerable.Range(0, batch).ToArray(), kept, int.MaxValue, runOptions);
+        return EncodeKept(tokens, Enumerable.Range(0, batch).ToArray(), kept, int.MaxValue, cancellationToken);
     }
 
     /// <summary>
@@ -104,7 +127,7 @@ public sealed class TokenSpaceModel : IDisposable
     /// <paramref name="tokens"/> <c>[N, T, D]</c> at positions <paramref name="kept"/>[r], in that order. Rows that keep
     /// as many tokens run together, at most <paramref name="maxBatch"/> per ONNX Runtime run.
     /// </summary>
-    public float[] EncodeKept(ReadOnlySpan<float> tokens, IReadOnlyList<int> source, IReadOnlyList<int[]> kept, int maxBatch, RunOptions? runOptions = null)
+    public float[] EncodeKept(ReadOnlySpan<float> tokens, IReadOnlyList<int> source, IReadOnlyList<int[]> kept, int maxBatch, CancellationToken cancellationToken = default)
     {
         int t = TokenCount, d = Dim, classes = Manifest.Labels.Count;
         var logits = new float[kept.Count * classes];
@@ -113,21 +136,34 @@ public sealed class TokenSpaceModel : IDisposable
             var length = group.Key;
             foreach (var chunk in group.Chunk(maxBatch))
             {
-                var compact = new float[chunk.Length * length * d];
-                for (var c = 0; c < chunk.Length; c++)
+                // The kept tokens are gathered into one pooled buffer; logits land in a pooled buffer and are scattered
+                // to their rows (contiguous groups are written in place).
+                var compact = ArrayPool<float>.Shared.Rent(chunk.Length * length * d);
+                var contiguous = chunk.Select((r, c) => r - c).Distinct().Count() == 1;
+                var part = contiguous ? null : ArrayPool<float>.Shared.Rent(chunk.Length * classes);
+                try
                 {
-                    var image = source[chunk[c]] * t;
-                    var positions = kept[chunk[c]];
-                    for (var j = 0; j < length; j++)
+                    for (var c = 0; c < chunk.Length; c++)
                     {
-                        tokens.Slice((image + positions[j]) * d, d).CopyTo(compact.AsSpan(((c * length) + j) * d, d));
+                        var image = source[chunk[c]] * t;
+                        var positions = kept[chunk[c]];
+                        for (var j = 0; j < length; j++)
+                        {
+                            tokens.Slice((image + positions[j]) * d, d).CopyTo(compact.AsSpan(((c * length) + j) * d, d));
+                        }
+                    }
+
+                    var output = part is null ? logits.AsMemory(chunk[0] * classes, chunk.Length * classes) : part.AsMemory(0, chunk.Length * classes);
+                    Encode(compact.AsSpan(0, chunk.Length * length * d), chunk.Length, length, output, cancellationToken);
+                    for (var c = 0; part is not null && c < chunk.Length; c++)
+                    {
+                        part.AsSpan(c * classes, classes).CopyTo(logits.AsSpan(chunk[c] * classes, classes));
                     }
                 }
-
-                var part = Encode(compact, chunk.Length, length, runOptions);
-                for (var c = 0; c < chunk.Length; c++)
+                finally
                 {
-                    part.AsSpan(c * classes, classes).CopyTo(logits.AsSpan(chunk[c] * classes, classes));
+                    ArrayPool<float>.Shared.Return(compact);
+                    if (part is not null) ArrayPool<float>.Shared.Return(part);
                 }
             }
         }
@@ -152,14 +188,28 @@ public sealed class TokenSpaceModel : IDisposable
         }
     }
 
-    private static float[] Run(OrtSession session, string graph, string inputName, ReadOnlySpan<float> data, long[] shape, string outputName, RunOptions? runOptions)
+    private static unsafe void Run(OnnxRunner session, string graph, string[] inputNames, ReadOnlySpan<float> data, long[] shape, string[] outputNames, Memory<float> output, long[] outputShape, CancellationToken cancellationToken)
     {
-        var buffer = data.ToArray();
-        using var tensor = OrtValue.CreateTensorValueFromMemory(buffer, shape);
-        using var ro = runOptions is null ? new RunOptions() : null;
-        using var activity = CoreActivities.OnnxRun(graph, (int)shape[0], session.ExecutionProvider);
-        using var results = session.Session.Run(runOptions ?? ro!, [inputName], [tensor], [outputName]);
-        return results[0].GetTensorDataAsSpan<float>().ToArray();
+        fixed (float* pointer = data)
+        {
+            using var tensor = OnnxRunner.Pinned(pointer, data.Length, shape);
+            using var result = OnnxRunner.Output(output, outputShape);
+            using var activity = CoreActivities.OnnxRun(graph, (int)shape[0], session.ExecutionProvider);
+            session.Run(inputNames, [tensor], outputNames, [result], cancellationToken);
+        }
+    }
+
+    /// <summary>One embedding of a blank image with ONNX Runtime's own output, to learn T·D before any buffer is sized by them.</summary>
+    private unsafe float[] EmbedProbe()
+    {
+        var input = Manifest.Input;
+        var pixels = new float[input.Size];
+        fixed (float* pointer = pixels)
+        {
+            using var tensor = OnnxRunner.Pinned(pointer, pixels.Length, [1, input.Channels, input.Height, input.Width]);
+            using var results = _embed.RunAllocated(PixelNames, [tensor], TokenNames);
+            return results[0].GetTensorDataAsSpan<float>().ToArray();
+        }
     }
 
     public void Dispose()

@@ -14,18 +14,30 @@ namespace StrapVit.Core.Inference;
 /// </summary>
 public sealed class VitClassifier : IDisposable
 {
-    private readonly OrtSession _session;
+    private static readonly string[] InputNames = [ForwardGraph.PixelInput];
+    private static readonly string[] OutputNames = [ForwardGraph.LogitsOutput];
+
+    private readonly OnnxRunner _session;
     private readonly int _maxBatch;
 
     /// <exception cref="ModelPackageException">The graph cannot be loaded or disagrees with the manifest.</exception>
     public VitClassifier(ModelPackage package, OnnxSessionFactory factory, InferenceOptions options)
+        : this(package, ForwardGraph.LoadNormalized(package), factory, options)
     {
+    }
+
+    /// <summary>The classifier over an already loaded normalized forward graph, which the factory may rewrite in place (shared weights).</summary>
+    /// <exception cref="ModelPackageException">The graph cannot be loaded or disagrees with the manifest.</exception>
+    public VitClassifier(ModelPackage package, global::Onnx.ModelProto forward, OnnxSessionFactory factory, InferenceOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(package);
+        ArgumentNullException.ThrowIfNull(factory);
+        ArgumentNullException.ThrowIfNull(options);
         Package = package;
         _maxBatch = Math.Max(1, options.MaxBatchSize);
-        var bytes = ForwardGraph.LoadNormalizedBytes(package);
         try
         {
-            _session = factory.Create(bytes, "classifier");
+            _session = factory.Create(forward, "classifier");
         }
         catch (OnnxRuntimeException ex)
         {
@@ -53,7 +65,8 @@ public sealed class VitClassifier : IDisposable
     public int ClassCount => Manifest.Labels.Count;
 
     /// <summary>Logits <c>[N, K]</c> for <paramref name="batch"/> images laid out back to back in <paramref name="pixels"/>.</summary>
-    public float[] Logits(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions = null)
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public float[] Logits(ReadOnlySpan<float> pixels, int batch, CancellationToken cancellationToken = default)
     {
         var size = Manifest.Input.Size;
         if (pixels.Length != batch * size)
@@ -66,17 +79,18 @@ public sealed class VitClassifier : IDisposable
         for (var start = 0; start < batch; start += _maxBatch)
         {
             var n = Math.Min(_maxBatch, batch - start);
-            RunChunk(pixels.Slice(start * size, n * size), n, result.AsSpan(start * k, n * k), runOptions);
+            RunChunk(pixels.Slice(start * size, n * size), n, result.AsMemory(start * k, n * k), cancellationToken);
         }
 
         return result;
     }
 
     /// <summary>Classifies one image, returning the <paramref name="topK"/> best classes.</summary>
-    public Classification Classify(ImageTensor image, int topK, RunOptions? runOptions = null)
+    public Classification Classify(ImageTensor image, int topK, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(image);
         var sw = Stopwatch.StartNew();
-        var logits = Logits(image.Data, 1, runOptions);
+        var logits = Logits(image.Data, 1, cancellationToken);
         var elapsed = sw.Elapsed.TotalMilliseconds;
         return new Classification(Rank(logits, topK), logits, elapsed);
     }
@@ -88,31 +102,38 @@ public sealed class VitClassifier : IDisposable
         return Probabilities.TopK(probs, topK).Select(i => new Prediction(i, Manifest.Labels[i], probs[i])).ToArray();
     }
 
-    private void RunChunk(ReadOnlySpan<float> pixels, int n, Span<float> output, RunOptions? runOptions)
+    private unsafe void RunChunk(ReadOnlySpan<float> pixels, int n, Memory<float> output, CancellationToken cancellationToken)
     {
         var input = Manifest.Input;
-        var buffer = pixels.ToArray();
-        using var tensor = OrtValue.CreateTensorValueFromMemory(buffer, [n, input.Channels, input.Height, input.Width]);
-        using var ro = runOptions is null ? new RunOptions() : null;
-        using var activity = CoreActivities.OnnxRun("forward", n, _session.ExecutionProvider);
-        using var results = _session.Session.Run(runOptions ?? ro!, [ForwardGraph.PixelInput], [tensor], [ForwardGraph.LogitsOutput]);
-        var logits = results[0].GetTensorDataAsSpan<float>();
-        if (logits.Length != output.Length)
+        fixed (float* data = pixels)
         {
-            throw new ModelPackageException(
-                $"The model returned {logits.Length / n} logits per image but model.json has {ClassCount} labels.");
+            using var tensor = OnnxRunner.Pinned(data, pixels.Length, [n, input.Channels, input.Height, input.Width]);
+            using var logits = OnnxRunner.Output(output, [n, ClassCount]);
+            using var activity = CoreActivities.OnnxRun("forward", n, _session.ExecutionProvider);
+            _session.Run(InputNames, [tensor], OutputNames, [logits], cancellationToken);
         }
-
-        logits.CopyTo(output);
     }
 
-    private void WarmUp()
+    /// <summary>One run with ONNX Runtime's own output, so a model whose logits disagree with the labels gets a clear reason.</summary>
+    private unsafe void WarmUp()
     {
-        var size = Manifest.Input.Size;
-        var logits = Logits(new float[2 * size], 2);
-        if (logits.Any(v => !float.IsFinite(v)))
+        var input = Manifest.Input;
+        var pixels = new float[2 * input.Size];
+        fixed (float* data = pixels)
         {
-            throw new ModelPackageException("The model returned non-finite logits on a blank image.");
+            using var tensor = OnnxRunner.Pinned(data, pixels.Length, [2, input.Channels, input.Height, input.Width]);
+            using var results = _session.RunAllocated(InputNames, [tensor], OutputNames);
+            var logits = results[0].GetTensorDataAsSpan<float>();
+            if (logits.Length != 2 * ClassCount)
+            {
+                throw new ModelPackageException(
+                    $"The model returned {logits.Length / 2} logits per image but model.json has {ClassCount} labels.");
+            }
+
+            foreach (var v in logits)
+            {
+                if (!float.IsFinite(v)) throw new ModelPackageException("The model returned non-finite logits on a blank image.");
+            }
         }
     }
 

@@ -22,23 +22,54 @@ public sealed class ModelPackage
         AllowTrailingCommas = true,
     };
 
-    private ModelPackage(string directory, ModelManifest manifest, byte[] onnxBytes)
+    private readonly DateTime onnxWriteTime;
+    private readonly long onnxLength;
+
+    private ModelPackage(string directory, ModelManifest manifest)
     {
         Directory = directory;
         Manifest = manifest;
-        OnnxBytes = onnxBytes;
-        Sha256 = Convert.ToHexStringLower(SHA256.HashData(onnxBytes));
+        var info = new FileInfo(OnnxPath);
+        (onnxWriteTime, onnxLength) = (info.LastWriteTimeUtc, info.Length);
+        // Hashed on first use, off the start-up path: a service checks the manifest and listens before it loads.
+        sha256 = new Lazy<string>(() =>
+        {
+            using var stream = File.OpenRead(OnnxPath);
+            return Convert.ToHexStringLower(SHA256.HashData(stream));
+        });
     }
+
+    private readonly Lazy<string> sha256;
 
     public string Directory { get; }
 
     public ModelManifest Manifest { get; }
 
-    /// <summary>The raw forward graph, as shipped (normalization not yet baked in).</summary>
-    public ReadOnlyMemory<byte> OnnxBytes { get; }
+    /// <summary>
+    /// The raw forward graph, as shipped (normalization not yet baked in), read from disk on each call: a package does
+    /// not keep the model's bytes alive (hundreds of megabytes for a large ViT) once its sessions hold the weights.
+    /// </summary>
+    /// <exception cref="ModelPackageException">model.onnx changed or vanished since the package was loaded.</exception>
+    public byte[] ReadOnnx()
+    {
+        try
+        {
+            var info = new FileInfo(OnnxPath);
+            if (info.Length != onnxLength || info.LastWriteTimeUtc != onnxWriteTime)
+            {
+                throw new ModelPackageException($"{OnnxPath} changed since the package was loaded (sha256 {Sha256[..12]}); restart to load the new model.");
+            }
+
+            return File.ReadAllBytes(OnnxPath);
+        }
+        catch (IOException ex)
+        {
+            throw new ModelPackageException($"{OnnxPath} cannot be read: {ex.Message}", ex);
+        }
+    }
 
     /// <summary>Lower-case hex SHA-256 of <c>model.onnx</c>: the key for anything derived from the model.</summary>
-    public string Sha256 { get; }
+    public string Sha256 => sha256.Value;
 
     public string OnnxPath => Path.Combine(Directory, OnnxFileName);
 
@@ -83,7 +114,7 @@ public sealed class ModelPackage
         }
 
         Validate(manifest, dir);
-        return new ModelPackage(dir, manifest, File.ReadAllBytes(onnxPath));
+        return new ModelPackage(dir, manifest);
     }
 
     private static void Validate(ModelManifest m, string dir)

@@ -22,7 +22,7 @@ public static class ForwardGraph
         ModelProto model;
         try
         {
-            model = ModelProto.Parser.ParseFrom(package.OnnxBytes.Span);
+            model = ModelProto.Parser.ParseFrom(package.ReadOnnx());
         }
         catch (InvalidProtocolBufferException ex)
         {

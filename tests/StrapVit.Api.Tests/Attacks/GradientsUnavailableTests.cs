@@ -1,20 +1,20 @@
 using System.Net;
 using System.Net.Http.Json;
-using System.Security.Cryptography;
+using Google.Protobuf;
+using Onnx;
 using StrapVit.Api.Tests.Support;
-using StrapVit.Core.Gradients;
 
 namespace StrapVit.Api.Tests.Attacks;
 
 /// <summary>
-/// A service whose gradient graphs cannot be loaded (the cache holds a corrupt graph for this model) keeps
+/// A service whose gradient graphs cannot be built (the model ends in an op without a gradient rule) keeps
 /// classifying, says why in <c>GET /v1/model</c>, and answers the gradient endpoints with 503.
 /// </summary>
-public sealed class GradientsUnavailableTests : IClassFixture<GradientsUnavailableTests.BrokenCacheFactory>
+public sealed class GradientsUnavailableTests : IClassFixture<GradientsUnavailableTests.UndifferentiableModelFactory>
 {
     private readonly HttpClient client;
 
-    public GradientsUnavailableTests(BrokenCacheFactory factory) => client = factory.CreateClient();
+    public GradientsUnavailableTests(UndifferentiableModelFactory factory) => client = factory.CreateClient();
 
     [Fact]
     public async Task Classification_works_and_the_model_reports_the_reason()
@@ -23,7 +23,7 @@ public sealed class GradientsUnavailableTests : IClassFixture<GradientsUnavailab
         Assert.Equal(HttpStatusCode.OK, classify.StatusCode);
         var gradients = (await client.GetFromJsonAsync<System.Text.Json.JsonElement>("/v1/model")).GetProperty("gradients");
         Assert.False(gradients.GetProperty("available").GetBoolean());
-        Assert.False(string.IsNullOrWhiteSpace(gradients.GetProperty("error").GetString()));
+        Assert.Contains("Sin", gradients.GetProperty("error").GetString(), StringComparison.Ordinal);
     }
 
     [Theory]
@@ -40,18 +40,26 @@ public sealed class GradientsUnavailableTests : IClassFixture<GradientsUnavailab
         Assert.NotNull(response.Headers.RetryAfter);
     }
 
-    public sealed class BrokenCacheFactory() : ServiceFactory(new Dictionary<string, string?>
+    public sealed class UndifferentiableModelFactory() : ServiceFactory(new Dictionary<string, string?>
     {
-        ["Model:Path"] = AttackServiceFactory.ModelPath,
-        ["Model:CacheDirectory"] = BrokenCache(),
+        ["Model:Path"] = SinPackage(),
+        ["Model:CacheDirectory"] = Path.Combine(Path.GetTempPath(), "strapvit-attack-tests", "sin-" + Guid.NewGuid().ToString("N")),
     })
     {
-        private static string BrokenCache()
+        /// <summary>The attack fixture with Sin applied to its logits: it classifies, but no gradient rule covers Sin.</summary>
+        private static string SinPackage()
         {
-            var dir = Path.Combine(Path.GetTempPath(), "strapvit-attack-tests", "broken-" + Guid.NewGuid().ToString("N"));
-            Directory.CreateDirectory(dir);
-            var sha = Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(Path.Combine(AttackServiceFactory.ModelPath, "model.onnx"))));
-            File.WriteAllText(Path.Combine(dir, GradientGraphs.CacheFileName(sha, GradientObjective.CrossEntropy)), "not an onnx model");
+            var dir = Directory.CreateTempSubdirectory("strapvit-sin-").FullName;
+            var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(AttackServiceFactory.ModelPath, "model.onnx")));
+            var output = model.Graph.Output[0].Name;
+            var last = model.Graph.Node.Single(n => n.Output.Contains(output));
+            last.Output[last.Output.IndexOf(output)] = "before_sin";
+            var sin = new NodeProto { OpType = "Sin", Name = "final_sin" };
+            sin.Input.Add("before_sin");
+            sin.Output.Add(output);
+            model.Graph.Node.Add(sin);
+            File.WriteAllBytes(Path.Combine(dir, "model.onnx"), model.ToByteArray());
+            File.Copy(Path.Combine(AttackServiceFactory.ModelPath, "model.json"), Path.Combine(dir, "model.json"));
             return dir;
         }
     }

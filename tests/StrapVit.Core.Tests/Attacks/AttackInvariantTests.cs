@@ -143,7 +143,7 @@ public sealed class AttackInvariantTests
     {
         var model = new LinearModel();
         var images = model.Images(3, 10);
-        var clean = model.Logits(images, 3, null);
+        var clean = model.Logits(images, 3, default);
         var result = new Fgsm(0f).Run(model, images, 3, AttackGoal.Untargeted(), 1);
         for (var s = 0; s < 3; s++)
         {
@@ -158,7 +158,7 @@ public sealed class AttackInvariantTests
     {
         var model = new LinearModel();
         var images = model.Images(1, 10);
-        var predicted = Numerics.Probabilities.ArgMax(model.Logits(images, 1, null));
+        var predicted = Numerics.Probabilities.ArgMax(model.Logits(images, 1, default));
         var other = (predicted + 1) % model.Classes;
         var result = new Fgsm(0f).Run(model, images, 1, AttackGoal.Untargeted([other]), 1);
         Assert.True(result.Samples[0].Success);
@@ -210,7 +210,7 @@ public sealed class AttackInvariantTests
         for (var s = 0; s < 4; s++)
         {
             var x = images.AsSpan(s * model.Size, model.Size);
-            var z = model.Logits(x, 1, null);
+            var z = model.Logits(x, 1, default);
             var o = Numerics.Probabilities.ArgMax(z);
             var minimal = double.PositiveInfinity;
             double chosen = 0;
@@ -235,7 +235,7 @@ public sealed class AttackInvariantTests
     {
         var model = new LinearModel(channels: 1, height: 5, width: 5, classes: 4, seed: 9, scale: 0.3);
         var images = model.Images(2, 12, 0.3f, 0.7f);
-        var targets = Enumerable.Range(0, 2).Select(s => (Numerics.Probabilities.ArgMax(model.Logits(images.AsSpan(s * 25, 25), 1, null)) + 1) % 4).ToArray();
+        var targets = Enumerable.Range(0, 2).Select(s => (Numerics.Probabilities.ArgMax(model.Logits(images.AsSpan(s * 25, 25), 1, default)) + 1) % 4).ToArray();
         var result = new DeepFool(0.02f, 50, 4).Run(model, images, 2, AttackGoal.Targeted(targets), 1);
         Assert.Equal(targets, result.Samples.Select(s => s.AdversarialClass));
     }

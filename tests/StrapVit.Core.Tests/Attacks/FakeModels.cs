@@ -1,4 +1,3 @@
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Gradients;
 
@@ -23,7 +22,7 @@ internal abstract class FakeModel(int channels, int height, int width, int class
     /// <summary>Gradient runs so far (cross-entropy and vjp).</summary>
     public int GradientCalls { get; private set; }
 
-    public float[] Logits(ReadOnlySpan<float> pixels, int batch, RunOptions? runOptions)
+    public float[] Logits(ReadOnlySpan<float> pixels, int batch, CancellationToken cancellationToken)
     {
         var result = new float[batch * Classes];
         for (var n = 0; n < batch; n++)
@@ -35,10 +34,10 @@ internal abstract class FakeModel(int channels, int height, int width, int class
         return result;
     }
 
-    public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, RunOptions? runOptions)
+    public GradientResult CrossEntropy(ReadOnlySpan<float> pixels, ReadOnlySpan<long> labels, int batch, CancellationToken cancellationToken)
     {
         GradientCalls++;
-        var logits = Logits(pixels, batch, runOptions);
+        var logits = Logits(pixels, batch, cancellationToken);
         var loss = new float[batch];
         var cot = new float[batch * Classes];
         for (var n = 0; n < batch; n++)
@@ -58,10 +57,10 @@ internal abstract class FakeModel(int channels, int height, int width, int class
         return new GradientResult(batch, Classes, logits, loss, Backward(pixels, cot, batch));
     }
 
-    public GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, RunOptions? runOptions)
+    public GradientResult Vjp(ReadOnlySpan<float> pixels, ReadOnlySpan<float> logitsGrad, int batch, CancellationToken cancellationToken)
     {
         GradientCalls++;
-        return new GradientResult(batch, Classes, Logits(pixels, batch, runOptions), null, Backward(pixels, logitsGrad, batch));
+        return new GradientResult(batch, Classes, Logits(pixels, batch, cancellationToken), null, Backward(pixels, logitsGrad, batch));
     }
 
     protected abstract double[] Forward(ReadOnlySpan<float> x);

@@ -44,7 +44,7 @@ public sealed class CertifySurrogateTests : IDisposable
         var pixels = Images(2, 1);
         int t = _tokens.TokenCount, d = _tokens.Dim, k = _masks.Count;
 
-        var logits = _surrogate.Logits(pixels, 2, null);
+        var logits = _surrogate.Logits(pixels, 2, default);
 
         // A 4-pixel patch on 8-pixel tokens without a stem reaches 2 tokens: 9 masks of 2x2 on the 4x4 grid.
         Assert.Equal(9, k);
@@ -67,14 +67,14 @@ public sealed class CertifySurrogateTests : IDisposable
         var x = Images(1, 2);
         var w = Enumerable.Range(0, 5).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
 
-        var grad = _surrogate.Vjp(x, w, 1, null).PixelGrad;
+        var grad = _surrogate.Vjp(x, w, 1, default).PixelGrad;
 
         for (var direction = 0; direction < 4; direction++)
         {
             var v = Enumerable.Range(0, x.Length).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
             const float H = 1e-2f;
-            var plus = Dot(_surrogate.Logits(x.Select((xi, i) => xi + (H * v[i])).ToArray(), 1, null), w);
-            var minus = Dot(_surrogate.Logits(x.Select((xi, i) => xi - (H * v[i])).ToArray(), 1, null), w);
+            var plus = Dot(_surrogate.Logits(x.Select((xi, i) => xi + (H * v[i])).ToArray(), 1, default), w);
+            var minus = Dot(_surrogate.Logits(x.Select((xi, i) => xi - (H * v[i])).ToArray(), 1, default), w);
             var numeric = (plus - minus) / (2 * H);
             var analytic = Dot(grad, v);
             Assert.True(Math.Abs(analytic - numeric) <= 0.02 * Math.Max(Math.Abs(numeric), 0.1), $"analytic {analytic}, numeric {numeric}");
@@ -87,7 +87,7 @@ public sealed class CertifySurrogateTests : IDisposable
         var x = Images(1, 4);
         int t = _tokens.TokenCount, d = _tokens.Dim, k = _masks.Count;
 
-        var result = _surrogate.CrossEntropy(x, [3], 1, null);
+        var result = _surrogate.CrossEntropy(x, [3], 1, default);
 
         var views = _views.Logits(_tokens.Embed(x, 1).AsSpan(0, t * d), _masks.Masks);
         var expected = Enumerable.Range(0, k).Average(v =>

@@ -45,7 +45,7 @@ public sealed class AdaptiveGradientTests : IDisposable
         using var plain = GradientRunner.Create(_package, graphs, _sessions);
         var x = Image(9);
 
-        var a = eot.CrossEntropy(x, [2], 1, null);
+        var a = eot.CrossEntropy(x, [2], 1, default);
         var b = plain.CrossEntropy(x, [2], 1);
 
         Assert.Equal(b.Loss![0], a.Loss![0], 4);
@@ -68,8 +68,8 @@ public sealed class AdaptiveGradientTests : IDisposable
 
         // The same seed replays the same draw, so the defended function is fixed for the check.
         EotTokenDefenseClassifier Fresh() => new(_tokens, _reference, options, _gradients, samples: 1, seed: 3);
-        var analytic = Fresh().CrossEntropy(x, [1], 1, null).PixelGrad.Zip(v, (g, d) => (double)g * d).Sum();
-        double Loss(float h) => Fresh().CrossEntropy(x.Select((xi, i) => xi + (h * v[i])).ToArray(), [1], 1, null).Loss![0];
+        var analytic = Fresh().CrossEntropy(x, [1], 1, default).PixelGrad.Zip(v, (g, d) => (double)g * d).Sum();
+        double Loss(float h) => Fresh().CrossEntropy(x.Select((xi, i) => xi + (h * v[i])).ToArray(), [1], 1, default).Loss![0];
         const float H = 1e-3f;
         var numeric = (Loss(H) - Loss(-H)) / (2 * H);
 

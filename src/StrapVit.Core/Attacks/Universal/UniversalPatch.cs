@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Core.Numerics;
 
 namespace StrapVit.Core.Attacks.Universal;
@@ -101,9 +100,7 @@ public sealed class UniversalPatchTrainer(UniversalPatchSettings settings)
         var labels = Enumerable.Repeat((long)Settings.TargetClass, batch).ToArray();
         var recent = new Queue<double>();
 
-        using var runOptions = new RunOptions();
-        using var registration = cancellationToken.Register(() => runOptions.Terminate = true);
-        var context = new AttackContext(model, runOptions, cancellationToken);
+        var context = new AttackContext(model, cancellationToken);
         const float Beta1 = 0.9f, Beta2 = 0.999f, AdamEps = 1e-8f;
         for (var step = 1; step <= Settings.Steps; step++)
         {
@@ -155,9 +152,7 @@ public sealed class UniversalPatchTrainer(UniversalPatchSettings settings)
     {
         ArgumentNullException.ThrowIfNull(model);
         int c = model.Channels, h = model.Height, w = model.Width, size = model.SampleSize(), k = model.Classes, s = Settings.PatchSize;
-        using var runOptions = new RunOptions();
-        using var registration = cancellationToken.Register(() => runOptions.Terminate = true);
-        var context = new AttackContext(model, runOptions, cancellationToken);
+        var context = new AttackContext(model, cancellationToken);
         var random = new Random(seed);
         int evaluated = 0, successes = 0;
         const int Chunk = 64;

@@ -43,10 +43,10 @@ internal static class LinearRules
 
         if (ctx.IsDiff(a))
         {
-            // A constant 2-D weight is transposed once, at build time: ONNX Runtime prepacks constant MatMul
-            // weights, which it does not do for a Transpose node (nor for the FusedMatMul it would fuse it into).
-            var bT = !bVec && db.Rank == 2 ? ctx.TransposedInitializer(b) : null;
-            var ga2 = ctx.Emit("MatMul", [g2, bT ?? ctx.Transpose(b2, SwapLastTwo(rankB2))]);
+            // Bᵀ stays a Transpose node, also for a constant weight, so the graph carries no second copy of the
+            // weights: a self-contained session folds it into a constant at load (and prepacks that), a session over
+            // shared weights (folding off) fuses it into a MatMul that reads B transposed.
+            var ga2 = ctx.Emit("MatMul", [g2, ctx.Transpose(b2, SwapLastTwo(rankB2))]);
             var dims = dy2.Select(d => [.. d[..^1], k]);
             ctx.Accumulate(a, ctx.ReduceTo(ga2, dims, da, a));
         }
