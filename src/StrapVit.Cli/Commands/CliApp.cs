@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Help;
+using System.CommandLine.Invocation;
 
 namespace StrapVit.Cli.Commands;
 
@@ -40,7 +41,7 @@ internal static class CliApp
         }
 
         var parseResult = root.Parse(args);
-        if (parseResult.Errors.Count > 0 && parseResult.Action is not VerbHelpAction)
+        if (parseResult.Errors.Count > 0 && parseResult.Action is ParseErrorAction)
         {
             stderr.WriteLine(CliUsage.Line(parseResult.CommandResult.Command, string.Join("; ", parseResult.Errors.Select(e => e.Message.TrimEnd('.')))));
             return ExitCodes.Usage;

@@ -42,7 +42,8 @@ internal static class CliOptions
         };
 
     /// <summary>The list of <paramref name="option"/>, or its default when it was not given.</summary>
-    public static T[] GetList<T>(this ParseResult parseResult, ListOption<T> option) => parseResult.GetValue(option) ?? option.Fallback;
+    public static T[] GetList<T>(this ParseResult parseResult, ListOption<T> option) =>
+        parseResult.GetResult(option) is null ? option.Fallback : parseResult.GetRequiredValue(option);
 
     /// <summary>A comma-separated list of numbers in [<paramref name="min"/>, <paramref name="max"/>].</summary>
     public static ListOption<T> NumberList<T>(string name, T[] fallback, T min, T max, string description)

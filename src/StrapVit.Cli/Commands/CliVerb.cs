@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.CommandLine.Help;
 using System.CommandLine.Invocation;
+using StrapVit.Core.Models;
 
 namespace StrapVit.Cli.Commands;
 
@@ -29,6 +30,12 @@ internal abstract class CliVerb : Command
             {
                 config.Error.WriteLine(CliUsage.Line(this, ex.Message));
                 return ExitCodes.Usage;
+            }
+            catch (Exception ex) when (ex is ModelPackageException or IOException or InvalidDataException or UnauthorizedAccessException)
+            {
+                // What a verb does not report itself: a failed run, one line (not System.CommandLine's stack trace).
+                config.Error.WriteLine($"strapvit {Name}: {CliUsage.OneLine(ex.Message)}");
+                return ExitCodes.Failed;
             }
         });
     }
