@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -10,45 +11,59 @@ using StrapVit.Core.Numerics;
 namespace StrapVit.Cli.Commands;
 
 /// <summary><c>strapvit attack-eval</c>: the efficacy tables of docs/ATTACKS.md.</summary>
-internal sealed class AttackEvalCommand : ICliCommand
+internal sealed class AttackEvalCommand : CliVerb
 {
-    public string Name => "attack-eval";
+    private static readonly string[] Attacks = ["fgsm", "pgd", "deepfool", "patch", "universal"];
 
-    public string Summary => "Measure attack success against a model on labelled IDX images (docs/ATTACKS.md tables).";
+    private readonly Argument<string> modelDir = CliOptions.ModelDir();
+    private readonly Option<string> images = CliOptions.Text("--images", "gzipped IDX images to attack", required: true, helpName: "idx3.gz");
+    private readonly Option<string> labels = CliOptions.Text("--labels", "their gzipped IDX labels", required: true, helpName: "idx1.gz");
+    private readonly Option<int> count = CliOptions.Number("--count", 500, 1, 1_000_000, "how many of --images (the first ones)");
+    private readonly Option<string> trainImages = CliOptions.Text("--train-images", "universal patch training images", helpName: "idx3.gz");
+    private readonly Option<string> trainLabels = CliOptions.Text("--train-labels", "their labels", helpName: "idx1.gz");
+    private readonly Option<int> target = CliOptions.Number("--target", 0, 0, 100_000, "universal patch target class");
+    private readonly ListOption<string> only = CliOptions.List("--only", Attacks, TryAttack, "attacks to run", $"names among {string.Join(", ", Attacks)}");
+    private readonly Option<int> patchSteps = CliOptions.Number("--patch-steps", 200, 1, 1_000_000, "per-image patch attack steps");
+    private readonly Option<int> universalSteps = CliOptions.Number("--universal-steps", 500, 1, 1_000_000, "universal patch training steps");
+    private readonly Option<int> seed = CliOptions.Number("--seed", 0, 0, int.MaxValue, "random seed");
+    private readonly Option<int> threads = CliOptions.Number("--threads", 2, 0, 256, "ONNX Runtime intra-op threads (0: its default)");
+    private readonly Option<string> cache = CliOptions.Text("--cache", "cache folder for the gradient graph", helpName: "folder");
+    private readonly Option<string> markdown = CliOptions.Text("--markdown", "also write the tables to this file", helpName: "file");
 
-    public string Usage => """
-        Usage: strapvit attack-eval <model-dir> --images <idx3.gz> --labels <idx1.gz> [--count 500]
-                                    [--train-images <idx3.gz> --train-labels <idx1.gz>] [--target 0]
-                                    [--only fgsm,pgd,deepfool,patch,universal] [--patch-steps 200] [--universal-steps 500]
-                                    [--seed 0] [--threads 2] [--cache <folder>] [--markdown <file>]
+    public AttackEvalCommand()
+        : base("attack-eval", """
+            Measure attack success against a model on labelled IDX images (docs/ATTACKS.md tables).
 
-        On the first --count images: clean accuracy, then, on the correctly classified ones (untargeted, label =
-        true label): FGSM and PGD (Linf, 10 steps of eps/4, random start) success against eps 1..16/255;
-        DeepFool (overshoot 0.02, 50 iterations, 10 candidates) success and median L2; per-image patch (signed
-        steps of 4/255) success against patch size 4, 6, 8 px at a seeded random place; universal patch (trained
-        on --train-images toward --target, random place, rotation up to 22.5 degrees, scale 0.8-1) held-out success
-        against patch size. Success is reported on the float image and on its 8-bit quantization.
+            On the first --count images: clean accuracy, then, on the correctly classified ones (untargeted, label =
+            true label): FGSM and PGD (Linf, 10 steps of eps/4, random start) success against eps 1..16/255;
+            DeepFool (overshoot 0.02, 50 iterations, 10 candidates) success and median L2; per-image patch (signed
+            steps of 4/255) success against patch size 4, 6, 8 px at a seeded random place; universal patch (trained
+            on --train-images toward --target, random place, rotation up to 22.5 degrees, scale 0.8-1) held-out success
+            against patch size. Success is reported on the float image and on its 8-bit quantization.
 
-        Exit codes: 0 measured; 1 bad package or images; 2 bad arguments.
-        """;
-
-    public int Run(CliArguments args, TextWriter stdout, TextWriter stderr)
+            Exit codes: 0 measured; 1 bad package or images; 2 bad arguments.
+            """)
     {
-        if (args.Positionals.Count != 1) throw new CliUsageException("expected exactly one <model-dir>");
-        var images = args.RequiredOption("images");
-        var labels = args.RequiredOption("labels");
-        var count = (int)CliNumbers.Double(args, "count", 500, 1, 1e6);
-        var trainImages = args.Option("train-images");
-        var trainLabels = args.Option("train-labels");
-        var target = (int)CliNumbers.Double(args, "target", 0, 0, 100000);
-        var only = (args.Option("only") ?? "fgsm,pgd,deepfool,patch,universal").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).ToHashSet();
-        var patchSteps = (int)CliNumbers.Double(args, "patch-steps", 200, 1, 1e6);
-        var universalSteps = (int)CliNumbers.Double(args, "universal-steps", 500, 1, 1e6);
-        var seed = (int)CliNumbers.Double(args, "seed", 0, 0, int.MaxValue);
-        var threads = (int)CliNumbers.Double(args, "threads", 2, 0, 256);
-        var cache = args.Option("cache");
-        var markdown = args.Option("markdown");
-        args.RejectUnknownOptions();
+        Arguments.Add(modelDir);
+        Option[] options = [images, labels, count, trainImages, trainLabels, target, only, patchSteps, universalSteps, seed, threads, cache, markdown];
+        foreach (var option in options) Options.Add(option);
+    }
+
+    protected override int Run(ParseResult parseResult, TextWriter stdout, TextWriter stderr)
+    {
+        var images = parseResult.GetRequiredValue(this.images);
+        var labels = parseResult.GetRequiredValue(this.labels);
+        var count = parseResult.GetValue(this.count);
+        var trainImages = parseResult.GetValue(this.trainImages);
+        var trainLabels = parseResult.GetValue(this.trainLabels);
+        var target = parseResult.GetValue(this.target);
+        var only = parseResult.GetList(this.only).ToHashSet();
+        var patchSteps = parseResult.GetValue(this.patchSteps);
+        var universalSteps = parseResult.GetValue(this.universalSteps);
+        var seed = parseResult.GetValue(this.seed);
+        var threads = parseResult.GetValue(this.threads);
+        var cache = parseResult.GetValue(this.cache);
+        var markdown = parseResult.GetValue(this.markdown);
         if (only.Contains("universal") && (trainImages is null || trainLabels is null))
         {
             throw new CliUsageException("the universal patch needs --train-images and --train-labels (or leave it out with --only)");
@@ -56,7 +71,7 @@ internal sealed class AttackEvalCommand : ICliCommand
 
         try
         {
-            using var cli = new AttackCli(args.Positionals[0], threads, cache);
+            using var cli = new AttackCli(parseResult.GetRequiredValue(modelDir), threads, cache);
             var model = cli.Model;
             var k = model.Classes;
             var loaded = cli.LoadIdx(images, labels, count);
@@ -157,5 +172,11 @@ internal sealed class AttackEvalCommand : ICliCommand
             stderr.WriteLine($"strapvit attack-eval: {ex.Message.Split('\n')[0]}");
             return ExitCodes.Failed;
         }
+    }
+
+    private static bool TryAttack(string text, out string value)
+    {
+        value = text.ToLowerInvariant();
+        return Attacks.Contains(value);
     }
 }

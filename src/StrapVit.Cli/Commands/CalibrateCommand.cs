@@ -1,3 +1,4 @@
+using System.CommandLine;
 using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Imaging;
@@ -8,56 +9,53 @@ using StrapVit.Core.Runtime;
 namespace StrapVit.Cli.Commands;
 
 /// <summary><c>strapvit calibrate MODEL-DIR --images FOLDER</c>: the defense's clean reference for a package.</summary>
-internal sealed class CalibrateCommand : ICliCommand
+internal sealed class CalibrateCommand : CliVerb
 {
-    public string Name => "calibrate";
+    private readonly Argument<string> modelDir = CliOptions.ModelDir("model package folder");
+    private readonly Option<string> images = CliOptions.Text("--images", "folder of PNG/JPEG files (decoded like uploads: oriented, converted, resized, [0,1])", helpName: "folder");
+    private readonly Option<string> idx = CliOptions.Text("--idx", "or a gzipped IDX image file (MNIST layout), e.g. samples/fashion-mnist/calib-500-images-idx3-ubyte.gz", helpName: "images-idx3-ubyte[.gz]");
+    private readonly Option<string> output = CliOptions.Text("--output", "where to write; default: beside the package if writable, else the cache folder", helpName: "file");
+    private readonly Option<string> cache = CliOptions.Text("--cache", "cache folder (default: Model:CacheDirectory's default, ~/.cache/strapvit)", helpName: "folder");
+    private readonly Option<double> temperature = CliOptions.Number("--temperature", 1.0, 1e-3, 1e3, "softmax temperature T");
+    private readonly Option<double> quantile = CliOptions.Number("--quantile", 0.99, 0.5, 1.0, "clean-score quantile used as threshold");
+    private readonly Option<int> bins = CliOptions.Number("--bins", 16, 2, 256, "pixel histogram bins");
+    private readonly Option<int> bankSize = CliOptions.Number("--bank-size", new BankSettings().Size, 16, 1_000_000, "clean tokens kept in the bank by greedy coreset subsampling");
+    private readonly Option<int> neighbors = CliOptions.Number("--neighbors", new BankSettings().Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
+    private readonly Option<double> fpr = CliOptions.Number("--fpr", new BankSettings().FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
 
-    public string Summary => "Compute the patch defense's clean reference for a model package from clean images.";
+    public CalibrateCommand()
+        : base("calibrate", """
+            Compute the patch defense's clean reference for a model package from clean images (--images or --idx).
 
-    public string Usage => """
-        Usage: strapvit calibrate <model-dir> (--images <folder> | --idx <images-idx3-ubyte[.gz]>)
-                                  [--output <file>] [--cache <folder>] [--temperature 1.0] [--quantile 0.99] [--bins 16]
+            Embeds every clean image and stores, per token position, the mean channel distribution softmax(z/T), the
+            mean token, the mean token norm and the q-quantile of clean Jensen-Shannon scores (the threshold), plus the
+            same per-patch statistics of pixel histograms for the pixel-space variant.
 
-        Embeds every clean image and stores, per token position, the mean channel distribution softmax(z/T), the
-        mean token, the mean token norm and the q-quantile of clean Jensen-Shannon scores (the threshold), plus the
-        same per-patch statistics of pixel histograms for the pixel-space variant.
-
-          <model-dir>     model package folder
-          --images        folder of PNG/JPEG files (decoded like uploads: oriented, converted, resized, [0,1])
-          --idx           or a gzipped IDX image file (MNIST layout), e.g. samples/fashion-mnist/calib-500-images-idx3-ubyte.gz
-          --output        where to write; default: beside the package if writable, else the cache folder
-          --cache         cache folder (default: Model:CacheDirectory's default, ~/.cache/strapvit)
-          --temperature   softmax temperature T (default 1.0)
-          --quantile      clean-score quantile used as threshold (default 0.99)
-          --bins          pixel histogram bins (default 16)
-          --bank-size     clean tokens kept in the bank by greedy coreset subsampling (default 1024)
-          --neighbors     k of the bank's nearest-neighbour score (default 3)
-          --fpr           share of clean images allowed a token over its bank threshold (default 0.2)
-
-        Exit codes: 0 written; 1 bad package or images; 2 bad arguments.
-        """;
-
-    public int Run(CliArguments args, TextWriter stdout, TextWriter stderr)
+            Exit codes: 0 written; 1 bad package or images; 2 bad arguments.
+            """)
     {
-        if (args.Positionals.Count != 1) throw new CliUsageException("expected exactly one <model-dir>");
-        var folder = args.Option("images");
-        var idx = args.Option("idx");
-        if ((folder is null) == (idx is null)) throw new CliUsageException("give exactly one of --images or --idx");
-        var output = args.Option("output");
-        var cache = args.Option("cache");
-        var temperature = CliNumbers.Double(args, "temperature", 1.0, 1e-3, 1e3);
-        var quantile = CliNumbers.Double(args, "quantile", 0.99, 0.5, 1.0);
-        var bins = (int)CliNumbers.Double(args, "bins", 16, 2, 256);
-        var defaults = new BankSettings();
-        var bank = new BankSettings(
-            Size: (int)CliNumbers.Double(args, "bank-size", defaults.Size, 16, 1_000_000),
-            Neighbors: (int)CliNumbers.Double(args, "neighbors", defaults.Neighbors, 1, 64),
-            FalsePositiveRate: CliNumbers.Double(args, "fpr", defaults.FalsePositiveRate, 0, 1));
-        args.RejectUnknownOptions();
+        Arguments.Add(modelDir);
+        foreach (var option in new Option[] { images, idx, output, cache, temperature, quantile, bins, bankSize, neighbors, fpr }) Options.Add(option);
+        Validators.Add(result =>
+        {
+            if ((result.GetResult(images) is null) == (result.GetResult(idx) is null)) result.AddError("give exactly one of --images or --idx");
+        });
+    }
+
+    protected override int Run(ParseResult parseResult, TextWriter stdout, TextWriter stderr)
+    {
+        var folder = parseResult.GetValue(images);
+        var idx = parseResult.GetValue(this.idx);
+        var output = parseResult.GetValue(this.output);
+        var cache = parseResult.GetValue(this.cache);
+        var temperature = parseResult.GetValue(this.temperature);
+        var quantile = parseResult.GetValue(this.quantile);
+        var bins = parseResult.GetValue(this.bins);
+        var bank = new BankSettings(Size: parseResult.GetValue(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr));
 
         try
         {
-            var package = ModelPackage.Load(args.Positionals[0]);
+            var package = ModelPackage.Load(parseResult.GetRequiredValue(modelDir));
             var input = package.Manifest.Input;
             var images = idx is not null ? LoadIdx(idx, input) : LoadFolder(folder!, input);
             using var runtime = CliRuntime.Load(package, new ModelRuntimeOptions
@@ -123,21 +121,5 @@ internal sealed class CalibrateCommand : ICliCommand
             .Order(StringComparer.Ordinal)
             .ToList();
         return files.Select(f => decoder.Decode(File.ReadAllBytes(f), input.Channels, input.Height, input.Width)).ToList();
-    }
-}
-
-/// <summary>Numeric options with a range check.</summary>
-internal static class CliNumbers
-{
-    public static double Double(CliArguments args, string name, double fallback, double min, double max)
-    {
-        var text = args.Option(name);
-        if (text is null) return fallback;
-        if (!double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) || v < min || v > max)
-        {
-            throw new CliUsageException($"--{name} must be a number in [{min}, {max}], not '{text}'");
-        }
-
-        return v;
     }
 }

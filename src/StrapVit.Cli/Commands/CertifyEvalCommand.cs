@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -12,7 +13,7 @@ using StrapVit.Core.Runtime;
 namespace StrapVit.Cli.Commands;
 
 /// <summary><c>strapvit certify-eval MODEL-DIR</c>: certified mode (PatchCleanser) measured, with its soundness check.</summary>
-internal sealed class CertifyEvalCommand : ICliCommand
+internal sealed class CertifyEvalCommand : CliVerb
 {
     private static readonly JsonSerializerOptions JsonOptions = new()
     {
@@ -20,64 +21,70 @@ internal sealed class CertifyEvalCommand : ICliCommand
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
     };
 
-    public string Name => "certify-eval";
+    private readonly Argument<string> modelDir = CliOptions.ModelDir();
+    private readonly Option<string> images = CliOptions.Text("--images", "images to certify: a gzipped IDX file (labels in the *labels-idx1* file beside it) or an ImageFolder tree", required: true, helpName: "images-idx3.gz");
+    private readonly Option<int> count = CliOptions.Number("--count", 500, 1, 100_000, "how many of --images to certify (the first ones)");
+    private readonly Option<string> split = CliOptions.Choice("--split", "report", "the run's name: report (test-1000) or tune (tune-500, where the stride is chosen)", "report", "tune");
+    private readonly ListOption<int> sizes = CliOptions.NumberList("--sizes", [4, 6], 1, 4096, "patch sides (pixels) certified against");
+    private readonly ListOption<int> strides = CliOptions.NumberList("--strides", [1], 1, 4096, "mask strides (tokens)");
+    private readonly Option<int> steps = CliOptions.Number("--steps", 100, 1, 10_000, "signed steps of the soundness attack on the plain model");
+    private readonly Option<int> placements = CliOptions.Number("--placements", 2, 1, 100, "random patch places per soundness image");
+    private readonly Option<int> soundnessCount = CliOptions.Number("--soundness-count", 100, 0, 100_000, "images of the soundness check");
+    private readonly Option<int> adaptiveCount = CliOptions.Number("--adaptive-count", 25, 0, 100_000, "soundness images also attacked on the certify surrogate");
+    private readonly Option<int> adaptiveSteps = CliOptions.Number("--adaptive-steps", 50, 1, 10_000, "steps of the attack on the certify surrogate");
+    private readonly Option<bool> soundness = new("--soundness") { Description = "run the soundness check (true or false)", DefaultValueFactory = _ => true };
+    private readonly Option<string> masking = CliOptions.Choice("--masking", "auto", "drop masked tokens, or replace them by the clean mean token (needs the package's defense calibration); auto: the package's choice", "auto", "drop", "replace");
+    private readonly Option<string> output = CliOptions.Text("--output", "folder for certify-<model>-<split>.json and .md (default docs/evaluation)", helpName: "folder");
+    private readonly Option<int> seed = CliOptions.Number("--seed", 0, 0, int.MaxValue, "random seed");
 
-    public string Summary => "Evaluate certified mode: clean/certified accuracy, forwards and ms per image, soundness under patch attacks.";
+    public CertifyEvalCommand()
+        : base("certify-eval", """
+            Evaluate certified mode: clean/certified accuracy, forwards and ms per image, soundness under patch attacks.
 
-    public string Usage => """
-        Usage: strapvit certify-eval <model-dir> --images <images-idx3.gz> [--count 500] [--split report|tune]
-                                     [--sizes 4,6] [--strides 1] [--steps 100] [--placements 2]
-                                     [--soundness-count 100] [--adaptive-count 25] [--adaptive-steps 50] [--soundness true|false]
-                                     [--masking auto|drop|replace]
-                                     [--output docs/evaluation] [--seed 0]
+            Certifies the first --count --images (labels from the matching *labels-idx1* file) against patches of each
+            --sizes side (pixels) with masks every --strides tokens: clean accuracy in certify mode, certified accuracy,
+            masked forwards and milliseconds per image (one image at a time, as served). Then, on the first stride, the
+            soundness check: the first --soundness-count images certified with their label get per-image patch attacks of that size (--steps
+            signed steps, --placements random places) optimised on the plain model and, for the first --adaptive-count,
+            on the certify surrogate (mean of the one-mask views, --adaptive-steps steps); each patched 8-bit image is certified again and any
+            changed answer is counted as an exception (must be 0). --split names the run: report (test-1000) or tune
+            (tune-500, where the stride is chosen). --masking forces dropping masked tokens or replacing them by the
+            clean mean token (needs the package's defense calibration). Writes <output>/certify-<model>-<split>.json and .md.
 
-        Certifies the first --count --images (labels from the matching *labels-idx1* file) against patches of each
-        --sizes side (pixels) with masks every --strides tokens: clean accuracy in certify mode, certified accuracy,
-        masked forwards and milliseconds per image (one image at a time, as served). Then, on the first stride, the
-        soundness check: the first --soundness-count images certified with their label get per-image patch attacks of that size (--steps
-        signed steps, --placements random places) optimised on the plain model and, for the first --adaptive-count,
-        on the certify surrogate (mean of the one-mask views, --adaptive-steps steps); each patched 8-bit image is certified again and any
-        changed answer is counted as an exception (must be 0). --split names the run: report (test-1000) or tune
-        (tune-500, where the stride is chosen). --masking forces dropping masked tokens or replacing them by the
-        clean mean token (needs the package's defense calibration). Writes <output>/certify-<model>-<split>.json and .md.
-        """;
-
-    public int Run(CliArguments args, TextWriter stdout, TextWriter stderr)
+            Exit codes: 0 measured and sound; 1 bad package or images, or a soundness exception; 2 bad arguments.
+            """)
     {
-        if (args.Positionals.Count != 1) throw new CliUsageException("expected exactly one <model-dir>");
-        var imagesPath = args.RequiredOption("images");
-        var split = args.Option("split") ?? "report";
-        if (split is not ("report" or "tune")) throw new CliUsageException("--split must be report or tune");
-        var count = (int)CliNumbers.Double(args, "count", 500, 1, 100_000);
-        var output = args.Option("output") ?? Path.Combine("docs", "evaluation");
-        var soundness = (args.Option("soundness") ?? "true") switch
-        {
-            "true" => true,
-            "false" => false,
-            var other => throw new CliUsageException($"--soundness must be true or false, not '{other}'"),
-        };
+        Arguments.Add(modelDir);
+        Option[] options = [images, count, split, sizes, strides, steps, placements, soundnessCount, adaptiveCount, adaptiveSteps, soundness, masking, output, seed];
+        foreach (var option in options) Options.Add(option);
+    }
+
+    protected override int Run(ParseResult parseResult, TextWriter stdout, TextWriter stderr)
+    {
+        var imagesPath = parseResult.GetRequiredValue(images);
+        var split = parseResult.GetRequiredValue(this.split);
+        var count = parseResult.GetValue(this.count);
+        var output = parseResult.GetValue(this.output) ?? Path.Combine("docs", "evaluation");
         var settings = new CertifySettings
         {
-            PatchSizes = Ints(args, "sizes", "4,6"),
-            Strides = Ints(args, "strides", "1"),
-            Seed = (int)CliNumbers.Double(args, "seed", 0, 0, int.MaxValue),
-            AttackSteps = (int)CliNumbers.Double(args, "steps", 100, 1, 10_000),
-            Placements = (int)CliNumbers.Double(args, "placements", 2, 1, 100),
-            SoundnessCount = (int)CliNumbers.Double(args, "soundness-count", 100, 0, 100_000),
-            AdaptiveCount = (int)CliNumbers.Double(args, "adaptive-count", 25, 0, 100_000),
-            AdaptiveSteps = (int)CliNumbers.Double(args, "adaptive-steps", 50, 1, 10_000),
-            Soundness = soundness,
+            PatchSizes = parseResult.GetList(sizes),
+            Strides = parseResult.GetList(strides),
+            Seed = parseResult.GetValue(seed),
+            AttackSteps = parseResult.GetValue(steps),
+            Placements = parseResult.GetValue(placements),
+            SoundnessCount = parseResult.GetValue(soundnessCount),
+            AdaptiveCount = parseResult.GetValue(adaptiveCount),
+            AdaptiveSteps = parseResult.GetValue(adaptiveSteps),
+            Soundness = parseResult.GetValue(soundness),
         };
-        var masking = (args.Option("masking") ?? "auto") switch
+        var masking = parseResult.GetRequiredValue(this.masking) switch
         {
-            "auto" => MaskingChoice.Auto,
             "drop" => MaskingChoice.Drop,
             "replace" => MaskingChoice.Replace,
-            var other => throw new CliUsageException($"--masking must be auto, drop or replace, not '{other}'"),
+            _ => MaskingChoice.Auto,
         };
-        args.RejectUnknownOptions();
 
-        var package = ModelPackage.Load(args.Positionals[0]);
+        var package = ModelPackage.Load(parseResult.GetRequiredValue(modelDir));
         var set = CliData.Load(imagesPath, package, count);
 
         var options = new CertifyOptions { PatchSize = settings.PatchSizes[0], MaskStride = settings.Strides[0], MaxPatchSize = settings.PatchSizes.Max(), MaxForwards = int.MaxValue, Masking = masking };
@@ -99,20 +106,6 @@ internal sealed class CertifyEvalCommand : ICliCommand
         File.WriteAllText(stem + ".md", Tables(report));
         stdout.WriteLine($"wrote {stem}.json and {stem}.md in {report.Seconds:F0} s");
         return report.Soundness.Any(s => s.Exceptions > 0) ? ExitCodes.Failed : ExitCodes.Ok;
-    }
-
-    private static int[] Ints(CliArguments args, string name, string fallback)
-    {
-        var text = args.Option(name) ?? fallback;
-        try
-        {
-            var values = text.Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-            return values.Length > 0 && values.All(v => v >= 1) ? values : throw new FormatException();
-        }
-        catch (FormatException)
-        {
-            throw new CliUsageException($"--{name} must be a comma-separated list of positive integers, not '{text}'");
-        }
     }
 
     private static string Tables(CertifyEvaluationReport report)

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -11,7 +12,7 @@ using StrapVit.Core.Runtime;
 namespace StrapVit.Cli.Commands;
 
 /// <summary><c>strapvit evaluate MODEL-DIR</c>: the defense evaluation behind docs/EVALUATION.md.</summary>
-internal sealed class EvaluateCommand : ICliCommand
+internal sealed class EvaluateCommand : CliVerb
 {
     private static readonly JsonSerializerOptions JsonOptions = new()
     {
@@ -20,79 +21,109 @@ internal sealed class EvaluateCommand : ICliCommand
         Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter() },
     };
 
-    public string Name => "evaluate";
+    private static readonly DefenseOptions Defaults = new();
+    private static readonly BankSettings BankDefaults = new();
 
-    public string Summary => "Evaluate the patch defenses: clean, per-image and universal patches, adaptive EOT attack, ablation, overhead.";
+    private readonly Argument<string> modelDir = CliOptions.ModelDir();
+    private readonly Option<string> images = CliOptions.Text("--images", "test images: a gzipped IDX file (labels in the *labels-idx1* file beside it) or an ImageFolder tree", required: true, helpName: "test-images-idx3.gz");
+    private readonly Option<string> calib = CliOptions.Text("--calib", "clean training images the defense is calibrated on, same formats as --images", required: true, helpName: "clean-images-idx3.gz");
+    private readonly Option<int> count = CliOptions.Number("--count", 500, 10, 100_000, "how many of --images to score (the first ones)");
+    private readonly Option<string> split = CliOptions.Choice("--split", "report", "the run's name: report (the reported test images) or tune (held-out images the defaults are chosen on)", "report", "tune");
+    private readonly Option<string> output = CliOptions.Text("--output", "folder for results-<split>.json and tables-<split>.md (default docs/evaluation)", helpName: "folder");
+    private readonly Option<int> seed = CliOptions.Number("--seed", 0, 0, int.MaxValue, "random seed");
+    private readonly ListOption<int> sizes = CliOptions.NumberList("--sizes", [4, 6, 8], 1, 4096, "per-image patch sides in pixels");
+    private readonly Option<int> steps = CliOptions.Number("--steps", 100, 1, 10_000, "per-image patch attack steps");
+    private readonly Option<int> universalSteps = CliOptions.Number("--universal-steps", 300, 0, 100_000, "universal patch training steps (0: none)");
+    private readonly Option<int> target = CliOptions.Number("--target", 8, 0, 100_000, "universal patch target class");
+    private readonly Option<int> adaptiveCount = CliOptions.Number("--adaptive-count", 200, 0, 100_000, "images attacked by the adaptive EOT attack");
+    private readonly Option<int> eotSamples = CliOptions.Number("--eot-samples", 4, 1, 64, "EOT samples per adaptive step");
+    private readonly Option<int> k = CliOptions.Number("--k", Defaults.MinTokens, 0, 10_000, "tokens always neutralised (Defense:MinTokens)");
+    private readonly Option<double> thresholdScale = CliOptions.Number("--threshold-scale", Defaults.ThresholdScale, 1e-6, 1e12, "multiplier of the calibrated threshold (Defense:ThresholdScale)");
+    private readonly Option<TokenScore> score = new("--score") { Description = "token score (Defense:Score)", DefaultValueFactory = _ => Defaults.Score };
+    private readonly Option<int> window = CliOptions.Number("--window", Defaults.WindowPixels, 0, 100_000, "scoring window in pixels (Defense:WindowPixels)");
+    private readonly Option<Neutralization> neutralize = new("--neutralize") { Description = "what a flagged token becomes (Defense:Neutralization)", DefaultValueFactory = _ => Defaults.Neutralization };
+    private readonly Option<int> bankChoices = CliOptions.Number("--bank-choices", Defaults.BankChoices, 1, 64, "bank entries a neutralised token picks from (Defense:BankChoices)");
+    private readonly Option<bool> sweep = new("--sweep") { Description = "also run the grid the defaults are chosen from (run it on the tune split)" };
+    private readonly ListOption<TokenScore> sweepScores = CliOptions.EnumList("--sweep-scores", [TokenScore.Jsd, TokenScore.Knn], "token scores of the sweep");
+    private readonly ListOption<int> sweepWindows = CliOptions.NumberList("--sweep-windows", [0, 6, 10], 0, 100_000, "scoring windows (pixels) of the sweep");
+    private readonly ListOption<int> sweepK = CliOptions.NumberList("--sweep-k", [0, 2, 4], 0, 10_000, "K values of the sweep");
+    private readonly ListOption<Neutralization> sweepNeutralize = CliOptions.EnumList("--sweep-neutralize", [Neutralization.Transform, Neutralization.Mean, Neutralization.Bank], "neutralisations of the sweep");
+    private readonly ListOption<int> sweepChoices = CliOptions.NumberList("--sweep-choices", [1], 1, 64, "bank choices of the sweep");
+    private readonly Option<int> bankSize = CliOptions.Number("--bank-size", BankDefaults.Size, 16, 1_000_000, "clean tokens kept in the bank");
+    private readonly Option<int> neighbors = CliOptions.Number("--neighbors", BankDefaults.Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
+    private readonly Option<double> fpr = CliOptions.Number("--fpr", BankDefaults.FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
+    private readonly Option<string> patchCache = CliOptions.Text("--patch-cache", "folder caching the strong attack's patches between runs", helpName: "folder");
+    private readonly Option<int> strongSteps = CliOptions.Number("--strong-steps", 500, 0, 100_000, "steps of the strong adaptive attack");
+    private readonly Option<int> strongRestarts = CliOptions.Number("--strong-restarts", 2, 1, 100, "restarts of the strong adaptive attack");
+    private readonly Option<int> strongEot = CliOptions.Number("--strong-eot", 16, 1, 256, "EOT samples of the strong adaptive attack");
+    private readonly ListOption<double> evasion = CliOptions.NumberList("--evasion", [0.0, 1, 10], 0, 1e12, "detector-evasion weights of the strong adaptive attack");
 
-    public string Usage => """
-        Usage: strapvit evaluate <model-dir> --images <test-images-idx3.gz> --calib <clean-images-idx3.gz>
-                                 [--count 500] [--split report|tune] [--output docs/evaluation] [--seed 0]
-                                 [--sizes 4,6,8] [--steps 100] [--universal-steps 300] [--target 8]
-                                 [--adaptive-count 200] [--eot-samples 4] [--k 4] [--threshold-scale 1.0]
-                                 [--score jsd|knn] [--window <pixels>] [--neutralize transform|mean|bank|hybrid|drop] [--bank-choices 1] [--sweep true]
-                                 [--sweep-scores jsd,knn] [--sweep-windows 0,6,10] [--sweep-k 0,2,4] [--sweep-neutralize transform,mean,bank] [--sweep-choices 1,3]
-                                 [--bank-size 1024] [--neighbors 3] [--fpr 0.2]
-                                 [--patch-cache <folder>] [--strong-steps 500] [--strong-restarts 2] [--strong-eot 16] [--evasion 0,1,10]
+    public EvaluateCommand()
+        : base("evaluate", """
+            Evaluate the patch defenses: clean, per-image and universal patches, adaptive EOT attack, ablation, overhead.
 
-        Calibrates the defense on all --calib images (clean training images) and scores the first --count --images.
-        Each of --images and --calib is a gzipped IDX file (labels in the matching *labels-idx1* file beside it) or a
-        folder with one subfolder of images per class (torchvision's ImageFolder layout; folder names matching the
-        model's labels get those labels, else their sorted order).
-        --split names the run: report (default) for the reported test images (samples/fashion-mnist/test-1000-*),
-        tune for the held-out images the defaults are chosen on (samples/fashion-mnist/tune-500-*, disjoint
-        from test-1000). Writes <output>/results-<split>.json and <output>/tables-<split>.md. Labels come from the
-        matching *labels-idx1* file next to each images file. The defense options default to the service's
-        (Defense:* defaults); --sweep adds the grid the defaults are chosen from (run it on the tune split).
-        """;
-
-    public int Run(CliArguments args, TextWriter stdout, TextWriter stderr)
+            Calibrates the defense on all --calib images (clean training images) and scores the first --count --images.
+            Each of --images and --calib is a gzipped IDX file (labels in the matching *labels-idx1* file beside it) or a
+            folder with one subfolder of images per class (torchvision's ImageFolder layout; folder names matching the
+            model's labels get those labels, else their sorted order).
+            --split names the run: report (default) for the reported test images (samples/fashion-mnist/test-1000-*),
+            tune for the held-out images the defaults are chosen on (samples/fashion-mnist/tune-500-*, disjoint
+            from test-1000). Writes <output>/results-<split>.json and <output>/tables-<split>.md. Labels come from the
+            matching *labels-idx1* file next to each images file. The defense options default to the service's
+            (Defense:* defaults); --sweep adds the grid the defaults are chosen from (run it on the tune split).
+            """)
     {
-        if (args.Positionals.Count != 1) throw new CliUsageException("expected exactly one <model-dir>");
-        var calibPath = args.RequiredOption("calib");
-        var split = args.Option("split") ?? "report";
-        var imagesPath = args.RequiredOption("images");
-        if (split is not ("report" or "tune")) throw new CliUsageException("--split must be report or tune");
-        var count = (int)CliNumbers.Double(args, "count", 500, 10, 100_000);
-        var output = args.Option("output") ?? Path.Combine("docs", "evaluation");
+        Arguments.Add(modelDir);
+        Option[] options =
+        [
+            images, calib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
+            score, window, neutralize, bankChoices, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices,
+            bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion,
+        ];
+        foreach (var option in options) Options.Add(option);
+    }
+
+    protected override int Run(ParseResult parseResult, TextWriter stdout, TextWriter stderr)
+    {
+        var calibPath = parseResult.GetRequiredValue(calib);
+        var split = parseResult.GetRequiredValue(this.split);
+        var imagesPath = parseResult.GetRequiredValue(images);
+        var count = parseResult.GetValue(this.count);
+        var output = parseResult.GetValue(this.output) ?? Path.Combine("docs", "evaluation");
         var settings = new EvaluationSettings
         {
-            Seed = (int)CliNumbers.Double(args, "seed", 0, 0, int.MaxValue),
-            PatchSizes = (args.Option("sizes") ?? "4,6,8").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray(),
-            PatchSteps = (int)CliNumbers.Double(args, "steps", 100, 1, 10_000),
-            UniversalSteps = (int)CliNumbers.Double(args, "universal-steps", 300, 0, 100_000),
-            UniversalTarget = (int)CliNumbers.Double(args, "target", 8, 0, 100_000),
-            AdaptiveCount = (int)CliNumbers.Double(args, "adaptive-count", 200, 0, 100_000),
-            EotSamples = (int)CliNumbers.Double(args, "eot-samples", 4, 1, 64),
-            Sweep = args.Option("sweep") is "true" or "1",
-            SweepScores = List(args.Option("sweep-scores"), "jsd,knn", v => Enum.Parse<TokenScore>(v, ignoreCase: true)),
-            SweepWindows = List(args.Option("sweep-windows"), "0,6,10", v => int.Parse(v, CultureInfo.InvariantCulture)),
-            SweepK = List(args.Option("sweep-k"), "0,2,4", v => int.Parse(v, CultureInfo.InvariantCulture)),
-            SweepBankChoices = List(args.Option("sweep-choices"), "1", v => int.Parse(v, CultureInfo.InvariantCulture)),
-            SweepNeutralizations = List(args.Option("sweep-neutralize"), "transform,mean,bank", v => Enum.Parse<Neutralization>(v, ignoreCase: true)),
-            PatchCache = args.Option("patch-cache"),
-            StrongSteps = (int)CliNumbers.Double(args, "strong-steps", 500, 0, 100_000),
-            StrongRestarts = (int)CliNumbers.Double(args, "strong-restarts", 2, 1, 100),
-            StrongEotSamples = (int)CliNumbers.Double(args, "strong-eot", 16, 1, 256),
-            EvasionWeights = (args.Option("evasion") ?? "0,1,10").Split(',').Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray(),
-            Bank = new BankSettings(
-                Size: (int)CliNumbers.Double(args, "bank-size", new BankSettings().Size, 16, 1_000_000),
-                Neighbors: (int)CliNumbers.Double(args, "neighbors", new BankSettings().Neighbors, 1, 64),
-                FalsePositiveRate: CliNumbers.Double(args, "fpr", new BankSettings().FalsePositiveRate, 0, 1)),
+            Seed = parseResult.GetValue(seed),
+            PatchSizes = parseResult.GetList(sizes),
+            PatchSteps = parseResult.GetValue(steps),
+            UniversalSteps = parseResult.GetValue(universalSteps),
+            UniversalTarget = parseResult.GetValue(target),
+            AdaptiveCount = parseResult.GetValue(adaptiveCount),
+            EotSamples = parseResult.GetValue(eotSamples),
+            Sweep = parseResult.GetValue(sweep),
+            SweepScores = parseResult.GetList(sweepScores),
+            SweepWindows = parseResult.GetList(sweepWindows),
+            SweepK = parseResult.GetList(sweepK),
+            SweepBankChoices = parseResult.GetList(sweepChoices),
+            SweepNeutralizations = parseResult.GetList(sweepNeutralize),
+            PatchCache = parseResult.GetValue(patchCache),
+            StrongSteps = parseResult.GetValue(strongSteps),
+            StrongRestarts = parseResult.GetValue(strongRestarts),
+            StrongEotSamples = parseResult.GetValue(strongEot),
+            EvasionWeights = parseResult.GetList(evasion),
+            Bank = new BankSettings(Size: parseResult.GetValue(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr)),
         };
-        var defaults = new DefenseOptions();
         var options = new DefenseOptions
         {
-            MinTokens = (int)CliNumbers.Double(args, "k", defaults.MinTokens, 0, 10_000),
-            ThresholdScale = CliNumbers.Double(args, "threshold-scale", defaults.ThresholdScale, 1e-6, 1e12),
-            WindowPixels = (int)CliNumbers.Double(args, "window", defaults.WindowPixels, 0, 100_000),
-            Score = args.Option("score") is { } score ? Enum.Parse<TokenScore>(score, ignoreCase: true) : defaults.Score,
-            Neutralization = args.Option("neutralize") is { } n ? Enum.Parse<Neutralization>(n, ignoreCase: true) : defaults.Neutralization,
-            BankChoices = (int)CliNumbers.Double(args, "bank-choices", defaults.BankChoices, 1, 64),
+            MinTokens = parseResult.GetValue(k),
+            ThresholdScale = parseResult.GetValue(thresholdScale),
+            WindowPixels = parseResult.GetValue(window),
+            Score = parseResult.GetValue(score),
+            Neutralization = parseResult.GetValue(neutralize),
+            BankChoices = parseResult.GetValue(bankChoices),
         };
         settings = settings with { AdaptivePatchSize = settings.PatchSizes.Contains(6) ? 6 : settings.PatchSizes[0] };
-        args.RejectUnknownOptions();
 
-        var package = ModelPackage.Load(args.Positionals[0]);
+        var package = ModelPackage.Load(parseResult.GetRequiredValue(modelDir));
         var test = CliData.Load(imagesPath, package, count);
         var reference = CliData.Load(calibPath, package, 100_000);
 
@@ -113,8 +144,6 @@ internal sealed class EvaluateCommand : ICliCommand
         stdout.WriteLine($"wrote {json} and {tables} in {report.Seconds:F0} s");
         return ExitCodes.Ok;
     }
-
-    private static T[] List<T>(string? text, string fallback, Func<string, T> parse) => (text ?? fallback).Split(',').Select(v => parse(v.Trim())).ToArray();
 
     private static string Tables(EvaluationReport report)
     {

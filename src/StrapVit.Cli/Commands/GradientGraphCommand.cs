@@ -1,3 +1,4 @@
+using System.CommandLine;
 using Google.Protobuf;
 using StrapVit.Core.Gradients;
 using StrapVit.Core.Models;
@@ -6,43 +7,53 @@ using StrapVit.Core.Onnx;
 namespace StrapVit.Cli.Commands;
 
 /// <summary><c>strapvit gradient-graph MODEL-DIR --output FILE [--objective cross-entropy|vjp]</c> (README, 'Attacks').</summary>
-internal sealed class GradientGraphCommand : ICliCommand
+internal sealed class GradientGraphCommand : CliVerb
 {
-    public string Name => "gradient-graph";
+    private readonly Argument<string> modelDir = CliOptions.ModelDir();
 
-    public string Summary => "Write the exported gradient graph (forward + backward, standard ONNX ops) of a model package.";
+    private readonly Option<string> output = CliOptions.Text("--output", "where to write the gradient model", required: true, helpName: "file.onnx");
 
-    public string Usage => """
-        Usage: strapvit gradient-graph <model-dir> --output <file.onnx> [--objective cross-entropy|vjp]
-
-        Builds one ONNX model that computes the forward pass and the pixel gradient in a single run, with the
-        package's normalization baked in (inputs are [0,1] pixels), using standard ONNX ops only.
-
-          <model-dir>    model package folder (model.onnx + model.json)
-          --output       where to write the gradient model
-          --objective    cross-entropy (default): inputs pixel_values [N,C,H,W], labels int64 [N];
-                                                  outputs logits [N,K], loss [N], pixel_grad [N,C,H,W]
-                         vjp:                     inputs pixel_values, logits_grad [N,K];
-                                                  outputs logits, pixel_grad = J^T logits_grad
-
-        Exit codes: 0 written; 1 the package is invalid or an op cannot be differentiated (the message names the
-        op and the node); 2 bad arguments.
-        """;
-
-    public int Run(CliArguments args, TextWriter stdout, TextWriter stderr)
+    private readonly Option<string> objective = new("--objective")
     {
-        if (args.Positionals.Count != 1) throw new CliUsageException("expected exactly one <model-dir>");
-        var output = args.RequiredOption("output");
-        var objectiveText = args.Option("objective") ?? GradientObjective.CrossEntropy.ToCliName();
-        if (!GradientGraphNames.TryParseObjective(objectiveText, out var objective))
-        {
-            throw new CliUsageException($"--objective must be cross-entropy or vjp, not '{objectiveText}'");
-        }
+        Description = """
+            cross-entropy: inputs pixel_values [N,C,H,W], labels int64 [N]; outputs logits [N,K], loss [N], pixel_grad [N,C,H,W].
+            vjp: inputs pixel_values, logits_grad [N,K]; outputs logits, pixel_grad = J^T logits_grad
+            """,
+        HelpName = "cross-entropy|vjp",
+        DefaultValueFactory = _ => GradientObjective.CrossEntropy.ToCliName(),
+    };
 
-        args.RejectUnknownOptions();
+    public GradientGraphCommand()
+        : base("gradient-graph", """
+            Write the exported gradient graph (forward + backward, standard ONNX ops) of a model package.
+
+            Builds one ONNX model that computes the forward pass and the pixel gradient in a single run, with the
+            package's normalization baked in (inputs are [0,1] pixels), using standard ONNX ops only.
+
+            Exit codes: 0 written; 1 the package is invalid or an op cannot be differentiated (the message names the
+            op and the node); 2 bad arguments.
+            """)
+    {
+        objective.CompletionSources.Add("cross-entropy", "vjp");
+        objective.Validators.Add(result =>
+        {
+            if (!GradientGraphNames.TryParseObjective(result.GetValueOrDefault<string>(), out _))
+            {
+                result.AddError($"--objective must be cross-entropy or vjp, not '{result.GetValueOrDefault<string>()}'");
+            }
+        });
+        Arguments.Add(modelDir);
+        Options.Add(output);
+        Options.Add(objective);
+    }
+
+    protected override int Run(ParseResult parseResult, TextWriter stdout, TextWriter stderr)
+    {
+        var output = parseResult.GetRequiredValue(this.output);
+        if (!GradientGraphNames.TryParseObjective(parseResult.GetValue(this.objective), out var objective)) throw new CliUsageException("--objective must be cross-entropy or vjp");
         try
         {
-            var package = ModelPackage.Load(args.Positionals[0]);
+            var package = ModelPackage.Load(parseResult.GetRequiredValue(modelDir));
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
             var forward = ForwardGraph.LoadNormalized(package);
             var forwardNodes = forward.Graph.Node.Count;
@@ -56,10 +67,8 @@ internal sealed class GradientGraphCommand : ICliCommand
         }
         catch (Exception ex) when (ex is GradientGraphException or ModelPackageException or IOException or UnauthorizedAccessException)
         {
-            stderr.WriteLine($"strapvit gradient-graph: {OneLine(ex.Message)}");
+            stderr.WriteLine($"strapvit gradient-graph: {CliUsage.OneLine(ex.Message)}");
             return ExitCodes.Failed;
         }
     }
-
-    private static string OneLine(string text) => string.Join(' ', text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
 }

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Attacks.Universal;
 using StrapVit.Core.Imaging;
@@ -6,51 +7,70 @@ using StrapVit.Core.Models;
 namespace StrapVit.Cli.Commands;
 
 /// <summary><c>strapvit patch-train MODEL-DIR --target K --images IDX --labels IDX --output patch.png</c>: a universal patch offline.</summary>
-internal sealed class PatchTrainCommand : ICliCommand
+internal sealed class PatchTrainCommand : CliVerb
 {
-    public string Name => "patch-train";
+    private readonly Argument<string> modelDir = CliOptions.ModelDir();
+    private readonly Option<int> target = CliOptions.RequiredNumber("--target", 0, 100_000, "class the patch turns images into");
+    private readonly Option<string> images = CliOptions.Text("--images", "gzipped IDX training images", required: true, helpName: "idx3.gz");
+    private readonly Option<string> labels = CliOptions.Text("--labels", "their gzipped IDX labels", required: true, helpName: "idx1.gz");
+    private readonly Option<string> output = CliOptions.Text("--output", "where to write the patch", required: true, helpName: "patch.png");
+    private readonly Option<string> holdoutImages = CliOptions.Text("--holdout-images", "held-out images for the reported success (default: the training images)", helpName: "idx3.gz");
+    private readonly Option<string> holdoutLabels = CliOptions.Text("--holdout-labels", "their labels", helpName: "idx1.gz");
+    private readonly Option<int> holdoutCount = CliOptions.Number("--holdout-count", 500, 1, 1_000_000, "held-out images used (the first ones)");
+    private readonly Option<int> patchSize = CliOptions.Number("--patch-size", 6, 1, 4096, "patch side in pixels");
+    private readonly Option<int> steps = CliOptions.Number("--steps", 500, 1, 1_000_000, "Adam steps");
+    private readonly Option<int> batch = CliOptions.Number("--batch", 32, 1, 4096, "images per step");
+    private readonly Option<float> stepSize = CliOptions.Number("--step-size", 0.05f, 1e-6f, 10f, "Adam step size");
+    private readonly Option<float> maxRotation = CliOptions.Number("--max-rotation", 22.5f, 0f, 180f, "largest random rotation in degrees");
+    private readonly Option<float> minScale = CliOptions.Number("--min-scale", 0.8f, 0.01f, 1f, "smallest random scale");
+    private readonly Option<float> maxScale = CliOptions.Number("--max-scale", 1f, 0.01f, 1f, "largest random scale");
+    private readonly Option<int> seed = CliOptions.Number("--seed", 0, 0, int.MaxValue, "random seed");
+    private readonly Option<int> threads = CliOptions.Number("--threads", 2, 0, 256, "ONNX Runtime intra-op threads (0: its default)");
+    private readonly Option<string> cache = CliOptions.Text("--cache", "cache folder for the gradient graph", helpName: "folder");
 
-    public string Summary => "Train a universal adversarial patch (Brown et al.) and report its held-out success.";
+    public PatchTrainCommand()
+        : base("patch-train", """
+            Train a universal adversarial patch (Brown et al.) and report its held-out success.
 
-    public string Usage => """
-        Usage: strapvit patch-train <model-dir> --target <class> --images <idx3.gz> --labels <idx1.gz> --output <patch.png>
-                                    [--holdout-images <idx3.gz> --holdout-labels <idx1.gz>] [--holdout-count 500]
-                                    [--patch-size 6] [--steps 500] [--batch 32] [--step-size 0.05] [--max-rotation 22.5]
-                                    [--min-scale 0.8] [--max-scale 1] [--seed 0] [--threads 2] [--cache <folder>]
+            Trains one square patch over the training images (those not of the target class) with a random place,
+            rotation and scale per image and step (Adam on the targeted cross-entropy), writes it as a PNG, and reports
+            the share of held-out images (not of the target class, clean prediction not the target) that the patch,
+            pasted under random poses of the same range, turns into the target.
 
-        Trains one square patch over the training images (those not of the target class) with a random place,
-        rotation and scale per image and step (Adam on the targeted cross-entropy), writes it as a PNG, and reports
-        the share of held-out images (not of the target class, clean prediction not the target) that the patch,
-        pasted under random poses of the same range, turns into the target.
-
-        Exit codes: 0 trained; 1 bad package or images; 2 bad arguments.
-        """;
-
-    public int Run(CliArguments args, TextWriter stdout, TextWriter stderr)
+            Exit codes: 0 trained; 1 bad package or images; 2 bad arguments.
+            """)
     {
-        if (args.Positionals.Count != 1) throw new CliUsageException("expected exactly one <model-dir>");
-        var target = (int)CliNumbers.Double(args, "target", -1, 0, 100000);
-        if (target < 0) throw new CliUsageException("missing --target");
-        var images = args.RequiredOption("images");
-        var labels = args.RequiredOption("labels");
-        var output = args.RequiredOption("output");
-        var holdImages = args.Option("holdout-images");
-        var holdLabels = args.Option("holdout-labels");
-        if ((holdImages is null) != (holdLabels is null)) throw new CliUsageException("give both --holdout-images and --holdout-labels, or neither");
-        var holdCount = (int)CliNumbers.Double(args, "holdout-count", 500, 1, 1e6);
+        Arguments.Add(modelDir);
+        Option[] options = [target, images, labels, output, holdoutImages, holdoutLabels, holdoutCount, patchSize, steps, batch, stepSize, maxRotation, minScale, maxScale, seed, threads, cache];
+        foreach (var option in options) Options.Add(option);
+        Validators.Add(result =>
+        {
+            if ((result.GetResult(holdoutImages) is null) != (result.GetResult(holdoutLabels) is null))
+            {
+                result.AddError("give both --holdout-images and --holdout-labels, or neither");
+            }
+        });
+    }
+
+    protected override int Run(ParseResult parseResult, TextWriter stdout, TextWriter stderr)
+    {
+        var target = parseResult.GetValue(this.target);
+        var images = parseResult.GetRequiredValue(this.images);
+        var labels = parseResult.GetRequiredValue(this.labels);
+        var output = parseResult.GetRequiredValue(this.output);
+        var holdImages = parseResult.GetValue(holdoutImages);
+        var holdLabels = parseResult.GetValue(holdoutLabels);
+        var holdCount = parseResult.GetValue(holdoutCount);
         var settings = new UniversalPatchSettings(
-            (int)CliNumbers.Double(args, "patch-size", 6, 1, 4096), target,
-            (int)CliNumbers.Double(args, "steps", 500, 1, 1e6), (int)CliNumbers.Double(args, "batch", 32, 1, 4096),
-            (float)CliNumbers.Double(args, "step-size", 0.05, 1e-6, 10), (float)CliNumbers.Double(args, "max-rotation", 22.5, 0, 180),
-            (float)CliNumbers.Double(args, "min-scale", 0.8, 0.01, 1), (float)CliNumbers.Double(args, "max-scale", 1, 0.01, 1));
-        var seed = (int)CliNumbers.Double(args, "seed", 0, 0, int.MaxValue);
-        var threads = (int)CliNumbers.Double(args, "threads", 2, 0, 256);
-        var cache = args.Option("cache");
-        args.RejectUnknownOptions();
+            parseResult.GetValue(patchSize), target, parseResult.GetValue(steps), parseResult.GetValue(batch),
+            parseResult.GetValue(stepSize), parseResult.GetValue(maxRotation), parseResult.GetValue(minScale), parseResult.GetValue(maxScale));
+        var seed = parseResult.GetValue(this.seed);
+        var threads = parseResult.GetValue(this.threads);
+        var cache = parseResult.GetValue(this.cache);
 
         try
         {
-            using var cli = new AttackCli(args.Positionals[0], threads, cache);
+            using var cli = new AttackCli(parseResult.GetRequiredValue(modelDir), threads, cache);
             var train = cli.LoadIdx(images, labels, int.MaxValue);
             var data = train.Without(target);
 

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Diagnostics;
 using StrapVit.Core.Attacks;
 using StrapVit.Core.Gradients;
@@ -6,35 +7,42 @@ using StrapVit.Core.Models;
 namespace StrapVit.Cli.Commands;
 
 /// <summary><c>strapvit bench-pgd</c>: PGD throughput, to set against tools/attacks/bench_pgd_torch.py.</summary>
-internal sealed class PgdBenchCommand : ICliCommand
+internal sealed class PgdBenchCommand : CliVerb
 {
-    public string Name => "bench-pgd";
+    private readonly Argument<string> modelDir = CliOptions.ModelDir();
+    private readonly ListOption<int> batch = CliOptions.NumberList("--batch", [1, 32], 1, 4096, "batch sizes measured");
+    private readonly Option<int> steps = CliOptions.Number("--steps", 10, 1, 1_000_000, "PGD steps per run");
+    private readonly Option<int> repeats = CliOptions.Number("--repeats", 5, 1, 1000, "timed runs per batch size (the best counts)");
+    private readonly Option<int> threads = CliOptions.Number("--threads", 2, 0, 256, "ONNX Runtime intra-op threads (0: its default)");
+    private readonly Option<string> cache = CliOptions.Text("--cache", "cache folder for the gradient graph", helpName: "folder");
 
-    public string Summary => "Benchmark PGD steps per second on a model package (compare with tools/attacks/bench_pgd_torch.py).";
+    public PgdBenchCommand()
+        : base("bench-pgd", """
+            Benchmark PGD steps per second on a model package (compare with tools/attacks/bench_pgd_torch.py).
 
-    public string Usage => """
-        Usage: strapvit bench-pgd <model-dir> [--batch 1,32] [--steps 10] [--repeats 5] [--threads 2] [--cache <folder>]
+            Runs untargeted Linf PGD (eps 8/255, step 2/255, no random start, no early stop) on seeded random images,
+            once to warm up and then --repeats times per batch size, and prints the best time as image-steps per
+            second (batch x steps / seconds), by wall time and by process CPU time (robust on a shared machine with
+            --threads 1). Each step is one fused forward + backward ONNX Runtime run.
 
-        Runs untargeted Linf PGD (eps 8/255, step 2/255, no random start, no early stop) on seeded random images,
-        once to warm up and then --repeats times per batch size, and prints the best time as image-steps per
-        second (batch x steps / seconds), by wall time and by process CPU time (robust on a shared machine with
-        --threads 1). Each step is one fused forward + backward ONNX Runtime run.
-
-        Exit codes: 0 measured; 1 bad package; 2 bad arguments.
-        """;
-
-    public int Run(CliArguments args, TextWriter stdout, TextWriter stderr)
+            Exit codes: 0 measured; 1 bad package; 2 bad arguments.
+            """)
     {
-        if (args.Positionals.Count != 1) throw new CliUsageException("expected exactly one <model-dir>");
-        var batches = (args.Option("batch") ?? "1,32").Split(',').Select(b => int.TryParse(b, out var v) && v >= 1 ? v : throw new CliUsageException($"--batch: '{b}' is not a positive integer")).ToArray();
-        var steps = (int)CliNumbers.Double(args, "steps", 10, 1, 1e6);
-        var repeats = (int)CliNumbers.Double(args, "repeats", 5, 1, 1000);
-        var threads = (int)CliNumbers.Double(args, "threads", 2, 0, 256);
-        var cache = args.Option("cache");
-        args.RejectUnknownOptions();
+        Arguments.Add(modelDir);
+        Option[] options = [batch, steps, repeats, threads, cache];
+        foreach (var option in options) Options.Add(option);
+    }
+
+    protected override int Run(ParseResult parseResult, TextWriter stdout, TextWriter stderr)
+    {
+        var batches = parseResult.GetList(batch);
+        var steps = parseResult.GetValue(this.steps);
+        var repeats = parseResult.GetValue(this.repeats);
+        var threads = parseResult.GetValue(this.threads);
+        var cache = parseResult.GetValue(this.cache);
         try
         {
-            using var cli = new AttackCli(args.Positionals[0], threads, cache);
+            using var cli = new AttackCli(parseResult.GetRequiredValue(modelDir), threads, cache);
             var size = cli.Model.SampleSize();
             var attack = new Pgd(PerturbationNorm.Linf, 8f / 255, 2f / 255, steps, randomStart: false);
             foreach (var batch in batches)

@@ -1,0 +1,100 @@
+using System.Globalization;
+using StrapVit.Core.Defense;
+
+namespace StrapVit.Cli.Tests;
+
+/// <summary>Options arrive typed: numbers with the invariant culture whatever the machine's, lists from comma syntax.</summary>
+public sealed class TypedOptionTests
+{
+    [Fact]
+    public void Numbers_and_defaults_are_typed()
+    {
+        var result = CliHarness.Parse("calibrate", "m", "--images", "a", "--temperature", "0.5", "--quantile=0.95", "--bins", "32");
+        Assert.Empty(result.Errors);
+        Assert.Equal(0.5, result.GetValue<double>("--temperature"));
+        Assert.Equal(0.95, result.GetValue<double>("--quantile"));
+        Assert.Equal(32, result.GetValue<int>("--bins"));
+        Assert.Equal(new BankSettings().Size, result.GetValue<int>("--bank-size"));
+        Assert.Equal(new BankSettings().FalsePositiveRate, result.GetValue<double>("--fpr"));
+        Assert.Equal("a", result.GetValue<string>("--images"));
+        Assert.Null(result.GetValue<string>("--idx"));
+    }
+
+    [Fact]
+    public void Numbers_use_the_invariant_culture_on_a_comma_decimal_machine()
+    {
+        var before = CultureInfo.CurrentCulture;
+        CultureInfo.CurrentCulture = CultureInfo.GetCultureInfo("de-DE");
+        try
+        {
+            var result = CliHarness.Parse("patch-train", "m", "--target", "3", "--images", "a", "--labels", "b", "--output", "p.png", "--step-size", "2.5e-2", "--max-rotation", "10.5");
+            Assert.Empty(result.Errors);
+            Assert.Equal(0.025f, result.GetValue<float>("--step-size"));
+            Assert.Equal(10.5f, result.GetValue<float>("--max-rotation"));
+            Assert.Equal(3, result.GetValue<int>("--target"));
+            Assert.Equal(0.8f, result.GetValue<float>("--min-scale"));
+
+            var comma = CliHarness.Parse("calibrate", "m", "--images", "a", "--temperature", "0,5");
+            Assert.Contains("--temperature must be a number in [0.001, 1000], not '0,5'", Assert.Single(comma.Errors).Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            CultureInfo.CurrentCulture = before;
+        }
+    }
+
+    [Fact]
+    public void Enums_and_words_are_typed()
+    {
+        var result = CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b", "--score", "jsd", "--neutralize", "MEAN", "--split", "tune", "--sweep", "true");
+        Assert.Empty(result.Errors);
+        Assert.Equal(TokenScore.Jsd, result.GetValue<TokenScore>("--score"));
+        Assert.Equal(Neutralization.Mean, result.GetValue<Neutralization>("--neutralize"));
+        Assert.Equal("tune", result.GetValue<string>("--split"));
+        Assert.True(result.GetValue<bool>("--sweep"));
+
+        var defaults = CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b");
+        Assert.Equal(new DefenseOptions().Score, defaults.GetValue<TokenScore>("--score"));
+        Assert.Equal(new DefenseOptions().MinTokens, defaults.GetValue<int>("--k"));
+        Assert.Equal("report", defaults.GetValue<string>("--split"));
+        Assert.False(defaults.GetValue<bool>("--sweep"));
+
+        var certify = CliHarness.Parse("certify-eval", "m", "--images", "a", "--soundness", "false", "--masking", "replace");
+        Assert.Empty(certify.Errors);
+        Assert.False(certify.GetValue<bool>("--soundness"));
+        Assert.Equal("replace", certify.GetValue<string>("--masking"));
+        Assert.True(CliHarness.Parse("certify-eval", "m", "--images", "a").GetValue<bool>("--soundness"));
+    }
+
+    [Fact]
+    public void Comma_lists_parse_each_item()
+    {
+        // The commands of docs/EVALUATION.md.
+        var result = CliHarness.Parse(
+            "evaluate", "m", "--images", "a", "--calib", "b", "--sizes", "4,6", "--sweep-scores", "knn", "--sweep-windows", "6",
+            "--sweep-k", "1, 2", "--sweep-neutralize", "hybrid,hybriddrop,drop", "--evasion", "0,0.5,10");
+        Assert.Empty(result.Errors);
+        Assert.Equal([4, 6], CliHarness.List<int>(result, "--sizes"));
+        Assert.Equal([TokenScore.Knn], CliHarness.List<TokenScore>(result, "--sweep-scores"));
+        Assert.Equal([6], CliHarness.List<int>(result, "--sweep-windows"));
+        Assert.Equal([1, 2], CliHarness.List<int>(result, "--sweep-k"));
+        Assert.Equal([Neutralization.Hybrid, Neutralization.HybridDrop, Neutralization.Drop], CliHarness.List<Neutralization>(result, "--sweep-neutralize"));
+        Assert.Equal([0, 0.5, 10], CliHarness.List<double>(result, "--evasion"));
+
+        var certify = CliHarness.Parse("certify-eval", "m", "--images", "a", "--sizes", "4,6", "--strides", "1,2,3");
+        Assert.Equal([1, 2, 3], CliHarness.List<int>(certify, "--strides"));
+        var attacks = CliHarness.Parse("attack-eval", "m", "--images", "a", "--labels", "b", "--only", "FGSM,pgd");
+        Assert.Equal(["fgsm", "pgd"], CliHarness.List<string>(attacks, "--only"));
+    }
+
+    [Fact]
+    public void Comma_lists_default_when_not_given()
+    {
+        var result = CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b");
+        Assert.Equal([4, 6, 8], CliHarness.List<int>(result, "--sizes"));
+        Assert.Equal([TokenScore.Jsd, TokenScore.Knn], CliHarness.List<TokenScore>(result, "--sweep-scores"));
+        Assert.Equal([0, 1, 10], CliHarness.List<double>(result, "--evasion"));
+        Assert.Equal([1, 32], CliHarness.List<int>(CliHarness.Parse("bench-pgd", "m"), "--batch"));
+        Assert.Equal([4, 6], CliHarness.List<int>(CliHarness.Parse("certify-eval", "m", "--images", "a"), "--sizes"));
+    }
+}

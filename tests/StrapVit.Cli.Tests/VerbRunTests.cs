@@ -1,0 +1,108 @@
+using Google.Protobuf;
+using Onnx;
+using StrapVit.Core.Datasets;
+using StrapVit.Core.Defense;
+using StrapVit.Core.Models;
+using StrapVit.Testing;
+
+namespace StrapVit.Cli.Tests;
+
+/// <summary>The fixed contract of the two verbs the README documents, run end to end on real packages.</summary>
+public sealed class VerbRunTests : IDisposable
+{
+    private readonly string temp = Directory.CreateTempSubdirectory("strapvit-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(temp, recursive: true);
+
+    [Theory]
+    [InlineData(null, "cross-entropy", new[] { "logits", "loss", "pixel_grad" })]
+    [InlineData("vjp", "vjp", new[] { "logits", "pixel_grad" })]
+    public void Gradient_graph_writes_the_model_and_exits_0(string? objective, string expected, string[] outputs)
+    {
+        var output = Path.Combine(temp, "out", "grad.onnx");
+        string[] args = ["gradient-graph", RepoPaths.DefaultModel, "--output", output, .. objective is null ? Array.Empty<string>() : ["--objective", objective]];
+        var (exit, stdout, stderr) = CliHarness.Run(args);
+        Assert.True(exit == 0, stderr);
+        Assert.StartsWith($"{output}: {expected} gradient of fashion-vit-tiny (", stdout, StringComparison.Ordinal);
+        var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(output));
+        Assert.Equal(outputs, model.Graph.Output.Select(o => o.Name));
+        Assert.Equal(expected, model.MetadataProps.Single(p => p.Key == "strapvit.gradient.objective").Value);
+    }
+
+    [Fact]
+    public void Gradient_graph_names_the_op_and_node_it_cannot_differentiate_and_exits_1()
+    {
+        var package = Path.Combine(temp, "topk");
+        Directory.CreateDirectory(package);
+        File.WriteAllBytes(Path.Combine(package, "model.onnx"), TopKModel().ToByteArray());
+        File.WriteAllText(Path.Combine(package, "model.json"), """
+            {"name": "topk", "input": {"name": "input", "channels": 1, "height": 4, "width": 4, "mean": [0.5], "std": [0.5]},
+             "output": "logits", "labels": ["a", "b", "c"], "patchSize": 2}
+            """);
+        var output = Path.Combine(temp, "grad.onnx");
+        var (exit, stdout, stderr) = CliHarness.Run("gradient-graph", package, "--output", output);
+        Assert.Equal(1, exit);
+        Assert.Empty(stdout);
+        var line = Assert.Single(CliHarness.Lines(stderr));
+        Assert.StartsWith("strapvit gradient-graph: ", line, StringComparison.Ordinal);
+        Assert.Contains("TopK", line, StringComparison.Ordinal);
+        Assert.Contains("top_node", line, StringComparison.Ordinal);
+        Assert.False(File.Exists(output));
+    }
+
+    [Fact]
+    public void Calibrate_from_a_folder_of_pngs_writes_a_calibration_and_exits_0()
+    {
+        var package = Path.Combine(temp, "package");
+        Directory.CreateDirectory(package);
+        foreach (var file in Directory.GetFiles(RepoPaths.DefaultModel)) File.Copy(file, Path.Combine(package, Path.GetFileName(file)));
+        File.Delete(Path.Combine(package, DefenseCalibration.FileName));
+        var images = Path.Combine(temp, "clean");
+        Directory.CreateDirectory(images);
+        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", "calib-500-images-idx3-ubyte.gz"));
+        var set = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx));
+        for (var i = 0; i < 40; i++)
+        {
+            var image = set.Image(i);
+            File.WriteAllBytes(Path.Combine(images, $"{i:D3}.png"), TestImages.PngFromTensor(image.Data, image.Channels, image.Height, image.Width));
+        }
+
+        var (exit, stdout, stderr) = CliHarness.Run("calibrate", package, "--images", images, "--bank-size", "64", "--quantile", "0.9");
+        Assert.True(exit == 0, stderr);
+        var written = Path.Combine(package, DefenseCalibration.FileName);
+        Assert.StartsWith($"{written}: defense calibration of fashion-vit-tiny from 40 images", stdout, StringComparison.Ordinal);
+        Assert.Contains("quantile 0.9)", stdout, StringComparison.Ordinal);
+        var calibration = DefenseCalibration.Load(written, ModelPackage.Load(package));
+        Assert.Equal(64, calibration.Tokens!.Bank!.Count);
+    }
+
+    /// <summary>pixels [N,1,4,4] -> Flatten -> TopK(3): the values as logits; TopK has no gradient the builder knows.</summary>
+    private static ModelProto TopKModel()
+    {
+        var model = new ModelProto { IrVersion = 8, ProducerName = "strapvit-tests", Graph = new GraphProto { Name = "topk" } };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
+        model.Graph.Input.Add(Tensor("input", TensorProto.Types.DataType.Float, ["N", 1, 4, 4]));
+        var k = new TensorProto { Name = "k", DataType = (int)TensorProto.Types.DataType.Int64 };
+        k.Dims.Add(1);
+        k.Int64Data.Add(3);
+        model.Graph.Initializer.Add(k);
+        var flatten = new NodeProto { OpType = "Flatten", Name = "flatten_node", Input = { "input" }, Output = { "flat" } };
+        flatten.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+        var top = new NodeProto { OpType = "TopK", Name = "top_node", Input = { "flat", "k" }, Output = { "logits", "indices" } };
+        model.Graph.Node.Add(flatten);
+        model.Graph.Node.Add(top);
+        model.Graph.Output.Add(Tensor("logits", TensorProto.Types.DataType.Float, ["N", 3]));
+        return model;
+    }
+
+    private static ValueInfoProto Tensor(string name, TensorProto.Types.DataType type, object[] dims)
+    {
+        var shape = new TensorShapeProto();
+        foreach (var d in dims)
+        {
+            shape.Dim.Add(d is string p ? new TensorShapeProto.Types.Dimension { DimParam = p } : new TensorShapeProto.Types.Dimension { DimValue = Convert.ToInt64(d, System.Globalization.CultureInfo.InvariantCulture) });
+        }
+
+        return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } } };
+    }
+}
