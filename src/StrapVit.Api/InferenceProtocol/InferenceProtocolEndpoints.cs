@@ -1,6 +1,5 @@
 using System.Reflection;
 using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Auth;
 using StrapVit.Api.Serving;
 
@@ -120,7 +119,7 @@ public static class InferenceProtocolEndpoints
     /// <param name="inference">The inference request.</param>
     /// <param name="service">The protocol's view of the model.</param>
     /// <param name="ct">Aborted when the client disconnects.</param>
-    internal static Ok<InferenceResponse> Infer(string name, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct) =>
+    internal static Task<Ok<InferenceResponse>> Infer(string name, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct) =>
         InferVersion(name, null, inference, service, ct);
 
     /// <param name="name">The model's name, as GET /v1/model reports it.</param>
@@ -128,11 +127,9 @@ public static class InferenceProtocolEndpoints
     /// <param name="inference">The inference request.</param>
     /// <param name="service">The protocol's view of the model.</param>
     /// <param name="ct">Aborted when the client disconnects.</param>
-    internal static Ok<InferenceResponse> InferVersion(string name, string? version, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct)
+    internal static async Task<Ok<InferenceResponse>> InferVersion(string name, string? version, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct)
     {
         service.RequireModel(name, version);
-        using var runOptions = new RunOptions();
-        using var cancel = ct.Register(() => runOptions.Terminate = true);
-        return TypedResults.Ok(service.Infer(inference, runOptions));
+        return TypedResults.Ok(await service.InferAsync(inference, ct));
     }
 }

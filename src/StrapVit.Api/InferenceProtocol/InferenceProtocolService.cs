@@ -1,9 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Options;
-using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Defense;
 using StrapVit.Api.Errors;
-using StrapVit.Api.Observability;
 using StrapVit.Api.Serving;
 using StrapVit.Api.Uploads;
 using StrapVit.Core.Defense;
@@ -17,7 +15,7 @@ namespace StrapVit.Api.InferenceProtocol;
 /// </summary>
 public sealed partial class InferenceProtocolService(
     ModelRuntime runtime,
-    ServiceMetrics metrics,
+    ClassificationBatcher batcher,
     ImageDecoder decoder,
     DefenseSelector selector,
     IOptions<InferenceProtocolOptions> options,
@@ -73,7 +71,7 @@ public sealed partial class InferenceProtocolService(
             ]);
     }
 
-    public InferenceResponse Infer(InferenceRequest request, RunOptions runOptions)
+    public async Task<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
     {
         var total = Stopwatch.StartNew();
         // Resolved before the tensor is read, so a bad mode costs nothing; the same rule and messages as the query of /v1/classify.
@@ -88,7 +86,7 @@ public sealed partial class InferenceProtocolService(
         };
         var (pixels, batch) = TensorInput.Read(input, runtime.Classifier.Manifest.Input, options.Value.MaxBatchSize, decoder);
 
-        var result = DefendedClassification.RunBatch(runtime, metrics, pixels, batch, selection, runOptions);
+        var result = await batcher.ClassifyAsync(pixels, batch, selection, cancellationToken);
         var k = runtime.Classifier.ClassCount;
         var tensors = outputs.Select(name => name switch
         {

@@ -1,0 +1,106 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+using StrapVit.Api.Serving;
+using StrapVit.Api.Tests.InferenceProtocol;
+using StrapVit.Api.Tests.Support;
+
+namespace StrapVit.Api.Tests.Endpoints;
+
+/// <summary>
+/// The service with dynamic batching on: one run slot, so concurrent requests queue, and batches of at most 8
+/// images, so each mode's 8 requests below fill one batch and go without waiting for the delay.
+/// </summary>
+public sealed class BatchingServiceFactory() : ServiceFactory(new Dictionary<string, string?>
+{
+    ["Batching:Mode"] = "On",
+    ["Batching:MaxBatchSize"] = "8",
+    ["Batching:MaxConcurrentBatches"] = "1",
+    ["Batching:MaxQueueDelayMicroseconds"] = "100000",
+});
+
+/// <summary>
+/// Concurrent classifications with mixed defense modes and seeds, batched, answer exactly what each request gets
+/// alone from the service with batching off (the default on CPU), one request at a time.
+/// </summary>
+public sealed class BatchingTests(BatchingServiceFactory batchedFactory, ServiceFactory plainFactory)
+    : IClassFixture<BatchingServiceFactory>, IClassFixture<ServiceFactory>
+{
+    private static readonly string[] Samples = ["bag.png", "trouser.png", "sneaker.png", "ankle-boot.png", "pullover.png"];
+    private static readonly string[] Modes = ["off", "detect", "mitigate"];
+
+    [Fact]
+    public void Batching_is_off_by_default_on_cpu_and_on_when_configured()
+    {
+        Assert.False(plainFactory.Services.GetRequiredService<ClassificationBatcher>().Enabled);
+        Assert.True(batchedFactory.Services.GetRequiredService<ClassificationBatcher>().Enabled);
+    }
+
+    [Fact]
+    public async Task Concurrent_requests_with_mixed_modes_and_seeds_answer_as_each_does_alone_unbatched()
+    {
+        var batched = batchedFactory.CreateClient();
+        var plain = plainFactory.CreateClient();
+        var requests = Enumerable.Range(0, 24)
+            .Select(i => (Image: V2Bodies.Png(Samples[i % Samples.Length]), Query: $"topK=10&defense={Modes[i % 3]}&seed={(i * 7919) % 1000}"))
+            .ToArray();
+
+        var before = await BatchSeriesAsync(batched);
+        var answers = await Task.WhenAll(requests.Select(r => BodyAsync(batched, r.Image, r.Query)));
+        var after = await BatchSeriesAsync(batched);
+
+        // Every image went through the batcher, and batches held more than one request.
+        Assert.Equal(24, after.Images - before.Images);
+        Assert.InRange(after.Batches - before.Batches, 1, 23);
+        for (var i = 0; i < requests.Length; i++)
+        {
+            var alone = await BodyAsync(plain, requests[i].Image, requests[i].Query);
+            Assert.Equal(Comparable(alone), Comparable(answers[i]));
+        }
+    }
+
+    [Fact]
+    public async Task Concurrent_v2_batches_share_runs_and_answer_as_each_does_alone_unbatched()
+    {
+        var batched = batchedFactory.CreateClient();
+        var plain = plainFactory.CreateClient();
+        var bodies = Enumerable.Range(0, 6).Select(i => V2Bodies.Tensor(
+            [V2Bodies.Pixels(Samples[i % 5]), V2Bodies.Pixels(Samples[(i + 2) % 5])],
+            parameters: $$"""{ "defense" : "{{Modes[i % 3]}}", "seed" : {{i * 31}} }""")).ToArray();
+
+        var answers = await Task.WhenAll(bodies.Select(async body => (await (await batched.InferAsync(body)).JsonAsync()).GetProperty("outputs").GetRawText()));
+
+        for (var i = 0; i < bodies.Length; i++)
+        {
+            var alone = (await (await plain.InferAsync(bodies[i])).JsonAsync()).GetProperty("outputs").GetRawText();
+            Assert.Equal(alone, answers[i]);
+        }
+    }
+
+    private static async Task<JsonElement> BodyAsync(HttpClient client, byte[] image, string query)
+    {
+        using var response = await client.PostAsync("/v1/classify?" + query, Http.Raw(image, "image/png"));
+        var body = await response.JsonAsync();
+        Assert.True(response.IsSuccessStatusCode, body.ToString());
+        return body;
+    }
+
+    /// <summary>The predictions and the defense's report as JSON text, without the report's wall time.</summary>
+    private static string Comparable(JsonElement body)
+    {
+        var node = JsonNode.Parse(body.GetRawText())!.AsObject();
+        node.Remove("timingsMs");
+        (node["defense"] as JsonObject)?.Remove("elapsedMs");
+        return node.ToJsonString();
+    }
+
+    /// <summary>strapvit_batch_size's sum (images batched) and count (batches run) from /metrics.</summary>
+    private static async Task<(double Images, double Batches)> BatchSeriesAsync(HttpClient client)
+    {
+        var text = await client.GetStringAsync("/metrics");
+        double Sample(string name) => double.Parse(
+            text.Split('\n').Single(line => line.StartsWith(name + " ", StringComparison.Ordinal)).Split(' ')[1], CultureInfo.InvariantCulture);
+        return (Sample("strapvit_batch_size_sum"), Sample("strapvit_batch_size_count"));
+    }
+}
