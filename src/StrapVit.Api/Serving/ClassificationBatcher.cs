@@ -3,7 +3,6 @@ using Microsoft.ML.OnnxRuntime;
 using StrapVit.Api.Defense;
 using StrapVit.Api.Observability;
 using StrapVit.Core.Defense;
-using StrapVit.Core.Inference;
 
 namespace StrapVit.Api.Serving;
 
@@ -17,20 +16,19 @@ public sealed class ClassificationBatcher : IAsyncDisposable
 {
     private readonly ModelRuntime _runtime;
     private readonly ServiceMetrics _metrics;
-    private readonly BatchingMode _mode;
+    private readonly bool _enabled;
     private readonly DynamicBatcher<DefenseMode, Images, DefendedBatch> _batcher;
 
     public ClassificationBatcher(ModelRuntime runtime, ServiceMetrics metrics, IOptions<BatchingOptions> options, TimeProvider time)
     {
         _runtime = runtime;
         _metrics = metrics;
-        _mode = options.Value.Mode;
+        _enabled = options.Value.Enabled;
         _batcher = new DynamicBatcher<DefenseMode, Images, DefendedBatch>(options.Value, RunBatch, time, metrics.ObserveBatch);
     }
 
-    /// <summary>Whether requests are batched: <c>Batching:Mode</c>, where Auto means on when the classifier runs on CUDA.</summary>
-    public bool Enabled => _mode == BatchingMode.On
-        || (_mode == BatchingMode.Auto && _runtime.Classifier.ExecutionProvider == OnnxSessionFactory.Cuda);
+    /// <summary>Whether requests are batched (<c>Batching:Enabled</c>).</summary>
+    public bool Enabled => _enabled;
 
     /// <summary>
     /// Classifies <paramref name="count"/> images laid out back to back in <paramref name="pixels"/> with

@@ -14,27 +14,35 @@ namespace StrapVit.Api.Tests.Endpoints;
 /// </summary>
 public sealed class BatchingServiceFactory() : ServiceFactory(new Dictionary<string, string?>
 {
-    ["Batching:Mode"] = "On",
     ["Batching:MaxBatchSize"] = "8",
     ["Batching:MaxConcurrentBatches"] = "1",
     ["Batching:MaxQueueDelayMicroseconds"] = "100000",
 });
 
+/// <summary>The service with dynamic batching off: every request runs on its own.</summary>
+public sealed class UnbatchedServiceFactory() : ServiceFactory(new Dictionary<string, string?> { ["Batching:Enabled"] = "false" });
+
+/// <summary>Batching is on in every test service, and strapvit_batch_size is process-wide: the batch counts below run alone.</summary>
+[CollectionDefinition(nameof(BatchingTests), DisableParallelization = true)]
+public sealed class BatchMetricsCollection;
+
 /// <summary>
 /// Concurrent classifications with mixed defense modes and seeds, batched, answer exactly what each request gets
-/// alone from the service with batching off (the default on CPU), one request at a time.
+/// alone from the service with batching off, one request at a time.
 /// </summary>
-public sealed class BatchingTests(BatchingServiceFactory batchedFactory, ServiceFactory plainFactory)
-    : IClassFixture<BatchingServiceFactory>, IClassFixture<ServiceFactory>
+[Collection(nameof(BatchingTests))]
+public sealed class BatchingTests(BatchingServiceFactory batchedFactory, UnbatchedServiceFactory plainFactory)
+    : IClassFixture<BatchingServiceFactory>, IClassFixture<UnbatchedServiceFactory>
 {
     private static readonly string[] Samples = ["bag.png", "trouser.png", "sneaker.png", "ankle-boot.png", "pullover.png"];
     private static readonly string[] Modes = ["off", "detect", "mitigate"];
 
     [Fact]
-    public void Batching_is_off_by_default_on_cpu_and_on_when_configured()
+    public void Batching_is_on_by_default_and_off_when_configured()
     {
-        Assert.False(plainFactory.Services.GetRequiredService<ClassificationBatcher>().Enabled);
+        Assert.True(new BatchingOptions().Enabled);
         Assert.True(batchedFactory.Services.GetRequiredService<ClassificationBatcher>().Enabled);
+        Assert.False(plainFactory.Services.GetRequiredService<ClassificationBatcher>().Enabled);
     }
 
     [Fact]
