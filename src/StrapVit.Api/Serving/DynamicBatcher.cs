@@ -136,7 +136,7 @@ internal sealed class DynamicBatcher<TKey, TRequest, TResult> : IAsyncDisposable
                 }
                 catch (OperationCanceledException) when (!stop.IsCancellationRequested)
                 {
-                    // The oldest key's delay is up: form again.
+                    // A key's queue delay is up: form again.
                 }
             }
 
@@ -230,9 +230,9 @@ internal sealed class DynamicBatcher<TKey, TRequest, TResult> : IAsyncDisposable
                 return;
             }
 
-            _observe?.Invoke(members.Sum(m => m.Size), batch.Waited);
             try
             {
+                _observe?.Invoke(members.Sum(m => m.Size), batch.Waited);
                 var answers = _run(members[0].Key, members.Select(m => m.Request).ToArray(), batch.Cancellation.Token);
                 if (answers.Count != members.Length)
                 {
