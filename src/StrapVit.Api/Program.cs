@@ -15,6 +15,7 @@ var builder = WebApplication.CreateBuilder(args);
 builder.AddStrapVitSecrets();
 builder.AddStrapVitLogging();
 builder.Services.AddStrapVitModel(builder.Configuration);
+builder.Services.AddStrapVitBatching(builder.Configuration);
 builder.Services.AddStrapVitUploads(builder.Configuration);
 builder.Services.AddStrapVitApi();
 builder.Services.AddStrapVitDefense(builder.Configuration);

@@ -66,6 +66,17 @@ public sealed class ServiceMetrics
         "Finished attacks by attack and outcome (success, failure, rejected, canceled, error).",
         new CounterConfiguration { LabelNames = ["attack", "outcome"] });
 
+    // Dynamic batching (Batching:*): observed only while it is on.
+    private readonly Histogram _batchSize = Metrics.CreateHistogram(
+        "strapvit_batch_size",
+        "Images in each batch the dynamic batcher ran (one classifier or defense run).",
+        new HistogramConfiguration { Buckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] });
+
+    private readonly Histogram _batchQueue = Metrics.CreateHistogram(
+        "strapvit_batch_queue_seconds",
+        "Time each request waited in the dynamic batcher's queue before its batch ran.",
+        new HistogramConfiguration { Buckets = Histogram.ExponentialBuckets(0.00001, 2, 18) });
+
     public static readonly string[] DefenseModes = ["detect", "mitigate"];
 
     public static readonly string[] AttackNames = ["fgsm", "pgd", "deepfool", "patch", "universal_patch"];
@@ -128,6 +139,15 @@ public sealed class ServiceMetrics
         {
             _attackDuration.WithLabels(attack).Observe(elapsed.TotalSeconds);
             _attackIterations.WithLabels(attack).Observe(iterations);
+        }
+    }
+
+    public void ObserveBatch(int images, TimeSpan[] queued)
+    {
+        _batchSize.Observe(images);
+        foreach (var wait in queued)
+        {
+            _batchQueue.Observe(wait.TotalSeconds);
         }
     }
 
