@@ -16,6 +16,7 @@ builder.AddStrapVitSecrets();
 builder.AddStrapVitLogging();
 builder.AddStrapVitTelemetry();
 builder.Services.AddStrapVitModel(builder.Configuration);
+builder.Services.AddStrapVitBatching(builder.Configuration);
 builder.Services.AddStrapVitUploads(builder.Configuration);
 builder.Services.AddStrapVitApi();
 builder.Services.AddStrapVitDefense(builder.Configuration);

@@ -62,17 +62,19 @@ public static partial class ClassifyEndpoints
     /// <param name="defenseQuery">The defense mode and seed.</param>
     /// <param name="selector">Resolves the defense mode.</param>
     /// <param name="runtime">The loaded model.</param>
+    /// <param name="batcher">Runs the classification, batched with concurrent ones when <c>Batching</c> is on.</param>
     /// <param name="decoder">Image decoding with limits.</param>
     /// <param name="limits">Request limits.</param>
     /// <param name="metrics">Service metrics.</param>
     /// <param name="loggerFactory">Logging.</param>
     /// <param name="ct">Aborted when the client disconnects.</param>
-    internal static Ok<ClassifyResponse> Classify(
+    internal static async Task<Ok<ClassifyResponse>> Classify(
         UploadedImage image,
         [AsParameters] ClassifyQuery query,
         [AsParameters] DefenseQuery defenseQuery,
         DefenseSelector selector,
         ModelRuntime runtime,
+        ClassificationBatcher batcher,
         ImageDecoder decoder,
         IOptions<InferenceLimitOptions> limits,
         ServiceMetrics metrics,
@@ -88,7 +90,7 @@ public static partial class ClassifyEndpoints
         var tensor = decoder.Decode(image.Bytes, input.Channels, input.Height, input.Width);
         var decodeMs = decodeWatch.Elapsed.TotalMilliseconds;
 
-        var result = DefendedClassification.Run(runtime, metrics, tensor, topK, selection, ct);
+        var result = DefendedClassification.Single(runtime, await batcher.ClassifyAsync(tensor.Data, 1, selection, ct), topK);
 
         var totalMs = total.Elapsed.TotalMilliseconds;
         var top = result.Predictions[0];

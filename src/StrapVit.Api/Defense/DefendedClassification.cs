@@ -31,9 +31,12 @@ public sealed record DefendedBatch(IReadOnlyList<DefendedImage> Images, double I
 
 internal static class DefendedClassification
 {
-    public static DefendedResult Run(ModelRuntime runtime, ServiceMetrics metrics, ImageTensor image, int topK, DefenseSelection selection, CancellationToken cancellationToken)
+    public static DefendedResult Run(ModelRuntime runtime, ServiceMetrics metrics, ImageTensor image, int topK, DefenseSelection selection, CancellationToken cancellationToken) =>
+        Single(runtime, RunBatch(runtime, metrics, image.Data, 1, selection, cancellationToken), topK);
+
+    /// <summary>A one-image batch's answer as predictions: the top-K classes, the defense's report or the certificate.</summary>
+    public static DefendedResult Single(ModelRuntime runtime, DefendedBatch batch, int topK)
     {
-        var batch = RunBatch(runtime, metrics, image.Data, 1, selection, cancellationToken);
         var one = batch.Images[0];
         return one switch
         {
@@ -47,9 +50,11 @@ internal static class DefendedClassification
     /// <summary>
     /// <paramref name="batch"/> images laid out back to back in <paramref name="pixels"/>, each classified as
     /// <see cref="Run"/> classifies it alone with the same selection (and seed): one classifier or defense run for the
-    /// whole batch; certified mode, which has no batched form, image by image.
+    /// whole batch; certified mode, which has no batched form, image by image. <paramref name="seeds"/>, when given,
+    /// are the images' own seeds (the dynamic batcher's requests each keep theirs), else every image has the selection's.
     /// </summary>
-    public static DefendedBatch RunBatch(ModelRuntime runtime, ServiceMetrics metrics, float[] pixels, int batch, DefenseSelection selection, CancellationToken cancellationToken)
+    public static DefendedBatch RunBatch(ModelRuntime runtime, ServiceMetrics metrics, float[] pixels, int batch, DefenseSelection selection, CancellationToken cancellationToken,
+        IReadOnlyList<int>? seeds = null)
     {
         if (selection.Mode == DefenseMode.Certify)
         {
@@ -68,7 +73,7 @@ internal static class DefendedClassification
             return new DefendedBatch(plain, forward.TotalMilliseconds, 0);
         }
 
-        var defended = defense.Run(pixels, batch, selection.Mode, Enumerable.Repeat(selection.Seed, batch).ToArray(), cancellationToken);
+        var defended = defense.Run(pixels, batch, selection.Mode, seeds ?? Enumerable.Repeat(selection.Seed, batch).ToArray(), cancellationToken);
         var elapsed = sw.Elapsed;
         foreach (var report in defended.Select(d => d.Report))
         {

@@ -131,7 +131,7 @@ public static class InferenceProtocolEndpoints
     /// <param name="inference">The inference request.</param>
     /// <param name="service">The protocol's view of the model.</param>
     /// <param name="ct">Aborted when the client disconnects.</param>
-    internal static Ok<InferenceResponse> Infer(string name, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct) =>
+    internal static Task<Ok<InferenceResponse>> Infer(string name, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct) =>
         InferVersion(name, null, inference, service, ct);
 
     /// <param name="name">The model's name, as GET /v1/model reports it.</param>
@@ -139,9 +139,9 @@ public static class InferenceProtocolEndpoints
     /// <param name="inference">The inference request.</param>
     /// <param name="service">The protocol's view of the model.</param>
     /// <param name="ct">Aborted when the client disconnects.</param>
-    internal static Ok<InferenceResponse> InferVersion(string name, string? version, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct)
+    internal static async Task<Ok<InferenceResponse>> InferVersion(string name, string? version, InferenceRequest inference, InferenceProtocolService service, CancellationToken ct)
     {
         service.RequireModel(name, version);
-        return TypedResults.Ok(service.Infer(inference, ct));
+        return TypedResults.Ok(await service.InferAsync(inference, ct));
     }
 }

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using Microsoft.Extensions.Options;
 using StrapVit.Api.Defense;
 using StrapVit.Api.Errors;
-using StrapVit.Api.Observability;
 using StrapVit.Api.Serving;
 using StrapVit.Api.Uploads;
 using StrapVit.Core.Defense;
@@ -16,7 +15,7 @@ namespace StrapVit.Api.InferenceProtocol;
 /// </summary>
 public sealed partial class InferenceProtocolService(
     ModelRuntime runtime,
-    ServiceMetrics metrics,
+    ClassificationBatcher batcher,
     ImageDecoder decoder,
     DefenseSelector selector,
     IOptions<InferenceProtocolOptions> options,
@@ -74,8 +73,8 @@ public sealed partial class InferenceProtocolService(
             ]);
     }
 
-    /// <summary>Runs the request; 503 with <c>Retry-After</c> while classification loads.</summary>
-    public InferenceResponse Infer(InferenceRequest request, CancellationToken cancellationToken)
+    /// <summary>Runs the request; 503 with <c>Retry-After</c> while classification loads, before anything is queued.</summary>
+    public async Task<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
     {
         var total = Stopwatch.StartNew();
         var classifier = runtime.Classifier;
@@ -91,7 +90,7 @@ public sealed partial class InferenceProtocolService(
         };
         var (pixels, batch) = TensorInput.Read(input, classifier.Manifest.Input, options.Value.MaxBatchSize, decoder);
 
-        var result = DefendedClassification.RunBatch(runtime, metrics, pixels, batch, selection, cancellationToken);
+        var result = await batcher.ClassifyAsync(pixels, batch, selection, cancellationToken);
         var k = classifier.ClassCount;
         var tensors = outputs.Select(name => name switch
         {

@@ -22,6 +22,8 @@ public sealed class ServiceMetrics
     private readonly Histogram<int> _attackIterations;
     private readonly Counter<long> _attacks;
     private readonly Counter<long> _authRequests;
+    private readonly Histogram<int> _batchSize;
+    private readonly Histogram<double> _batchQueue;
 
     // Gauges are observed at scrape time from these fields.
     private volatile ModelInfo? _modelInfo;
@@ -73,6 +75,14 @@ public sealed class ServiceMetrics
         _authRequests = meter.CreateCounter<long>(
             "strapvit_auth_requests_total", null,
             "Requests that presented an API key, or needed one, by key name (a configured name, or none) and result (accepted, missing, invalid).");
+
+        // Dynamic batching (Batching:*): observed only while it is on.
+        _batchSize = meter.CreateHistogram(
+            "strapvit_batch_size", "{image}", "Images in each batch the dynamic batcher ran (one classifier or defense run).",
+            advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] });
+        _batchQueue = meter.CreateHistogram(
+            "strapvit_batch_queue_seconds", "s", "Time each request waited in the dynamic batcher's queue before its batch ran.",
+            advice: Buckets(Exponential(0.00001, 2, 18)));
         ProcessMetrics.Register(meter);
     }
 
@@ -130,6 +140,16 @@ public sealed class ServiceMetrics
 
     /// <summary>Counts an API-key check: <paramref name="key"/> is a configured key's name or "none", never the key.</summary>
     public void CountAuth(string key, string result) => _authRequests.Add(1, Tag("key", key), Tag("result", result));
+
+    /// <summary>One batch the dynamic batcher ran: its image count and how long each of its requests waited.</summary>
+    public void ObserveBatch(int images, TimeSpan[] queued)
+    {
+        _batchSize.Record(images);
+        foreach (var wait in queued)
+        {
+            _batchQueue.Record(wait.TotalSeconds);
+        }
+    }
 
     public void SetAttackSlotsInUse(int inUse) => Volatile.Write(ref _attackSlotsInUse, inUse);
 

@@ -20,6 +20,7 @@ public static class CoreActivities
     // Attribute names, namespaced as OpenTelemetry asks of attributes that are not in its semantic conventions.
     public const string ImageBytes = "strapvit.image.bytes";
     public const string BatchSize = "strapvit.batch.size";
+    public const string BatchRequests = "strapvit.batch.requests";
     public const string DefenseMode = "strapvit.defense.mode";
     public const string DefenseVariant = "strapvit.defense.variant";
     public const string DefenseFlaggedTokens = "strapvit.defense.flagged_tokens";
@@ -49,6 +50,20 @@ public static class CoreActivities
 
         return Source.StartActivity($"onnx {graph}")?
             .SetTag(OnnxGraph, graph).SetTag(BatchSize, batch).SetTag(ExecutionProvider, executionProvider);
+    }
+
+    /// <summary>
+    /// A span for one run of a dynamic batch that serves several traced requests, linked to each of them
+    /// (OpenTelemetry's convention for work done for several traces); null when none is traced. A batch of one request
+    /// needs none: it runs under that request's own span.
+    /// </summary>
+    public static Activity? Batch(IReadOnlyList<ActivityContext> requests, int images)
+    {
+        var traced = requests.Where(c => c != default).Select(c => new ActivityLink(c)).ToArray();
+        return traced.Length == 0
+            ? null
+            : Source.StartActivity("batch", ActivityKind.Internal, parentContext: default, links: traced)?
+                .SetTag(BatchSize, images).SetTag(BatchRequests, requests.Count);
     }
 
     /// <summary>One whole attack; <see cref="AttackIterations"/> and <see cref="AttackSuccesses"/> are set when it ends.</summary>

@@ -3,10 +3,13 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.DependencyInjection;
+using StrapVit.Api.Defense;
+using StrapVit.Api.Errors;
 using StrapVit.Api.Serving;
 using StrapVit.Api.Tests.Attacks;
 using StrapVit.Api.Tests.InferenceProtocol;
 using StrapVit.Api.Tests.Support;
+using StrapVit.Core.Defense;
 using StrapVit.Core.Imaging;
 
 namespace StrapVit.Api.Tests.Endpoints;
@@ -42,6 +45,14 @@ public sealed class StartupTests : IDisposable
         Assert.Equal(JsonValueKind.Null, model.GetProperty("executionProvider").ValueKind);
         Assert.Equal(3, model.GetProperty("input").GetProperty("channels").GetInt32());
         await AssertLoadingAsync(await client.PostAsync("/v1/classify", Http.Multipart(AttackServiceFactory.Image())), "Model loading");
+        // The batcher refuses before queueing too: no request waits in its queue for a model that is not there;
+        // It throws on the caller's thread, not in the returned task.
+        var batcher = factory.Services.GetRequiredService<ClassificationBatcher>();
+        var refused = Assert.Throws<ProblemException>(() =>
+        {
+            _ = batcher.ClassifyAsync(new float[runtime.Package.Manifest.Input.Size], 1, new DefenseSelection(DefenseMode.Off, 0, Explicit: false), CancellationToken.None);
+        });
+        Assert.Equal((503, "Model loading"), (refused.Status, refused.Title));
 
         // Classification loaded: ready, classifying; the gradient endpoints still wait.
         gate.Classification.SetResult();
