@@ -11,7 +11,10 @@ public sealed record BenchCase(string Model, string PackageDir, int Batch)
     public override string ToString() => $"{Model} x{Batch}";
 }
 
-/// <summary>Which packages exist on this machine: the embedded model, and the exports of tools/gradients/export_vit_b16.py.</summary>
+/// <summary>
+/// Which packages exist on this machine: the embedded model, and the exports of tools/gradients/export_vit_b16.py.
+/// <c>STRAPVIT_BENCH_MODELS</c> (names) and <c>STRAPVIT_BENCH_BATCHES</c> (batch sizes), comma-separated, narrow the cases.
+/// </summary>
 public static class BenchModels
 {
     public static string RepoRoot { get; } = FindRoot();
@@ -25,6 +28,7 @@ public static class BenchModels
         var tiny = Path.Combine(RepoRoot, "tools", "gradients", "out", "tiny");
         var b16 = Path.Combine(RepoRoot, "tools", "gradients", "out", "vit-b16");
         var only = Environment.GetEnvironmentVariable("STRAPVIT_BENCH_MODELS")?.Split(',');
+        var onlyBatches = Environment.GetEnvironmentVariable("STRAPVIT_BENCH_BATCHES")?.Split(',').Select(b => int.Parse(b, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
         (string Name, string Dir, int[] Batches)[] all =
         [
             ("fashion-vit-tiny", embedded, [1, 32]),
@@ -34,7 +38,7 @@ public static class BenchModels
         foreach (var (name, dir, batches) in all)
         {
             if (!File.Exists(Path.Combine(dir, "model.onnx")) || (only is not null && !only.Contains(name))) continue;
-            foreach (var batch in batches) yield return new BenchCase(name, dir, batch);
+            foreach (var batch in batches.Where(b => onlyBatches is null || onlyBatches.Contains(b))) yield return new BenchCase(name, dir, batch);
         }
     }
 

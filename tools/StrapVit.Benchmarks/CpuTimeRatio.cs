@@ -44,7 +44,7 @@ public static class CpuTimeRatio
         Console.WriteLine($"| {c.Model} | {c.Batch} | {f:F2} | {g:F2} | {g / f:F2} | {fWall.Min():F2} | {gWall.Min():F2} |");
     }
 
-    private static void Time(Action action, List<double> cpu, List<double> wall)
+    internal static void Time(Action action, List<double> cpu, List<double> wall)
     {
         var process = Process.GetCurrentProcess();
         var cpu0 = process.TotalProcessorTime;
@@ -55,7 +55,7 @@ public static class CpuTimeRatio
         cpu.Add((process.TotalProcessorTime - cpu0).TotalMilliseconds);
     }
 
-    private static double Median(List<double> values)
+    internal static double Median(List<double> values)
     {
         var sorted = values.Order().ToList();
         return sorted[sorted.Count / 2];

@@ -5,6 +5,21 @@ using StrapVit.Benchmarks;
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- cpu-ratio [runs]  CPU-time ratio (see docs/BENCHMARKS.md)
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- certify [images] [patch] [strides]  certified mode per image
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- memory raw|runtime <model-dir> [threads]  resident memory
+// dotnet run -c Release --project tools/StrapVit.Benchmarks -- raw-throughput <model-dir> <callers> <seconds> [threads]  raw ONNX Runtime images/s
+// dotnet run -c Release --project tools/StrapVit.Benchmarks -- defense-cost <model-dir> [runs] [image]  CPU time of defense=mitigate against off
+if (args.Length > 1 && args[0] == "defense-cost")
+{
+    DefenseCost.Run(args[1], args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10, args.Length > 3 ? args[3] : null);
+    return;
+}
+
+if (args.Length > 3 && args[0] == "raw-throughput")
+{
+    var culture = System.Globalization.CultureInfo.InvariantCulture;
+    RawThroughput.Run(args[1], int.Parse(args[2], culture), double.Parse(args[3], culture), args.Length > 4 ? int.Parse(args[4], culture) : 0);
+    return;
+}
+
 if (args.Length > 2 && args[0] == "memory")
 {
     StrapVit.Benchmarks.MemoryFootprint.Run(args[1], args[2], args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 2);

@@ -7,7 +7,8 @@ Usage (from the repository root, after export_vit_b16.py has written the package
 
 "gradient" is what the service's cross-entropy graph computes: normalize, forward, per-sample cross-entropy and
 d(sum loss)/d pixels, with the weights frozen (requires_grad=False), so no weight gradient is computed on either
-side. "forward" is the eval-mode forward under no_grad. Reports median milliseconds over --repeats runs.
+side. "forward" is the eval-mode forward under no_grad. Reports median wall and process-CPU milliseconds over
+--repeats runs (CPU time is the figure to compare with the C# `cpu-ratio` verb on a machine shared with other jobs).
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ import benchmodels
 def timed(fn, repeats, warmup):
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), min(times)
+        cpu.append((time.process_time() - start_cpu) * 1e3)
+    return statistics.median(times), min(times), statistics.median(cpu)
 
 
 def main():
@@ -76,12 +78,13 @@ def main():
             return g
 
         repeats = args.repeats if batch * size * size < 8 * 224 * 224 else max(3, args.repeats // 3)
-        f_med, f_min = timed(forward, repeats, args.warmup)
-        g_med, g_min = timed(gradient, repeats, args.warmup)
+        f_med, f_min, f_cpu = timed(forward, repeats, args.warmup)
+        g_med, g_min, g_cpu = timed(gradient, repeats, args.warmup)
         print(json.dumps({"model": args.model, "batch": batch, "threads": args.threads, "torch": torch.__version__,
                           "forward_ms": round(f_med, 3), "gradient_ms": round(g_med, 3),
                           "gradient_over_forward": round(g_med / f_med, 3), "forward_min_ms": round(f_min, 3),
-                          "gradient_min_ms": round(g_min, 3)}))
+                          "gradient_min_ms": round(g_min, 3), "forward_cpu_ms": round(f_cpu, 3),
+                          "gradient_cpu_ms": round(g_cpu, 3)}))
 
 
 if __name__ == "__main__":
