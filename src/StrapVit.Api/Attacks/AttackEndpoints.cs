@@ -22,11 +22,7 @@ public static partial class AttackEndpoints
         group.MapPost("/pgd", Run<PgdParameters>).WithName("AttackPgd").WithSummary("PGD (Madry et al., L∞ or L2)");
         group.MapPost("/deepfool", Run<DeepFoolParameters>).WithName("AttackDeepFool").WithSummary("DeepFool (Moosavi-Dezfooli et al., minimal L2)");
         group.MapPost("/patch", Run<PatchParameters>).WithName("AttackPatch").WithSummary("Adversarial patch on one image (LaVAN-style)");
-        group.ProducesProblem(StatusCodes.Status400BadRequest)
-            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
-            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
-            .ProducesProblem(StatusCodes.Status429TooManyRequests)
-            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+        group.ProducesUploadProblems();
         return app;
     }
 

@@ -49,11 +49,7 @@ public static partial class ClassifyEndpoints
                 + "It is EXIF-oriented, converted to the model's channels, resized to its input size and scaled to [0, 1].")
             .DisableAntiforgery()
             .RequireInferenceSlot()
-            .ProducesProblem(StatusCodes.Status400BadRequest)
-            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
-            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
-            .ProducesProblem(StatusCodes.Status429TooManyRequests)
-            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+            .ProducesUploadProblems();
         return app;
     }
 

@@ -40,11 +40,7 @@ public static class InspectEndpoints
                 + "predictions, or the heatmap itself with Accept: image/png. defense=detect (the default here; off means detect too) or mitigate.")
             .DisableAntiforgery()
             .RequireInferenceSlot()
-            .ProducesProblem(StatusCodes.Status400BadRequest)
-            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
-            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
-            .ProducesProblem(StatusCodes.Status429TooManyRequests)
-            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+            .ProducesUploadProblems();
         return app;
     }
 

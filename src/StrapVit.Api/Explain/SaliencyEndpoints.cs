@@ -40,11 +40,7 @@ public static class SaliencyEndpoints
                 + "With Accept: image/png the body is the heatmap over the image; otherwise JSON with the map as floats and as a PNG.")
             .DisableAntiforgery()
             .RequireApiKey()
-            .ProducesProblem(StatusCodes.Status400BadRequest)
-            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
-            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
-            .ProducesProblem(StatusCodes.Status429TooManyRequests)
-            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+            .ProducesUploadProblems();
         return app;
     }
 
