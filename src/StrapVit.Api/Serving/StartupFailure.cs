@@ -29,7 +29,9 @@ public static class StartupFailure
             runtime = app.Services.GetRequiredService<ModelRuntime>();
             app.Run();
             // The model loads after the service listens; if it could not be loaded at all, the service stopped itself.
-            if (runtime.FatalError is { } fatal)
+            // Only as the process's own entry point: under WebApplicationFactory the entry point must not end on its
+            // own (the test host reports the failure, and a returning entry point can take the test process down).
+            if (runtime.FatalError is { } fatal && Assembly.GetEntryAssembly() == typeof(StartupFailure).Assembly)
             {
                 Console.Error.WriteLine($"StrapVitService cannot start: {fatal}");
                 return 1;
