@@ -253,12 +253,13 @@ internal sealed class DynamicBatcher<TKey, TRequest, TResult> : IAsyncDisposable
 
             try
             {
-                _observe?.Invoke(members.Sum(m => m.Size), batch.Waited);
+                var images = members.Sum(m => m.Size);
+                _observe?.Invoke(images, batch.Waited);
                 // Spans of the run (defense, ONNX Runtime) belong to the request's trace: one request's batch runs under
                 // that request's span, exactly as unbatched; a shared batch gets a span linked to every request.
                 // (The scheduler's own context may carry whichever request created it: never let that be the parent.)
                 Activity.Current = members.Length == 1 ? members[0].Trace : null;
-                using var span = members.Length == 1 ? null : CoreActivities.Batch([.. members.Select(m => m.Trace?.Context ?? default)], members.Sum(m => m.Size));
+                using var span = members.Length == 1 ? null : CoreActivities.Batch([.. members.Select(m => m.Trace?.Context ?? default)], images);
 
                 var answers = _run(members[0].Key, members.Select(m => m.Request).ToArray(), batch.Cancellation.Token);
                 if (answers.Count != members.Length)

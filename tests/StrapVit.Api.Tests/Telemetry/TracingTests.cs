@@ -44,16 +44,7 @@ public sealed class TracingTests(TracedServiceFactory factory) : IClassFixture<T
     [Fact]
     public async Task An_incoming_traceparent_is_the_parent_and_decode_defense_and_onnx_spans_are_its_children()
     {
-        using var client = factory.CreateClient();
-        var (traceId, callerSpan, header) = TraceParent();
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/classify?defense=mitigate")
-        {
-            Content = Http.Multipart(File.ReadAllBytes(RepoPaths.Sample("bag.png"))),
-        };
-        request.Headers.Add("traceparent", header);
-
-        (await client.SendAsync(request)).EnsureSuccessStatusCode();
-        var spans = await TraceAsync(traceId, s => s.Kind == ActivityKind.Server);
+        var (traceId, callerSpan, spans) = await ClassifyTracedAsync("mitigate");
 
         var server = Assert.Single(spans, s => s.Kind == ActivityKind.Server);
         Assert.Equal(callerSpan, server.ParentSpanId);
@@ -75,16 +66,7 @@ public sealed class TracingTests(TracedServiceFactory factory) : IClassFixture<T
     [Fact]
     public async Task The_plain_forward_pass_is_one_onnx_span_under_the_request()
     {
-        using var client = factory.CreateClient();
-        var (traceId, _, header) = TraceParent();
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/classify?defense=off")
-        {
-            Content = Http.Multipart(File.ReadAllBytes(RepoPaths.Sample("bag.png"))),
-        };
-        request.Headers.Add("traceparent", header);
-
-        (await client.SendAsync(request)).EnsureSuccessStatusCode();
-        var spans = await TraceAsync(traceId, s => s.Kind == ActivityKind.Server);
+        var (traceId, _, spans) = await ClassifyTracedAsync("off");
 
         var server = Assert.Single(spans, s => s.Kind == ActivityKind.Server);
         var forward = Assert.Single(spans, s => s.OperationName.StartsWith("onnx ", StringComparison.Ordinal));
@@ -154,6 +136,21 @@ public sealed class TracingTests(TracedServiceFactory factory) : IClassFixture<T
         var spans = await TraceAsync(traceId, s => "/v1/model".Equals(s.GetTagItem("http.route")));
 
         Assert.Equal(["/v1/model"], spans.Where(s => s.Kind == ActivityKind.Server).Select(s => (string)s.GetTagItem("url.path")!));
+    }
+
+    /// <summary>POST /v1/classify of samples/bag.png with a fresh traceparent; the spans of that trace once the server span ended.</summary>
+    private async Task<(ActivityTraceId TraceId, ActivitySpanId CallerSpan, List<Activity> Spans)> ClassifyTracedAsync(string defense)
+    {
+        using var client = factory.CreateClient();
+        var (traceId, callerSpan, header) = TraceParent();
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/v1/classify?defense={defense}")
+        {
+            Content = Http.Multipart(File.ReadAllBytes(RepoPaths.Sample("bag.png"))),
+        };
+        request.Headers.Add("traceparent", header);
+
+        (await client.SendAsync(request)).EnsureSuccessStatusCode();
+        return (traceId, callerSpan, await TraceAsync(traceId, s => s.Kind == ActivityKind.Server));
     }
 
     private static (ActivityTraceId TraceId, ActivitySpanId SpanId, string Header) TraceParent()
