@@ -84,11 +84,14 @@ internal sealed class DynamicBatcher<TKey, TRequest, TResult> : IAsyncDisposable
             return;
         }
 
+        // ConfigureAwait(false) throughout: a host disposed synchronously (IHost.Dispose, WebApplicationFactory.Dispose)
+        // blocks its thread on this method, so a continuation posted back to that thread's synchronization context
+        // (a test framework's, for one) would wait for a thread that is waiting for it.
         _queue.Writer.TryComplete();
-        await _stopping.CancelAsync();
+        await _stopping.CancelAsync().ConfigureAwait(false);
         try
         {
-            await _scheduler;
+            await _scheduler.ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
@@ -96,7 +99,7 @@ internal sealed class DynamicBatcher<TKey, TRequest, TResult> : IAsyncDisposable
         }
 
         // Every running batch's token is linked to stopping, so these end soon; Execute never throws.
-        await Task.WhenAll(_running.Keys);
+        await Task.WhenAll(_running.Keys).ConfigureAwait(false);
 
         while (_queue.Reader.TryRead(out var entry))
         {

@@ -111,7 +111,8 @@ public sealed partial class ModelRuntime(
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         if (disposed) return;
-        await stopping.CancelAsync();
+        // Not resumed on the caller's synchronization context: a host stopped synchronously blocks that context's thread.
+        await stopping.CancelAsync().ConfigureAwait(false);
         await loading.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
     }
 

@@ -8,12 +8,16 @@ namespace StrapVit.Core.Inference;
 /// pinned memory and outputs over caller-owned buffers that ONNX Runtime writes into, so a run copies no tensor on the
 /// managed side. Cancellation enters as a <see cref="CancellationToken"/> and becomes <see cref="RunOptions.Terminate"/>
 /// here only; a run stopped that way surfaces as <see cref="OperationCanceledException"/>. Thread-safe like
-/// <see cref="InferenceSession"/>.
+/// <see cref="InferenceSession"/>, and safe to dispose while runs are in flight: disposing terminates them, waits for
+/// them to leave the native session and only then frees it (a session freed under a running call crashes the process),
+/// and a run that starts afterwards gets <see cref="ObjectDisposedException"/>.
 /// </summary>
 public sealed class OnnxRunner : IDisposable
 {
-    // Never terminated, so concurrent runs may share it: ONNX Runtime only reads run options.
-    private static readonly RunOptions Uncancellable = new();
+    private readonly object gate = new();
+    private readonly CancellationTokenSource closing = new();
+    private int running;
+    private bool closed;
 
     public OnnxRunner(InferenceSession session, string executionProvider)
     {
@@ -28,24 +32,32 @@ public sealed class OnnxRunner : IDisposable
 
     /// <summary>Runs the session; ONNX Runtime writes the outputs into <paramref name="outputs"/>' memory.</summary>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled, before or during the run.</exception>
+    /// <exception cref="ObjectDisposedException">The runner was disposed before or during the run.</exception>
     public void Run(string[] inputNames, OrtValue[] inputs, string[] outputNames, OrtValue[] outputs, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        if (!cancellationToken.CanBeCanceled)
-        {
-            Session.Run(Uncancellable, inputNames, inputs, outputNames, outputs);
-            return;
-        }
-
-        using var options = new RunOptions();
-        using var registration = cancellationToken.Register(static o => ((RunOptions)o!).Terminate = true, options);
+        Enter();
         try
         {
-            Session.Run(options, inputNames, inputs, outputNames, outputs);
+            using var options = new RunOptions();
+            using var cancelled = cancellationToken.Register(static o => ((RunOptions)o!).Terminate = true, options);
+            using var disposing = closing.Token.Register(static o => ((RunOptions)o!).Terminate = true, options);
+            try
+            {
+                Session.Run(options, inputNames, inputs, outputNames, outputs);
+            }
+            catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
+            {
+                throw new OperationCanceledException(cancellationToken);
+            }
+            catch (OnnxRuntimeException) when (closing.IsCancellationRequested)
+            {
+                throw new ObjectDisposedException(nameof(OnnxRunner), "The model is being unloaded.");
+            }
         }
-        catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
+        finally
         {
-            throw new OperationCanceledException(cancellationToken);
+            Exit();
         }
     }
 
@@ -56,7 +68,16 @@ public sealed class OnnxRunner : IDisposable
     public IDisposableReadOnlyCollection<OrtValue> RunAllocated(string[] inputNames, OrtValue[] inputs, string[] outputNames, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        return Session.Run(Uncancellable, inputNames, inputs, outputNames);
+        Enter();
+        try
+        {
+            using var options = new RunOptions();
+            return Session.Run(options, inputNames, inputs, outputNames);
+        }
+        finally
+        {
+            Exit();
+        }
     }
 
     /// <summary>A float tensor over pinned memory the caller keeps pinned (a <c>fixed</c> block) while the value lives.</summary>
@@ -71,5 +92,39 @@ public sealed class OnnxRunner : IDisposable
     public static OrtValue Output(Memory<float> buffer, long[] shape) =>
         OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer, shape);
 
-    public void Dispose() => Session.Dispose();
+    /// <summary>Terminates the runs in flight, waits until none is inside the session, then frees it.</summary>
+    public void Dispose()
+    {
+        lock (gate)
+        {
+            if (closed) return;
+            closed = true;
+        }
+
+        closing.Cancel();
+        lock (gate)
+        {
+            while (running > 0) Monitor.Wait(gate);
+        }
+
+        Session.Dispose();
+        closing.Dispose();
+    }
+
+    private void Enter()
+    {
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(closed, this);
+            running++;
+        }
+    }
+
+    private void Exit()
+    {
+        lock (gate)
+        {
+            if (--running == 0 && closed) Monitor.PulseAll(gate);
+        }
+    }
 }

@@ -16,8 +16,8 @@ public sealed class PatchJobReplicaTests(RedisServer redis) : IClassFixture<Redi
     public async Task A_job_started_on_one_replica_is_polled_fetched_and_canceled_on_the_other()
     {
         var prefix = $"test-{Guid.NewGuid():N}:";
-        using var a = new ReplicaFactory(redis.Configuration, prefix);
-        using var b = new ReplicaFactory(redis.Configuration, prefix);
+        await using var a = new ReplicaFactory(redis.Configuration, prefix);
+        await using var b = new ReplicaFactory(redis.Configuration, prefix);
         using var clientA = a.CreateClient();
         using var clientB = b.CreateClient();
 
@@ -57,7 +57,7 @@ public sealed class PatchJobReplicaTests(RedisServer redis) : IClassFixture<Redi
     public async Task Shutdown_cancels_a_running_job_and_records_it_for_the_other_replicas()
     {
         var prefix = $"test-{Guid.NewGuid():N}:";
-        using var b = new ReplicaFactory(redis.Configuration, prefix);
+        await using var b = new ReplicaFactory(redis.Configuration, prefix);
         using var clientB = b.CreateClient();
         string location;
         using (var a = new ReplicaFactory(redis.Configuration, prefix))

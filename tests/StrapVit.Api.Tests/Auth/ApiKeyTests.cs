@@ -195,7 +195,7 @@ public sealed class ApiKeyPolicyTests
     [Fact]
     public async Task Classification_needs_a_key_with_RequireForClassify()
     {
-        using var factory = new SettingsFactory(Keys(("Auth:RequireForClassify", "true")));
+        await using var factory = new SettingsFactory(Keys(("Auth:RequireForClassify", "true")));
         using var client = factory.CreateClient();
 
         using var without = await client.PostAsync("/v1/classify", Http.Multipart(AttackServiceFactory.Image()));
@@ -208,7 +208,7 @@ public sealed class ApiKeyPolicyTests
     [Fact]
     public async Task Each_key_has_its_own_bucket_and_an_empty_one_is_429_with_retry_after()
     {
-        using var factory = new SettingsFactory(Keys(("Auth:Burst", "2"), ("Auth:RequestsPerMinute", "1")));
+        await using var factory = new SettingsFactory(Keys(("Auth:Burst", "2"), ("Auth:RequestsPerMinute", "1")));
         using var alpha = factory.CreateClient();
         alpha.DefaultRequestHeaders.Add("X-API-Key", "alpha-key");
         using var beta = factory.CreateClient();
@@ -238,7 +238,7 @@ public sealed class ApiKeyPolicyTests
         {
             // What a Docker or Kubernetes secret mount looks like: one file per setting, the hash with a trailing newline.
             File.WriteAllText(Path.Combine(dir.FullName, "Auth__ApiKeys__filed"), ApiKeyTests.Sha256("file-key") + "\n");
-            using var factory = new SettingsFactory(new Dictionary<string, string?> { ["Auth:SecretsDirectory"] = dir.FullName });
+            await using var factory = new SettingsFactory(new Dictionary<string, string?> { ["Auth:SecretsDirectory"] = dir.FullName });
             using var client = factory.CreateClient();
 
             await (await client.PostAsync("/v1/explain/saliency", AttackServiceFactory.Form(AttackServiceFactory.Image()))).AssertProblemAsync(401);
@@ -267,7 +267,7 @@ public sealed class ApiKeyPolicyTests
     public async Task Without_keys_start_up_warns_that_the_attack_endpoints_are_open()
     {
         var sink = new ApiKeyTests.CapturingSink();
-        using var factory = new SettingsFactory(new Dictionary<string, string?> { ["Serilog:MinimumLevel:Default"] = "Information" }, sink);
+        await using var factory = new SettingsFactory(new Dictionary<string, string?> { ["Serilog:MinimumLevel:Default"] = "Information" }, sink);
         using var client = factory.CreateClient();
 
         using var response = await client.PostAsync("/v1/explain/saliency", AttackServiceFactory.Form(AttackServiceFactory.Image()));

@@ -51,7 +51,7 @@ public sealed class ConfigurationTests
             // The container's cache mount and GPU are not here: same settings, a temp cache, the CPU provider.
             settings["Model:CacheDirectory"] = cache.FullName;
             settings["Inference:Device"] = "Cpu";
-            using var factory = new ServiceFactory(settings);
+            await using var factory = new ServiceFactory(settings);
             using var client = factory.CreateClient();
 
             using var ready = await client.GetAsync(DeployFiles.ReadyPath);

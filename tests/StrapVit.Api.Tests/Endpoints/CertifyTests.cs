@@ -110,7 +110,7 @@ public sealed class CertifyTests(ServiceFactory factory) : IClassFixture<Service
     {
         // A 20-pixel patch from pixel 4 reaches tokens 0 to 6 (token 0 reads up to pixel 4, token 6 from 23): all 7;
         // at stride 2 a mask would be 7 + 2 - 1 = 8 tokens, more than the grid.
-        using var wide = new ServiceFactory(new Dictionary<string, string?> { ["Certify:MaxPatchSize"] = "28", ["Certify:MaskStride"] = "2" });
+        await using var wide = new ServiceFactory(new Dictionary<string, string?> { ["Certify:MaxPatchSize"] = "28", ["Certify:MaskStride"] = "2" });
         using var client = wide.CreateClient();
 
         using var response = await client.PostAsync("/v1/classify?defense=certify&patch=20", Http.Multipart(Bag));

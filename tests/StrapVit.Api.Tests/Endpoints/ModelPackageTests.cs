@@ -12,7 +12,7 @@ public sealed class ModelPackageTests
     [Fact]
     public async Task An_rgb_package_of_another_size_loads_and_matches_torch_logits()
     {
-        using var factory = new ServiceFactory(new Dictionary<string, string?> { ["Model:Path"] = RgbPackage });
+        await using var factory = new ServiceFactory(new Dictionary<string, string?> { ["Model:Path"] = RgbPackage });
         using var client = factory.CreateClient();
         var reference = JsonDocument.Parse(File.ReadAllText(Path.Combine(RgbPackage, "reference.json"))).RootElement;
         var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(RgbPackage, "model.json"))).RootElement;

@@ -23,10 +23,15 @@ public sealed class InferenceProtocolBodyLimitTests(KestrelServiceFixture servic
     {
         var body = Body("""{ "name" : "pixel_values", "shape" : [ 1, 1, 28, 28 ], "datatype" : "FP32", "data" : [ ] }""")
             .Replace("\"42\"", "\"" + new string('x', (int)Limit) + "\"", StringComparison.Ordinal);
-        using var request = new HttpRequestMessage(HttpMethod.Post, $"/v2/models/{ModelName}/infer") { Content = Json(body) };
-        request.Headers.TransferEncodingChunked = chunked;
 
-        using var response = await service.Client.SendAsync(request);
+        using var response = await service.SendOversizedAsync(() =>
+        {
+            var request = new HttpRequestMessage(HttpMethod.Post, $"/v2/models/{ModelName}/infer") { Content = Json(body) };
+            request.Headers.TransferEncodingChunked = chunked;
+            // With a declared length Kestrel can refuse before the body is sent (no upload to break off).
+            request.Headers.ExpectContinue = !chunked;
+            return request;
+        });
 
         var problem = await response.AssertErrorAsync(413);
         Assert.Contains(Limit.ToString(CultureInfo.InvariantCulture), problem.GetProperty("error").GetString(), StringComparison.Ordinal);
@@ -58,7 +63,7 @@ public sealed class InferenceProtocolPolicyTests
     public async Task The_seed_reaches_every_image_of_a_batch_as_it_reaches_v1_classify()
     {
         // The paper's profile draws a random composite of transforms per flagged token: the seed decides the answer.
-        using var factory = new ServiceFactory(new Dictionary<string, string?> { ["Defense:Profile"] = "Paper" });
+        await using var factory = new ServiceFactory(new Dictionary<string, string?> { ["Defense:Profile"] = "Paper" });
         using var client = factory.CreateClient();
         string[] samples = ["bag.png", "ankle-boot.png"];
         var seven = new[] { await client.ClassifyAsync(Png(samples[0]), "defense=mitigate&seed=7"), await client.ClassifyAsync(Png(samples[1]), "defense=mitigate&seed=7") };
@@ -82,7 +87,7 @@ public sealed class InferenceProtocolPolicyTests
     [Fact]
     public async Task A_batch_over_MaxBatchSize_is_413_and_one_at_it_is_served()
     {
-        using var factory = new ServiceFactory(new Dictionary<string, string?> { ["InferenceProtocol:MaxBatchSize"] = "2" });
+        await using var factory = new ServiceFactory(new Dictionary<string, string?> { ["InferenceProtocol:MaxBatchSize"] = "2" });
         using var client = factory.CreateClient();
         var bag = Pixels("bag.png");
 
@@ -100,7 +105,7 @@ public sealed class InferenceProtocolPolicyTests
     [InlineData(true)]
     public async Task Infer_takes_a_key_only_with_RequireForClassify_and_metadata_stays_open(bool required)
     {
-        using var factory = new ServiceFactory(new Dictionary<string, string?>
+        await using var factory = new ServiceFactory(new Dictionary<string, string?>
         {
             ["Auth:ApiKeys:v2"] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(Key))),
             ["Auth:RequireForClassify"] = required ? "true" : "false",

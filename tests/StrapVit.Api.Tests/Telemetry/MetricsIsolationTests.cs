@@ -13,8 +13,8 @@ public sealed class MetricsIsolationTests
     [Fact]
     public async Task Two_hosts_in_one_process_count_apart()
     {
-        using var a = new ServiceFactory();
-        using var b = new ServiceFactory();
+        await using var a = new ServiceFactory();
+        await using var b = new ServiceFactory();
         using var clientA = a.CreateClient();
         using var clientB = b.CreateClient();
         var png = File.ReadAllBytes(RepoPaths.Sample("bag.png"));
@@ -42,7 +42,7 @@ public sealed class MetricsIsolationTests
     [Fact]
     public async Task Counters_publish_their_zero_series_before_the_first_event()
     {
-        using var factory = new ServiceFactory();
+        await using var factory = new ServiceFactory();
         using var client = factory.CreateClient();
 
         var page = MetricsExposition.Parse(await client.GetStringAsync("/metrics"));

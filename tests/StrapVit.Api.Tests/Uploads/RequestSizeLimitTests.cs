@@ -14,12 +14,14 @@ public sealed class RequestSizeLimitTests(KestrelServiceFixture service) : IClas
     [Fact]
     public async Task A_chunked_raw_image_over_the_limit_is_413_while_it_arrives()
     {
-        using var content = new StreamContent(new MemoryStream(new byte[ServiceFactory.TestMaxBytes + 1]));
-        content.Headers.ContentType = new("image/png");
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/classify") { Content = content };
-        request.Headers.TransferEncodingChunked = true;
-
-        using var response = await service.Client.SendAsync(request);
+        using var response = await service.SendOversizedAsync(() =>
+        {
+            var content = new StreamContent(new MemoryStream(new byte[ServiceFactory.TestMaxBytes + 1]));
+            content.Headers.ContentType = new("image/png");
+            var request = new HttpRequestMessage(HttpMethod.Post, "/v1/classify") { Content = content };
+            request.Headers.TransferEncodingChunked = true;
+            return request;
+        });
 
         var problem = await response.AssertProblemAsync(413);
         Assert.Contains(ServiceFactory.TestMaxBytes.ToString(System.Globalization.CultureInfo.InvariantCulture), problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
@@ -28,12 +30,15 @@ public sealed class RequestSizeLimitTests(KestrelServiceFixture service) : IClas
     [Fact]
     public async Task A_chunked_form_over_the_image_limit_plus_overhead_is_413()
     {
-        using var content = new StreamContent(new MemoryStream(new MultipartBody().File(new byte[ServiceFactory.TestMaxBytes + (100 * 1024)]).Complete()));
-        content.Headers.TryAddWithoutValidation("Content-Type", "multipart/form-data; boundary=strapvit-test-boundary");
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/classify") { Content = content };
-        request.Headers.TransferEncodingChunked = true;
-
-        using var response = await service.Client.SendAsync(request);
+        var body = new MultipartBody().File(new byte[ServiceFactory.TestMaxBytes + (100 * 1024)]).Complete();
+        using var response = await service.SendOversizedAsync(() =>
+        {
+            var content = new StreamContent(new MemoryStream(body));
+            content.Headers.TryAddWithoutValidation("Content-Type", "multipart/form-data; boundary=strapvit-test-boundary");
+            var request = new HttpRequestMessage(HttpMethod.Post, "/v1/classify") { Content = content };
+            request.Headers.TransferEncodingChunked = true;
+            return request;
+        });
 
         await response.AssertProblemAsync(413);
     }
@@ -44,11 +49,13 @@ public sealed class RequestSizeLimitTests(KestrelServiceFixture service) : IClas
     public async Task A_patch_job_body_over_the_json_limit_is_413(bool chunked)
     {
         var json = "{\"targetClass\": 1, \"pad\": \"" + new string('x', 70 * 1024) + "\"}";
-        using var content = new StringContent(json, Encoding.UTF8, "application/json");
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/patches") { Content = content };
-        request.Headers.TransferEncodingChunked = chunked;
-
-        using var response = await service.Client.SendAsync(request);
+        using var response = await service.SendOversizedAsync(() =>
+        {
+            var request = new HttpRequestMessage(HttpMethod.Post, "/v1/patches") { Content = new StringContent(json, Encoding.UTF8, "application/json") };
+            request.Headers.TransferEncodingChunked = chunked;
+            request.Headers.ExpectContinue = !chunked;
+            return request;
+        });
 
         var problem = await response.AssertProblemAsync(413);
         Assert.Contains("65536", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
