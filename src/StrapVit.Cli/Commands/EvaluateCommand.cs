@@ -48,6 +48,10 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly ListOption<int> sweepWindows = CliOptions.NumberList("--sweep-windows", [0, 6, 10], 0, 100_000, "scoring windows (pixels) of the sweep");
     private readonly ListOption<int> sweepK = CliOptions.NumberList("--sweep-k", [0, 2, 4], 0, 10_000, "K values of the sweep");
     private readonly ListOption<Neutralization> sweepNeutralize = CliOptions.EnumList("--sweep-neutralize", [Neutralization.Transform, Neutralization.Mean, Neutralization.Bank], "neutralisations of the sweep");
+    private readonly Option<int> verify = CliOptions.Number("--verify", Defaults.VerifyWindows, 0, 16, "candidate windows of the masking check (Defense:VerifyWindows; 0: none)");
+    private readonly Option<int> partners = CliOptions.Number("--partners", Defaults.VerifyPartners, 1, 64, "second-round partner windows of the masking check (Defense:VerifyPartners)");
+    private readonly ListOption<int> sweepVerify = CliOptions.NumberList("--sweep-verify", [Defaults.VerifyWindows], 0, 16, "masking-check window counts of the sweep (0: no check)");
+    private readonly ListOption<int> sweepPartners = CliOptions.NumberList("--sweep-partners", [Defaults.VerifyPartners], 1, 64, "masking-check partner counts of the sweep");
     private readonly ListOption<int> sweepChoices = CliOptions.NumberList("--sweep-choices", [1], 1, 64, "bank choices of the sweep");
     private readonly Option<int> bankSize = CliOptions.Number("--bank-size", BankDefaults.Size, 16, 1_000_000, "clean tokens kept in the bank");
     private readonly Option<int> neighbors = CliOptions.Number("--neighbors", BankDefaults.Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
@@ -77,7 +81,7 @@ internal sealed class EvaluateCommand : CliVerb
         Option[] options =
         [
             images, calib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
-            score, window, neutralize, bankChoices, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices,
+            score, window, neutralize, bankChoices, verify, partners, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners,
             bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion,
         ];
         foreach (var option in options) Options.Add(option);
@@ -105,6 +109,8 @@ internal sealed class EvaluateCommand : CliVerb
             SweepK = parseResult.GetList(sweepK),
             SweepBankChoices = parseResult.GetList(sweepChoices),
             SweepNeutralizations = parseResult.GetList(sweepNeutralize),
+            SweepVerify = parseResult.GetList(sweepVerify),
+            SweepVerifyPartners = parseResult.GetList(sweepPartners),
             PatchCache = parseResult.GetValue(patchCache),
             StrongSteps = parseResult.GetValue(strongSteps),
             StrongRestarts = parseResult.GetValue(strongRestarts),
@@ -120,6 +126,8 @@ internal sealed class EvaluateCommand : CliVerb
             Score = parseResult.GetValue(score),
             Neutralization = parseResult.GetValue(neutralize),
             BankChoices = parseResult.GetValue(bankChoices),
+            VerifyWindows = parseResult.GetValue(verify),
+            VerifyPartners = parseResult.GetValue(partners),
         };
         settings = settings with { AdaptivePatchSize = settings.PatchSizes.Contains(6) ? 6 : settings.PatchSizes[0] };
 

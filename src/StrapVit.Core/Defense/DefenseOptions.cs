@@ -113,6 +113,19 @@ public sealed class DefenseOptions
     /// <summary>What a flagged token becomes.</summary>
     public Neutralization Neutralization { get; set; } = Neutralization.HybridDrop;
 
+    /// <summary>
+    /// Windows checked by masking after neutralisation (0: no check). The detector's strongest windows of
+    /// <see cref="WindowTokens"/> on a side are hidden from attention one at a time; a window whose hiding changes the
+    /// answer is trusted only if hiding it together with each of <see cref="VerifyPartners"/> strong windows keeps its
+    /// answer (PatchCleanser's second round, <see cref="WindowVerification"/>). Costs this many extra encoder runs per
+    /// image when the answers agree, and up to <see cref="VerifyPartners"/> more per disagreeing window. Needs an
+    /// encoder that takes a shorter sequence, or a calibration whose clean mean tokens stand in for hidden ones.
+    /// </summary>
+    public int VerifyWindows { get; set; } = 2;
+
+    /// <summary>The strongest windows (the checked ones included) that the second round pairs a disagreeing window with.</summary>
+    public int VerifyPartners { get; set; } = 12;
+
     /// <summary>Minimum number of tokens flagged (and transformed) per image: the paper's K.</summary>
     public int MinTokens { get; set; } = 2;
 
@@ -148,6 +161,7 @@ public sealed class DefenseOptions
         paper.Score = TokenScore.Jsd;
         paper.WindowPixels = 0;
         paper.MinTokens = 4;
+        paper.VerifyWindows = 0;
         paper.ThresholdScale = 1.0;
         paper.Neutralization = Neutralization.Transform;
         paper.Transforms = TokenTransforms.All;
@@ -159,6 +173,8 @@ public sealed class DefenseOptions
         MinTokens < 0 ? "Defense:MinTokens must be >= 0."
         : WindowPixels < 0 ? "Defense:WindowPixels must be >= 0."
         : BankChoices < 1 ? "Defense:BankChoices must be >= 1."
+        : VerifyWindows is < 0 or > 16 ? "Defense:VerifyWindows must be in [0, 16]."
+        : VerifyPartners is < 1 or > 64 ? "Defense:VerifyPartners must be in [1, 64]."
         : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."
         : Transforms == TokenTransforms.None ? "Defense:Transforms must name at least one transform."
         : !(ShrinkMin >= 0 && ShrinkMin <= ShrinkMax && ShrinkMax < 1) ? "Defense:ShrinkMin..ShrinkMax must satisfy 0 <= min <= max < 1."

@@ -41,6 +41,9 @@ public sealed record DefenseReport(
 
     /// <summary>What flagged tokens became: "transform" (the paper's random composite), "mean" or "bank" (replaced by a clean token).</summary>
     public string? Neutralization { get; init; }
+
+    /// <summary>The masking check after neutralisation (Defense:VerifyWindows), or null when it is off or only detecting.</summary>
+    public VerificationReport? Verification { get; init; }
 }
 
 /// <summary>

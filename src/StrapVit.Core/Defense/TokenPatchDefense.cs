@@ -54,6 +54,9 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         }
 
         var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, cancellationToken) : model.Encode(tokens, batch, cancellationToken);
+        var verification = mode == DefenseMode.Mitigate && options.VerifyWindows > 0
+            ? Verify(tokens, batch, dropped, pending.Select(p => Ratios(p.Scores, thresholds)).ToArray(), logits, cancellationToken)
+            : null;
         var perImageMs = sw.Elapsed.TotalMilliseconds / batch;
         var k2 = logits.Length / batch;
         var modeName = mode == DefenseMode.Detect ? "detect" : "mitigate";
@@ -65,9 +68,118 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
                 Score = options.Score == TokenScore.Knn ? "knn" : "jsd",
                 Window = options.WindowTokens(model.Manifest.PatchSize),
                 Neutralization = Name(options.Neutralization),
+                Verification = verification?[i],
             },
             p.Scores,
             thresholds)).ToArray();
+    }
+
+    /// <summary>The side in tokens of the windows the masking check hides: the flagging window's, at least 1.</summary>
+    internal int VerifySide => Math.Min(Math.Min(model.GridRows, model.GridCols), Math.Max(1, options.WindowTokens(model.Manifest.PatchSize)));
+
+    /// <summary>
+    /// The masking check (<see cref="WindowVerification"/>) on the neutralised <paramref name="tokens"/>: replaces an
+    /// image's row of <paramref name="logits"/> by the answer of the window that passes, and reports each image.
+    /// Each round of the whole batch runs as one masked encoder batch.
+    /// </summary>
+    private VerificationReport[] Verify(float[] tokens, int batch, IReadOnlyCollection<int>[] dropped, double[][] ratios, float[] logits, CancellationToken cancellationToken)
+    {
+        int first = model.FirstPatchToken, classes = logits.Length / batch, side = VerifySide;
+        int count = options.VerifyWindows, partnerCount = Math.Max(count, options.VerifyPartners);
+        var partners = new int[batch][][];
+        var firstViews = new List<(int Image, int[] Hidden)>();
+        var rounds = new int[batch];
+        for (var i = 0; i < batch; i++)
+        {
+            // The first-round windows are the strongest few of the partners (same order, same suppression).
+            partners[i] = WindowVerification.Candidates(ratios[i], model.GridRows, model.GridCols, side, side, partnerCount)
+                .Select(w => w.Select(c => c + first).ToArray()).ToArray();
+            rounds[i] = Math.Min(count, partners[i].Length);
+            for (var m = 0; m < rounds[i]; m++) firstViews.Add((i, Hide(dropped[i], partners[i][m])));
+        }
+
+        var firstLogits = EncodeHiding(tokens, firstViews, cancellationToken);
+        var defended = new int[batch];
+        var firstRound = new int[batch][];
+        var starts = new int[batch];
+        var pairs = new List<(int Image, int M, int J)>();
+        var secondViews = new List<(int Image, int[] Hidden)>();
+        for (int i = 0, row = 0; i < batch; row += rounds[i], i++)
+        {
+            starts[i] = row;
+            defended[i] = ArgMax(logits.AsSpan(i * classes, classes));
+            firstRound[i] = Enumerable.Range(0, rounds[i]).Select(m => ArgMax(firstLogits.AsSpan((row + m) * classes, classes))).ToArray();
+            foreach (var m in WindowVerification.Disagreeing(defended[i], firstRound[i]))
+            {
+                for (var j = 0; j < partners[i].Length; j++)
+                {
+                    if (j == m) continue;
+                    pairs.Add((i, m, j));
+                    secondViews.Add((i, Hide(dropped[i], partners[i][m], partners[i][j])));
+                }
+            }
+        }
+
+        var secondLogits = secondViews.Count > 0 ? EncodeHiding(tokens, secondViews, cancellationToken) : [];
+        var secondRound = new Dictionary<(int Image, int M, int J), int>();
+        for (var v = 0; v < pairs.Count; v++) secondRound[pairs[v]] = ArgMax(secondLogits.AsSpan(v * classes, classes));
+        var reports = new VerificationReport[batch];
+        for (var i = 0; i < batch; i++)
+        {
+            var image = i;
+            var chosen = WindowVerification.Decide(defended[i], firstRound[i], partners[i].Length, (m, j) => secondRound[(image, m, j)]);
+            var forwards = rounds[i] + pairs.Count(p => p.Image == image);
+            var outcome = chosen >= 0 ? "recovered" : firstRound[i].All(l => l == defended[i]) ? "agreed" : "kept";
+            if (chosen >= 0)
+            {
+                firstLogits.AsSpan((starts[i] + chosen) * classes, classes).CopyTo(logits.AsSpan(i * classes, classes));
+            }
+
+            reports[i] = new VerificationReport(rounds[i], partners[i].Length, side, side, forwards, outcome,
+                chosen >= 0 ? partners[i][chosen].Select(k => k - first).ToArray() : null);
+        }
+
+        return reports;
+    }
+
+    private static int[] Hide(IReadOnlyCollection<int> dropped, params int[][] windows) => dropped.Concat(windows.SelectMany(w => w)).Distinct().ToArray();
+
+    /// <summary>
+    /// Logits of each view: its image's tokens with the view's token indices hidden, dropped from the sequence when
+    /// the encoder takes a shorter one, else replaced by the clean mean token of their position.
+    /// </summary>
+    private float[] EncodeHiding(float[] tokens, List<(int Image, int[] Hidden)> views, CancellationToken cancellationToken)
+    {
+        int t = model.TokenCount, d = model.Dim;
+        if (model.AcceptsShorterSequences)
+        {
+            var kept = views.Select(v => Enumerable.Range(0, t).Except(v.Hidden).ToArray()).ToArray();
+            return model.EncodeKept(tokens, views.Select(v => v.Image).ToArray(), kept, 256, cancellationToken);
+        }
+
+        var copies = new float[views.Count * t * d];
+        for (var v = 0; v < views.Count; v++)
+        {
+            var copy = copies.AsSpan(v * t * d, t * d);
+            tokens.AsSpan(views[v].Image * t * d, t * d).CopyTo(copy);
+            foreach (var k in views[v].Hidden) reference.Center[k].CopyTo(copy.Slice(k * d, d));
+        }
+
+        return model.Encode(copies, views.Count, cancellationToken);
+    }
+
+    private static double[] Ratios(double[] scores, double[] thresholds) =>
+        scores.Select((s, i) => s / Math.Max(thresholds[i], 1e-12)).ToArray();
+
+    private static int ArgMax(ReadOnlySpan<float> values)
+    {
+        var best = 0;
+        for (var i = 1; i < values.Length; i++)
+        {
+            if (values[i] > values[best]) best = i;
+        }
+
+        return best;
     }
 
     /// <summary>

@@ -39,6 +39,12 @@ public sealed record EvaluationSettings
 
     public int[] SweepBankChoices { get; init; } = [1];
 
+    /// <summary>Masking-check candidate counts of the sweep (<see cref="DefenseOptions.VerifyWindows"/>; 0: no check).</summary>
+    public int[] SweepVerify { get; init; } = [0];
+
+    /// <summary>Second-round partner counts of the sweep (<see cref="DefenseOptions.VerifyPartners"/>), for checked configurations.</summary>
+    public int[] SweepVerifyPartners { get; init; } = [new DefenseOptions().VerifyPartners];
+
     /// <summary>Steps per restart of the strong adaptive attack (0 skips it).</summary>
     public int StrongSteps { get; init; } = 500;
 
@@ -208,13 +214,17 @@ public sealed class DefenseEvaluation(
             {
                 foreach (var k in settings.SweepK)
                 {
-                    foreach (var (neutralization, choices) in settings.SweepNeutralizations.SelectMany(n =>
-                        n is Neutralization.Bank or Neutralization.Hybrid ? settings.SweepBankChoices.Select(c => (n, c)) : [(n, 1)]))
+                    foreach (var (neutralization, choices, verify) in settings.SweepNeutralizations.SelectMany(n =>
+                        n is Neutralization.Bank or Neutralization.Hybrid ? settings.SweepBankChoices.Select(c => (n, c)) : [(n, 1)])
+                        .SelectMany(nc => settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1)] : settings.SweepVerifyPartners.Select(p => (v, p)))
+                            .Select(vp => (nc.Item1, nc.Item2, vp))))
                     {
                         var o = options.Clone();
-                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices) = (score, window, k, neutralization, choices);
+                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners) =
+                            (score, window, k, neutralization, choices, verify.Item1, verify.Item2);
                         var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens) K={k} {TokenPatchDefense.Name(neutralization)}"
-                            + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "");
+                            + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "")
+                            + (verify.Item1 > 0 ? $" verify {verify.Item1} of {verify.Item2}" : "");
                         var defense = new TokenPatchDefense(tokens, reference, o);
                         var c = DefenseScoring.Defended(defense, clean, DefenseMode.Mitigate, settings.Seed);
                         rows.Add(new("sweep", $"{name} clean", "token", c.Accuracy, c.Flagged, null, null) { TokensFlagged = c.TokensFlagged });

@@ -1,0 +1,104 @@
+namespace StrapVit.Core.Defense;
+
+/// <summary>
+/// The masking check behind <see cref="DefenseOptions.VerifyWindows"/>: PatchCleanser's double-masking rule (Xiang et
+/// al., USENIX Security 2022) run on the detector's few strongest candidate windows instead of on every placement.
+/// After neutralisation the image is classified once per candidate window with that window hidden (first round). If
+/// every one-mask answer agrees with the defended answer, that answer stands. Otherwise a disagreeing window is
+/// trusted only when hiding it together with each other candidate still gives its answer (second round): a patch
+/// inside the window cannot vote in any of those views, while a clean image whose answer one occlusion happened to
+/// flip rarely keeps the flipped answer under a second occlusion. The first window (strongest evidence first) that
+/// passes gives the answer; if none does, the defended answer stands.
+/// </summary>
+public static class WindowVerification
+{
+    /// <summary>
+    /// The <paramref name="count"/> strongest <paramref name="windowRows"/> x <paramref name="windowCols"/> windows on a
+    /// <paramref name="rows"/> x <paramref name="cols"/> grid by their sum of <paramref name="ratios"/> (score over
+    /// threshold, row-major), strongest first; a window sharing more than half its cells with a stronger one is skipped,
+    /// so the candidates are different places rather than one place shifted by a token. Each window is its grid cells.
+    /// </summary>
+    public static int[][] Candidates(ReadOnlySpan<double> ratios, int rows, int cols, int windowRows, int windowCols, int count)
+    {
+        if (ratios.Length != rows * cols) throw new ArgumentException($"Expected {rows * cols} ratios, got {ratios.Length}.", nameof(ratios));
+        int h = Math.Clamp(windowRows, 1, rows), w = Math.Clamp(windowCols, 1, cols);
+        var placements = new List<(double Sum, int Row, int Col)>();
+        for (var r = 0; r + h <= rows; r++)
+        {
+            for (var c = 0; c + w <= cols; c++)
+            {
+                double sum = 0;
+                for (var dr = 0; dr < h; dr++)
+                {
+                    for (var dc = 0; dc < w; dc++) sum += ratios[((r + dr) * cols) + c + dc];
+                }
+
+                placements.Add((sum, r, c));
+            }
+        }
+
+        var chosen = new List<(int Row, int Col)>();
+        foreach (var (_, row, col) in placements.OrderByDescending(p => p.Sum).ThenBy(p => p.Row).ThenBy(p => p.Col))
+        {
+            if (chosen.Count == count) break;
+            if (chosen.Any(o => Overlap(o.Row, o.Col, row, col, h, w) * 2 > h * w)) continue;
+            chosen.Add((row, col));
+        }
+
+        return chosen.Select(p => Cells(p.Row, p.Col, h, w, cols)).ToArray();
+    }
+
+    /// <summary>The first-round windows whose answer differs from <paramref name="defended"/>, in candidate order.</summary>
+    public static int[] Disagreeing(int defended, IReadOnlyList<int> firstRound) =>
+        Enumerable.Range(0, firstRound.Count).Where(m => firstRound[m] != defended).ToArray();
+
+    /// <summary>
+    /// The decision: the index of the first-round window whose answer is trusted, or -1 to keep <paramref name="defended"/>.
+    /// Partner windows are numbered so that the first <c>firstRound.Count</c> are the first-round windows themselves;
+    /// <paramref name="secondRound"/>(m, j) is the answer with window m and partner j both hidden, asked only for
+    /// disagreeing m and every partner j != m.
+    /// </summary>
+    public static int Decide(int defended, IReadOnlyList<int> firstRound, int partners, Func<int, int, int> secondRound)
+    {
+        ArgumentNullException.ThrowIfNull(firstRound);
+        ArgumentNullException.ThrowIfNull(secondRound);
+        foreach (var m in Disagreeing(defended, firstRound))
+        {
+            var label = firstRound[m];
+            var holds = true;
+            for (var j = 0; j < partners && holds; j++)
+            {
+                if (j != m && secondRound(m, j) != label) holds = false;
+            }
+
+            if (holds) return m;
+        }
+
+        return -1;
+    }
+
+    private static int Overlap(int r1, int c1, int r2, int c2, int h, int w) =>
+        Math.Max(0, Math.Min(r1, r2) + h - Math.Max(r1, r2)) * Math.Max(0, Math.Min(c1, c2) + w - Math.Max(c1, c2));
+
+    private static int[] Cells(int row, int col, int h, int w, int cols)
+    {
+        var cells = new int[h * w];
+        var i = 0;
+        for (var r = row; r < row + h; r++)
+        {
+            for (var c = col; c < col + w; c++) cells[i++] = (r * cols) + c;
+        }
+
+        return cells;
+    }
+}
+
+/// <summary>What the masking check did for one image (the <c>verification</c> object of a defended classification).</summary>
+/// <param name="Windows">Windows hidden one at a time (first round).</param>
+/// <param name="Partners">Windows a disagreeing one is hidden together with (second round), the first-round ones included.</param>
+/// <param name="WindowRows">Window height in tokens.</param>
+/// <param name="WindowCols">Window width in tokens.</param>
+/// <param name="Forwards">Masked encoder runs for this image.</param>
+/// <param name="Outcome"><c>agreed</c> (every one-mask answer matched), <c>recovered</c> (a window's answer passed the second round and replaced the defended one) or <c>kept</c> (disagreement, no window passed).</param>
+/// <param name="Window">Patch-grid indices (row-major) of the window whose answer was taken, or null.</param>
+public sealed record VerificationReport(int Windows, int Partners, int WindowRows, int WindowCols, int Forwards, string Outcome, IReadOnlyList<int>? Window);

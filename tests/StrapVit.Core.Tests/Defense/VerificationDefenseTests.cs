@@ -1,0 +1,94 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using StrapVit.Core.Datasets;
+using StrapVit.Core.Defense;
+using StrapVit.Core.Inference;
+using StrapVit.Core.Models;
+using StrapVit.Testing;
+
+namespace StrapVit.Core.Tests.Defense;
+
+/// <summary>
+/// The masking check inside the token defense on the embedded model, against the defense without it and against the
+/// same tokens dropped by the evaluation's oracle path (<c>RunWithFlags</c>), which runs the encoder its own way.
+/// </summary>
+public sealed class VerificationDefenseTests : IDisposable
+{
+    private static readonly InferenceOptions Cpu = new() { Device = InferenceDevice.Cpu };
+    private readonly ModelPackage _package = ModelPackage.Load(RepoPaths.DefaultModel);
+    private readonly TokenSpaceModel _model;
+    private readonly TokenReference _reference;
+
+    public VerificationDefenseTests()
+    {
+        _model = new TokenSpaceModel(_package, new OnnxSessionFactory(Cpu, NullLogger<OnnxSessionFactory>.Instance));
+        _reference = DefenseCalibration.Load(Path.Combine(_package.Directory, DefenseCalibration.FileName), _package).Tokens!;
+    }
+
+    public void Dispose() => _model.Dispose();
+
+    /// <summary>The first test images, each with a white-and-black 6x6 checkerboard planted at a place of its own.</summary>
+    private static float[] PatchedImages(int n)
+    {
+        var images = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
+        var set = IdxDataset.Load(images, IdxDataset.LabelsBeside(images));
+        var pixels = set.Pixels.Take(n * 784).Select(b => b / 255f).ToArray();
+        for (var i = 0; i < n; i++)
+        {
+            int top = (i * 7) % 22, left = (i * 11) % 22;
+            for (var y = top; y < top + 6; y++)
+            {
+                for (var x = left; x < left + 6; x++) pixels[(i * 784) + (y * 28) + x] = (x + y) % 2;
+            }
+        }
+
+        return pixels;
+    }
+
+    [Fact]
+    public void The_check_keeps_the_defended_answer_or_takes_exactly_the_answer_without_its_window()
+    {
+        const int n = 40;
+        var pixels = PatchedImages(n);
+        var seeds = Enumerable.Range(0, n).ToArray();
+        var options = new DefenseOptions { Neutralization = Neutralization.Drop, VerifyWindows = 2, VerifyPartners = 4 };
+        var plainOptions = options.Clone();
+        plainOptions.VerifyWindows = 0;
+        var checkedDefense = new TokenPatchDefense(_model, _reference, options);
+        var plain = new TokenPatchDefense(_model, _reference, plainOptions);
+
+        var results = checkedDefense.Run(pixels, n, DefenseMode.Mitigate, seeds);
+        var baseline = plain.Run(pixels, n, DefenseMode.Mitigate, seeds);
+
+        var outcomes = new List<string>();
+        for (var i = 0; i < n; i++)
+        {
+            var report = results[i].Report.Verification!;
+            Assert.Null(baseline[i].Report.Verification);
+            Assert.Equal((2, 4, 2, 2), (report.Windows, report.Partners, report.WindowRows, report.WindowCols));
+            outcomes.Add(report.Outcome);
+            if (report.Outcome == "recovered")
+            {
+                // Independently: the flagged tokens and the window dropped through the oracle path.
+                var hidden = results[i].Report.FlaggedTokens.Select(f => f.Index).Concat(report.Window!).Distinct()
+                    .Select(p => p + _model.FirstPatchToken).ToArray();
+                var expected = plain.RunWithFlags(pixels.AsSpan(i * 784, 784), 1, _ => hidden, [seeds[i]]);
+                Assert.Equal(4, report.Window!.Count);
+                Assert.NotEqual(ArgMax(baseline[i].Logits), ArgMax(results[i].Logits));
+                for (var c = 0; c < 10; c++) Assert.Equal(expected[c], results[i].Logits[c], 4);
+                Assert.Contains(report.Forwards, new[] { 5, 8 });
+            }
+            else
+            {
+                Assert.Equal(baseline[i].Logits, results[i].Logits);
+                Assert.Null(report.Window);
+                Assert.Contains(report.Forwards, report.Outcome == "agreed" ? [2] : new[] { 5, 8 });
+            }
+        }
+
+        // Both paths ran on these images.
+        Assert.Contains("agreed", outcomes);
+        Assert.Contains("recovered", outcomes);
+    }
+
+    private static int ArgMax(float[] v) => Array.IndexOf(v, v.Max());
+}
