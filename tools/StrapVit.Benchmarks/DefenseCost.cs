@@ -8,22 +8,25 @@ using StrapVit.Core.Runtime;
 namespace StrapVit.Benchmarks;
 
 /// <summary>
-/// <c>defense-cost MODEL-DIR [runs] [image]</c>: what <c>defense=mitigate</c> adds to a batch-1 classification, as process CPU
+/// <c>defense-cost MODEL-DIR [runs] [image] [verify-windows]</c>: what <c>defense=mitigate</c> adds to a batch-1 classification, as process CPU
 /// time with one intra-op thread (robust to other jobs on the machine, like <see cref="CpuTimeRatio"/>). The model
 /// runtime comes from the service's factory with the service's default defense options, so the defense is the one the
 /// service would run on this package (the token defense when the package has a tokens entry and a calibration).
 /// Plain and defended runs are interleaved; prints the medians and their ratio. Pass a real image (decoded and resized
 /// as the service does): the defense's cost depends on how many tokens it flags, and random pixels flag nearly all.
+/// <c>verify-windows</c> overrides <c>Defense:VerifyWindows</c> (0: the defense without its masking check).
 /// </summary>
 public static class DefenseCost
 {
-    public static void Run(string packageDir, int runs, string? image)
+    public static void Run(string packageDir, int runs, string? image, int? verifyWindows = null)
     {
+        var options = new DefenseOptions();
+        if (verifyWindows is { } v) options.VerifyWindows = v;
         using var runtime = new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(ModelPackage.Load(packageDir), new ModelRuntimeOptions
         {
             Inference = new InferenceOptions { Device = BenchModels.Device, IntraOpThreads = 1 },
             CacheDirectory = BenchModels.CacheDir,
-            Defense = new DefenseOptions(),
+            Defense = options,
         });
         var defense = runtime.Defense?.Defense ?? throw new InvalidOperationException($"{packageDir} loads no defense (no calibration?)");
         var input = runtime.Package.Manifest.Input;
@@ -31,7 +34,9 @@ public static class DefenseCost
         var pixels = image is null
             ? Enumerable.Range(0, input.Size).Select(_ => (float)rng.NextDouble()).ToArray()
             : new ImageDecoder(new ImageLimits()).Decode(File.ReadAllBytes(image), input.Channels, input.Height, input.Width).Data;
-        var flagged = defense.Run(pixels, 1, DefenseMode.Mitigate, [1])[0].Report.FlaggedTokens.Count;
+        var report = defense.Run(pixels, 1, DefenseMode.Mitigate, [1])[0].Report;
+        var flagged = report.FlaggedTokens.Count;
+        var check = report.Verification is { } c ? $", check of {c.Windows} windows: {c.Forwards} masked forwards, {c.Outcome}" : ", no check";
 
         void Plain() => runtime.Classifier.Logits(pixels, 1);
 
@@ -47,6 +52,6 @@ public static class DefenseCost
         }
 
         var (p, d) = (CpuTimeRatio.Median(pCpu), CpuTimeRatio.Median(dCpu));
-        Console.WriteLine($"{runtime.Package.Manifest.Name}: defense {defense.Variant}, {flagged} tokens flagged, {runs} runs, 1 intra-op thread: classify CPU ms {p:F2} (wall min {pWall.Min():F2}), mitigate CPU ms {d:F2} (wall min {dWall.Min():F2}), mitigate / off {d / p:F2}");
+        Console.WriteLine($"{runtime.Package.Manifest.Name}: defense {defense.Variant}, {flagged} tokens flagged{check}, {runs} runs, 1 intra-op thread: classify CPU ms {p:F2} (wall min {pWall.Min():F2}), mitigate CPU ms {d:F2} (wall min {dWall.Min():F2}), mitigate / off {d / p:F2}");
     }
 }

@@ -6,10 +6,11 @@ using StrapVit.Benchmarks;
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- certify [images] [patch] [strides]  certified mode per image
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- memory raw|runtime <model-dir> [threads]  resident memory
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- raw-throughput <model-dir> <callers> <seconds> [threads]  raw ONNX Runtime images/s
-// dotnet run -c Release --project tools/StrapVit.Benchmarks -- defense-cost <model-dir> [runs] [image]  CPU time of defense=mitigate against off
+// dotnet run -c Release --project tools/StrapVit.Benchmarks -- defense-cost <model-dir> [runs] [image] [verify-windows]  CPU time of defense=mitigate against off
 if (args.Length > 1 && args[0] == "defense-cost")
 {
-    DefenseCost.Run(args[1], args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10, args.Length > 3 ? args[3] : null);
+    DefenseCost.Run(args[1], args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10, args.Length > 3 ? args[3] : null,
+        args.Length > 4 ? int.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : null);
     return;
 }
 

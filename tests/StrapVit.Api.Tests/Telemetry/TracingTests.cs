@@ -55,9 +55,14 @@ public sealed class TracingTests(TracedServiceFactory factory) : IClassFixture<T
         var defense = Assert.Single(spans, s => s.OperationName == "defense mitigate");
         Assert.Equal(server.SpanId, defense.ParentSpanId);
         Assert.Equal("token", defense.GetTagItem(CoreActivities.DefenseVariant));
-        // The token defense embeds, then runs the encoder on the neutralised tokens: both inside the defense span.
+        // The token defense embeds, runs the encoder on the neutralised tokens, then the masking check's first round
+        // (one batched encoder run) and, only if a hidden window changed the answer, its second round: all inside the
+        // defense span.
         var onnx = spans.Where(s => s.OperationName.StartsWith("onnx ", StringComparison.Ordinal)).ToList();
-        Assert.Equal(["embed", "encoder"], onnx.OrderBy(s => s.StartTimeUtc).Select(s => (string)s.GetTagItem(CoreActivities.OnnxGraph)!));
+        var graphs = onnx.OrderBy(s => s.StartTimeUtc).Select(s => (string)s.GetTagItem(CoreActivities.OnnxGraph)!).ToList();
+        Assert.Equal(["embed", "encoder", "encoder"], graphs.Take(3));
+        Assert.InRange(graphs.Count, 3, 4);
+        Assert.All(graphs.Skip(1), g => Assert.Equal("encoder", g));
         Assert.All(onnx, s => Assert.Equal(defense.SpanId, s.ParentSpanId));
         Assert.All(onnx, s => Assert.Equal("CPUExecutionProvider", s.GetTagItem(CoreActivities.ExecutionProvider)));
         Assert.All(spans, s => Assert.Equal(traceId, s.TraceId));
