@@ -60,6 +60,7 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<int> strongSteps = CliOptions.Number("--strong-steps", 500, 0, 100_000, "steps of the strong adaptive attack");
     private readonly Option<int> strongRestarts = CliOptions.Number("--strong-restarts", 2, 1, 100, "restarts of the strong adaptive attack");
     private readonly Option<int> strongEot = CliOptions.Number("--strong-eot", 16, 1, 256, "EOT samples of the strong adaptive attack");
+    private readonly ListOption<double> evasionMargins = CliOptions.NumberList("--evasion-margins", [0.9], 0, 1e6, "score-to-threshold ratios the evasion term pushes patch tokens under (each with each weight)");
     private readonly ListOption<double> evasion = CliOptions.NumberList("--evasion", [0.0, 1, 10], 0, 1e12, "detector-evasion weights of the strong adaptive attack");
 
     public EvaluateCommand()
@@ -82,7 +83,7 @@ internal sealed class EvaluateCommand : CliVerb
         [
             images, calib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
             score, window, neutralize, bankChoices, verify, partners, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners,
-            bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion,
+            bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion, evasionMargins,
         ];
         foreach (var option in options) Options.Add(option);
     }
@@ -116,6 +117,7 @@ internal sealed class EvaluateCommand : CliVerb
             StrongRestarts = parseResult.GetValue(strongRestarts),
             StrongEotSamples = parseResult.GetValue(strongEot),
             EvasionWeights = parseResult.GetList(evasion),
+            EvasionMargins = parseResult.GetList(evasionMargins),
             Bank = new BankSettings(Size: parseResult.GetValue(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr)),
         };
         var options = new DefenseOptions

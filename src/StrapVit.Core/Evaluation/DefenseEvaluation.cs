@@ -59,6 +59,13 @@ public sealed record EvaluationSettings
     /// <summary>λ values of the detector-evasion term; each is a separate attack, and the worst case is over all.</summary>
     public double[] EvasionWeights { get; init; } = [0, 1, 10];
 
+    /// <summary>
+    /// Ratios γ the evasion term pushes every token's score-to-threshold ratio under; each weight runs with each margin.
+    /// Below 1 the patch must look cleaner than the threshold asks, which also pushes it down the ranking the
+    /// masking check takes its windows from.
+    /// </summary>
+    public double[] EvasionMargins { get; init; } = [0.9];
+
     /// <summary>How the token bank is built (size, k, clean false-positive rate).</summary>
     public BankSettings Bank { get; init; } = new();
 }
@@ -289,12 +296,13 @@ public sealed class DefenseEvaluation(
         if (settings.StrongSteps > 0)
         {
             var strong = new AdaptivePatchAttack(tokens, reference.Tokens!, options, tokenGradients, token);
-            foreach (var lambda in settings.EvasionWeights)
+            foreach (var (lambda, gamma) in settings.EvasionWeights.SelectMany(l => (l > 0 ? settings.EvasionMargins : [0.9]).Select(g => (l, g))))
             {
-                var s = new AdaptiveAttackSettings(size, settings.StrongSteps, settings.StrongRestarts, settings.StrongEotSamples, lambda);
+                var s = new AdaptiveAttackSettings(size, settings.StrongSteps, settings.StrongRestarts, settings.StrongEotSamples, lambda, gamma);
                 var started = Stopwatch.GetTimestamp();
                 var set = strong.Run(subset, s, settings.Seed + 101);
-                Add($"strong adaptive (margin, straight-through, λ={lambda:G3}, {s.Steps} steps x {s.Restarts} restarts, EOT {s.EotSamples})", set);
+                var margin = gamma == 0.9 ? "" : $", γ={gamma:G3}";
+                Add($"strong adaptive (margin, straight-through, λ={lambda:G3}{margin}, {s.Steps} steps x {s.Restarts} restarts, EOT {s.EotSamples})", set);
                 log.WriteLine($"    {Stopwatch.GetElapsedTime(started).TotalSeconds:F0} s");
             }
         }
