@@ -107,8 +107,8 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         for (int i = 0, row = 0; i < batch; row += rounds[i], i++)
         {
             starts[i] = row;
-            defended[i] = ArgMax(logits.AsSpan(i * classes, classes));
-            firstRound[i] = Enumerable.Range(0, rounds[i]).Select(m => ArgMax(firstLogits.AsSpan((row + m) * classes, classes))).ToArray();
+            defended[i] = Numerics.Probabilities.ArgMax(logits.AsSpan(i * classes, classes));
+            firstRound[i] = Enumerable.Range(0, rounds[i]).Select(m => Numerics.Probabilities.ArgMax(firstLogits.AsSpan((row + m) * classes, classes))).ToArray();
             foreach (var m in WindowVerification.Disagreeing(defended[i], firstRound[i]))
             {
                 for (var j = 0; j < partners[i].Length; j++)
@@ -122,7 +122,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
 
         var secondLogits = secondViews.Count > 0 ? EncodeHiding(tokens, secondViews, cancellationToken) : [];
         var secondRound = new Dictionary<(int Image, int M, int J), int>();
-        for (var v = 0; v < pairs.Count; v++) secondRound[pairs[v]] = ArgMax(secondLogits.AsSpan(v * classes, classes));
+        for (var v = 0; v < pairs.Count; v++) secondRound[pairs[v]] = Numerics.Probabilities.ArgMax(secondLogits.AsSpan(v * classes, classes));
         var reports = new VerificationReport[batch];
         for (var i = 0; i < batch; i++)
         {
@@ -170,17 +170,6 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
 
     private static double[] Ratios(double[] scores, double[] thresholds) =>
         scores.Select((s, i) => s / Math.Max(thresholds[i], 1e-12)).ToArray();
-
-    private static int ArgMax(ReadOnlySpan<float> values)
-    {
-        var best = 0;
-        for (var i = 1; i < values.Length; i++)
-        {
-            if (values[i] > values[best]) best = i;
-        }
-
-        return best;
-    }
 
     /// <summary>
     /// Scores one image's tokens <c>[T*D]</c>, flags them (threshold, at least K, and the strongest window), and, when
