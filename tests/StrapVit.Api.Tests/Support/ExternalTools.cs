@@ -42,16 +42,17 @@ public static class ExternalTools
         using var deadline = new CancellationTokenSource(timeout);
         try
         {
-            await process.WaitForExitAsync(deadline.Token);
+            // ConfigureAwait(false): PythonRequests blocks on this method, possibly on one of xUnit's few context threads.
+            await process.WaitForExitAsync(deadline.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
             process.Kill(entireProcessTree: true);
             throw new TimeoutException($"'{start.FileName} {string.Join(' ', start.ArgumentList)}' ran past {timeout.TotalSeconds:F0} s; "
-                + $"its output so far: {await stdout}{await stderr}");
+                + $"its output so far: {await stdout.ConfigureAwait(false)}{await stderr.ConfigureAwait(false)}");
         }
 
-        return (process.ExitCode, await stdout, await stderr);
+        return (process.ExitCode, await stdout.ConfigureAwait(false), await stderr.ConfigureAwait(false));
     }
 }
 
