@@ -10,6 +10,9 @@ public static class LoggingExtensions
     public static WebApplicationBuilder AddStrapVitLogging(this WebApplicationBuilder builder)
     {
         var development = builder.Environment.IsDevelopment();
+        // preserveStaticLogger: this host's logger is never made the static Log.Logger. Otherwise every host in the
+        // process (tests start dozens) would route framework logs through whichever host set it last, and the host
+        // that stops first would dispose another host's logger with Log.CloseAndFlush.
         builder.Services.AddSerilog((services, lc) =>
         {
             lc.ReadFrom.Configuration(builder.Configuration)
@@ -23,7 +26,7 @@ public static class LoggingExtensions
             {
                 lc.WriteTo.Console(new RenderedCompactJsonFormatter());
             }
-        });
+        }, preserveStaticLogger: true);
         return builder;
     }
 
