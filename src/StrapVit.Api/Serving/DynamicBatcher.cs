@@ -142,13 +142,28 @@ internal sealed class DynamicBatcher<TKey, TRequest, TResult> : IAsyncDisposable
                     continue;
                 }
 
-                (batch, var wait) = Form(pending);
+                var now = _time.GetTimestamp();
+                (batch, var wait) = Form(pending, now);
                 if (batch is not null)
                 {
                     break;
                 }
 
-                using var timeout = new CancellationTokenSource(wait, _time);
+                // The clock runs on while the timer is set up: the timer waits only what is left of the delay, and a
+                // deadline that passed meanwhile (checked after the timer exists, so no tick falls in between) forms
+                // again at once. Otherwise a batch could wait a second delay, or for ever on a clock that has stopped.
+                var remaining = wait - _time.GetElapsedTime(now);
+                if (remaining <= TimeSpan.Zero)
+                {
+                    continue;
+                }
+
+                using var timeout = new CancellationTokenSource(remaining, _time);
+                if (_time.GetElapsedTime(now) >= wait)
+                {
+                    continue;
+                }
+
                 using var either = CancellationTokenSource.CreateLinkedTokenSource(stop, timeout.Token);
                 try
                 {
@@ -168,10 +183,9 @@ internal sealed class DynamicBatcher<TKey, TRequest, TResult> : IAsyncDisposable
         }
     }
 
-    /// <summary>The batch to send now, or how long to wait for more requests.</summary>
-    private (Batch? Batch, TimeSpan Wait) Form(List<Entry> pending)
+    /// <summary>The batch to send at <paramref name="now"/>, or how long from then to wait for more requests.</summary>
+    private (Batch? Batch, TimeSpan Wait) Form(List<Entry> pending, long now)
     {
-        var now = _time.GetTimestamp();
         var groups = pending.GroupBy(e => e.Key).Select(g => g.ToList()).ToList();
         var wait = TimeSpan.MaxValue;
         foreach (var group in groups)

@@ -53,6 +53,9 @@ public sealed class DynamicBatcherTests
         public static string Answer(string key, Request request) => $"{key}/{request.Id}x{request.Images}";
     }
 
+    /// <summary>Longest wait for an answer: a batcher that never answers fails the test instead of hanging the run.</summary>
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
+
     private static DynamicBatcher<string, Request, string> Batcher(Recorder recorder, BatchingOptions options, TimeProvider? time = null) =>
         new(options, recorder.Run, time ?? TimeProvider.System);
 
@@ -66,14 +69,14 @@ public sealed class DynamicBatcherTests
         await using var batcher = Batcher(recorder, new BatchingOptions { MaxConcurrentBatches = 1 });
         var gate = recorder.HoldNext();
         var first = Send(batcher, "off", new Request("r0"));
-        await recorder.Started.WaitAsync();
+        Assert.True(await recorder.Started.WaitAsync(Limit));
 
         var queued = Enumerable.Range(1, 5).Select(i => new Request($"r{i}", Images: i % 2 + 1)).ToArray();
         var answers = queued.Select(r => Send(batcher, "off", r)).ToArray();
         gate.SetResult();
 
-        Assert.Equal("off/r0x1", await first);
-        Assert.Equal(queued.Select(r => Recorder.Answer("off", r)), await Task.WhenAll(answers));
+        Assert.Equal("off/r0x1", await first.WaitAsync(Limit));
+        Assert.Equal(queued.Select(r => Recorder.Answer("off", r)), await Task.WhenAll(answers).WaitAsync(Limit));
         Assert.Equal([["off:r0"], ["off:r1", "off:r2", "off:r3", "off:r4", "off:r5"]], recorder.Batches.ToArray());
     }
 
@@ -84,7 +87,7 @@ public sealed class DynamicBatcherTests
         await using var batcher = Batcher(recorder, new BatchingOptions { MaxConcurrentBatches = 1, MaxBatchSize = 4 });
         var gate = recorder.HoldNext();
         var first = Send(batcher, "detect", new Request("r0"));
-        await recorder.Started.WaitAsync();
+        Assert.True(await recorder.Started.WaitAsync(Limit));
 
         (string Key, Request Request)[] sent =
         [
@@ -94,8 +97,8 @@ public sealed class DynamicBatcherTests
         var answers = sent.Select(s => Send(batcher, s.Key, s.Request)).ToArray();
         gate.SetResult();
 
-        await first;
-        Assert.Equal(sent.Select(s => Recorder.Answer(s.Key, s.Request)), await Task.WhenAll(answers));
+        await first.WaitAsync(Limit);
+        Assert.Equal(sent.Select(s => Recorder.Answer(s.Key, s.Request)), await Task.WhenAll(answers).WaitAsync(Limit));
         // a1+a2+a3 = 4 images fill the first batch; then b1+b2 (4); a4; b3 alone is larger than the maximum and runs alone.
         Assert.Equal(
             [["detect:r0"], ["mitigate:a1", "mitigate:a2", "mitigate:a3"], ["off:b1", "off:b2"], ["mitigate:a4"], ["off:b3"]],
@@ -113,15 +116,38 @@ public sealed class DynamicBatcherTests
         // The fake clock stands still: nothing may run before the queue forms three images.
         var a1 = Send(batcher, "off", new Request("a1"));
         var a2 = Send(batcher, "off", new Request("a2", Images: 2));
-        Assert.Equal(["off/a1x1", "off/a2x2"], await Task.WhenAll(a1, a2));
+        Assert.Equal(["off/a1x1", "off/a2x2"], await Task.WhenAll(a1, a2).WaitAsync(Limit));
 
         var a3 = Send(batcher, "off", new Request("a3"));
         var a4 = Send(batcher, "off", new Request("a4"));
         time.Advance(TimeSpan.FromMicroseconds(999));
         Assert.False(a3.IsCompleted);
         time.Advance(TimeSpan.FromMicroseconds(1));
-        Assert.Equal(["off/a3x1", "off/a4x1"], await Task.WhenAll(a3, a4));
+        Assert.Equal(["off/a3x1", "off/a4x1"], await Task.WhenAll(a3, a4).WaitAsync(Limit));
         Assert.Equal([["off:a1", "off:a2"], ["off:a3", "off:a4"]], recorder.Batches.ToArray());
+    }
+
+    [Fact]
+    public async Task A_clock_that_moves_on_while_the_delay_timer_is_set_up_does_not_strand_the_queue()
+    {
+        // The clock passes the whole queue delay between the scheduler reading it and its timer existing (another
+        // thread's tick, here made certain). A timer set for the full delay from then would never fire on a clock that
+        // then stands still; the scheduler must see that the deadline has passed and send the batch.
+        var recorder = new Recorder();
+        var time = new ClockThatMovesOnTimerCreation(TimeSpan.FromMicroseconds(1000));
+        await using var batcher = Batcher(recorder,
+            new BatchingOptions { MaxConcurrentBatches = 1, MaxBatchSize = 8, MaxQueueDelayMicroseconds = 1000, PreferredBatchSizes = [3] }, time);
+
+        Assert.Equal("off/a1x1", await Send(batcher, "off", new Request("a1")).WaitAsync(Limit));
+    }
+
+    private sealed class ClockThatMovesOnTimerCreation(TimeSpan step) : FakeTimeProvider
+    {
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            Advance(step);
+            return base.CreateTimer(callback, state, dueTime, period);
+        }
     }
 
     [Fact]
@@ -131,7 +157,7 @@ public sealed class DynamicBatcherTests
         await using var batcher = Batcher(recorder, new BatchingOptions { MaxConcurrentBatches = 1 });
         var gate = recorder.HoldNext();
         var first = Send(batcher, "off", new Request("r0"));
-        await recorder.Started.WaitAsync();
+        Assert.True(await recorder.Started.WaitAsync(Limit));
 
         using var cancel = new CancellationTokenSource();
         var leaving = Send(batcher, "off", new Request("r1"), cancel.Token);
@@ -141,8 +167,8 @@ public sealed class DynamicBatcherTests
         var thrown = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => leaving);
         Assert.Equal(cancel.Token, thrown.CancellationToken);
         gate.SetResult();
-        Assert.Equal("off/r2x1", await staying);
-        await first;
+        Assert.Equal("off/r2x1", await staying.WaitAsync(Limit));
+        await first.WaitAsync(Limit);
         Assert.Equal([["off:r0"], ["off:r2"]], recorder.Batches.ToArray());
     }
 
@@ -153,7 +179,7 @@ public sealed class DynamicBatcherTests
         await using var batcher = Batcher(recorder, new BatchingOptions { MaxConcurrentBatches = 1 });
         var gate = recorder.HoldNext();
         var first = Send(batcher, "off", new Request("r0"));
-        await recorder.Started.WaitAsync();
+        Assert.True(await recorder.Started.WaitAsync(Limit));
 
         // r1 and r2 queue behind r0 and then run together, held by a second gate.
         var second = recorder.HoldNext();
@@ -162,8 +188,8 @@ public sealed class DynamicBatcherTests
         var r1 = Send(batcher, "off", new Request("r1"), cancel1.Token);
         var r2 = Send(batcher, "off", new Request("r2"), cancel2.Token);
         gate.SetResult();
-        await first;
-        await recorder.Started.WaitAsync();
+        await first.WaitAsync(Limit);
+        Assert.True(await recorder.Started.WaitAsync(Limit));
 
         await cancel1.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => r1);
@@ -182,17 +208,17 @@ public sealed class DynamicBatcherTests
         await using var batcher = Batcher(recorder, new BatchingOptions { MaxConcurrentBatches = 1 });
         var gate = recorder.HoldNext();
         var first = Send(batcher, "off", new Request("r0"));
-        await recorder.Started.WaitAsync();
+        Assert.True(await recorder.Started.WaitAsync(Limit));
 
         var failing = Send(batcher, "mitigate", new Request("m1", Fails: true));
         var sharing = Send(batcher, "mitigate", new Request("m2"));
         var other = Send(batcher, "detect", new Request("d1"));
         gate.SetResult();
 
-        await first;
+        await first.WaitAsync(Limit);
         Assert.Equal("run failed on m1", (await Assert.ThrowsAsync<InvalidOperationException>(() => failing)).Message);
         Assert.Equal("run failed on m1", (await Assert.ThrowsAsync<InvalidOperationException>(() => sharing)).Message);
-        Assert.Equal("detect/d1x1", await other);
+        Assert.Equal("detect/d1x1", await other.WaitAsync(Limit));
         Assert.Equal("mitigate/m3x1", await Send(batcher, "mitigate", new Request("m3")));
         Assert.Equal([["off:r0"], ["mitigate:m1", "mitigate:m2"], ["detect:d1"], ["mitigate:m3"]], recorder.Batches.ToArray());
     }
@@ -213,7 +239,7 @@ public sealed class DynamicBatcherTests
             return requests.Select(r => Recorder.Answer(key, r)).ToArray();
         }, TimeProvider.System);
         var running = Send(batcher, "off", new Request("r0"));
-        await started.Task;
+        await started.Task.WaitAsync(Limit);
         var queued = Send(batcher, "off", new Request("r1"));
 
         await batcher.DisposeAsync();
