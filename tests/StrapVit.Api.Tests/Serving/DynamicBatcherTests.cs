@@ -196,7 +196,7 @@ public sealed class DynamicBatcherTests
         Assert.False(recorder.Canceled.Task.IsCompleted);
         await cancel2.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => r2);
-        Assert.True((await recorder.Canceled.Task).IsCancellationRequested);
+        Assert.True((await recorder.Canceled.Task.WaitAsync(Limit)).IsCancellationRequested);
         Assert.Equal([["off:r0"], ["off:r1", "off:r2"]], recorder.Batches.ToArray());
         second.TrySetResult();
     }
