@@ -15,19 +15,18 @@ public sealed class ClassificationBatcher : IAsyncDisposable
 {
     private readonly ModelRuntime _runtime;
     private readonly ServiceMetrics _metrics;
-    private readonly bool _enabled;
     private readonly DynamicBatcher<DefenseMode, Images, DefendedBatch> _batcher;
 
     public ClassificationBatcher(ModelRuntime runtime, ServiceMetrics metrics, IOptions<BatchingOptions> options, TimeProvider time)
     {
         _runtime = runtime;
         _metrics = metrics;
-        _enabled = options.Value.Enabled;
+        Enabled = options.Value.Enabled;
         _batcher = new DynamicBatcher<DefenseMode, Images, DefendedBatch>(options.Value, RunBatch, time, metrics.ObserveBatch);
     }
 
     /// <summary>Whether requests are batched (<c>Batching:Enabled</c>).</summary>
-    public bool Enabled => _enabled;
+    public bool Enabled { get; }
 
     /// <summary>
     /// Classifies <paramref name="count"/> images laid out back to back in <paramref name="pixels"/> with

@@ -6,17 +6,24 @@ namespace StrapVit.Api.Uploads;
 /// </summary>
 public static class UploadProblems
 {
-    public static RouteHandlerBuilder ProducesUploadProblems(this RouteHandlerBuilder builder) =>
-        builder.ProducesProblem(StatusCodes.Status400BadRequest)
-            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
-            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
-            .ProducesProblem(StatusCodes.Status429TooManyRequests)
-            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+    private static readonly int[] Statuses =
+    [
+        StatusCodes.Status400BadRequest,
+        StatusCodes.Status413PayloadTooLarge,
+        StatusCodes.Status415UnsupportedMediaType,
+        StatusCodes.Status429TooManyRequests,
+        StatusCodes.Status503ServiceUnavailable,
+    ];
 
-    public static RouteGroupBuilder ProducesUploadProblems(this RouteGroupBuilder builder) =>
-        builder.ProducesProblem(StatusCodes.Status400BadRequest)
-            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
-            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
-            .ProducesProblem(StatusCodes.Status429TooManyRequests)
-            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+    public static RouteHandlerBuilder ProducesUploadProblems(this RouteHandlerBuilder builder)
+    {
+        foreach (var status in Statuses) builder.ProducesProblem(status);
+        return builder;
+    }
+
+    public static RouteGroupBuilder ProducesUploadProblems(this RouteGroupBuilder builder)
+    {
+        foreach (var status in Statuses) builder.ProducesProblem(status);
+        return builder;
+    }
 }

@@ -109,30 +109,8 @@ public sealed class MaskedTokenClassifier
             throw new ArgumentException($"Expected {t}x{d} tokens of one image, got {tokens.Length} values.", nameof(tokens));
         }
 
-        if (Method == MaskingMethod.Drop)
-        {
-            // Every view reads the same image (source 0) at its own kept positions.
-            return Model.EncodeKept(tokens, new int[hidden.Count], hidden.Select(Kept).ToArray(), BatchSize, cancellationToken);
-        }
-
-        var logits = new float[hidden.Count * Classes];
-        for (var start = 0; start < hidden.Count; start += BatchSize)
-        {
-            var n = Math.Min(BatchSize, hidden.Count - start);
-            var batch = new float[n * t * d];
-            for (var v = 0; v < n; v++)
-            {
-                tokens.CopyTo(batch.AsSpan(v * t * d, t * d));
-                foreach (var p in hidden[start + v])
-                {
-                    var k = p + Model.FirstPatchToken;
-                    _replacement![k].CopyTo(batch, ((v * t) + k) * d);
-                }
-            }
-
-            Model.Encode(batch, n, cancellationToken).CopyTo(logits, start * Classes);
-        }
-
-        return logits;
+        // Every view reads the same image (source 0); positions in the sequence are patch-grid indices past the class token.
+        var positions = hidden.Select(h => (IReadOnlyCollection<int>)h.Select(p => p + Model.FirstPatchToken).ToHashSet()).ToArray();
+        return Model.EncodeHiding(tokens, new int[hidden.Count], positions, Method == MaskingMethod.Drop ? null : _replacement, BatchSize, cancellationToken);
     }
 }

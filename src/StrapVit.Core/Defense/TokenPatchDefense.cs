@@ -41,6 +41,8 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         var thresholds = reference.ThresholdsFor(options.Score)[first..].Select(v => v * options.ThresholdScale).ToArray();
         var pending = new (FlaggedToken[] Flagged, int Above, AppliedTransform[] Applied, double[] Scores)[batch];
         var dropped = new IReadOnlyCollection<int>[batch];
+        var check = mode == DefenseMode.Mitigate && options.VerifyWindows > 0;
+        var ratios = new double[batch][];
         var grid = new TokenGrid(d, first, model.GridRows, model.GridCols, model.Manifest.PatchSize);
         for (var i = 0; i < batch; i++)
         {
@@ -51,12 +53,11 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             var applied = flagged.Take(steps.Length)
                 .Select((k, j) => new AppliedTransform(k - first, steps[j].Select(step => step.Op).ToArray())).ToArray();
             pending[i] = (flagged.Select(k => Flag(k, scores[k])).ToArray(), above, applied, scores[first..].ToArray());
+            if (check) ratios[i] = TokenSelection.Ratios(scores, reference.ThresholdsFor(options.Score), candidates, options.ThresholdScale);
         }
 
         var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, cancellationToken) : model.Encode(tokens, batch, cancellationToken);
-        var verification = mode == DefenseMode.Mitigate && options.VerifyWindows > 0
-            ? Verify(tokens, batch, dropped, pending.Select(p => Ratios(p.Scores, thresholds)).ToArray(), logits, cancellationToken)
-            : null;
+        var verification = check ? Verify(tokens, batch, dropped, ratios, logits, cancellationToken) : null;
         var perImageMs = sw.Elapsed.TotalMilliseconds / batch;
         var k2 = logits.Length / batch;
         var modeName = mode == DefenseMode.Detect ? "detect" : "mitigate";
@@ -148,28 +149,9 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
     /// Logits of each view: its image's tokens with the view's token indices hidden, dropped from the sequence when
     /// the encoder takes a shorter one, else replaced by the clean mean token of their position.
     /// </summary>
-    private float[] EncodeHiding(float[] tokens, List<(int Image, int[] Hidden)> views, CancellationToken cancellationToken)
-    {
-        int t = model.TokenCount, d = model.Dim;
-        if (model.AcceptsShorterSequences)
-        {
-            var kept = views.Select(v => Enumerable.Range(0, t).Except(v.Hidden).ToArray()).ToArray();
-            return model.EncodeKept(tokens, views.Select(v => v.Image).ToArray(), kept, 256, cancellationToken);
-        }
-
-        var copies = new float[views.Count * t * d];
-        for (var v = 0; v < views.Count; v++)
-        {
-            var copy = copies.AsSpan(v * t * d, t * d);
-            tokens.AsSpan(views[v].Image * t * d, t * d).CopyTo(copy);
-            foreach (var k in views[v].Hidden) reference.Center[k].CopyTo(copy.Slice(k * d, d));
-        }
-
-        return model.Encode(copies, views.Count, cancellationToken);
-    }
-
-    private static double[] Ratios(double[] scores, double[] thresholds) =>
-        scores.Select((s, i) => s / Math.Max(thresholds[i], 1e-12)).ToArray();
+    private float[] EncodeHiding(float[] tokens, List<(int Image, int[] Hidden)> views, CancellationToken cancellationToken) =>
+        model.EncodeHiding(tokens, views.Select(v => v.Image).ToArray(), views.Select(v => (IReadOnlyCollection<int>)v.Hidden.ToHashSet()).ToArray(),
+            model.AcceptsShorterSequences ? null : reference.Center, 256, cancellationToken);
 
     /// <summary>
     /// Scores one image's tokens <c>[T*D]</c>, flags them (threshold, at least K, and the strongest window), and, when

@@ -40,44 +40,20 @@ public static class TokenSelection
             return (flagged, above);
         }
 
-        int w = Math.Min(window, Math.Min(rows, cols)), bestRow = 0, bestCol = 0;
-        var best = double.NegativeInfinity;
-        for (var r = 0; r + w <= rows; r++)
-        {
-            for (var c = 0; c + w <= cols; c++)
-            {
-                double sum = 0;
-                for (var dr = 0; dr < w; dr++)
-                {
-                    for (var dc = 0; dc < w; dc++)
-                    {
-                        sum += ratios[((r + dr) * cols) + c + dc];
-                    }
-                }
-
-                if (sum > best)
-                {
-                    (best, bestRow, bestCol) = (sum, r, c);
-                }
-            }
-        }
-
+        var w = Math.Min(window, Math.Min(rows, cols));
+        var strongest = WindowVerification.Candidates(ratios, rows, cols, w, w, 1)[0];
         var set = new HashSet<int>(flagged);
         var result = new List<int>(flagged);
-        for (var dr = 0; dr < w; dr++)
+        foreach (var cell in strongest)
         {
-            for (var dc = 0; dc < w; dc++)
-            {
-                var token = candidates[((bestRow + dr) * cols) + bestCol + dc];
-                if (set.Add(token)) result.Add(token);
-            }
+            if (set.Add(candidates[cell])) result.Add(candidates[cell]);
         }
 
         return (result.ToArray(), above);
     }
 
     /// <summary>Each candidate's score over its scaled threshold.</summary>
-    private static double[] Ratios(ReadOnlySpan<double> scores, ReadOnlySpan<float> thresholds, IReadOnlyList<int> candidates, double scale)
+    internal static double[] Ratios(ReadOnlySpan<double> scores, ReadOnlySpan<float> thresholds, IReadOnlyList<int> candidates, double scale)
     {
         var ratios = new double[candidates.Count];
         for (var i = 0; i < candidates.Count; i++)

@@ -215,23 +215,24 @@ public sealed class DefenseEvaluation(
         log.WriteLine("sweep: score x window x K x neutralisation");
         var baseline = DefenseScoring.Undefended(classifier, clean).Accuracy;
         var results = new List<(string Name, double Clean, double Flagged, double Tokens, double Patched)>();
+        // Bank choices vary only the neutralisations that pick from the bank, partner counts only a check that runs.
+        var neutralizations = settings.SweepNeutralizations
+            .SelectMany(n => n is Neutralization.Bank or Neutralization.Hybrid ? settings.SweepBankChoices.Select(c => (n, c)) : [(n, 1)]).ToArray();
+        var checks = settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1)] : settings.SweepVerifyPartners.Select(p => (v, p))).ToArray();
         foreach (var score in settings.SweepScores)
         {
             foreach (var window in settings.SweepWindows)
             {
                 foreach (var k in settings.SweepK)
                 {
-                    foreach (var (neutralization, choices, verify) in settings.SweepNeutralizations.SelectMany(n =>
-                        n is Neutralization.Bank or Neutralization.Hybrid ? settings.SweepBankChoices.Select(c => (n, c)) : [(n, 1)])
-                        .SelectMany(nc => settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1)] : settings.SweepVerifyPartners.Select(p => (v, p)))
-                            .Select(vp => (nc.Item1, nc.Item2, vp))))
+                    foreach (var ((neutralization, choices), (checkWindows, partners)) in neutralizations.SelectMany(n => checks.Select(c => (n, c))))
                     {
                         var o = options.Clone();
                         (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners) =
-                            (score, window, k, neutralization, choices, verify.Item1, verify.Item2);
+                            (score, window, k, neutralization, choices, checkWindows, partners);
                         var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens) K={k} {TokenPatchDefense.Name(neutralization)}"
                             + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "")
-                            + (verify.Item1 > 0 ? $" verify {verify.Item1} of {verify.Item2}" : "");
+                            + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" : "");
                         var defense = new TokenPatchDefense(tokens, reference, o);
                         var c = DefenseScoring.Defended(defense, clean, DefenseMode.Mitigate, settings.Seed);
                         rows.Add(new("sweep", $"{name} clean", "token", c.Accuracy, c.Flagged, null, null) { TokensFlagged = c.TokensFlagged });

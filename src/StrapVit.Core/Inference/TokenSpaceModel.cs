@@ -123,6 +123,41 @@ public sealed class TokenSpaceModel : IDisposable
     }
 
     /// <summary>
+    /// Logits <c>[V, K]</c> of views of the images in <paramref name="tokens"/> <c>[N, T, D]</c>: view v is image
+    /// <paramref name="sources"/>[v] with the token positions <paramref name="hidden"/>[v] hidden. Hidden tokens are
+    /// dropped from the sequence when <paramref name="replacement"/> is null (needs <see cref="AcceptsShorterSequences"/>),
+    /// else each is replaced by <c>replacement[position]</c>. At most <paramref name="maxBatch"/> views per run.
+    /// Certified mode's masks and the defense's masking check both hide tokens this way.
+    /// </summary>
+    public float[] EncodeHiding(ReadOnlySpan<float> tokens, IReadOnlyList<int> sources, IReadOnlyList<IReadOnlyCollection<int>> hidden,
+        IReadOnlyList<float[]>? replacement, int maxBatch, CancellationToken cancellationToken = default)
+    {
+        int t = TokenCount, d = Dim, classes = Manifest.Labels.Count;
+        if (replacement is null)
+        {
+            var kept = hidden.Select(h => Enumerable.Range(0, t).Where(k => !h.Contains(k)).ToArray()).ToArray();
+            return EncodeKept(tokens, sources, kept, maxBatch, cancellationToken);
+        }
+
+        var logits = new float[hidden.Count * classes];
+        for (var start = 0; start < hidden.Count; start += maxBatch)
+        {
+            var n = Math.Min(maxBatch, hidden.Count - start);
+            var batch = new float[n * t * d];
+            for (var v = 0; v < n; v++)
+            {
+                var view = batch.AsSpan(v * t * d, t * d);
+                tokens.Slice(sources[start + v] * t * d, t * d).CopyTo(view);
+                foreach (var k in hidden[start + v]) replacement[k].CopyTo(view.Slice(k * d, d));
+            }
+
+            Encode(batch, n, cancellationToken).CopyTo(logits, start * classes);
+        }
+
+        return logits;
+    }
+
+    /// <summary>
     /// Logits <c>[R, K]</c>: row r runs the encoder on the tokens of image <paramref name="source"/>[r] of
     /// <paramref name="tokens"/> <c>[N, T, D]</c> at positions <paramref name="kept"/>[r], in that order. Rows that keep
     /// as many tokens run together, at most <paramref name="maxBatch"/> per ONNX Runtime run.
