@@ -18,6 +18,12 @@ public static class RepoPaths
 
     public static string DefaultModel => Path.Combine(Root, "models", "fashion-vit-tiny");
 
+    /// <summary>
+    /// The previous default model: its 3x3 stem gives each token a 6x6-pixel field around its 4x4 patch, so a pixel
+    /// patch reaches more tokens than its size says (the harder geometry for certification and the masking check).
+    /// </summary>
+    public static string StemModel => Path.Combine(Root, "models", "fashion-vit-tiny-stem");
+
     public static string Samples => Path.Combine(Root, "samples");
 
     public static string Sample(string name) => Path.Combine(Samples, name);

@@ -12,7 +12,7 @@ public sealed record BenchCase(string Model, string PackageDir, int Batch)
 }
 
 /// <summary>
-/// Which packages exist on this machine: the embedded model, and the exports of tools/gradients/export_vit_b16.py.
+/// Which packages exist on this machine: the embedded model, the previous one (3x3 stem), and the exports of tools/gradients/export_vit_b16.py.
 /// <c>STRAPVIT_BENCH_MODELS</c> (names) and <c>STRAPVIT_BENCH_BATCHES</c> (batch sizes), comma-separated, narrow the cases.
 /// </summary>
 public static class BenchModels
@@ -25,6 +25,7 @@ public static class BenchModels
     public static IEnumerable<BenchCase> Available()
     {
         var embedded = Path.Combine(RepoRoot, "models", "fashion-vit-tiny");
+        var stem = Path.Combine(RepoRoot, "models", "fashion-vit-tiny-stem");
         var tiny = Path.Combine(RepoRoot, "tools", "gradients", "out", "tiny");
         var b16 = Path.Combine(RepoRoot, "tools", "gradients", "out", "vit-b16");
         var only = Environment.GetEnvironmentVariable("STRAPVIT_BENCH_MODELS")?.Split(',');
@@ -32,6 +33,7 @@ public static class BenchModels
         (string Name, string Dir, int[] Batches)[] all =
         [
             ("fashion-vit-tiny", embedded, [1, 32]),
+            ("fashion-vit-tiny-stem", stem, [1, 32]),
             ("tiny-seeded", tiny, [1, 32]),
             ("vit-b16", b16, [1, 8]),
         ];

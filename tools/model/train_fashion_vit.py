@@ -44,6 +44,9 @@ def parse_args():
     p.add_argument("--mlp-ratio", type=float, default=2.0)
     p.add_argument("--stem-channels", type=int, default=32,
                    help="channels of a 3x3 convolutional stem before the patchify convolution (0 = none)")
+    p.add_argument("--stem-kind", choices=["conv3", "local"], default="conv3",
+                   help="conv3: 3x3 stride-1 stem (tokens see a 1-pixel border); local: 2x2 stride-2 stem, each "
+                        "token sees exactly its own patch (with --stem-channels > 0)")
     p.add_argument("--patch-size", type=int, default=4,
                    help="side of a square patch in pixels (28 must be divisible by it): 4 -> 7x7 = 49 tokens, "
                         "7 -> 4x4 = 16 tokens; written to model.json as patchSize")
@@ -85,6 +88,12 @@ def parse_args():
                    help="first N test images for the exhaustive single-window evaluation")
     p.add_argument("--eval-pair-images", type=int, default=200,
                    help="first N test images for the exhaustive two-window evaluation")
+    p.add_argument("--teacher", default=None,
+                   help="model.onnx of a trained fashion-vit (3x3 stem of --teacher-stem-channels) to distil from: the "
+                        "student, masked or not, learns the teacher's softened answer on the whole image beside the label")
+    p.add_argument("--teacher-stem-channels", type=int, default=32)
+    p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the distillation term (with --teacher)")
+    p.add_argument("--distill-temperature", type=float, default=2.0)
     p.add_argument("--checkpoint", default="tools/model/out/fashion-vit-tiny.pt",
                    help="torch state_dict written after every epoch (git-ignored folder)")
     return p.parse_args()
@@ -218,7 +227,7 @@ def main():
 
     model = vitlib.ViT(image_size=28, patch_size=args.patch_size, in_chans=1, num_classes=10,
                        dim=args.dim, depth=args.depth, heads=args.heads, mlp_ratio=args.mlp_ratio,
-                       stem_channels=args.stem_channels)
+                       stem_channels=args.stem_channels, stem_kind=args.stem_kind)
     n_params = vitlib.count_params(model)
     extra = {}
     if args.init_from and args.init_from.endswith(".onnx"):
@@ -274,6 +283,18 @@ def main():
         return args.lr * 0.5 * (1.0 + math.cos(math.pi * t))
 
     crit = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    teacher = None
+    if args.teacher:
+        teacher = vitlib.ViT(image_size=28, patch_size=4, in_chans=1, num_classes=10, dim=64, depth=6, heads=4,
+                             mlp_ratio=2.0, stem_channels=args.teacher_stem_channels)
+        vitlib.load_onnx_weights(teacher, args.teacher)
+        teacher.eval()
+        for q in teacher.parameters():
+            q.requires_grad_(False)
+        t_acc = (evaluate(teacher, x_test[:2000], y_test[:2000]) == y_test[:2000]).float().mean().item()
+        print(f"teacher {args.teacher}: test acc (first 2000) {t_acc:.4f}", flush=True)
+        extra["teacher"] = {"onnx": os.path.relpath(args.teacher), "test_acc_first_2000": t_acc,
+                            "alpha": args.distill_alpha, "temperature": args.distill_temperature}
     gen = torch.Generator().manual_seed(args.seed)  # data order and augmentation
     mask_gen = torch.Generator().manual_seed(args.seed + 1000)  # token windows (own stream: same data order)
 
@@ -295,6 +316,13 @@ def main():
                                                   args.mask_overhang) if mask_probs else None)
             logits = model(xb, key_mask)
             loss = crit(logits, yb)
+            if teacher is not None:
+                # Hinton et al.'s soft targets, from the teacher's view of the whole (augmented, unmasked) image.
+                tau = args.distill_temperature
+                with torch.no_grad():
+                    soft = F.softmax(teacher(xb) / tau, dim=1)
+                kd = F.kl_div(F.log_softmax(logits / tau, dim=1), soft, reduction="batchmean") * tau * tau
+                loss = (1.0 - args.distill_alpha) * loss + args.distill_alpha * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -306,7 +334,7 @@ def main():
             if args.time_batches and bi + 1 == args.time_batches:
                 dt = time.time() - te
                 spb = dt / args.time_batches
-                print(f"TIMING patch={args.patch_size} stem={args.stem_channels} dim={args.dim} depth={args.depth} heads={args.heads} mlp={args.mlp_ratio} "
+                print(f"TIMING patch={args.patch_size} stem={args.stem_channels}/{args.stem_kind} dim={args.dim} depth={args.depth} heads={args.heads} mlp={args.mlp_ratio} "
                       f"batch={args.batch_size}: {spb:.4f} s/batch -> {spb * steps_per_epoch:.1f} s/epoch "
                       f"({steps_per_epoch} batches); train acc so far {run_correct / run_n:.4f}", flush=True)
                 return

@@ -81,7 +81,7 @@ class Block(nn.Module):
 
 class ViT(nn.Module):
     def __init__(self, image_size=28, patch_size=4, in_chans=1, num_classes=10,
-                 dim=64, depth=4, heads=4, mlp_ratio=2.0, stem_channels=0):
+                 dim=64, depth=4, heads=4, mlp_ratio=2.0, stem_channels=0, stem_kind="conv3"):
         super().__init__()
         assert image_size % patch_size == 0
         self.num_patches = (image_size // patch_size) ** 2
@@ -90,10 +90,24 @@ class ViT(nn.Module):
         # one 3x3 stride-1 convolution + GELU before the patchify convolution. Each token then sees its own
         # patch plus a 1-pixel border, still centred on its patch, and the tiny ViT gains the locality prior
         # it otherwise has to learn from data. 0 = plain ViT (patchify only).
-        self.stem = (nn.Sequential(nn.Conv2d(in_chans, stem_channels, kernel_size=3, padding=1), nn.GELU())
-                     if stem_channels > 0 else nn.Identity())
+        #
+        # stem_kind "local": a 2x2 stride-2 convolution + GELU, then a (patch/2) x (patch/2) stride-(patch/2)
+        # patchify. The embedding is still nonlinear, but a token's receptive field is exactly its own patch, so a
+        # pixel patch reaches no more tokens than with a plain patchify (what masking defenses and certification
+        # need: a 3x3 stem lets a 4x4 patch touch 3x3 tokens instead of 2x2).
         embed_in = stem_channels if stem_channels > 0 else in_chans
-        self.patch_embed = nn.Conv2d(embed_in, dim, kernel_size=patch_size, stride=patch_size)
+        embed_kernel = patch_size
+        if stem_channels <= 0:
+            self.stem = nn.Identity()
+        elif stem_kind == "conv3":
+            self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_channels, kernel_size=3, padding=1), nn.GELU())
+        elif stem_kind == "local":
+            assert patch_size % 2 == 0, "a local stem needs an even patch size"
+            self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_channels, kernel_size=2, stride=2), nn.GELU())
+            embed_kernel = patch_size // 2
+        else:
+            raise ValueError(f"unknown stem kind {stem_kind!r}")
+        self.patch_embed = nn.Conv2d(embed_in, dim, kernel_size=embed_kernel, stride=embed_kernel)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, dim))
         # No-op module: a forward hook on it sees the [N, T+1, D] tokens after position embedding.

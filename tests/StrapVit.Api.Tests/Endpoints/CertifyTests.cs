@@ -30,9 +30,9 @@ public sealed class CertifyTests(ServiceFactory factory) : IClassFixture<Service
     }
 
     [Theory]
-    [InlineData(null, 4)]
-    [InlineData(6, 6)]
-    public async Task Certify_answers_patchcleansers_label_and_certificate(int? patch, int expectedPatch)
+    [InlineData(null, 4, 2, 36)]
+    [InlineData(6, 6, 3, 25)]
+    public async Task Certify_answers_patchcleansers_label_and_certificate(int? patch, int expectedPatch, int maskSide, int maskCount)
     {
         var query = patch is null ? "defense=certify&topK=10" : $"defense=certify&patch={patch}&topK=10";
         using var response = await _client.PostAsync($"/v1/classify?{query}", Http.Multipart(Bag));
@@ -44,17 +44,18 @@ public sealed class CertifyTests(ServiceFactory factory) : IClassFixture<Service
         Assert.Equal(expected.Report.Certified, defense.GetProperty("certified").GetBoolean());
         Assert.Equal(expectedPatch, defense.GetProperty("patchSize").GetInt32());
         Assert.Equal("drop", defense.GetProperty("method").GetString());
-        // A 4- or 6-pixel patch reaches 3 tokens per axis through the 6x6 receptive field: 3x3 masks, 5 x 5 of them at stride 1.
+        // Each token sees only its own 4x4 patch: a 4-pixel patch reaches 2 tokens per axis (2x2 masks, 6 x 6 of them
+        // at stride 1), a 6-pixel patch 3 (3x3 masks, 5 x 5).
         var masks = defense.GetProperty("masks");
-        Assert.Equal(3, masks.GetProperty("rows").GetInt32());
-        Assert.Equal(3, masks.GetProperty("cols").GetInt32());
+        Assert.Equal(maskSide, masks.GetProperty("rows").GetInt32());
+        Assert.Equal(maskSide, masks.GetProperty("cols").GetInt32());
         Assert.Equal(1, masks.GetProperty("stride").GetInt32());
-        Assert.Equal(25, masks.GetProperty("count").GetInt32());
-        Assert.Equal(6, defense.GetProperty("receptiveField").GetProperty("rows").GetProperty("size").GetInt32());
+        Assert.Equal(maskCount, masks.GetProperty("count").GetInt32());
+        Assert.Equal(4, defense.GetProperty("receptiveField").GetProperty("rows").GetProperty("size").GetInt32());
         Assert.Equal(expected.Report.Forwards, defense.GetProperty("forwards").GetInt32());
         if (expected.Report.Certified)
         {
-            Assert.Equal(25 + 300, defense.GetProperty("forwards").GetInt32());
+            Assert.Equal(maskCount + (maskCount * (maskCount - 1) / 2), defense.GetProperty("forwards").GetInt32());
         }
 
         Assert.Equal(expected.Report.Case, defense.GetProperty("case").GetString());
@@ -64,7 +65,7 @@ public sealed class CertifyTests(ServiceFactory factory) : IClassFixture<Service
         Assert.Equal(expected.Label, predictions[0].GetProperty("index").GetInt32());
         var votes = predictions.Sum(p => p.GetProperty("probability").GetDouble());
         Assert.Equal(1.0, votes, 5);
-        Assert.Equal(expected.Votes[expected.Label] / 25.0, predictions[0].GetProperty("probability").GetDouble(), 5);
+        Assert.Equal(expected.Votes[expected.Label] / (double)maskCount, predictions[0].GetProperty("probability").GetDouble(), 5);
     }
 
     [Fact]
@@ -108,12 +109,12 @@ public sealed class CertifyTests(ServiceFactory factory) : IClassFixture<Service
     [Fact]
     public async Task A_patch_whose_masks_exceed_the_grid_is_a_400_with_the_reason()
     {
-        // A 20-pixel patch from pixel 4 reaches tokens 0 to 6 (token 0 reads up to pixel 4, token 6 from 23): all 7;
+        // A 24-pixel patch from pixel 1 reaches tokens 0 to 6 (token 0 reads pixels 0-3, token 6 reads 24-27): all 7;
         // at stride 2 a mask would be 7 + 2 - 1 = 8 tokens, more than the grid.
         await using var wide = new ServiceFactory(new Dictionary<string, string?> { ["Certify:MaxPatchSize"] = "28", ["Certify:MaskStride"] = "2" });
         using var client = wide.CreateClient();
 
-        using var response = await client.PostAsync("/v1/classify?defense=certify&patch=20", Http.Multipart(Bag));
+        using var response = await client.PostAsync("/v1/classify?defense=certify&patch=24", Http.Multipart(Bag));
 
         var problem = await response.AssertProblemAsync(400);
         Assert.Contains("more than the 7x7 grid", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);

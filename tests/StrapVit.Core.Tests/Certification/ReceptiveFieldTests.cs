@@ -17,36 +17,55 @@ public sealed class ReceptiveFieldTests : IDisposable
     public ReceptiveFieldTests() => _model = new TokenSpaceModel(ModelPackage.Load(RepoPaths.DefaultModel), _sessions);
 
     [Fact]
-    public void The_default_models_stem_widens_each_token_to_six_pixels()
+    public void The_default_models_local_stem_keeps_each_token_to_its_own_patch()
     {
         var field = ReceptiveField.Derive(_model.EmbeddingGraph, 4);
 
-        // 3x3 conv, padding 1, then 4x4 stride 4 (MODEL_CARD): token j reads pixels [4j - 1, 4j + 4].
+        // 2x2 stride-2 conv, then 2x2 stride 2 (MODEL_CARD): token j reads pixels [4j, 4j + 3] and nothing else.
+        Assert.Equal(new AxisReceptiveField(0, 4, 4), field.Rows);
+        Assert.Equal(new AxisReceptiveField(0, 4, 4), field.Cols);
+    }
+
+    [Fact]
+    public void The_previous_models_stem_widens_each_token_to_six_pixels()
+    {
+        using var stem = new TokenSpaceModel(ModelPackage.Load(RepoPaths.StemModel), _sessions);
+
+        var field = ReceptiveField.Derive(stem.EmbeddingGraph, 4);
+
+        // 3x3 conv, padding 1, then 4x4 stride 4: token j reads pixels [4j - 1, 4j + 4].
         Assert.Equal(new AxisReceptiveField(-1, 6, 4), field.Rows);
         Assert.Equal(new AxisReceptiveField(-1, 6, 4), field.Cols);
     }
 
     [Theory]
-    [InlineData(0, 0)]
-    [InlineData(4, 4)]
-    [InlineData(7, 12)]
-    [InlineData(13, 8)]
-    [InlineData(27, 27)]
-    public void The_tokens_a_pixel_moves_are_exactly_those_whose_field_holds_it(int y, int x)
+    [InlineData(false, 0, 0)]
+    [InlineData(false, 4, 4)]
+    [InlineData(false, 7, 12)]
+    [InlineData(false, 13, 8)]
+    [InlineData(false, 27, 27)]
+    [InlineData(true, 0, 0)]
+    [InlineData(true, 4, 4)]
+    [InlineData(true, 7, 12)]
+    [InlineData(true, 13, 8)]
+    [InlineData(true, 27, 27)]
+    public void The_tokens_a_pixel_moves_are_exactly_those_whose_field_holds_it(bool stemModel, int y, int x)
     {
-        var field = ReceptiveField.Derive(_model.EmbeddingGraph, 4);
+        using var other = stemModel ? new TokenSpaceModel(ModelPackage.Load(RepoPaths.StemModel), _sessions) : null;
+        var model = other ?? _model;
+        var field = ReceptiveField.Derive(model.EmbeddingGraph, 4);
         var rng = new Random((y * 28) + x);
         var clean = Enumerable.Range(0, 28 * 28).Select(_ => (float)rng.NextDouble()).ToArray();
         var moved = (float[])clean.Clone();
         moved[(y * 28) + x] = clean[(y * 28) + x] > 0.5f ? 0f : 1f;
 
-        var a = _model.Embed(clean, 1);
-        var b = _model.Embed(moved, 1);
+        var a = model.Embed(clean, 1);
+        var b = model.Embed(moved, 1);
 
         var changed = new List<int>();
         for (var p = 0; p < 49; p++)
         {
-            var offset = (p + 1) * _model.Dim;
+            var offset = (p + 1) * model.Dim;
             if (Enumerable.Range(0, _model.Dim).Any(c => a[offset + c] != b[offset + c])) changed.Add(p);
         }
 
