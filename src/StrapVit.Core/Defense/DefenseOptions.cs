@@ -111,7 +111,7 @@ public sealed class DefenseOptions
     public int BankChoices { get; set; } = 1;
 
     /// <summary>What a flagged token becomes.</summary>
-    public Neutralization Neutralization { get; set; } = Neutralization.HybridDrop;
+    public Neutralization Neutralization { get; set; } = Neutralization.Drop;
 
     /// <summary>
     /// Windows checked by masking after neutralisation (0: no check). The detector's strongest windows of
