@@ -121,10 +121,10 @@ public sealed class DefenseOptions
     /// image when the answers agree, and up to <see cref="VerifyPartners"/> more per disagreeing window. Needs an
     /// encoder that takes a shorter sequence, or a calibration whose clean mean tokens stand in for hidden ones.
     /// </summary>
-    public int VerifyWindows { get; set; } = 2;
+    public int VerifyWindows { get; set; } = 6;
 
     /// <summary>The strongest windows (the checked ones included) that the second round pairs a disagreeing window with.</summary>
-    public int VerifyPartners { get; set; } = 12;
+    public int VerifyPartners { get; set; } = 24;
 
     /// <summary>Minimum number of tokens flagged (and transformed) per image: the paper's K.</summary>
     public int MinTokens { get; set; } = 2;
