@@ -56,7 +56,8 @@ public static class BenchModels
     /// <summary>
     /// The package's model runtime on <see cref="Device"/>, built by the same factory the service uses, gradient
     /// graphs cached in <see cref="CacheDir"/>. <c>STRAPVIT_SHARE_WEIGHTS=0</c> gives every session its own prepacked
-    /// weights instead.
+    /// weights instead; <c>STRAPVIT_FUSE_ATTENTION=0</c> keeps the standard-op attention; <c>STRAPVIT_ALLOW_SPINNING=1</c>
+    /// lets idle intra-op threads spin (ONNX Runtime's default).
     /// </summary>
     public static ModelRuntime Runtime(string packageDir, int threads, bool tokenSplit = false) =>
         new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(ModelPackage.Load(packageDir), new ModelRuntimeOptions
@@ -66,6 +67,8 @@ public static class BenchModels
                 Device = Device,
                 IntraOpThreads = threads,
                 ShareWeights = Environment.GetEnvironmentVariable("STRAPVIT_SHARE_WEIGHTS") != "0",
+                FuseAttention = Environment.GetEnvironmentVariable("STRAPVIT_FUSE_ATTENTION") != "0",
+                AllowSpinning = Environment.GetEnvironmentVariable("STRAPVIT_ALLOW_SPINNING") == "1",
             },
             CacheDirectory = CacheDir,
             TokenSplit = tokenSplit,

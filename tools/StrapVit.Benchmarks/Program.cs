@@ -6,7 +6,16 @@ using StrapVit.Benchmarks;
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- certify [images] [patch] [strides]  certified mode per image
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- memory raw|runtime <model-dir> [threads]  resident memory
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- raw-throughput <model-dir> <callers> <seconds> [threads]  raw ONNX Runtime images/s
+// dotnet run -c Release --project tools/StrapVit.Benchmarks -- encoder-profile <model-dir> [batch] [tokens] [runs] [threads]  ONNX Runtime profile of the token encoder
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- defense-cost <model-dir> [runs] [image] [verify-windows]  CPU time of defense=mitigate against off
+if (args.Length > 1 && args[0] == "encoder-profile")
+{
+    var culture = System.Globalization.CultureInfo.InvariantCulture;
+    int Arg(int i, int fallback) => args.Length > i ? int.Parse(args[i], culture) : fallback;
+    EncoderProfile.Run(args[1], Arg(2, 256), Arg(3, 42), Arg(4, 20), Arg(5, 1));
+    return;
+}
+
 if (args.Length > 1 && args[0] == "defense-cost")
 {
     DefenseCost.Run(args[1], args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10, args.Length > 3 ? args[3] : null,

@@ -35,4 +35,26 @@ public sealed class InferenceOptions
     /// session embeds and prepacks its own copy (fastest, several times the memory).
     /// </summary>
     public bool ShareWeights { get; set; } = true;
+
+    /// <summary>
+    /// Whether the inference graphs run each recognised self-attention block as ONNX Runtime's fused
+    /// <c>com.microsoft.Attention</c> operator (<see cref="Onnx.AttentionFusion"/>) and compute the last block for the
+    /// class token only (<see cref="Onnx.ClassTokenReadout"/>): the same function, less work. The gradient graphs always
+    /// use the standard ops.
+    /// </summary>
+    public bool FuseAttention { get; set; } = true;
+
+    /// <summary>
+    /// Whether idle intra-op threads spin waiting for work (ONNX Runtime's default) instead of sleeping. Spinning saves
+    /// a wake-up per parallel op but keeps a core busy after every run, which on a small machine takes that core from
+    /// the concurrent runs of other requests and of masked views: off by default.
+    /// </summary>
+    public bool AllowSpinning { get; set; }
+
+    /// <summary>
+    /// On CPU, masked views (certified mode, the defense's masking check) run as this many concurrent single-threaded
+    /// ONNX Runtime runs instead of one run on the intra-op pool: small ops parallelise poorly across threads, whole
+    /// runs perfectly. 0 = one per processor; 1 = one run. Ignored on CUDA.
+    /// </summary>
+    public int ViewParallelism { get; set; }
 }

@@ -22,6 +22,12 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
     /// <summary>A session on a serialized, self-contained model.</summary>
     public OnnxRunner Create(byte[] model, string purpose) => Create(so => new InferenceSession(model, so), purpose, shared: false);
 
+    /// <summary>Whether sessions run on CPU only (no CUDA asked for); see <see cref="InferenceOptions.Device"/>.</summary>
+    public bool CpuOnly => options.Device == InferenceDevice.Cpu;
+
+    /// <summary>The configured inference options.</summary>
+    public InferenceOptions Options => options;
+
     /// <summary>
     /// A session on <paramref name="model"/>, over the shared weights when the factory has them: the model's copies
     /// of those weights are replaced by references in place, so pass a graph you no longer need whole.
@@ -33,12 +39,13 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
     /// <c>Transpose(W)</c> would give every gradient session a private transposed copy of the weights; unfolded,
     /// ONNX Runtime fuses each into a MatMul that reads W transposed.
     /// </param>
-    public OnnxRunner Create(ModelProto model, string purpose, bool gradient = false)
+    /// <param name="intraOpThreads">Overrides <see cref="InferenceOptions.IntraOpThreads"/> for this session.</param>
+    public OnnxRunner Create(ModelProto model, string purpose, bool gradient = false, int? intraOpThreads = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        if (weights is null) return Create(model.ToByteArray(), purpose);
+        if (weights is null) return Create(so => new InferenceSession(model.ToByteArray(), so), purpose, shared: false, intraOpThreads);
         var names = weights.Detach(model);
-        if (names.Count == 0) return Create(model.ToByteArray(), purpose);
+        if (names.Count == 0) return Create(so => new InferenceSession(model.ToByteArray(), so), purpose, shared: false, intraOpThreads);
         var bytes = model.ToByteArray();
         return Create(so =>
         {
@@ -46,16 +53,19 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
             if (gradient) so.AddSessionConfigEntry("optimization.disable_specified_optimizers", "ConstantFolding");
             weights.AddTo(so, names);
             return new InferenceSession(bytes, so);
-        }, purpose, shared: true);
+        }, purpose, shared: true, intraOpThreads);
     }
 
-    private OnnxRunner Create(Func<SessionOptions, InferenceSession> open, string purpose, bool shared)
+    private OnnxRunner Create(Func<SessionOptions, InferenceSession> open, string purpose, bool shared, int? intraOpThreads = null)
     {
         using var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
-        if (options.IntraOpThreads > 0)
+        var threads = intraOpThreads ?? options.IntraOpThreads;
+        if (threads > 0)
         {
-            so.IntraOpNumThreads = options.IntraOpThreads;
+            so.IntraOpNumThreads = threads;
         }
+
+        so.AddSessionConfigEntry("session.intra_op.allow_spinning", options.AllowSpinning ? "1" : "0");
 
         var provider = Cpu;
         if (options.Device is InferenceDevice.Auto or InferenceDevice.Cuda)

@@ -29,6 +29,9 @@ public sealed unsafe partial class SharedWeights : IDisposable
     /// <summary>Ops whose weight operand (index 1) is shared; the matrix products and convolutions hold nearly all parameters.</summary>
     private static readonly HashSet<string> WeightConsumers = new(StringComparer.Ordinal) { "MatMul", "Gemm", "Conv" };
 
+    /// <summary>Contrib ops whose weight operand (index 1) is shared: the fused attention's packed q/k/v projection.</summary>
+    private static readonly HashSet<string> ContribWeightConsumers = new(StringComparer.Ordinal) { "Attention" };
+
     private const int Alignment = 64;
 
     private readonly Dictionary<string, Entry> entries;
@@ -196,7 +199,9 @@ public sealed unsafe partial class SharedWeights : IDisposable
         }
 
         var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        return consumers.Where(c => !outputs.Contains(c.Key) && c.Value.All(u => u.Index == 1 && WeightConsumers.Contains(u.Node.OpType) && string.IsNullOrEmpty(u.Node.Domain)))
+        return consumers.Where(c => !outputs.Contains(c.Key) && c.Value.All(u => u.Index == 1 && (string.IsNullOrEmpty(u.Node.Domain)
+                ? WeightConsumers.Contains(u.Node.OpType)
+                : u.Node.Domain == StrapVit.Core.Onnx.AttentionFusion.MicrosoftDomain && ContribWeightConsumers.Contains(u.Node.OpType))))
             .Select(c => c.Key).ToHashSet(StringComparer.Ordinal);
     }
 

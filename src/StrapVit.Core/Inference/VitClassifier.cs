@@ -37,6 +37,7 @@ public sealed class VitClassifier : IDisposable
         _maxBatch = Math.Max(1, options.MaxBatchSize);
         try
         {
+            FusedAttentionBlocks = options.FuseAttention ? AttentionFusion.Optimize(forward) : 0;
             _session = factory.Create(forward, "classifier");
         }
         catch (OnnxRuntimeException ex)
@@ -56,6 +57,9 @@ public sealed class VitClassifier : IDisposable
     }
 
     public ModelPackage Package { get; }
+
+    /// <summary>Self-attention blocks of the forward graph that run as one fused operator (<see cref="AttentionFusion"/>).</summary>
+    public int FusedAttentionBlocks { get; }
 
     public ModelManifest Manifest => Package.Manifest;
 

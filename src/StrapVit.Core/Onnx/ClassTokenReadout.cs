@@ -1,0 +1,194 @@
+using Onnx;
+using StrapVit.Core.Gradients;
+
+namespace StrapVit.Core.Onnx;
+
+/// <summary>
+/// A ViT that reads its answer from the class token computes the whole last block for every token and then keeps one
+/// row. This pass moves that row selection (<c>Gather(·, 0, axis 1)</c> before the head) up through the token-wise ops
+/// of the last block (layer norms, the MLP, residual additions, scalar arithmetic) to the fused attention
+/// (<see cref="AttentionFusion"/>), which becomes a <c>com.microsoft.MultiHeadAttention</c> whose only query is the
+/// class token: keys and values still come from every token, so the answer is the same function, for about a sixth
+/// of a six-block model's work less. Inference sessions only.
+/// </summary>
+/// <remarks>
+/// A tensor is narrowed only when every reader of it is narrowed too (or is the final gather), so nothing that needs
+/// all tokens loses them; any op outside the known token-wise set, or a constant operand of rank above 1, stops the
+/// pass and the graph is left as it was.
+/// </remarks>
+public static class ClassTokenReadout
+{
+    private static readonly HashSet<string> Elementwise = new(StringComparer.Ordinal) { "Add", "Sub", "Mul", "Div", "Erf", "Relu", "Tanh", "Sigmoid" };
+
+    /// <summary>Rewrites <paramref name="model"/> in place; true when the last block now runs for the class token only.</summary>
+    public static bool Apply(ModelProto model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var graph = model.Graph;
+        var producers = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+        var consumers = new Dictionary<string, List<NodeProto>>(StringComparer.Ordinal);
+        foreach (var n in graph.Node)
+        {
+            foreach (var o in n.Output) producers[o] = n;
+            foreach (var i in n.Input)
+            {
+                if (!consumers.TryGetValue(i, out var list)) consumers[i] = list = [];
+                list.Add(n);
+            }
+        }
+
+        var initializers = graph.Initializer.ToDictionary(i => i.Name, StringComparer.Ordinal);
+        var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        bool IsConstant(string t) => t.Length == 0 || initializers.ContainsKey(t) || (producers.TryGetValue(t, out var p) && p.OpType == "Constant");
+        int? ConstantRank(string t) =>
+            initializers.TryGetValue(t, out var i) ? i.Dims.Count
+            : producers.TryGetValue(t, out var p) && p.OpType == "Constant" && OnnxProto.Attr(p, "value") is { } v ? v.T.Dims.Count : null;
+        long[]? Ints(string t) =>
+            initializers.TryGetValue(t, out var i) ? OnnxProto.ReadInts(i)
+            : producers.TryGetValue(t, out var p) && p.OpType == "Constant" && OnnxProto.Attr(p, "value") is { } v ? OnnxProto.ReadInts(v.T) : null;
+
+        // The readout: Gather(tokens, scalar 0, axis 1) feeding the head.
+        var readout = graph.Node.LastOrDefault(n => n.OpType == "Gather" && OnnxProto.IsDefaultDomain(n.Domain) && OnnxProto.Int(n, "axis", 0) == 1
+            && ConstantRank(n.Input[1]) == 0 && Ints(n.Input[1]) is [0]);
+        if (readout is null) return false;
+
+        // Which tensors only ever need their class-token row: walk back from the readout.
+        var narrow = new HashSet<string>(StringComparer.Ordinal);
+        var region = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
+        var attention = (NodeProto?)null;
+        var frontier = new Queue<string>([readout.Input[0]]);
+        while (frontier.Count > 0)
+        {
+            var t = frontier.Dequeue();
+            if (narrow.Contains(t) || outputs.Contains(t) || !producers.TryGetValue(t, out var node)) continue;
+            // Every reader must be the readout or a node already in the region.
+            if (!consumers[t].All(c => c == readout || region.Contains(c))) continue;
+            if (node.Domain == AttentionFusion.MicrosoftDomain && node.OpType == "Attention")
+            {
+                if (attention is not null) return false;
+                attention = node;
+                narrow.Add(t);
+                region.Add(node);
+                continue;
+            }
+
+            if (!OnnxProto.IsDefaultDomain(node.Domain) || !TokenWise(node, IsConstant, ConstantRank, initializers)) continue;
+            narrow.Add(t);
+            region.Add(node);
+            foreach (var i in node.Input.Where(i => !IsConstant(i))) frontier.Enqueue(i);
+        }
+
+        // Worth it only if the attention's output is narrowed (else this saves a few row-wise ops at most).
+        if (attention is null || attention.Input.Count < 3 || attention.Input.Skip(3).Any(i => i.Length > 0)
+            || !initializers.TryGetValue(attention.Input[1], out var weights) || !initializers.TryGetValue(attention.Input[2], out var bias)
+            || weights.Dims.Count != 2 || OnnxProto.ReadFloats(weights) is not { } w || OnnxProto.ReadFloats(bias) is not { } b)
+        {
+            return false;
+        }
+
+        var added = new List<NodeProto>();
+        var newInitializers = new List<TensorProto>();
+        var prefix = $"strapvit_cls_{graph.Node.IndexOf(attention)}";
+        var gathered = new Dictionary<string, string>(StringComparer.Ordinal);
+        var zero = Constant(prefix + "_zero", [], [0], newInitializers);
+        string Row(string t)
+        {
+            // The class-token row [N, D] of a full tensor [N, T, D] read by the region.
+            if (gathered.TryGetValue(t, out var name)) return name;
+            name = $"{prefix}_row_{gathered.Count}";
+            added.Add(Node("Gather", [t, zero], [name], name, OnnxProto.IntAttr("axis", 1)));
+            return gathered[t] = name;
+        }
+
+        string Narrowed(string t) => IsConstant(t) ? t : narrow.Contains(t) ? t + "_strapvit_cls" : Row(t);
+
+        // The attention for the class-token query only: q from row 0, k and v from every token.
+        var attentionIn = attention.Input[0];
+        var d = (int)weights.Dims[0];
+        var hidden = (int)(weights.Dims[1] / 3);
+        var firstOnly = Constant(prefix + "_first", [1], [0], newInitializers);
+        var weightNames = new[] { "q", "k", "v" }.Select((part, j) =>
+        {
+            var slice = new float[d * hidden];
+            for (var r = 0; r < d; r++) Array.Copy(w, (r * 3 * hidden) + (j * hidden), slice, r * hidden, hidden);
+            newInitializers.Add(OnnxProto.FloatTensor($"{prefix}_w{part}", [d, hidden], slice));
+            return $"{prefix}_w{part}";
+        }).ToArray();
+        newInitializers.Add(OnnxProto.FloatTensor($"{prefix}_bias", [3L * hidden], b));
+        added.Add(Node("Gather", [attentionIn, firstOnly], [$"{prefix}_query_in"], $"{prefix}_query_in", OnnxProto.IntAttr("axis", 1)));
+        added.Add(Node("MatMul", [$"{prefix}_query_in", weightNames[0]], [$"{prefix}_q"], $"{prefix}_q"));
+        added.Add(Node("MatMul", [attentionIn, weightNames[1]], [$"{prefix}_k"], $"{prefix}_k"));
+        added.Add(Node("MatMul", [attentionIn, weightNames[2]], [$"{prefix}_v"], $"{prefix}_v"));
+        var mha = Node("MultiHeadAttention", [$"{prefix}_q", $"{prefix}_k", $"{prefix}_v", $"{prefix}_bias"], [$"{prefix}_attended"], $"{prefix}_attention",
+            OnnxProto.IntAttr("num_heads", OnnxProto.Int(attention, "num_heads", 0)));
+        if (OnnxProto.Attr(attention, "scale") is { } scale) mha.Attribute.Add(scale.Clone());
+        mha.Domain = AttentionFusion.MicrosoftDomain;
+        added.Add(mha);
+        var axes = Constant(prefix + "_axes", [1], [1], newInitializers);
+        added.Add(Node("Squeeze", [$"{prefix}_attended", axes], [attention.Output[0] + "_strapvit_cls"], $"{prefix}_squeeze"));
+
+        // The rest of the region, in graph order, on class-token rows.
+        foreach (var node in graph.Node.Where(n => region.Contains(n) && n != attention))
+        {
+            var copy = node.Clone();
+            copy.Name = node.Name + "_strapvit_cls";
+            for (var i = 0; i < copy.Input.Count; i++) copy.Input[i] = Narrowed(node.Input[i]);
+            copy.Output[0] = node.Output[0] + "_strapvit_cls";
+            added.Add(copy);
+        }
+
+        var final = Node("Identity", [Narrowed(readout.Input[0])], [readout.Output[0]], readout.Name + "_strapvit_cls");
+        added.Add(final);
+        var at = graph.Node.IndexOf(readout);
+        graph.Node.Remove(readout);
+        for (var i = 0; i < added.Count; i++) graph.Node.Insert(at + i, added[i]);
+        graph.Initializer.AddRange(newInitializers);
+        RemoveDeadNodes(graph);
+        return true;
+    }
+
+    /// <summary>An op that maps each token's row to the same row of its output.</summary>
+    private static bool TokenWise(NodeProto node, Func<string, bool> isConstant, Func<string, int?> constantRank, Dictionary<string, TensorProto> initializers)
+    {
+        if (node.Output.Count != 1) return false;
+        bool SmallConstants() => node.Input.Where(isConstant).All(i => i.Length == 0 || constantRank(i) is <= 1);
+        return node.OpType switch
+        {
+            "LayerNormalization" => OnnxProto.Int(node, "axis", -1) == -1 && node.Input.Skip(1).All(isConstant) && SmallConstants(),
+            "MatMul" => initializers.TryGetValue(node.Input[1], out var w) && w.Dims.Count == 2 && !isConstant(node.Input[0]),
+            _ => Elementwise.Contains(node.OpType) && node.Attribute.Count == 0 && SmallConstants() && node.Input.Any(i => !isConstant(i)),
+        };
+    }
+
+    private static string Constant(string name, long[] dims, long[] values, List<TensorProto> into)
+    {
+        into.Add(OnnxProto.Int64Tensor(name, dims, values));
+        return name;
+    }
+
+    private static NodeProto Node(string op, string[] inputs, string[] outputs, string name, params AttributeProto[] attributes)
+    {
+        var node = new NodeProto { OpType = op, Name = name };
+        node.Input.AddRange(inputs);
+        node.Output.AddRange(outputs);
+        node.Attribute.AddRange(attributes);
+        return node;
+    }
+
+    private static void RemoveDeadNodes(GraphProto graph)
+    {
+        var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        bool removed;
+        do
+        {
+            var read = graph.Node.SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
+            var dead = graph.Node.Where(n => n.Output.All(o => o.Length == 0 || (!read.Contains(o) && !outputs.Contains(o)))).ToList();
+            foreach (var n in dead) graph.Node.Remove(n);
+            removed = dead.Count > 0;
+        }
+        while (removed);
+
+        var used = graph.Node.SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
+        foreach (var init in graph.Initializer.Where(i => !used.Contains(i.Name)).ToList()) graph.Initializer.Remove(init);
+    }
+}

@@ -1,0 +1,153 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using StrapVit.Core.Datasets;
+using StrapVit.Core.Inference;
+using StrapVit.Core.Models;
+using StrapVit.Core.Onnx;
+using StrapVit.Testing;
+
+namespace StrapVit.Core.Tests.Inference;
+
+/// <summary>
+/// The fused attention against the standard-op graph it replaces: the same logits on real images, for every shipped
+/// model the pattern matches, and blocks that differ from the pattern left alone.
+/// </summary>
+public sealed class AttentionFusionTests
+{
+    private static readonly InferenceOptions Standard = new() { Device = InferenceDevice.Cpu, FuseAttention = false, ShareWeights = false };
+    private static readonly InferenceOptions Fused = new() { Device = InferenceDevice.Cpu, FuseAttention = true, ShareWeights = false };
+
+    private static float[] TestImages(int count)
+    {
+        var path = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
+        var data = IdxDataset.Load(path, IdxDataset.LabelsBeside(path));
+        return Enumerable.Range(0, count).SelectMany(i => data.Image(i).Data.ToArray()).ToArray();
+    }
+
+    private static VitClassifier Classifier(string dir, InferenceOptions options) =>
+        new(ModelPackage.Load(dir), new OnnxSessionFactory(options, NullLogger<OnnxSessionFactory>.Instance), options);
+
+    [Theory]
+    [InlineData("fashion-vit-tiny", 6)]
+    [InlineData("fashion-vit-tiny-stem", 6)]
+    [InlineData("fashion-vit-p7", 6)]
+    public void Every_block_of_a_shipped_model_fuses_and_the_logits_stay_those_of_the_standard_ops(string model, int blocks)
+    {
+        var dir = Path.Combine(RepoPaths.Root, "models", model);
+        using var standard = Classifier(dir, Standard);
+        using var fused = Classifier(dir, Fused);
+        var pixels = TestImages(32);
+
+        var expected = standard.Logits(pixels, 32);
+        var actual = fused.Logits(pixels, 32);
+
+        Assert.Equal(0, standard.FusedAttentionBlocks);
+        Assert.Equal(blocks, fused.FusedAttentionBlocks);
+        Assert.Equal(expected.Length, actual.Length);
+        for (var i = 0; i < expected.Length; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-4f, $"logit {i}: {actual[i]} vs {expected[i]}");
+    }
+
+    [Fact]
+    public void The_fused_graph_has_one_attention_operator_per_block_and_none_of_the_ops_it_replaced()
+    {
+        var graph = ForwardGraph.LoadNormalized(ModelPackage.Load(RepoPaths.DefaultModel));
+        var before = graph.Graph.Node.GroupBy(n => n.OpType).ToDictionary(g => g.Key, g => g.Count());
+
+        var fused = AttentionFusion.Fuse(graph);
+
+        var after = graph.Graph.Node.GroupBy(n => n.OpType).ToDictionary(g => g.Key, g => g.Count());
+        Assert.Equal(6, fused);
+        Assert.Equal(6, graph.Graph.Node.Count(n => n.OpType == "Attention" && n.Domain == AttentionFusion.MicrosoftDomain));
+        Assert.Equal(6, before["Softmax"]);
+        Assert.False(after.ContainsKey("Softmax"));
+        Assert.Equal(before["Transpose"] - (3 * 6), after.GetValueOrDefault("Transpose"));
+        // Per block the q/k/v projection, the scores and the mixing leave; the output projection and the MLP stay.
+        Assert.Equal(before["MatMul"] - (3 * 6), after["MatMul"]);
+        Assert.Contains(graph.OpsetImport, o => o.Domain == AttentionFusion.MicrosoftDomain);
+    }
+
+    [Fact]
+    public void A_block_that_differs_from_the_pattern_keeps_its_standard_ops_and_the_rest_still_fuse()
+    {
+        var package = ModelPackage.Load(RepoPaths.DefaultModel);
+        var graph = ForwardGraph.LoadNormalized(package);
+        // Block 3's softmax over another axis is no longer the attention the fused operator computes.
+        var softmax = graph.Graph.Node.Where(n => n.OpType == "Softmax").ElementAt(3);
+        softmax.Attribute.Clear();
+        softmax.Attribute.Add(new global::Onnx.AttributeProto { Name = "axis", Type = global::Onnx.AttributeProto.Types.AttributeType.Int, I = 2 });
+
+        Assert.Equal(5, AttentionFusion.Fuse(graph));
+        Assert.Single(graph.Graph.Node, n => n.OpType == "Softmax");
+    }
+
+    [Fact]
+    public void The_last_block_runs_for_the_class_token_only_and_every_other_block_still_for_all_tokens()
+    {
+        var graph = ForwardGraph.LoadNormalized(ModelPackage.Load(RepoPaths.DefaultModel));
+        AttentionFusion.Fuse(graph);
+        var mlpBefore = graph.Graph.Node.Count(n => n.OpType == "Erf");
+
+        Assert.True(ClassTokenReadout.Apply(graph));
+
+        // One attention left with a single (class-token) query; the five others still full; one MLP per block still.
+        Assert.Equal(5, graph.Graph.Node.Count(n => n.OpType == "Attention"));
+        Assert.Single(graph.Graph.Node, n => n.OpType == "MultiHeadAttention" && n.Domain == AttentionFusion.MicrosoftDomain);
+        Assert.Equal(mlpBefore, graph.Graph.Node.Count(n => n.OpType == "Erf"));
+        // The class token is selected before the last attention's query projection, no longer after the final norm.
+        var query = graph.Graph.Node.Single(n => n.OpType == "Gather" && n.Output[0].EndsWith("_query_in", StringComparison.Ordinal));
+        var mha = graph.Graph.Node.Single(n => n.OpType == "MultiHeadAttention");
+        Assert.True(graph.Graph.Node.IndexOf(query) < graph.Graph.Node.IndexOf(mha));
+        Assert.DoesNotContain(graph.Graph.Node, n => n.OpType == "Gather" && n.Input[0] == "/norm/LayerNormalization_output_0");
+    }
+
+    [Fact]
+    public void A_graph_with_no_class_token_readout_is_not_narrowed()
+    {
+        var graph = ForwardGraph.LoadNormalized(ModelPackage.Load(RepoPaths.DefaultModel));
+        AttentionFusion.Fuse(graph);
+        // Read the answer from token 1 instead: not the class token, nothing to narrow.
+        var readout = graph.Graph.Node.Last(n => n.OpType == "Gather");
+        graph.Graph.Initializer.Add(new global::Onnx.TensorProto { Name = "index_one", DataType = (int)global::Onnx.TensorProto.Types.DataType.Int64, Int64Data = { 1 } });
+        readout.Input[1] = "index_one";
+        var before = graph.Clone();
+
+        Assert.False(ClassTokenReadout.Apply(graph));
+        Assert.Equal(before, graph);
+    }
+
+    [Theory]
+    [InlineData("torchvision_op17")]
+    [InlineData("c3_cls_hf_op15")]
+    [InlineData("c1_mean_relu_op17")]
+    public void Graphs_of_other_layouts_are_left_unchanged(string fixture)
+    {
+        // torchvision's nn.MultiheadAttention and Hugging Face's separate q/k/v projections export other op chains.
+        var graph = global::Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(RepoPaths.Fixture("gradients", fixture, "model.onnx")));
+        var before = graph.Clone();
+
+        Assert.Equal(0, AttentionFusion.Fuse(graph));
+        Assert.Equal(before, graph);
+    }
+
+    [Fact]
+    public void Masked_views_split_over_parallel_single_threaded_runs_give_the_logits_of_one_run()
+    {
+        var package = ModelPackage.Load(RepoPaths.DefaultModel);
+        var serialOptions = new InferenceOptions { Device = InferenceDevice.Cpu, ViewParallelism = 1 };
+        var parallelOptions = new InferenceOptions { Device = InferenceDevice.Cpu, ViewParallelism = 3 };
+        using var serial = new TokenSpaceModel(package, new OnnxSessionFactory(serialOptions, NullLogger<OnnxSessionFactory>.Instance));
+        using var parallel = new TokenSpaceModel(package, new OnnxSessionFactory(parallelOptions, NullLogger<OnnxSessionFactory>.Instance));
+        var tokens = serial.Embed(TestImages(2), 2);
+        var rng = new Random(5);
+        // 150 views of two images, hiding 0-8 tokens each: several lengths, runs of up to 32 views, three workers.
+        var sources = Enumerable.Range(0, 150).Select(v => v % 2).ToArray();
+        var hidden = sources.Select(_ => (IReadOnlyCollection<int>)Enumerable.Range(1, 49).OrderBy(_ => rng.Next()).Take(rng.Next(9)).ToHashSet()).ToArray();
+
+        var one = serial.EncodeHiding(tokens, sources, hidden, null, 256);
+        var split = parallel.EncodeHiding(tokens, sources, hidden, null, 256);
+
+        Assert.Equal(1, serial.ViewParallelism);
+        Assert.Equal(3, parallel.ViewParallelism);
+        Assert.Equal(one.Length, split.Length);
+        for (var i = 0; i < one.Length; i++) Assert.True(Math.Abs(one[i] - split[i]) <= 1e-4f, $"logit {i}: {split[i]} vs {one[i]}");
+    }
+}
