@@ -24,7 +24,12 @@ public static class DefenseCost
         if (verifyWindows is { } v) options.VerifyWindows = v;
         using var runtime = new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(ModelPackage.Load(packageDir), new ModelRuntimeOptions
         {
-            Inference = new InferenceOptions { Device = BenchModels.Device, IntraOpThreads = 1 },
+            Inference = new InferenceOptions
+            {
+                Device = BenchModels.Device,
+                IntraOpThreads = 1,
+                FuseAttention = Environment.GetEnvironmentVariable("STRAPVIT_FUSE_ATTENTION") != "0",
+            },
             CacheDirectory = BenchModels.CacheDir,
             Defense = options,
         });

@@ -18,7 +18,7 @@ namespace StrapVit.Core.Gradients;
 public sealed class GradientGraphBuilder
 {
     /// <summary>Bumped whenever the emitted graph changes, so cached graphs of an older builder are not reused.</summary>
-    public const int Version = 2;
+    public const int Version = 3;
 
     /// <summary>Lowest default-domain opset accepted: ReduceSum/Squeeze/Unsqueeze take axes as inputs from 13 on.</summary>
     public const int MinimumOpset = 13;
@@ -45,6 +45,8 @@ public sealed class GradientGraphBuilder
         ArgumentNullException.ThrowIfNull(forward);
         var model = forward.Clone();
         var graph = model.Graph ?? throw new GradientGraphException("The model has no graph.");
+        // A class-token readout needs the last block's token-wise tail for that token only, forward and backward.
+        Onnx.ClassTokenReadout.Apply(model);
         var opset = DefaultOpset(model);
         var (input, output) = Signature(graph);
         var batchParam = BatchParam(input);

@@ -23,12 +23,12 @@ public static class AttentionFusion
 
     /// <summary>
     /// Fuses the attention blocks of <paramref name="model"/> in place, then, when the answer is read from the class
-    /// token, narrows the last block to it (<see cref="ClassTokenReadout"/>). Returns the number of fused blocks.
+    /// token, narrows the end of the last block to it (<see cref="ClassTokenReadout"/>). Returns the number of fused blocks.
     /// </summary>
     public static int Optimize(ModelProto model)
     {
         var fused = Fuse(model);
-        if (fused > 0) ClassTokenReadout.Apply(model);
+        ClassTokenReadout.Apply(model);
         return fused;
     }
 

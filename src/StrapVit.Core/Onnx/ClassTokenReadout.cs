@@ -6,21 +6,24 @@ namespace StrapVit.Core.Onnx;
 /// <summary>
 /// A ViT that reads its answer from the class token computes the whole last block for every token and then keeps one
 /// row. This pass moves that row selection (<c>Gather(·, 0, axis 1)</c> before the head) up through the token-wise ops
-/// of the last block (layer norms, the MLP, residual additions, scalar arithmetic) to the fused attention
-/// (<see cref="AttentionFusion"/>), which becomes a <c>com.microsoft.MultiHeadAttention</c> whose only query is the
-/// class token: keys and values still come from every token, so the answer is the same function, for about a sixth
-/// of a six-block model's work less. Inference sessions only.
+/// at the end of the graph (layer norms, the MLP, the attention's output projection, residual additions, scalar
+/// arithmetic), so they run on one row instead of all. When it reaches a fused attention (<see cref="AttentionFusion"/>),
+/// that becomes a <c>com.microsoft.MultiHeadAttention</c> whose only query is the class token (keys and values still
+/// come from every token). Either way the answer is the same function: on a six-block model the tail alone is about a
+/// twelfth of the work, the tail and the attention's queries about a sixth. The inference graphs get both; the
+/// gradient builder narrows the tail of the standard-op graph before differentiating it, which spares the backward
+/// pass the same rows.
 /// </summary>
 /// <remarks>
 /// A tensor is narrowed only when every reader of it is narrowed too (or is the final gather), so nothing that needs
-/// all tokens loses them; any op outside the known token-wise set, or a constant operand of rank above 1, stops the
-/// pass and the graph is left as it was.
+/// all tokens loses them; an op outside the known token-wise set, or a constant operand of rank above 1, ends the
+/// narrowed region there (its output is read through a gather of its class-token row).
 /// </remarks>
 public static class ClassTokenReadout
 {
     private static readonly HashSet<string> Elementwise = new(StringComparer.Ordinal) { "Add", "Sub", "Mul", "Div", "Erf", "Relu", "Tanh", "Sigmoid" };
 
-    /// <summary>Rewrites <paramref name="model"/> in place; true when the last block now runs for the class token only.</summary>
+    /// <summary>Rewrites <paramref name="model"/> in place; true when some of the last block now runs for the class token only.</summary>
     public static bool Apply(ModelProto model)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -39,13 +42,20 @@ public static class ClassTokenReadout
 
         var initializers = graph.Initializer.ToDictionary(i => i.Name, StringComparer.Ordinal);
         var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        bool IsConstant(string t) => t.Length == 0 || initializers.ContainsKey(t) || (producers.TryGetValue(t, out var p) && p.OpType == "Constant");
+        // The exporter passes a parameter shared by several nodes through Identity nodes; look through them.
+        string Source(string t)
+        {
+            while (producers.TryGetValue(t, out var p) && p.OpType == "Identity" && OnnxProto.IsDefaultDomain(p.Domain)) t = p.Input[0];
+            return t;
+        }
+
+        bool IsConstant(string t) => t.Length == 0 || initializers.ContainsKey(Source(t)) || (producers.TryGetValue(Source(t), out var p) && p.OpType == "Constant");
         int? ConstantRank(string t) =>
-            initializers.TryGetValue(t, out var i) ? i.Dims.Count
-            : producers.TryGetValue(t, out var p) && p.OpType == "Constant" && OnnxProto.Attr(p, "value") is { } v ? v.T.Dims.Count : null;
+            initializers.TryGetValue(Source(t), out var i) ? i.Dims.Count
+            : producers.TryGetValue(Source(t), out var p) && p.OpType == "Constant" && OnnxProto.Attr(p, "value") is { } v ? v.T.Dims.Count : null;
         long[]? Ints(string t) =>
-            initializers.TryGetValue(t, out var i) ? OnnxProto.ReadInts(i)
-            : producers.TryGetValue(t, out var p) && p.OpType == "Constant" && OnnxProto.Attr(p, "value") is { } v ? OnnxProto.ReadInts(v.T) : null;
+            initializers.TryGetValue(Source(t), out var i) ? OnnxProto.ReadInts(i)
+            : producers.TryGetValue(Source(t), out var p) && p.OpType == "Constant" && OnnxProto.Attr(p, "value") is { } v ? OnnxProto.ReadInts(v.T) : null;
 
         // The readout: Gather(tokens, scalar 0, axis 1) feeding the head.
         var readout = graph.Node.LastOrDefault(n => n.OpType == "Gather" && OnnxProto.IsDefaultDomain(n.Domain) && OnnxProto.Int(n, "axis", 0) == 1
@@ -72,23 +82,26 @@ public static class ClassTokenReadout
                 continue;
             }
 
-            if (!OnnxProto.IsDefaultDomain(node.Domain) || !TokenWise(node, IsConstant, ConstantRank, initializers)) continue;
+            if (!OnnxProto.IsDefaultDomain(node.Domain) || !TokenWise(node, IsConstant, ConstantRank, t => initializers.GetValueOrDefault(Source(t)))) continue;
             narrow.Add(t);
             region.Add(node);
             foreach (var i in node.Input.Where(i => !IsConstant(i))) frontier.Enqueue(i);
         }
 
-        // Worth it only if the attention's output is narrowed (else this saves a few row-wise ops at most).
-        if (attention is null || attention.Input.Count < 3 || attention.Input.Skip(3).Any(i => i.Length > 0)
-            || !initializers.TryGetValue(attention.Input[1], out var weights) || !initializers.TryGetValue(attention.Input[2], out var bias)
-            || weights.Dims.Count != 2 || OnnxProto.ReadFloats(weights) is not { } w || OnnxProto.ReadFloats(bias) is not { } b)
+        // Worth it when the region holds matrix products (a projection, an MLP) or the attention.
+        if (attention is null && !region.Any(n => n.OpType == "MatMul")) return false;
+        TensorProto? weights = null, bias = null;
+        float[]? w = null, b = null;
+        if (attention is not null && (attention.Input.Count < 3 || attention.Input.Skip(3).Any(i => i.Length > 0)
+            || !initializers.TryGetValue(attention.Input[1], out weights) || !initializers.TryGetValue(attention.Input[2], out bias)
+            || weights.Dims.Count != 2 || (w = OnnxProto.ReadFloats(weights)) is null || (b = OnnxProto.ReadFloats(bias)) is null))
         {
             return false;
         }
 
         var added = new List<NodeProto>();
         var newInitializers = new List<TensorProto>();
-        var prefix = $"strapvit_cls_{graph.Node.IndexOf(attention)}";
+        var prefix = $"strapvit_cls_{graph.Node.IndexOf(readout)}";
         var gathered = new Dictionary<string, string>(StringComparer.Ordinal);
         var zero = Constant(prefix + "_zero", [], [0], newInitializers);
         string Row(string t)
@@ -102,7 +115,34 @@ public static class ClassTokenReadout
 
         string Narrowed(string t) => IsConstant(t) ? t : narrow.Contains(t) ? t + "_strapvit_cls" : Row(t);
 
-        // The attention for the class-token query only: q from row 0, k and v from every token.
+        if (attention is not null) NarrowAttention(attention, weights!, w!, b!, prefix, added, newInitializers);
+
+        // The rest of the region, in graph order, on class-token rows.
+        foreach (var node in graph.Node.Where(n => region.Contains(n) && n != attention))
+        {
+            var copy = node.Clone();
+            copy.Name = node.Name + "_strapvit_cls";
+            for (var i = 0; i < copy.Input.Count; i++) copy.Input[i] = Narrowed(node.Input[i]);
+            copy.Output[0] = node.Output[0] + "_strapvit_cls";
+            added.Add(copy);
+        }
+
+        var final = Node("Identity", [Narrowed(readout.Input[0])], [readout.Output[0]], readout.Name + "_strapvit_cls");
+        added.Add(final);
+        var at = graph.Node.IndexOf(readout);
+        graph.Node.Remove(readout);
+        for (var i = 0; i < added.Count; i++) graph.Node.Insert(at + i, added[i]);
+        graph.Initializer.AddRange(newInitializers);
+        RemoveDeadNodes(graph);
+        return true;
+    }
+
+    /// <summary>
+    /// The fused attention for the class-token query only: q from the class token's row, k and v from every token, one
+    /// <c>com.microsoft.MultiHeadAttention</c>; its output is the narrowed attention output <c>[N, D]</c>.
+    /// </summary>
+    private static void NarrowAttention(NodeProto attention, TensorProto weights, float[] w, float[] b, string prefix, List<NodeProto> added, List<TensorProto> newInitializers)
+    {
         var attentionIn = attention.Input[0];
         var d = (int)weights.Dims[0];
         var hidden = (int)(weights.Dims[1] / 3);
@@ -126,36 +166,17 @@ public static class ClassTokenReadout
         added.Add(mha);
         var axes = Constant(prefix + "_axes", [1], [1], newInitializers);
         added.Add(Node("Squeeze", [$"{prefix}_attended", axes], [attention.Output[0] + "_strapvit_cls"], $"{prefix}_squeeze"));
-
-        // The rest of the region, in graph order, on class-token rows.
-        foreach (var node in graph.Node.Where(n => region.Contains(n) && n != attention))
-        {
-            var copy = node.Clone();
-            copy.Name = node.Name + "_strapvit_cls";
-            for (var i = 0; i < copy.Input.Count; i++) copy.Input[i] = Narrowed(node.Input[i]);
-            copy.Output[0] = node.Output[0] + "_strapvit_cls";
-            added.Add(copy);
-        }
-
-        var final = Node("Identity", [Narrowed(readout.Input[0])], [readout.Output[0]], readout.Name + "_strapvit_cls");
-        added.Add(final);
-        var at = graph.Node.IndexOf(readout);
-        graph.Node.Remove(readout);
-        for (var i = 0; i < added.Count; i++) graph.Node.Insert(at + i, added[i]);
-        graph.Initializer.AddRange(newInitializers);
-        RemoveDeadNodes(graph);
-        return true;
     }
 
     /// <summary>An op that maps each token's row to the same row of its output.</summary>
-    private static bool TokenWise(NodeProto node, Func<string, bool> isConstant, Func<string, int?> constantRank, Dictionary<string, TensorProto> initializers)
+    private static bool TokenWise(NodeProto node, Func<string, bool> isConstant, Func<string, int?> constantRank, Func<string, TensorProto?> initializer)
     {
         if (node.Output.Count != 1) return false;
         bool SmallConstants() => node.Input.Where(isConstant).All(i => i.Length == 0 || constantRank(i) is <= 1);
         return node.OpType switch
         {
             "LayerNormalization" => OnnxProto.Int(node, "axis", -1) == -1 && node.Input.Skip(1).All(isConstant) && SmallConstants(),
-            "MatMul" => initializers.TryGetValue(node.Input[1], out var w) && w.Dims.Count == 2 && !isConstant(node.Input[0]),
+            "MatMul" => initializer(node.Input[1]) is { Dims.Count: 2 } && !isConstant(node.Input[0]),
             _ => Elementwise.Contains(node.OpType) && node.Attribute.Count == 0 && SmallConstants() && node.Input.Any(i => !isConstant(i)),
         };
     }

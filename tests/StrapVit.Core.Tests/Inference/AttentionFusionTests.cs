@@ -114,6 +114,46 @@ public sealed class AttentionFusionTests
         Assert.Equal(before, graph);
     }
 
+    [Fact]
+    public void Without_a_fused_attention_the_token_wise_tail_is_narrowed_alone_and_the_logits_stay()
+    {
+        // torchvision's layout does not fuse; its last MLP and norms still run for one row (its output projection is a Gemm
+        // before a reshape, which ends the region).
+        var package = ModelPackage.Load(RepoPaths.Fixture("gradients", "torchvision_op17"));
+        var standard = ForwardGraph.LoadNormalized(package);
+        var narrowed = standard.Clone();
+
+        Assert.True(ClassTokenReadout.Apply(narrowed));
+        Assert.DoesNotContain(narrowed.Graph.Node, n => n.OpType == "MultiHeadAttention");
+        Assert.True(narrowed.Graph.Node.Count(n => n.Name.EndsWith("_strapvit_cls", StringComparison.Ordinal) && n.OpType == "MatMul") >= 2);
+
+        var input = package.Manifest.Input;
+        var rng = new Random(3);
+        var pixels = Enumerable.Range(0, 2 * input.Size).Select(_ => (float)rng.NextDouble()).ToArray();
+        float[] Run(global::Onnx.ModelProto graph)
+        {
+            using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(Google.Protobuf.MessageExtensions.ToByteArray(graph));
+            var tensor = new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(pixels, [2, input.Channels, input.Height, input.Width]);
+            using var result = session.Run([Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor(ForwardGraph.PixelInput, tensor)]);
+            return result[0].AsTensor<float>().ToArray();
+        }
+
+        var expected = Run(standard);
+        var actual = Run(narrowed);
+        for (var i = 0; i < expected.Length; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-4f, $"logit {i}: {actual[i]} vs {expected[i]}");
+    }
+
+    [Fact]
+    public void The_gradient_builder_differentiates_the_narrowed_tail()
+    {
+        var forward = ForwardGraph.LoadNormalized(ModelPackage.Load(RepoPaths.DefaultModel));
+
+        var gradient = new StrapVit.Core.Gradients.GradientGraphBuilder().Build(forward, StrapVit.Core.Gradients.GradientObjective.CrossEntropy);
+
+        Assert.Contains(gradient.Graph.Node, n => n.Name.EndsWith("_strapvit_cls", StringComparison.Ordinal));
+        Assert.DoesNotContain(forward.Graph.Node, n => n.Name.EndsWith("_strapvit_cls", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("torchvision_op17")]
     [InlineData("c3_cls_hf_op15")]
