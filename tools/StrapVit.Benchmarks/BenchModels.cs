@@ -57,7 +57,8 @@ public static class BenchModels
     /// The package's model runtime on <see cref="Device"/>, built by the same factory the service uses, gradient
     /// graphs cached in <see cref="CacheDir"/>. <c>STRAPVIT_SHARE_WEIGHTS=0</c> gives every session its own prepacked
     /// weights instead; <c>STRAPVIT_FUSE_ATTENTION=0</c> keeps the standard-op attention; <c>STRAPVIT_ALLOW_SPINNING=1</c>
-    /// lets idle intra-op threads spin (ONNX Runtime's default).
+    /// lets idle intra-op threads spin (ONNX Runtime's default); <c>STRAPVIT_VIEW_PARALLELISM</c> sets
+    /// <c>Inference:ViewParallelism</c> (1: masked views as one run on the intra-op pool, as before session 7).
     /// </summary>
     public static ModelRuntime Runtime(string packageDir, int threads, bool tokenSplit = false) =>
         new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(ModelPackage.Load(packageDir), new ModelRuntimeOptions
@@ -69,6 +70,7 @@ public static class BenchModels
                 ShareWeights = Environment.GetEnvironmentVariable("STRAPVIT_SHARE_WEIGHTS") != "0",
                 FuseAttention = Environment.GetEnvironmentVariable("STRAPVIT_FUSE_ATTENTION") != "0",
                 AllowSpinning = Environment.GetEnvironmentVariable("STRAPVIT_ALLOW_SPINNING") == "1",
+                ViewParallelism = int.TryParse(Environment.GetEnvironmentVariable("STRAPVIT_VIEW_PARALLELISM"), System.Globalization.CultureInfo.InvariantCulture, out var p) ? p : 0,
             },
             CacheDirectory = CacheDir,
             TokenSplit = tokenSplit,

@@ -55,7 +55,11 @@ public static class PatchCleanser
     /// The order in which the certificate check visits the pairs i &lt; j (e.g. the pairs hiding the most first,
     /// likeliest to disagree); null for row-major. Only the number of forwards depends on it.
     /// </param>
-    public static CleanserResult Run(IMaskedPredictor predictor, int masks, IReadOnlyList<MaskPair>? pairOrder = null)
+    public static CleanserResult Run(IMaskedPredictor predictor, int masks, IReadOnlyList<MaskPair>? pairOrder = null) =>
+        Run(predictor, masks, pairOrder is null ? null : () => pairOrder);
+
+    /// <summary>Algorithm 1 plus the certificate check, the pair order asked for only once the first round has run (so it can use what that round saw).</summary>
+    public static CleanserResult Run(IMaskedPredictor predictor, int masks, Func<IReadOnlyList<MaskPair>>? pairOrder)
     {
         ArgumentNullException.ThrowIfNull(predictor);
         ArgumentOutOfRangeException.ThrowIfLessThan(masks, 1);
@@ -66,7 +70,7 @@ public static class PatchCleanser
         {
             // Case I answers the majority; certified only if every two-mask view agrees too.
             var certified = true;
-            var pairs = pairOrder ?? AllPairs(masks).ToArray();
+            var pairs = pairOrder?.Invoke() ?? AllPairs(masks).ToArray();
             for (int start = 0, size = FirstPairChunk; start < pairs.Count; start += size, size *= 2)
             {
                 var chunk = pairs.Skip(start).Take(size).ToArray();
