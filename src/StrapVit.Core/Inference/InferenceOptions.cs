@@ -54,7 +54,8 @@ public sealed class InferenceOptions
     /// <summary>
     /// On CPU, masked views (certified mode, the defense's masking check) run as this many concurrent single-threaded
     /// ONNX Runtime runs instead of one run on the intra-op pool: small ops parallelise poorly across threads, whole
-    /// runs perfectly. 0 = one per processor; 1 = one run. Ignored on CUDA.
+    /// runs well. 0 = automatic: one per processor for an encoder narrower than 256 channels, else 1 (a wide encoder's
+    /// ops fill the pool); 1 = one run on the pool. Ignored on CUDA.
     /// </summary>
     public int ViewParallelism { get; set; }
 }

@@ -43,15 +43,6 @@ public sealed class TokenSpaceModel : IDisposable
         {
             FusedAttentionBlocks = factory.Options.FuseAttention ? AttentionFusion.Optimize(split.Encoder) : 0;
             _encode = factory.Create(split.Encoder, "token encoder");
-            var onCpu = _encode.ExecutionProvider == OnnxSessionFactory.Cpu;
-            ViewParallelism = !onCpu ? 1 : factory.Options.ViewParallelism > 0 ? factory.Options.ViewParallelism : Environment.ProcessorCount;
-            if (ViewParallelism > 1)
-            {
-                // Opened on first use (only certified mode and the masking check run views in parallel), from the graph
-                // as the first session left it: over shared weights it holds references, not weights.
-                var encoder = split.Encoder;
-                _encodeSingleThreaded = new Lazy<OnnxRunner>(() => factory.Create(encoder, "token encoder, one thread per run", intraOpThreads: 1));
-            }
         }
         catch
         {
@@ -71,7 +62,29 @@ public sealed class TokenSpaceModel : IDisposable
         }
 
         Dim = probe.Length / TokenCount;
+        ViewParallelism = ChooseViewParallelism(factory.Options.ViewParallelism, _encode.ExecutionProvider, Dim);
+        if (ViewParallelism > 1)
+        {
+            // Opened on first use (only certified mode and the masking check run views in parallel), from the graph as
+            // the first session left it: over shared weights it holds references, not weights.
+            var encoder = split.Encoder;
+            _encodeSingleThreaded = new Lazy<OnnxRunner>(() => factory.Create(encoder, "token encoder, one thread per run", intraOpThreads: 1));
+        }
     }
+
+    /// <summary>Token widths from which the automatic choice leaves masked views to the intra-op pool.</summary>
+    internal const int ParallelViewsBelowDim = 256;
+
+    /// <summary>
+    /// <see cref="InferenceOptions.ViewParallelism"/> resolved: as configured when positive; automatic (0) is one run
+    /// per processor for a narrow encoder on CPU, whose small ops parallelise poorly inside a run (fashion-vit-tiny,
+    /// 64 channels: 0.5-0.7x the wall time), and 1 for a wide one, whose ops fill the intra-op pool (ViT-B/16, 768:
+    /// no gain, docs/BENCHMARKS.md). Always 1 on CUDA.
+    /// </summary>
+    internal static int ChooseViewParallelism(int configured, string executionProvider, int dim) =>
+        executionProvider != OnnxSessionFactory.Cpu ? 1
+        : configured > 0 ? configured
+        : dim < ParallelViewsBelowDim ? Environment.ProcessorCount : 1;
 
     public ModelManifest Manifest { get; }
 

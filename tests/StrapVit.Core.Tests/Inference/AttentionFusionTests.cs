@@ -190,4 +190,17 @@ public sealed class AttentionFusionTests
         Assert.Equal(one.Length, split.Length);
         for (var i = 0; i < one.Length; i++) Assert.True(Math.Abs(one[i] - split[i]) <= 1e-4f, $"logit {i}: {split[i]} vs {one[i]}");
     }
+
+    [Theory]
+    [InlineData(0, OnnxSessionFactory.Cpu, 64, -1)]
+    [InlineData(0, OnnxSessionFactory.Cpu, 768, 1)]
+    [InlineData(3, OnnxSessionFactory.Cpu, 768, 3)]
+    [InlineData(0, OnnxSessionFactory.Cuda, 64, 1)]
+    [InlineData(4, OnnxSessionFactory.Cuda, 64, 1)]
+    public void Views_run_in_parallel_on_cpu_for_narrow_encoders_unless_configured(int configured, string provider, int dim, int expected)
+    {
+        var chosen = TokenSpaceModel.ChooseViewParallelism(configured, provider, dim);
+
+        Assert.Equal(expected == -1 ? Environment.ProcessorCount : expected, chosen);
+    }
 }
