@@ -40,13 +40,15 @@ public sealed class GradientGraphBuilder
     /// <summary>Builds the gradient model for <paramref name="objective"/>. <paramref name="forward"/> is not modified.</summary>
     /// <exception cref="GradientGraphException">The graph has an op without a rule, or breaks a rule's preconditions.</exception>
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1822", Justification = "An instance API, so callers can hold and substitute a builder.")]
-    public ModelProto Build(ModelProto forward, GradientObjective objective)
+    public ModelProto Build(ModelProto forward, GradientObjective objective) => Build(forward, objective, narrow: true);
+
+    private static ModelProto Build(ModelProto forward, GradientObjective objective, bool narrow)
     {
         ArgumentNullException.ThrowIfNull(forward);
         var model = forward.Clone();
         var graph = model.Graph ?? throw new GradientGraphException("The model has no graph.");
         // A class-token readout needs the last block's token-wise tail for that token only, forward and backward.
-        Onnx.ClassTokenReadout.Apply(model);
+        var narrowed = narrow && Onnx.ClassTokenReadout.Apply(model);
         var opset = DefaultOpset(model);
         var (input, output) = Signature(graph);
         var batchParam = BatchParam(input);
@@ -59,6 +61,12 @@ public sealed class GradientGraphBuilder
         const string logits = GradientGraphNames.Logits;
 
         var probed = ShapeProbe.Run(model, pixels, sampleDims);
+        if (narrowed && !Onnx.ClassTokenReadout.RowsAreTokenRows(model, t => probed.TryGetValue(t, out var p) ? p.Dims.Rank : -1))
+        {
+            // The narrowing took a row from something that is not [N, T, D]: differentiate the graph as it came.
+            return Build(forward, objective, narrow: false);
+        }
+
         var differentiable = MarkDifferentiable(graph, probed, pixels);
         var onPath = NodesToDifferentiate(graph, differentiable, logits);
         var logitDims = probed[logits].Dims;

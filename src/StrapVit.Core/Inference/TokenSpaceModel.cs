@@ -262,12 +262,21 @@ public sealed class TokenSpaceModel : IDisposable
 
         int d = Dim, classes = Manifest.Labels.Count;
         var session = _encodeSingleThreaded.Value;
-        Parallel.For(0, runs, new ParallelOptions { MaxDegreeOfParallelism = ViewParallelism, CancellationToken = cancellationToken }, r =>
+        try
         {
-            int start = r * perRun, count = Math.Min(perRun, views - start);
-            Run(session, "encoder", TokenNames, tokens.Span.Slice(start * length * d, count * length * d), [count, length, d],
-                LogitNames, logits.Slice(start * classes, count * classes), [count, classes], cancellationToken);
-        });
+            Parallel.For(0, runs, new ParallelOptions { MaxDegreeOfParallelism = ViewParallelism, CancellationToken = cancellationToken }, r =>
+            {
+                int start = r * perRun, count = Math.Min(perRun, views - start);
+                Run(session, "encoder", TokenNames, tokens.Span.Slice(start * length * d, count * length * d), [count, length, d],
+                    LogitNames, logits.Slice(start * classes, count * classes), [count, classes], cancellationToken);
+            });
+        }
+        catch (AggregateException ex) when (ex.InnerExceptions.Count > 0)
+        {
+            // Callers handle what one run throws (cancellation, a disposed runner, an ONNX Runtime error), not a bundle.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex.InnerExceptions[0]).Throw();
+            throw;
+        }
     }
 
     /// <summary>Whether the encoder takes <c>T − 1</c> tokens and still answers <c>[1, K]</c> logits (its reshapes follow the input's shape).</summary>

@@ -21,6 +21,16 @@ public static class AttentionFusion
 {
     public const string MicrosoftDomain = "com.microsoft";
 
+    /// <summary>Name suffix of the Attention nodes this pass creates.</summary>
+    private const string FusedSuffix = "_strapvit_fused_attention";
+
+    /// <summary>An Attention node this pass created (only num_heads and scale set; q, k and v of equal width).</summary>
+    public static bool IsFused(NodeProto node)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        return node.Domain == MicrosoftDomain && node.OpType == "Attention" && node.Name.EndsWith(FusedSuffix, StringComparison.Ordinal);
+    }
+
     /// <summary>
     /// Fuses the attention blocks of <paramref name="model"/> in place, then, when the answer is read from the class
     /// token, narrows the end of the last block to it (<see cref="ClassTokenReadout"/>). Returns the number of fused blocks.
@@ -28,7 +38,9 @@ public static class AttentionFusion
     public static int Optimize(ModelProto model)
     {
         var fused = Fuse(model);
-        ClassTokenReadout.Apply(model);
+        // Only where the blocks were recognised: there every tensor of the last block is [N, T, D], which the
+        // readout's row selection assumes (it has no shapes to check that against).
+        if (fused > 0) ClassTokenReadout.Apply(model);
         return fused;
     }
 
@@ -89,7 +101,7 @@ public static class AttentionFusion
         if (Producer(product, "MatMul") is not { } qkv || Users(qkv.Output[0]).Count != 1) return false;
         if (!initializers.TryGetValue(qkv.Input[1], out var weights) || weights.Dims.Count != 2 || weights.Dims[1] != biasTensor.Dims[0] || weights.Dims[1] % 3 != 0) return false;
         var hidden = weights.Dims[1] / 3;
-        var heads = HeadsOf(reshape.Input[1], producers, Ints);
+        var heads = HeadsOf(reshape.Input[1], producers, Ints, hidden);
         if (heads is not > 0 || hidden % heads != 0) return false;
 
         // q, k, v = Gather(qkv, 0 / 1 / 2, axis 0)
@@ -122,7 +134,7 @@ public static class AttentionFusion
         {
             OpType = "Attention",
             Domain = MicrosoftDomain,
-            Name = $"{qkv.Name}_strapvit_fused_attention",
+            Name = $"{qkv.Name}{FusedSuffix}",
         };
         attention.Input.AddRange([qkv.Input[0], qkv.Input[1], bias]);
         attention.Output.Add(merge.Output[0]);
@@ -137,11 +149,11 @@ public static class AttentionFusion
     }
 
     /// <summary>H from the qkv reshape's target shape <c>[N, L, 3, H, dh]</c>: a constant, or a Concat of five pieces whose fourth is constant.</summary>
-    private static long? HeadsOf(string shape, Dictionary<string, NodeProto> producers, Func<string, long[]?> ints)
+    private static long? HeadsOf(string shape, Dictionary<string, NodeProto> producers, Func<string, long[]?> ints, long hidden)
     {
-        if (ints(shape) is { Length: 5 } constant) return constant[3];
+        if (ints(shape) is { Length: 5 } constant) return constant[2] == 3 && constant[3] * constant[4] == hidden ? constant[3] : null;
         if (!producers.TryGetValue(shape, out var concat) || concat.OpType != "Concat" || concat.Input.Count != 5) return null;
-        return ints(concat.Input[2]) is [3] && ints(concat.Input[3]) is [var h] ? h : null;
+        return ints(concat.Input[2]) is [3] && ints(concat.Input[3]) is [var h] && ints(concat.Input[4]) is [var dh] && h * dh == hidden ? h : null;
     }
 
     private static long[]? Perm(NodeProto transpose) => OnnxProto.Ints(transpose, "perm");

@@ -21,7 +21,26 @@ namespace StrapVit.Core.Onnx;
 /// </remarks>
 public static class ClassTokenReadout
 {
+    /// <summary>Ops whose outputs a class-token row may be taken from (graph inputs too).</summary>
+    private static readonly HashSet<string> TokenProducers = new(StringComparer.Ordinal) { "Add", "LayerNormalization", "MatMul", "Gemm", "Reshape", "Transpose", "Identity" };
+
     private static readonly HashSet<string> Elementwise = new(StringComparer.Ordinal) { "Add", "Sub", "Mul", "Div", "Erf", "Relu", "Tanh", "Sigmoid" };
+
+    private const string RowMarker = "_row_";
+
+    /// <summary>
+    /// Whether every class-token row this pass selects is taken from a tensor of rank 3 (<c>[N, T, D]</c>), given each
+    /// tensor's rank (<paramref name="rankOf"/>, e.g. from running the graph once). The pass itself cannot see shapes;
+    /// a caller that can checks its work with this and keeps the unnarrowed graph when it fails.
+    /// </summary>
+    public static bool RowsAreTokenRows(ModelProto model, Func<string, int> rankOf)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(rankOf);
+        return model.Graph.Node
+            .Where(n => n.OpType == "Gather" && n.Name.StartsWith("strapvit_cls_", StringComparison.Ordinal) && n.Name.Contains(RowMarker, StringComparison.Ordinal))
+            .All(n => rankOf(n.Input[0]) == 3);
+    }
 
     /// <summary>Rewrites <paramref name="model"/> in place; true when some of the last block now runs for the class token only.</summary>
     public static bool Apply(ModelProto model)
@@ -57,6 +76,9 @@ public static class ClassTokenReadout
             initializers.TryGetValue(Source(t), out var i) ? OnnxProto.ReadInts(i)
             : producers.TryGetValue(Source(t), out var p) && p.OpType == "Constant" && OnnxProto.Attr(p, "value") is { } v ? OnnxProto.ReadInts(v.T) : null;
 
+        // Squeeze takes its axes as an input from opset 13 on (and the gradient builder needs 13 anyway).
+        if (model.OpsetImport.FirstOrDefault(o => OnnxProto.IsDefaultDomain(o.Domain)) is not { Version: >= 13 }) return false;
+
         // The readout: Gather(tokens, scalar 0, axis 1) feeding the head.
         var readout = graph.Node.LastOrDefault(n => n.OpType == "Gather" && OnnxProto.IsDefaultDomain(n.Domain) && OnnxProto.Int(n, "axis", 0) == 1
             && ConstantRank(n.Input[1]) == 0 && Ints(n.Input[1]) is [0]);
@@ -73,7 +95,7 @@ public static class ClassTokenReadout
             if (narrow.Contains(t) || outputs.Contains(t) || !producers.TryGetValue(t, out var node)) continue;
             // Every reader must be the readout or a node already in the region.
             if (!consumers[t].All(c => c == readout || region.Contains(c))) continue;
-            if (node.Domain == AttentionFusion.MicrosoftDomain && node.OpType == "Attention")
+            if (AttentionFusion.IsFused(node))
             {
                 if (attention is not null) return false;
                 attention = node;
@@ -90,12 +112,25 @@ public static class ClassTokenReadout
 
         // Worth it when the region holds matrix products (a projection, an MLP) or the attention.
         if (attention is null && !region.Any(n => n.OpType == "MatMul")) return false;
+
+        // The pass sees no shapes, so it only takes a class-token row from tensors that ops making token tensors
+        // produce (the residual stream, a projection, a norm, the attention's merge): a computed [1, D] or [T, D]
+        // operand (a Cast, an Expand) would be indexed on the wrong axis. RowsAreTokenRows checks ranks where they
+        // are known.
+        var rows = region.SelectMany(n => n.Input).Where(i => !IsConstant(i) && !narrow.Contains(i)).Distinct(StringComparer.Ordinal);
+        if (rows.Any(t => outputs.Contains(t) || (producers.TryGetValue(t, out var p) && !TokenProducers.Contains(p.OpType) && !AttentionFusion.IsFused(p))))
+        {
+            return false;
+        }
         TensorProto? weights = null, bias = null;
         float[]? w = null, b = null;
-        if (attention is not null && (attention.Input.Count < 3 || attention.Input.Skip(3).Any(i => i.Length > 0)
+        if (attention is not null && (attention.Input.Count != 3 || attention.Output.Count != 1
             || !initializers.TryGetValue(attention.Input[1], out weights) || !initializers.TryGetValue(attention.Input[2], out bias)
-            || weights.Dims.Count != 2 || (w = OnnxProto.ReadFloats(weights)) is null || (b = OnnxProto.ReadFloats(bias)) is null))
+            || weights.Dims.Count != 2 || weights.Dims[1] % 3 != 0 || bias.Dims.Count != 1 || bias.Dims[0] != weights.Dims[1]
+            || (w = OnnxProto.ReadFloats(weights)) is null || w.Length != weights.Dims[0] * weights.Dims[1]
+            || (b = OnnxProto.ReadFloats(bias)) is null || b.Length != bias.Dims[0]))
         {
+            // Weights held as external data (or any other surprise): leave the graph as it is.
             return false;
         }
 
@@ -108,7 +143,7 @@ public static class ClassTokenReadout
         {
             // The class-token row [N, D] of a full tensor [N, T, D] read by the region.
             if (gathered.TryGetValue(t, out var name)) return name;
-            name = $"{prefix}_row_{gathered.Count}";
+            name = $"{prefix}{RowMarker}{gathered.Count}";
             added.Add(Node("Gather", [t, zero], [name], name, OnnxProto.IntAttr("axis", 1)));
             return gathered[t] = name;
         }

@@ -203,4 +203,64 @@ public sealed class AttentionFusionTests
 
         Assert.Equal(expected == -1 ? Environment.ProcessorCount : expected, chosen);
     }
+
+    /// <summary>The default model's forward graph (fused or not) with <c>Add(final norm, op(c))</c> spliced in before the readout; c is [1, D].</summary>
+    private static global::Onnx.ModelProto WithRankTwoOperand(string op, bool fuse = true)
+    {
+        var graph = ForwardGraph.LoadNormalized(ModelPackage.Load(RepoPaths.DefaultModel));
+        if (fuse) AttentionFusion.Fuse(graph);
+        var readout = graph.Graph.Node.Last(n => n.OpType == "Gather");
+        var c = new global::Onnx.TensorProto { Name = "test_c", DataType = (int)global::Onnx.TensorProto.Types.DataType.Float, Dims = { 1, 64 } };
+        c.FloatData.AddRange(Enumerable.Range(0, 64).Select(i => i * 0.01f));
+        var d = c.Clone();
+        d.Name = "test_d";
+        graph.Graph.Initializer.AddRange([c, d]);
+        var made = new global::Onnx.NodeProto { OpType = op, Name = "test_made", Input = { "test_c" }, Output = { "test_made_out" } };
+        if (op == "Cast") made.Attribute.Add(new global::Onnx.AttributeProto { Name = "to", Type = global::Onnx.AttributeProto.Types.AttributeType.Int, I = 1 });
+        else made.Input.Add("test_d");
+        var add = new global::Onnx.NodeProto { OpType = "Add", Name = "test_add", Input = { readout.Input[0], "test_made_out" }, Output = { "test_added" } };
+        var at = graph.Graph.Node.IndexOf(readout);
+        graph.Graph.Node.Insert(at, add);
+        graph.Graph.Node.Insert(at, made);
+        readout.Input[0] = "test_added";
+        return graph;
+    }
+
+    [Fact]
+    public void A_computed_operand_that_is_not_a_token_tensor_stops_the_readout()
+    {
+        // Add(x, Cast(c)) with c [1, D]: its class-token row would be taken on the wrong axis.
+        var graph = WithRankTwoOperand("Cast");
+        var before = graph.Clone();
+
+        Assert.False(ClassTokenReadout.Apply(graph));
+        Assert.Equal(before, graph);
+    }
+
+    [Fact]
+    public void An_attention_operator_the_pass_did_not_create_is_not_narrowed()
+    {
+        var graph = ForwardGraph.LoadNormalized(ModelPackage.Load(RepoPaths.DefaultModel));
+        AttentionFusion.Fuse(graph);
+        // A com.microsoft.Attention of the model's own may carry attributes (a causal mask, other widths) the narrowing ignores.
+        graph.Graph.Node.Last(n => n.OpType == "Attention").Name = "exported_attention";
+        var before = graph.Clone();
+
+        Assert.False(ClassTokenReadout.Apply(graph));
+        Assert.Equal(before, graph);
+    }
+
+    [Fact]
+    public void The_gradient_builder_keeps_the_whole_graph_when_a_row_would_come_from_a_tensor_of_another_rank()
+    {
+        // Add(c, d) of two [1, D] constants passes the pass's own check (an Add makes token tensors), so only the
+        // builder's shapes can tell: it must differentiate the graph unnarrowed.
+        var graph = WithRankTwoOperand("Add", fuse: false);
+        var narrowedAlone = graph.Clone();
+        Assert.True(ClassTokenReadout.Apply(narrowedAlone));
+
+        var gradient = new StrapVit.Core.Gradients.GradientGraphBuilder().Build(graph, StrapVit.Core.Gradients.GradientObjective.CrossEntropy);
+
+        Assert.DoesNotContain(gradient.Graph.Node, n => n.Name.Contains("strapvit_cls", StringComparison.Ordinal));
+    }
 }
