@@ -18,7 +18,7 @@ namespace StrapVit.Core.Gradients;
 public sealed class GradientGraphBuilder
 {
     /// <summary>Bumped whenever the emitted graph changes, so cached graphs of an older builder are not reused.</summary>
-    public const int Version = 3;
+    public const int Version = 4;
 
     /// <summary>Lowest default-domain opset accepted: ReduceSum/Squeeze/Unsqueeze take axes as inputs from 13 on.</summary>
     public const int MinimumOpset = 13;

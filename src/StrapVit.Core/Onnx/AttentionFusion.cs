@@ -67,7 +67,11 @@ public static class AttentionFusion
         return fused;
     }
 
-    private static bool TryFuse(GraphProto graph, NodeProto permute)
+    /// <summary>
+    /// The standard-op attention block around <paramref name="permute"/> (the <c>[2, 0, 3, 1, 4]</c> transpose of the
+    /// packed q/k/v), or null when anything differs from the pattern.
+    /// </summary>
+    internal static AttentionMatch? Match(GraphProto graph, NodeProto permute)
     {
         var producers = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
         var consumers = new Dictionary<string, List<NodeProto>>(StringComparer.Ordinal);
@@ -94,42 +98,50 @@ public static class AttentionFusion
             : Producer(tensor, "Constant") is { } c && OnnxProto.Attr(c, "value") is { } v ? OnnxProto.ReadFloats(v.T) : null;
 
         // qkv = Reshape(Add(b, MatMul(X, W)), [N, L, 3, H, dh])
-        if (Producer(permute.Input[0], "Reshape") is not { } reshape || Users(reshape.Output[0]).Count != 1) return false;
-        if (Producer(reshape.Input[0], "Add") is not { } biasAdd || Users(biasAdd.Output[0]).Count != 1) return false;
+        if (Producer(permute.Input[0], "Reshape") is not { } reshape || Users(reshape.Output[0]).Count != 1) return null;
+        if (Producer(reshape.Input[0], "Add") is not { } biasAdd || Users(biasAdd.Output[0]).Count != 1) return null;
         var (bias, product) = initializers.ContainsKey(biasAdd.Input[0]) ? (biasAdd.Input[0], biasAdd.Input[1]) : (biasAdd.Input[1], biasAdd.Input[0]);
-        if (!initializers.TryGetValue(bias, out var biasTensor) || biasTensor.Dims.Count != 1) return false;
-        if (Producer(product, "MatMul") is not { } qkv || Users(qkv.Output[0]).Count != 1) return false;
-        if (!initializers.TryGetValue(qkv.Input[1], out var weights) || weights.Dims.Count != 2 || weights.Dims[1] != biasTensor.Dims[0] || weights.Dims[1] % 3 != 0) return false;
+        if (!initializers.TryGetValue(bias, out var biasTensor) || biasTensor.Dims.Count != 1) return null;
+        if (Producer(product, "MatMul") is not { } qkv || Users(qkv.Output[0]).Count != 1) return null;
+        if (!initializers.TryGetValue(qkv.Input[1], out var weights) || weights.Dims.Count != 2 || weights.Dims[1] != biasTensor.Dims[0] || weights.Dims[1] % 3 != 0) return null;
         var hidden = weights.Dims[1] / 3;
         var heads = HeadsOf(reshape.Input[1], producers, Ints, hidden);
-        if (heads is not > 0 || hidden % heads != 0) return false;
+        if (heads is not > 0 || hidden % heads != 0) return null;
 
         // q, k, v = Gather(qkv, 0 / 1 / 2, axis 0)
         var parts = new NodeProto?[3];
         foreach (var user in Users(permute.Output[0]))
         {
-            if (user.OpType != "Gather" || OnnxProto.Int(user, "axis", 0) != 0 || Ints(user.Input[1]) is not [var index] || index is < 0 or > 2 || parts[index] is not null) return false;
+            if (user.OpType != "Gather" || OnnxProto.Int(user, "axis", 0) != 0 || Ints(user.Input[1]) is not [var index] || index is < 0 or > 2 || parts[index] is not null) return null;
             parts[index] = user;
         }
 
-        if (parts.Any(p => p is null) || Users(permute.Output[0]).Count != 3) return false;
+        if (parts.Any(p => p is null) || Users(permute.Output[0]).Count != 3) return null;
         NodeProto q = parts[0]!, k = parts[1]!, v = parts[2]!;
 
         // scores = MatMul(Mul(q, s), Transpose(k, [0, 1, 3, 2])); out = MatMul(Softmax(scores), v)
-        if (OnlyUser(q.Output[0], "Mul") is not { } scale) return false;
+        if (OnlyUser(q.Output[0], "Mul") is not { } scale) return null;
         var scaleValue = Floats(scale.Input[0] == q.Output[0] ? scale.Input[1] : scale.Input[0]);
-        if (scaleValue is not [var s]) return false;
-        if (OnlyUser(k.Output[0], "Transpose") is not { } kT || Perm(kT) is not [0, 1, 3, 2]) return false;
-        if (OnlyUser(scale.Output[0], "MatMul") is not { } scores || scores.Input[0] != scale.Output[0] || scores.Input[1] != kT.Output[0]) return false;
-        if (OnlyUser(kT.Output[0], "MatMul") != scores) return false;
-        if (OnlyUser(scores.Output[0], "Softmax") is not { } softmax || OnnxProto.Int(softmax, "axis", -1) is not (-1 or 3)) return false;
-        if (OnlyUser(softmax.Output[0], "MatMul") is not { } mix || mix.Input[0] != softmax.Output[0] || mix.Input[1] != v.Output[0]) return false;
-        if (OnlyUser(v.Output[0], "MatMul") != mix) return false;
+        if (scaleValue is not [var s]) return null;
+        if (OnlyUser(k.Output[0], "Transpose") is not { } kT || Perm(kT) is not [0, 1, 3, 2]) return null;
+        if (OnlyUser(scale.Output[0], "MatMul") is not { } scores || scores.Input[0] != scale.Output[0] || scores.Input[1] != kT.Output[0]) return null;
+        if (OnlyUser(kT.Output[0], "MatMul") != scores) return null;
+        if (OnlyUser(scores.Output[0], "Softmax") is not { } softmax || OnnxProto.Int(softmax, "axis", -1) is not (-1 or 3)) return null;
+        if (OnlyUser(softmax.Output[0], "MatMul") is not { } mix || mix.Input[0] != softmax.Output[0] || mix.Input[1] != v.Output[0]) return null;
+        if (OnlyUser(v.Output[0], "MatMul") != mix) return null;
 
         // Y = Reshape(Transpose(out, [0, 2, 1, 3]), [N, L, H*dh])
-        if (OnlyUser(mix.Output[0], "Transpose") is not { } back || Perm(back) is not [0, 2, 1, 3]) return false;
-        if (OnlyUser(back.Output[0], "Reshape") is not { } merge) return false;
+        if (OnlyUser(mix.Output[0], "Transpose") is not { } back || Perm(back) is not [0, 2, 1, 3]) return null;
+        if (OnlyUser(back.Output[0], "Reshape") is not { } merge) return null;
 
+        return new AttentionMatch(qkv, biasAdd, reshape, permute, q, k, v, scale, s, kT, scores, softmax, mix, back, merge, heads.Value, bias);
+    }
+
+    private static bool TryFuse(GraphProto graph, NodeProto permute)
+    {
+        if (Match(graph, permute) is not { } m) return false;
+        var (qkv, biasAdd, reshape, q, k, v, scale, s, kT, scores, softmax, mix, back, merge, heads, bias) =
+            (m.Qkv, m.BiasAdd, m.Reshape, m.Q, m.K, m.V, m.Scale, m.ScaleValue, m.KT, m.Scores, m.Softmax, m.Mix, m.Back, m.Merge, m.Heads, m.Bias);
         var attention = new NodeProto
         {
             OpType = "Attention",
@@ -138,7 +150,7 @@ public static class AttentionFusion
         };
         attention.Input.AddRange([qkv.Input[0], qkv.Input[1], bias]);
         attention.Output.Add(merge.Output[0]);
-        attention.Attribute.Add(OnnxProto.IntAttr("num_heads", heads.Value));
+        attention.Attribute.Add(OnnxProto.IntAttr("num_heads", heads));
         attention.Attribute.Add(OnnxProto.FloatAttr("scale", s));
 
         var replaced = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance) { qkv, biasAdd, reshape, permute, q, k, v, scale, kT, scores, softmax, mix, back, merge };
@@ -147,6 +159,11 @@ public static class AttentionFusion
         foreach (var n in replaced) graph.Node.Remove(n);
         return true;
     }
+
+    /// <summary>The nodes of one matched attention block, input to output.</summary>
+    internal sealed record AttentionMatch(
+        NodeProto Qkv, NodeProto BiasAdd, NodeProto Reshape, NodeProto Permute, NodeProto Q, NodeProto K, NodeProto V, NodeProto Scale,
+        float ScaleValue, NodeProto KT, NodeProto Scores, NodeProto Softmax, NodeProto Mix, NodeProto Back, NodeProto Merge, long Heads, string Bias);
 
     /// <summary>H from the qkv reshape's target shape <c>[N, L, 3, H, dh]</c>: a constant, or a Concat of five pieces whose fourth is constant.</summary>
     private static long? HeadsOf(string shape, Dictionary<string, NodeProto> producers, Func<string, long[]?> ints, long hidden)

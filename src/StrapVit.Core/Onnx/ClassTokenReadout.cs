@@ -84,10 +84,16 @@ public static class ClassTokenReadout
             && ConstantRank(n.Input[1]) == 0 && Ints(n.Input[1]) is [0]);
         if (readout is null) return false;
 
+        // Standard-op attention blocks, by the Reshape that merges their heads.
+        var standard = graph.Node.Where(n => n.OpType == "Transpose" && OnnxProto.Ints(n, "perm") is [2, 0, 3, 1, 4])
+            .Select(n => AttentionFusion.Match(graph, n)).OfType<AttentionFusion.AttentionMatch>()
+            .ToDictionary(m => m.Merge, m => m, (IEqualityComparer<NodeProto>)ReferenceEqualityComparer.Instance);
+
         // Which tensors only ever need their class-token row: walk back from the readout.
         var narrow = new HashSet<string>(StringComparer.Ordinal);
         var region = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
         var attention = (NodeProto?)null;
+        var standardAttention = (AttentionFusion.AttentionMatch?)null;
         var frontier = new Queue<string>([readout.Input[0]]);
         while (frontier.Count > 0)
         {
@@ -104,6 +110,16 @@ public static class ClassTokenReadout
                 continue;
             }
 
+            if (standard.TryGetValue(node, out var match))
+            {
+                // The heads' merge of a standard-op attention: its class-token row needs only the class token's query.
+                if (attention is not null || standardAttention is not null) return false;
+                standardAttention = match;
+                narrow.Add(t);
+                region.Add(node);
+                continue;
+            }
+
             if (!OnnxProto.IsDefaultDomain(node.Domain) || !TokenWise(node, IsConstant, ConstantRank, t => initializers.GetValueOrDefault(Source(t)))) continue;
             narrow.Add(t);
             region.Add(node);
@@ -111,13 +127,14 @@ public static class ClassTokenReadout
         }
 
         // Worth it when the region holds matrix products (a projection, an MLP) or the attention.
-        if (attention is null && !region.Any(n => n.OpType == "MatMul")) return false;
+        if (attention is null && standardAttention is null && !region.Any(n => n.OpType == "MatMul")) return false;
 
         // The pass sees no shapes, so it only takes a class-token row from tensors that ops making token tensors
         // produce (the residual stream, a projection, a norm, the attention's merge): a computed [1, D] or [T, D]
         // operand (a Cast, an Expand) would be indexed on the wrong axis. RowsAreTokenRows checks ranks where they
         // are known.
-        var rows = region.SelectMany(n => n.Input).Where(i => !IsConstant(i) && !narrow.Contains(i)).Distinct(StringComparer.Ordinal);
+        var rows = region.Where(n => n != attention && n != standardAttention?.Merge)
+            .SelectMany(n => n.Input).Where(i => !IsConstant(i) && !narrow.Contains(i)).Distinct(StringComparer.Ordinal);
         if (rows.Any(t => outputs.Contains(t) || (producers.TryGetValue(t, out var p) && !TokenProducers.Contains(p.OpType) && !AttentionFusion.IsFused(p))))
         {
             return false;
@@ -151,9 +168,10 @@ public static class ClassTokenReadout
         string Narrowed(string t) => IsConstant(t) ? t : narrow.Contains(t) ? t + "_strapvit_cls" : Row(t);
 
         if (attention is not null) NarrowAttention(attention, weights!, w!, b!, prefix, added, newInitializers);
+        if (standardAttention is not null) NarrowStandardAttention(standardAttention, prefix, added, newInitializers);
 
         // The rest of the region, in graph order, on class-token rows.
-        foreach (var node in graph.Node.Where(n => region.Contains(n) && n != attention))
+        foreach (var node in graph.Node.Where(n => region.Contains(n) && n != attention && n != standardAttention?.Merge))
         {
             var copy = node.Clone();
             copy.Name = node.Name + "_strapvit_cls";
@@ -201,6 +219,24 @@ public static class ClassTokenReadout
         added.Add(mha);
         var axes = Constant(prefix + "_axes", [1], [1], newInitializers);
         added.Add(Node("Squeeze", [$"{prefix}_attended", axes], [attention.Output[0] + "_strapvit_cls"], $"{prefix}_squeeze"));
+    }
+
+    /// <summary>
+    /// A standard-op attention for the class-token query only, in standard ops (the gradient builder differentiates
+    /// them): the query's row 0 of every head, scaled, against all keys, softmax, mixed with all values, heads merged
+    /// into <c>[N, D]</c>. Keys, values and the packed projection stay as they were.
+    /// </summary>
+    private static void NarrowStandardAttention(AttentionFusion.AttentionMatch m, string prefix, List<NodeProto> added, List<TensorProto> newInitializers)
+    {
+        var first = Constant(prefix + "_query_row", [1], [0], newInitializers);
+        var scaleInput = m.Scale.Input[0] == m.Q.Output[0] ? m.Scale.Input[1] : m.Scale.Input[0];
+        var mergeShape = Constant(prefix + "_merged", [2], [0, -1], newInitializers);
+        added.Add(Node("Gather", [m.Q.Output[0], first], [$"{prefix}_q0"], $"{prefix}_q0", OnnxProto.IntAttr("axis", 2)));
+        added.Add(Node("Mul", [$"{prefix}_q0", scaleInput], [$"{prefix}_q0s"], $"{prefix}_q0s"));
+        added.Add(Node("MatMul", [$"{prefix}_q0s", m.KT.Output[0]], [$"{prefix}_scores"], $"{prefix}_scores"));
+        added.Add(Node("Softmax", [$"{prefix}_scores"], [$"{prefix}_weights"], $"{prefix}_softmax", OnnxProto.IntAttr("axis", -1)));
+        added.Add(Node("MatMul", [$"{prefix}_weights", m.V.Output[0]], [$"{prefix}_mixed"], $"{prefix}_mix"));
+        added.Add(Node("Reshape", [$"{prefix}_mixed", mergeShape], [m.Merge.Output[0] + "_strapvit_cls"], $"{prefix}_merge"));
     }
 
     /// <summary>An op that maps each token's row to the same row of its output.</summary>

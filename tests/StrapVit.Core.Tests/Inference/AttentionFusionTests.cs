@@ -152,6 +152,11 @@ public sealed class AttentionFusionTests
 
         Assert.Contains(gradient.Graph.Node, n => n.Name.EndsWith("_strapvit_cls", StringComparison.Ordinal));
         Assert.DoesNotContain(forward.Graph.Node, n => n.Name.EndsWith("_strapvit_cls", StringComparison.Ordinal));
+        // The last attention runs for the class token's query only (standard ops: the builder differentiates them),
+        // so five softmaxes of [N, H, T, T] and one of [N, H, 1, T] remain in the forward part.
+        Assert.Single(gradient.Graph.Node, n => n.OpType == "Gather" && n.Name.EndsWith("_q0", StringComparison.Ordinal) && OnnxAxis(n) == 2);
+        Assert.Equal(5, gradient.Graph.Node.Count(n => n.OpType == "Softmax" && n.Name.StartsWith("/blocks.", StringComparison.Ordinal)));
+        Assert.Single(gradient.Graph.Node, n => n.OpType == "Softmax" && n.Name.StartsWith("strapvit_cls_", StringComparison.Ordinal));
     }
 
     [Theory]
@@ -203,6 +208,8 @@ public sealed class AttentionFusionTests
 
         Assert.Equal(expected == -1 ? Environment.ProcessorCount : expected, chosen);
     }
+
+    private static long OnnxAxis(global::Onnx.NodeProto n) => n.Attribute.Single(a => a.Name == "axis").I;
 
     /// <summary>The default model's forward graph (fused or not) with <c>Add(final norm, op(c))</c> spliced in before the readout; c is [1, D].</summary>
     private static global::Onnx.ModelProto WithRankTwoOperand(string op, bool fuse = true)
