@@ -70,11 +70,15 @@ public static class BenchModels
                 ShareWeights = Environment.GetEnvironmentVariable("STRAPVIT_SHARE_WEIGHTS") != "0",
                 FuseAttention = Environment.GetEnvironmentVariable("STRAPVIT_FUSE_ATTENTION") != "0",
                 AllowSpinning = Environment.GetEnvironmentVariable("STRAPVIT_ALLOW_SPINNING") == "1",
-                ViewParallelism = int.TryParse(Environment.GetEnvironmentVariable("STRAPVIT_VIEW_PARALLELISM"), System.Globalization.CultureInfo.InvariantCulture, out var p) ? p : 0,
+                ViewParallelism = EnvInt("STRAPVIT_VIEW_PARALLELISM", 0),
             },
             CacheDirectory = CacheDir,
             TokenSplit = tokenSplit,
         });
+
+    /// <summary>An integer from the environment variable <paramref name="name"/>, or <paramref name="fallback"/>.</summary>
+    internal static int EnvInt(string name, int fallback) =>
+        int.TryParse(Environment.GetEnvironmentVariable(name), System.Globalization.CultureInfo.InvariantCulture, out var v) ? v : fallback;
 
     private static string FindRoot()
     {

@@ -24,7 +24,7 @@ public static class CertifyTiming
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var dir in BenchModels.Available().Select(c => c.PackageDir).Distinct())
         {
-            using var runtime = BenchModels.Runtime(dir, threads: EnvInt("STRAPVIT_BENCH_THREADS", 0), tokenSplit: true);
+            using var runtime = BenchModels.Runtime(dir, threads: BenchModels.EnvInt("STRAPVIT_BENCH_THREADS", 0), tokenSplit: true);
             var package = runtime.Package;
             var input = package.Manifest.Input;
             var side = patch > 0 ? patch : (int)Math.Round(Math.Sqrt(0.02 * input.Height * input.Width));
@@ -33,7 +33,7 @@ public static class CertifyTiming
             var pixels = Images(package, count);
             foreach (var stride in strides)
             {
-                var options = new CertifyOptions { PatchSize = side, MaskStride = stride, MaxPatchSize = Math.Max(side, 16), MaxForwards = int.MaxValue, BatchSize = EnvInt("STRAPVIT_CERTIFY_BATCH", 256) };
+                var options = new CertifyOptions { PatchSize = side, MaskStride = stride, MaxPatchSize = Math.Max(side, 16), MaxForwards = int.MaxValue, BatchSize = BenchModels.EnvInt("STRAPVIT_CERTIFY_BATCH", 256) };
                 using var setup = CertifyLoader.Create(package, runtime.Sessions, options, null, tokens: own);
                 var certifier = setup.Certifier ?? new PatchCertifier(
                     new MaskedTokenClassifier(own, Enumerable.Range(0, own.TokenCount).Select(_ => new float[own.Dim]).ToArray(), options.BatchSize, MaskingChoice.Replace), options);
@@ -57,9 +57,6 @@ public static class CertifyTiming
             }
         }
     }
-
-    private static int EnvInt(string name, int fallback) =>
-        int.TryParse(Environment.GetEnvironmentVariable(name), System.Globalization.CultureInfo.InvariantCulture, out var v) ? v : fallback;
 
     private static List<float[]> Images(ModelPackage package, int count)
     {

@@ -19,21 +19,17 @@ namespace StrapVit.Benchmarks;
 /// </summary>
 public static class EncoderProfile
 {
-    /// <summary>The token width: the input's last dimension, or the embedding graph's output's when the encoder leaves it open.</summary>
-    private static int Dim(InferenceSession session) => session.InputMetadata.Values.First().Dimensions[^1] is var d and > 0 ? d : s_dim;
-
-    private static int s_dim = 64;
-
     public static void Run(string dir, int batch, int tokens, int runs, int threads)
     {
         var package = ModelPackage.Load(dir);
         var forward = ForwardGraph.LoadNormalized(package);
         var split = TokenGraphSplitter.Split(forward, package.Manifest.Tokens!.Tensor);
+        int dim;
         using (var embed = new InferenceSession(split.Embedding.ToByteArray()))
         {
             var input = package.Manifest.Input;
             using var output = embed.Run([NamedOnnxValue.CreateFromTensor(embed.InputMetadata.Keys.First(), new DenseTensor<float>(new float[input.Size], [1, input.Channels, input.Height, input.Width]))]);
-            s_dim = output[0].AsTensor<float>().Dimensions[^1];
+            dim = output[0].AsTensor<float>().Dimensions[^1];
         }
 
         if (Environment.GetEnvironmentVariable("STRAPVIT_FUSE") == "1")
@@ -42,10 +38,10 @@ public static class EncoderProfile
             Console.WriteLine($"fused {AttentionFusion.Optimize(split.Encoder)} attention blocks; ops now: {string.Join(", ", split.Encoder.Graph.Node.GroupBy(n => n.OpType).Select(g => $"{g.Key} {g.Count()}"))}");
             using var a = new InferenceSession(reference.ToByteArray());
             using var b = new InferenceSession(split.Encoder.ToByteArray());
-            var probe = new float[3 * tokens * s_dim];
+            var probe = new float[3 * tokens * dim];
             var rng = new Random(1);
             for (var i = 0; i < probe.Length; i++) probe[i] = (float)((rng.NextDouble() * 2) - 1);
-            var feed = new[] { NamedOnnxValue.CreateFromTensor(a.InputMetadata.Keys.First(), new DenseTensor<float>(probe, [3, tokens, s_dim])) };
+            var feed = new[] { NamedOnnxValue.CreateFromTensor(a.InputMetadata.Keys.First(), new DenseTensor<float>(probe, [3, tokens, dim])) };
             using var ra = a.Run(feed);
             using var rb = b.Run(feed);
             var x = ra[0].AsTensor<float>().ToArray();
@@ -65,7 +61,6 @@ public static class EncoderProfile
         so.OptimizedModelFilePath = prefix + ".optimized.onnx";
         using (var plain = new InferenceSession(split.Encoder.ToByteArray(), so))
         {
-            var dim = Dim(plain);
             var data = new float[batch * tokens * dim];
             var rng = new Random(0);
             for (var i = 0; i < data.Length; i++) data[i] = (float)((rng.NextDouble() * 2) - 1);
@@ -109,7 +104,6 @@ public static class EncoderProfile
         so.ProfileOutputPathPrefix = prefix;
         using var session = new InferenceSession(split.Encoder.ToByteArray(), so);
         {
-            var dim = Dim(session);
             var input = new[] { NamedOnnxValue.CreateFromTensor(session.InputMetadata.Keys.First(), new DenseTensor<float>(new float[batch * tokens * dim], [batch, tokens, dim])) };
             for (var r = 0; r < runs; r++)
             {

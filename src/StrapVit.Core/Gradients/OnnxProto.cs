@@ -197,6 +197,27 @@ internal static class OnnxProto
         return shape;
     }
 
+    /// <summary>
+    /// Removes the nodes none of whose outputs is read or a graph output, until none is left, then the initializers
+    /// nothing reads: what a rewrite leaves behind (shape arithmetic of a replaced pattern, a replaced tail).
+    /// </summary>
+    public static void RemoveDeadNodes(GraphProto graph)
+    {
+        var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        bool removed;
+        do
+        {
+            var read = graph.Node.SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
+            var dead = graph.Node.Where(n => n.Output.All(o => o.Length == 0 || (!read.Contains(o) && !outputs.Contains(o)))).ToList();
+            foreach (var n in dead) graph.Node.Remove(n);
+            removed = dead.Count > 0;
+        }
+        while (removed);
+
+        var used = graph.Node.SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
+        foreach (var init in graph.Initializer.Where(i => !used.Contains(i.Name)).ToList()) graph.Initializer.Remove(init);
+    }
+
     /// <summary>Renames a tensor everywhere in the top-level graph (nodes, inputs, outputs, value_info, initializers).</summary>
     public static void Rename(GraphProto graph, string from, string to)
     {

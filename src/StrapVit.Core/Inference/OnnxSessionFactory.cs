@@ -22,9 +22,6 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
     /// <summary>A session on a serialized, self-contained model.</summary>
     public OnnxRunner Create(byte[] model, string purpose) => Create(so => new InferenceSession(model, so), purpose, shared: false);
 
-    /// <summary>Whether sessions run on CPU only (no CUDA asked for); see <see cref="InferenceOptions.Device"/>.</summary>
-    public bool CpuOnly => options.Device == InferenceDevice.Cpu;
-
     /// <summary>The configured inference options.</summary>
     public InferenceOptions Options => options;
 
@@ -43,15 +40,14 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
     public OnnxRunner Create(ModelProto model, string purpose, bool gradient = false, int? intraOpThreads = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        if (weights is null) return Create(so => new InferenceSession(model.ToByteArray(), so), purpose, shared: false, intraOpThreads);
-        var names = weights.Detach(model);
-        if (names.Count == 0) return Create(so => new InferenceSession(model.ToByteArray(), so), purpose, shared: false, intraOpThreads);
+        var names = weights?.Detach(model) ?? [];
         var bytes = model.ToByteArray();
+        if (names.Count == 0) return Create(so => new InferenceSession(bytes, so), purpose, shared: false, intraOpThreads);
         return Create(so =>
         {
             so.AddSessionConfigEntry("session.disable_prepacking", "1");
             if (gradient) so.AddSessionConfigEntry("optimization.disable_specified_optimizers", "ConstantFolding");
-            weights.AddTo(so, names);
+            weights!.AddTo(so, names);
             return new InferenceSession(bytes, so);
         }, purpose, shared: true, intraOpThreads);
     }

@@ -110,15 +110,6 @@ public sealed class TokenSpaceModel : IDisposable
     /// <summary>Concurrent single-threaded runs that masked views are split over (<see cref="InferenceOptions.ViewParallelism"/>); 1 on CUDA.</summary>
     public int ViewParallelism { get; }
 
-    /// <summary>Fewest views worth a run of their own on the single-threaded encoder.</summary>
-    private const int MinViewsPerRun = 8;
-
-    /// <summary>
-    /// Most views per single-threaded run. A small encoder runs fastest per view at a few dozen views a run (its
-    /// activations stay in cache): fashion-vit-tiny costs about 340 µs a view at 32-64 and 420 at 128 or more.
-    /// </summary>
-    private const int MaxViewsPerRun = 32;
-
     public int GridCols { get; }
 
     /// <summary>Tokens <c>[N, T, D]</c> of <paramref name="batch"/> images in [0, 1] pixel space.</summary>
@@ -244,6 +235,15 @@ public sealed class TokenSpaceModel : IDisposable
 
         return logits;
     }
+
+    /// <summary>Fewest views worth a run of their own on the single-threaded encoder.</summary>
+    private const int MinViewsPerRun = 8;
+
+    /// <summary>
+    /// Most views per single-threaded run. A small encoder runs fastest per view at a few dozen views a run (its
+    /// activations stay in cache): fashion-vit-tiny costs about 340 µs a view at 32-64 and 420 at 128 or more.
+    /// </summary>
+    private const int MaxViewsPerRun = 32;
 
     /// <summary>
     /// Encodes <paramref name="views"/> sequences of <paramref name="length"/> tokens. On CPU they are cut into runs of

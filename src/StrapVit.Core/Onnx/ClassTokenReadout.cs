@@ -47,47 +47,19 @@ public static class ClassTokenReadout
     {
         ArgumentNullException.ThrowIfNull(model);
         var graph = model.Graph;
-        var producers = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
-        var consumers = new Dictionary<string, List<NodeProto>>(StringComparer.Ordinal);
-        foreach (var n in graph.Node)
-        {
-            foreach (var o in n.Output) producers[o] = n;
-            foreach (var i in n.Input)
-            {
-                if (!consumers.TryGetValue(i, out var list)) consumers[i] = list = [];
-                list.Add(n);
-            }
-        }
-
-        var initializers = graph.Initializer.ToDictionary(i => i.Name, StringComparer.Ordinal);
-        var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        // The exporter passes a parameter shared by several nodes through Identity nodes; look through them.
-        string Source(string t)
-        {
-            while (producers.TryGetValue(t, out var p) && p.OpType == "Identity" && OnnxProto.IsDefaultDomain(p.Domain)) t = p.Input[0];
-            return t;
-        }
-
-        bool IsConstant(string t) => t.Length == 0 || initializers.ContainsKey(Source(t)) || (producers.TryGetValue(Source(t), out var p) && p.OpType == "Constant");
-        int? ConstantRank(string t) =>
-            initializers.TryGetValue(Source(t), out var i) ? i.Dims.Count
-            : producers.TryGetValue(Source(t), out var p) && p.OpType == "Constant" && OnnxProto.Attr(p, "value") is { } v ? v.T.Dims.Count : null;
-        long[]? Ints(string t) =>
-            initializers.TryGetValue(Source(t), out var i) ? OnnxProto.ReadInts(i)
-            : producers.TryGetValue(Source(t), out var p) && p.OpType == "Constant" && OnnxProto.Attr(p, "value") is { } v ? OnnxProto.ReadInts(v.T) : null;
-
         // Squeeze takes its axes as an input from opset 13 on (and the gradient builder needs 13 anyway).
         if (model.OpsetImport.FirstOrDefault(o => OnnxProto.IsDefaultDomain(o.Domain)) is not { Version: >= 13 }) return false;
+        var g = new GraphIndex(graph);
+        bool IsConstant(string t) => g.IsConstant(t);
+        int? ConstantRank(string t) => g.Constant(t)?.Dims.Count;
 
         // The readout: Gather(tokens, scalar 0, axis 1) feeding the head.
         var readout = graph.Node.LastOrDefault(n => n.OpType == "Gather" && OnnxProto.IsDefaultDomain(n.Domain) && OnnxProto.Int(n, "axis", 0) == 1
-            && ConstantRank(n.Input[1]) == 0 && Ints(n.Input[1]) is [0]);
+            && ConstantRank(n.Input[1]) == 0 && g.Ints(n.Input[1]) is [0]);
         if (readout is null) return false;
 
         // Standard-op attention blocks, by the Reshape that merges their heads.
-        var standard = graph.Node.Where(n => n.OpType == "Transpose" && OnnxProto.Ints(n, "perm") is [2, 0, 3, 1, 4])
-            .Select(n => AttentionFusion.Match(graph, n)).OfType<AttentionFusion.AttentionMatch>()
-            .ToDictionary(m => m.Merge, m => m, (IEqualityComparer<NodeProto>)ReferenceEqualityComparer.Instance);
+        var standard = AttentionFusion.Matches(graph, g).ToDictionary(m => m.Merge, m => m, (IEqualityComparer<NodeProto>)ReferenceEqualityComparer.Instance);
 
         // Which tensors only ever need their class-token row: walk back from the readout.
         var narrow = new HashSet<string>(StringComparer.Ordinal);
@@ -98,9 +70,9 @@ public static class ClassTokenReadout
         while (frontier.Count > 0)
         {
             var t = frontier.Dequeue();
-            if (narrow.Contains(t) || outputs.Contains(t) || !producers.TryGetValue(t, out var node)) continue;
+            if (narrow.Contains(t) || g.Outputs.Contains(t) || g.Producer(t) is not { } node) continue;
             // Every reader must be the readout or a node already in the region.
-            if (!consumers[t].All(c => c == readout || region.Contains(c))) continue;
+            if (!g.Readers(t).All(c => c == readout || region.Contains(c))) continue;
             if (AttentionFusion.IsFused(node))
             {
                 if (attention is not null) return false;
@@ -120,7 +92,7 @@ public static class ClassTokenReadout
                 continue;
             }
 
-            if (!OnnxProto.IsDefaultDomain(node.Domain) || !TokenWise(node, IsConstant, ConstantRank, t => initializers.GetValueOrDefault(Source(t)))) continue;
+            if (!OnnxProto.IsDefaultDomain(node.Domain) || !TokenWise(node, IsConstant, ConstantRank, t => g.Initializers.GetValueOrDefault(g.Source(t)))) continue;
             narrow.Add(t);
             region.Add(node);
             foreach (var i in node.Input.Where(i => !IsConstant(i))) frontier.Enqueue(i);
@@ -135,14 +107,14 @@ public static class ClassTokenReadout
         // are known.
         var rows = region.Where(n => n != attention && n != standardAttention?.Merge)
             .SelectMany(n => n.Input).Where(i => !IsConstant(i) && !narrow.Contains(i)).Distinct(StringComparer.Ordinal);
-        if (rows.Any(t => outputs.Contains(t) || (producers.TryGetValue(t, out var p) && !TokenProducers.Contains(p.OpType) && !AttentionFusion.IsFused(p))))
+        if (rows.Any(t => g.Outputs.Contains(t) || (g.Producer(t) is { } p && !TokenProducers.Contains(p.OpType) && !AttentionFusion.IsFused(p))))
         {
             return false;
         }
         TensorProto? weights = null, bias = null;
         float[]? w = null, b = null;
         if (attention is not null && (attention.Input.Count != 3 || attention.Output.Count != 1
-            || !initializers.TryGetValue(attention.Input[1], out weights) || !initializers.TryGetValue(attention.Input[2], out bias)
+            || !g.Initializers.TryGetValue(attention.Input[1], out weights) || !g.Initializers.TryGetValue(attention.Input[2], out bias)
             || weights.Dims.Count != 2 || weights.Dims[1] % 3 != 0 || bias.Dims.Count != 1 || bias.Dims[0] != weights.Dims[1]
             || (w = OnnxProto.ReadFloats(weights)) is null || w.Length != weights.Dims[0] * weights.Dims[1]
             || (b = OnnxProto.ReadFloats(bias)) is null || b.Length != bias.Dims[0]))
@@ -161,7 +133,7 @@ public static class ClassTokenReadout
             // The class-token row [N, D] of a full tensor [N, T, D] read by the region.
             if (gathered.TryGetValue(t, out var name)) return name;
             name = $"{prefix}{RowMarker}{gathered.Count}";
-            added.Add(Node("Gather", [t, zero], [name], name, OnnxProto.IntAttr("axis", 1)));
+            added.Add(ForwardGraph.Node("Gather", [t, zero], [name], name, OnnxProto.IntAttr("axis", 1)));
             return gathered[t] = name;
         }
 
@@ -180,13 +152,13 @@ public static class ClassTokenReadout
             added.Add(copy);
         }
 
-        var final = Node("Identity", [Narrowed(readout.Input[0])], [readout.Output[0]], readout.Name + "_strapvit_cls");
+        var final = ForwardGraph.Node("Identity", [Narrowed(readout.Input[0])], [readout.Output[0]], readout.Name + "_strapvit_cls");
         added.Add(final);
         var at = graph.Node.IndexOf(readout);
         graph.Node.Remove(readout);
         for (var i = 0; i < added.Count; i++) graph.Node.Insert(at + i, added[i]);
         graph.Initializer.AddRange(newInitializers);
-        RemoveDeadNodes(graph);
+        OnnxProto.RemoveDeadNodes(graph);
         return true;
     }
 
@@ -208,17 +180,17 @@ public static class ClassTokenReadout
             return $"{prefix}_w{part}";
         }).ToArray();
         newInitializers.Add(OnnxProto.FloatTensor($"{prefix}_bias", [3L * hidden], b));
-        added.Add(Node("Gather", [attentionIn, firstOnly], [$"{prefix}_query_in"], $"{prefix}_query_in", OnnxProto.IntAttr("axis", 1)));
-        added.Add(Node("MatMul", [$"{prefix}_query_in", weightNames[0]], [$"{prefix}_q"], $"{prefix}_q"));
-        added.Add(Node("MatMul", [attentionIn, weightNames[1]], [$"{prefix}_k"], $"{prefix}_k"));
-        added.Add(Node("MatMul", [attentionIn, weightNames[2]], [$"{prefix}_v"], $"{prefix}_v"));
-        var mha = Node("MultiHeadAttention", [$"{prefix}_q", $"{prefix}_k", $"{prefix}_v", $"{prefix}_bias"], [$"{prefix}_attended"], $"{prefix}_attention",
+        added.Add(ForwardGraph.Node("Gather", [attentionIn, firstOnly], [$"{prefix}_query_in"], $"{prefix}_query_in", OnnxProto.IntAttr("axis", 1)));
+        added.Add(ForwardGraph.Node("MatMul", [$"{prefix}_query_in", weightNames[0]], [$"{prefix}_q"], $"{prefix}_q"));
+        added.Add(ForwardGraph.Node("MatMul", [attentionIn, weightNames[1]], [$"{prefix}_k"], $"{prefix}_k"));
+        added.Add(ForwardGraph.Node("MatMul", [attentionIn, weightNames[2]], [$"{prefix}_v"], $"{prefix}_v"));
+        var mha = ForwardGraph.Node("MultiHeadAttention", [$"{prefix}_q", $"{prefix}_k", $"{prefix}_v", $"{prefix}_bias"], [$"{prefix}_attended"], $"{prefix}_attention",
             OnnxProto.IntAttr("num_heads", OnnxProto.Int(attention, "num_heads", 0)));
         if (OnnxProto.Attr(attention, "scale") is { } scale) mha.Attribute.Add(scale.Clone());
         mha.Domain = AttentionFusion.MicrosoftDomain;
         added.Add(mha);
         var axes = Constant(prefix + "_axes", [1], [1], newInitializers);
-        added.Add(Node("Squeeze", [$"{prefix}_attended", axes], [attention.Output[0] + "_strapvit_cls"], $"{prefix}_squeeze"));
+        added.Add(ForwardGraph.Node("Squeeze", [$"{prefix}_attended", axes], [attention.Output[0] + "_strapvit_cls"], $"{prefix}_squeeze"));
     }
 
     /// <summary>
@@ -229,14 +201,13 @@ public static class ClassTokenReadout
     private static void NarrowStandardAttention(AttentionFusion.AttentionMatch m, string prefix, List<NodeProto> added, List<TensorProto> newInitializers)
     {
         var first = Constant(prefix + "_query_row", [1], [0], newInitializers);
-        var scaleInput = m.Scale.Input[0] == m.Q.Output[0] ? m.Scale.Input[1] : m.Scale.Input[0];
         var mergeShape = Constant(prefix + "_merged", [2], [0, -1], newInitializers);
-        added.Add(Node("Gather", [m.Q.Output[0], first], [$"{prefix}_q0"], $"{prefix}_q0", OnnxProto.IntAttr("axis", 2)));
-        added.Add(Node("Mul", [$"{prefix}_q0", scaleInput], [$"{prefix}_q0s"], $"{prefix}_q0s"));
-        added.Add(Node("MatMul", [$"{prefix}_q0s", m.KT.Output[0]], [$"{prefix}_scores"], $"{prefix}_scores"));
-        added.Add(Node("Softmax", [$"{prefix}_scores"], [$"{prefix}_weights"], $"{prefix}_softmax", OnnxProto.IntAttr("axis", -1)));
-        added.Add(Node("MatMul", [$"{prefix}_weights", m.V.Output[0]], [$"{prefix}_mixed"], $"{prefix}_mix"));
-        added.Add(Node("Reshape", [$"{prefix}_mixed", mergeShape], [m.Merge.Output[0] + "_strapvit_cls"], $"{prefix}_merge"));
+        added.Add(ForwardGraph.Node("Gather", [m.Q.Output[0], first], [$"{prefix}_q0"], $"{prefix}_q0", OnnxProto.IntAttr("axis", 2)));
+        added.Add(ForwardGraph.Node("Mul", [$"{prefix}_q0", m.ScaleInput], [$"{prefix}_q0s"], $"{prefix}_q0s"));
+        added.Add(ForwardGraph.Node("MatMul", [$"{prefix}_q0s", m.KT.Output[0]], [$"{prefix}_scores"], $"{prefix}_scores"));
+        added.Add(ForwardGraph.Node("Softmax", [$"{prefix}_scores"], [$"{prefix}_weights"], $"{prefix}_softmax", OnnxProto.IntAttr("axis", -1)));
+        added.Add(ForwardGraph.Node("MatMul", [$"{prefix}_weights", m.V.Output[0]], [$"{prefix}_mixed"], $"{prefix}_mix"));
+        added.Add(ForwardGraph.Node("Reshape", [$"{prefix}_mixed", mergeShape], [m.Merge.Output[0] + "_strapvit_cls"], $"{prefix}_merge"));
     }
 
     /// <summary>An op that maps each token's row to the same row of its output.</summary>
@@ -256,31 +227,5 @@ public static class ClassTokenReadout
     {
         into.Add(OnnxProto.Int64Tensor(name, dims, values));
         return name;
-    }
-
-    private static NodeProto Node(string op, string[] inputs, string[] outputs, string name, params AttributeProto[] attributes)
-    {
-        var node = new NodeProto { OpType = op, Name = name };
-        node.Input.AddRange(inputs);
-        node.Output.AddRange(outputs);
-        node.Attribute.AddRange(attributes);
-        return node;
-    }
-
-    private static void RemoveDeadNodes(GraphProto graph)
-    {
-        var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        bool removed;
-        do
-        {
-            var read = graph.Node.SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
-            var dead = graph.Node.Where(n => n.Output.All(o => o.Length == 0 || (!read.Contains(o) && !outputs.Contains(o)))).ToList();
-            foreach (var n in dead) graph.Node.Remove(n);
-            removed = dead.Count > 0;
-        }
-        while (removed);
-
-        var used = graph.Node.SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
-        foreach (var init in graph.Initializer.Where(i => !used.Contains(i.Name)).ToList()) graph.Initializer.Remove(init);
     }
 }

@@ -147,11 +147,12 @@ public static class ForwardGraph
         }
     }
 
-    internal static NodeProto Node(string op, string[] inputs, string[] outputs, string name)
+    internal static NodeProto Node(string op, string[] inputs, string[] outputs, string name, params AttributeProto[] attributes)
     {
         var node = new NodeProto { OpType = op, Name = name };
         node.Input.AddRange(inputs);
         node.Output.AddRange(outputs);
+        node.Attribute.AddRange(attributes);
         return node;
     }
 
