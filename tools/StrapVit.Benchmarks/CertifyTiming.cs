@@ -14,14 +14,19 @@ namespace StrapVit.Benchmarks;
 /// about 2% of the image area. A package whose encoder takes no shorter sequence and that has no calibration is
 /// timed with zero tokens as the replacement: the cost is the same as with the clean mean tokens, the answers are not.
 /// <c>STRAPVIT_BENCH_THREADS</c> sets the sessions' intra-op threads (default 0, ONNX Runtime's choice) and
-/// <c>STRAPVIT_CERTIFY_BATCH</c> the views per chunk (Certify:BatchSize, default 256).
+/// <c>STRAPVIT_CERTIFY_BATCH</c> the views per chunk (Certify:BatchSize, default 256). <c>STRAPVIT_CERTIFY_BORDERS</c>
+/// lists the border strides to time with each stride, as <c>rows x cols</c> (default <c>0x2</c>, the service's;
+/// <c>0x0</c> is PatchCleanser's uniform set), e.g. <c>0x2,0x0</c>. <c>STRAPVIT_CERTIFY_IMAGE</c> names one image file to
+/// certify <c>images</c> times instead (decoded as the service decodes a request).
 /// </summary>
 public static class CertifyTiming
 {
     public static void Run(int images, int patch, int[] strides)
     {
-        Console.WriteLine("| model | patch | stride | masks | forwards/image | wall ms/image (mean) | wall ms/image (median) | CPU ms/image |");
-        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|");
+        var borders = (Environment.GetEnvironmentVariable("STRAPVIT_CERTIFY_BORDERS") ?? "0x2").Split(',', StringSplitOptions.RemoveEmptyEntries)
+            .Select(b => b.Split('x')).Select(p => (Rows: int.Parse(p[0], CultureInfo.InvariantCulture), Cols: int.Parse(p[1], CultureInfo.InvariantCulture))).ToArray();
+        Console.WriteLine("| model | patch | stride | border strides | masks | forwards/image | wall ms/image (mean) | wall ms/image (median) | CPU ms/image |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var dir in BenchModels.Available().Select(c => c.PackageDir).Distinct())
         {
             using var runtime = BenchModels.Runtime(dir, threads: BenchModels.EnvInt("STRAPVIT_BENCH_THREADS", 0), tokenSplit: true);
@@ -31,9 +36,9 @@ public static class CertifyTiming
             var own = runtime.TokenModel ?? throw new InvalidOperationException($"{package.Manifest.Name} has no tokens tensor.");
             var count = package.Manifest.Name == "vit-b16" ? Math.Min(images, 2) : images;
             var pixels = Images(package, count);
-            foreach (var stride in strides)
+            foreach (var (stride, border) in strides.SelectMany(s => borders.Select(b => (s, b))))
             {
-                var options = new CertifyOptions { PatchSize = side, MaskStride = stride, MaxPatchSize = Math.Max(side, 16), MaxForwards = int.MaxValue, BatchSize = BenchModels.EnvInt("STRAPVIT_CERTIFY_BATCH", 256) };
+                var options = new CertifyOptions { PatchSize = side, MaskStride = stride, RowBorderStride = border.Rows, ColBorderStride = border.Cols, MaxPatchSize = Math.Max(side, 16), MaxForwards = int.MaxValue, BatchSize = BenchModels.EnvInt("STRAPVIT_CERTIFY_BATCH", 256) };
                 using var setup = CertifyLoader.Create(package, runtime.Sessions, options, null, tokens: own);
                 var certifier = setup.Certifier ?? new PatchCertifier(
                     new MaskedTokenClassifier(own, Enumerable.Range(0, own.TokenCount).Select(_ => new float[own.Dim]).ToArray(), options.BatchSize, MaskingChoice.Replace), options);
@@ -53,7 +58,7 @@ public static class CertifyTiming
                 var cpuMs = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalMilliseconds / pixels.Count;
                 wall.Sort();
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"| {package.Manifest.Name} ({certifier.Classifier.MethodName}) | {side} | {stride} | {certifier.MasksFor(side).Count} | {forwards / (double)pixels.Count:F0} | {wall.Average():F1} | {wall[wall.Count / 2]:F1} | {cpuMs:F1} |"));
+                    $"| {package.Manifest.Name} ({certifier.Classifier.MethodName}) | {side} | {stride} | {border.Rows}x{border.Cols} | {certifier.MasksFor(side).Count} | {forwards / (double)pixels.Count:F0} | {wall.Average():F1} | {wall[wall.Count / 2]:F1} | {cpuMs:F1} |"));
             }
         }
     }
@@ -61,6 +66,13 @@ public static class CertifyTiming
     private static List<float[]> Images(ModelPackage package, int count)
     {
         var input = package.Manifest.Input;
+        if (Environment.GetEnvironmentVariable("STRAPVIT_CERTIFY_IMAGE") is { Length: > 0 } file)
+        {
+            // One image file, decoded as the service decodes a request, certified count times.
+            var image = new StrapVit.Core.Imaging.ImageDecoder(new StrapVit.Core.Imaging.ImageLimits()).Decode(File.ReadAllBytes(file), input.Channels, input.Height, input.Width);
+            return Enumerable.Range(0, count).Select(_ => image.Data.ToArray()).ToList();
+        }
+
         var test = Path.Combine(BenchModels.RepoRoot, "samples", "fashion-mnist", "test-1000-images-idx3-ubyte.gz");
         if (input is { Channels: 1, Height: 28, Width: 28 })
         {

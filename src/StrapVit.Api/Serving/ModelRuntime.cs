@@ -217,7 +217,7 @@ public sealed partial class ModelRuntime(
         if (runtime.Certify?.Certifier is { } certifier)
         {
             var masks = certifier.MasksFor(certifyOptions.Value.PatchSize);
-            LogCertifyReady(logger, certifier.Classifier.MethodName, masks.PatchSize, masks.Count, masks.WindowRows, masks.WindowCols, certifier.Field.Rows.Size);
+            LogCertifyReady(logger, certifier.Classifier.MethodName, masks.PatchSize, masks.Count, masks.WindowRows, masks.WindowCols, masks.LargestRows, masks.LargestCols, certifier.Field.Rows.Size);
         }
         else if (runtime.Certify?.UnavailableReason is { } certifyReason)
         {
@@ -235,8 +235,8 @@ public sealed partial class ModelRuntime(
     private static partial void LogDefenseReady(ILogger logger, string variant, int minTokens, int images);
 
     [LoggerMessage(Level = LogLevel.Information,
-        Message = "Certified mode ready: masking by {Method}; default {PatchSize}-pixel patches, {Masks} masks of {Rows}x{Cols} tokens; token receptive field {Field} pixels")]
-    private static partial void LogCertifyReady(ILogger logger, string method, int patchSize, int masks, int rows, int cols, int field);
+        Message = "Certified mode ready: masking by {Method}; default {PatchSize}-pixel patches, {Masks} masks of {Rows}x{Cols} tokens (largest {LargestRows}x{LargestCols}); token receptive field {Field} pixels")]
+    private static partial void LogCertifyReady(ILogger logger, string method, int patchSize, int masks, int rows, int cols, int largestRows, int largestCols, int field);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Certified mode unavailable: {Reason}")]
     private static partial void LogCertifyUnavailable(ILogger logger, string reason);

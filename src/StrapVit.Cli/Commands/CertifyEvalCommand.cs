@@ -27,6 +27,8 @@ internal sealed class CertifyEvalCommand : CliVerb
     private readonly Option<string> split = CliOptions.Choice("--split", "report", "the run's name: report (test-1000) or tune (tune-500, where the stride is chosen)", "report", "tune");
     private readonly ListOption<int> sizes = CliOptions.NumberList("--sizes", [4, 6], 1, 4096, "patch sides (pixels) certified against");
     private readonly ListOption<int> strides = CliOptions.NumberList("--strides", [1], 1, 4096, "mask strides (tokens)");
+    private readonly ListOption<int> rowBorderStrides = CliOptions.NumberList("--row-border-strides", [0], 0, 4096, "strides of the top and bottom row of masks (tokens; 0 or up to the stride: the stride, PatchCleanser's uniform set)");
+    private readonly ListOption<int> colBorderStrides = CliOptions.NumberList("--col-border-strides", [2], 0, 4096, "strides of the leftmost and rightmost column of masks (tokens; up to the stride: the stride; 2: the service default)");
     private readonly Option<int> steps = CliOptions.Number("--steps", 100, 1, 10_000, "signed steps of the soundness attack on the plain model");
     private readonly Option<int> placements = CliOptions.Number("--placements", 2, 1, 100, "random patch places per soundness image");
     private readonly Option<int> soundnessCount = CliOptions.Number("--soundness-count", 100, 0, 100_000, "images of the soundness check");
@@ -42,7 +44,8 @@ internal sealed class CertifyEvalCommand : CliVerb
             Evaluate certified mode: clean/certified accuracy, forwards and ms per image, soundness under patch attacks.
 
             Certifies the first --count --images (labels from the matching *labels-idx1* file) against patches of each
-            --sizes side (pixels) with masks every --strides tokens: clean accuracy in certify mode, certified accuracy,
+            --sizes side (pixels) with masks every --strides tokens (the border rows and columns of masks every
+            --row-border-strides and --col-border-strides, where larger): clean accuracy in certify mode, certified accuracy,
             masked forwards and milliseconds per image (one image at a time, as served). Then, on the first stride, the
             soundness check: the first --soundness-count images certified with their label get per-image patch attacks of that size (--steps
             signed steps, --placements random places) optimised on the plain model and, for the first --adaptive-count,
@@ -55,7 +58,7 @@ internal sealed class CertifyEvalCommand : CliVerb
             """)
     {
         Arguments.Add(modelDir);
-        Option[] options = [images, count, split, sizes, strides, steps, placements, soundnessCount, adaptiveCount, adaptiveSteps, soundness, masking, output, seed];
+        Option[] options = [images, count, split, sizes, strides, rowBorderStrides, colBorderStrides, steps, placements, soundnessCount, adaptiveCount, adaptiveSteps, soundness, masking, output, seed];
         foreach (var option in options) Options.Add(option);
     }
 
@@ -69,6 +72,8 @@ internal sealed class CertifyEvalCommand : CliVerb
         {
             PatchSizes = parseResult.GetList(sizes),
             Strides = parseResult.GetList(strides),
+            RowBorderStrides = parseResult.GetList(rowBorderStrides),
+            ColBorderStrides = parseResult.GetList(colBorderStrides),
             Seed = parseResult.GetValue(seed),
             AttackSteps = parseResult.GetValue(steps),
             Placements = parseResult.GetValue(placements),
@@ -87,7 +92,7 @@ internal sealed class CertifyEvalCommand : CliVerb
         var package = ModelPackage.Load(parseResult.GetRequiredValue(modelDir));
         var set = CliData.Load(imagesPath, package, count);
 
-        var options = new CertifyOptions { PatchSize = settings.PatchSizes[0], MaskStride = settings.Strides[0], MaxPatchSize = settings.PatchSizes.Max(), MaxForwards = int.MaxValue, Masking = masking };
+        var options = new CertifyOptions { PatchSize = settings.PatchSizes[0], MaskStride = settings.Strides[0], RowBorderStride = settings.RowBorderStrides[0], ColBorderStride = settings.ColBorderStrides[0], MaxPatchSize = settings.PatchSizes.Max(), MaxForwards = int.MaxValue, Masking = masking };
         using var runtime = CliRuntime.Load(package, new ModelRuntimeOptions { Inference = new InferenceOptions { Device = InferenceDevice.Cpu }, Certify = options }, gradients: true);
         var certifier = runtime.Certify?.Certifier ?? throw new ModelPackageException($"certified mode is unavailable: {runtime.Certify?.UnavailableReason}");
         var classifier = runtime.Classifier;
@@ -117,13 +122,13 @@ internal sealed class CertifyEvalCommand : CliVerb
         sb.AppendLine();
         sb.AppendLine(CultureInfo.InvariantCulture, $"Plain model: {report.PlainAccuracy:P1} clean, {report.PlainMsPerImage:F2} ms/image (batch 1, CPU).");
         sb.AppendLine();
-        sb.AppendLine("| patch | area | stride | masks | mask (tokens) | clean (certify mode) | certified | certified (any label) | forwards/image | ms/image | cases |");
-        sb.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|");
+        sb.AppendLine("| patch | area | stride | border strides (rows x cols) | masks | mask (tokens; largest) | clean (certify mode) | certified | certified (any label) | forwards/image | ms/image (mean / median / certified images) | cases |");
+        sb.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var r in report.Rows)
         {
             var cases = string.Join(", ", r.Cases.OrderBy(c => c.Key, StringComparer.Ordinal).Select(c => $"{c.Key} {c.Value}"));
             sb.AppendLine(CultureInfo.InvariantCulture,
-                $"| {r.PatchSize}x{r.PatchSize} | {r.AreaPercent:F1}% | {r.Stride} | {r.Masks} | {r.MaskRows}x{r.MaskCols} | {r.CleanAccuracy:P1} | {r.CertifiedAccuracy:P1} | {r.CertifiedRate:P1} | {r.ForwardsPerImage:F0} | {r.MsPerImage:F1} | {cases} |");
+                $"| {r.PatchSize}x{r.PatchSize} | {r.AreaPercent:F1}% | {r.Stride} | {r.RowBorderStride}x{r.ColBorderStride} | {r.Masks} | {r.MaskRows}x{r.MaskCols}; {r.LargestRows}x{r.LargestCols} | {r.CleanAccuracy:P1} | {r.CertifiedAccuracy:P1} | {r.CertifiedRate:P1} | {r.ForwardsPerImage:F0} | {r.MsPerImage:F1} / {r.MedianMsPerImage:F1} / {r.CertifiedMsPerImage:F1} | {cases} |");
         }
 
         if (report.Soundness.Count > 0)

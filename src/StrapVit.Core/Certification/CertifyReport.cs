@@ -1,12 +1,16 @@
 namespace StrapVit.Core.Certification;
 
 /// <summary>The mask set a certificate was computed with: mask size and stride in tokens, and how many masks.</summary>
-/// <param name="Rows">Mask height in tokens.</param>
-/// <param name="Cols">Mask width in tokens.</param>
+/// <param name="Rows">Mask height in tokens (masks away from the border).</param>
+/// <param name="Cols">Mask width in tokens (masks away from the border).</param>
 /// <param name="Stride">Stride between masks in tokens.</param>
 /// <param name="Count">Number of masks (one-mask views).</param>
 /// <param name="PatchTokens">Most tokens per axis a patch of the certified size reaches through the receptive field.</param>
-public sealed record CertifyMaskInfo(int Rows, int Cols, int Stride, int Count, int PatchTokens);
+/// <param name="RowBorderStride">Stride of the top and bottom row of masks (equal to <paramref name="Stride"/> in PatchCleanser's uniform set).</param>
+/// <param name="ColBorderStride">Stride of the leftmost and rightmost column of masks.</param>
+/// <param name="LargestRows">Height of the tallest mask (a border mask), in tokens.</param>
+/// <param name="LargestCols">Width of the widest mask (a border mask), in tokens.</param>
+public sealed record CertifyMaskInfo(int Rows, int Cols, int Stride, int Count, int PatchTokens, int RowBorderStride, int ColBorderStride, int LargestRows, int LargestCols);
 
 /// <summary>
 /// The <c>defense</c> object of a certified classification.

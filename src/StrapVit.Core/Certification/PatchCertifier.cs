@@ -17,7 +17,7 @@ public sealed record CertifiedClassification(int Label, int[] Votes, CertifyRepo
 /// </summary>
 public sealed class PatchCertifier
 {
-    private readonly ConcurrentDictionary<int, MaskSet> _masks = new();
+    private readonly ConcurrentDictionary<(int Patch, int Stride, int RowBorder, int ColBorder), MaskSet> _masks = new();
 
     public PatchCertifier(MaskedTokenClassifier classifier, CertifyOptions options)
         : this(classifier, options, ReceptiveField.Derive(classifier.Model.EmbeddingGraph, classifier.Model.Manifest.PatchSize))
@@ -39,19 +39,23 @@ public sealed class PatchCertifier
 
     public ReceptiveField Field { get; }
 
-    /// <summary>The mask set for <paramref name="patchSize"/>-pixel patches at the configured stride.</summary>
+    /// <summary>The mask set for <paramref name="patchSize"/>-pixel patches at the configured strides.</summary>
     /// <exception cref="CertificationException">The masks do not fit the grid, or the worst case needs more than MaxForwards forwards.</exception>
-    public MaskSet MasksFor(int patchSize) => MasksFor(patchSize, Options.MaskStride);
+    public MaskSet MasksFor(int patchSize) => MasksFor(patchSize, Options.MaskStride, Options.RowBorderStride, Options.ColBorderStride);
 
     /// <inheritdoc cref="MasksFor(int)"/>
-    public MaskSet MasksFor(int patchSize, int stride)
+    /// <param name="patchSize">Side of the patch in pixels.</param>
+    /// <param name="stride">Stride between masks in tokens.</param>
+    /// <param name="rowBorderStride">Stride of the top and bottom row of masks; 0 for <paramref name="stride"/>.</param>
+    /// <param name="colBorderStride">Stride of the leftmost and rightmost column of masks; 0 for <paramref name="stride"/>.</param>
+    public MaskSet MasksFor(int patchSize, int stride, int rowBorderStride = 0, int colBorderStride = 0)
     {
         if (patchSize < 1 || patchSize > Options.MaxPatchSize)
         {
             throw new CertificationException($"patch must be in [1, {Options.MaxPatchSize}] pixels (Certify:MaxPatchSize); got {patchSize}.");
         }
 
-        var key = (patchSize * 4096) + stride;
+        var key = (patchSize, stride, Math.Max(rowBorderStride, stride), Math.Max(colBorderStride, stride));
         if (_masks.TryGetValue(key, out var cached))
         {
             return cached;
@@ -64,7 +68,16 @@ public sealed class PatchCertifier
             throw new CertificationException($"A {patchSize}-pixel patch does not fit the {input.Height}x{input.Width} input.");
         }
 
-        var masks = MaskSet.Create(Field, input.Height, input.Width, m.GridRows, m.GridCols, patchSize, stride);
+        MaskSet masks;
+        try
+        {
+            masks = MaskSet.Create(Field, input.Height, input.Width, m.GridRows, m.GridCols, patchSize, stride, rowBorderStride, colBorderStride);
+        }
+        catch (ArgumentOutOfRangeException ex)
+        {
+            throw new CertificationException(ex.Message);
+        }
+
         var worst = PatchCleanser.WorstCaseForwards(masks.Count);
         if (worst > Options.MaxForwards)
         {
@@ -99,7 +112,8 @@ public sealed class PatchCertifier
             result.Certified,
             masks.PatchSize,
             Classifier.MethodName,
-            new CertifyMaskInfo(masks.WindowRows, masks.WindowCols, masks.Stride, masks.Count, Math.Max(masks.PatchTokensRows, masks.PatchTokensCols)),
+            new CertifyMaskInfo(masks.WindowRows, masks.WindowCols, masks.Stride, masks.Count, Math.Max(masks.PatchTokensRows, masks.PatchTokensCols),
+                masks.RowBorderStride, masks.ColBorderStride, masks.LargestRows, masks.LargestCols),
             Field,
             result.Forwards,
             result.Case switch

@@ -17,6 +17,12 @@ public sealed record CertifySettings
     /// <summary>Mask strides (tokens) to compare; the soundness check runs on the first.</summary>
     public IReadOnlyList<int> Strides { get; init; } = [1];
 
+    /// <summary>Strides of the top and bottom row of masks (tokens; 0 = the stride, PatchCleanser's uniform set) to compare with each stride; the soundness check runs on the first.</summary>
+    public IReadOnlyList<int> RowBorderStrides { get; init; } = [0];
+
+    /// <summary>Strides of the leftmost and rightmost column of masks, as <see cref="RowBorderStrides"/>.</summary>
+    public IReadOnlyList<int> ColBorderStrides { get; init; } = [0];
+
     public int Seed { get; init; }
 
     /// <summary>Signed steps of each per-image patch attack.</summary>
@@ -46,7 +52,26 @@ public sealed record CertifySettings
 public sealed record CertifyRow(
     int PatchSize, double AreaPercent, int Stride, int Masks, int MaskRows, int MaskCols,
     double CleanAccuracy, double CertifiedAccuracy, double CertifiedRate, double ForwardsPerImage, double MsPerImage,
-    IReadOnlyDictionary<string, int> Cases);
+    IReadOnlyDictionary<string, int> Cases)
+{
+    /// <summary>Stride of the top and bottom row of masks (equal to <see cref="Stride"/> for the uniform set).</summary>
+    public int RowBorderStride { get; init; } = Stride;
+
+    /// <summary>Stride of the leftmost and rightmost column of masks.</summary>
+    public int ColBorderStride { get; init; } = Stride;
+
+    /// <summary>Largest mask (a border mask), tokens.</summary>
+    public int LargestRows { get; init; } = MaskRows;
+
+    /// <summary>Largest mask (a border mask), tokens.</summary>
+    public int LargestCols { get; init; } = MaskCols;
+
+    /// <summary>Median wall time per image, ms: a certified image runs every view, an uncertified one stops early.</summary>
+    public double MedianMsPerImage { get; init; }
+
+    /// <summary>Mean wall time per image certified (whatever its label), ms.</summary>
+    public double CertifiedMsPerImage { get; init; }
+}
 
 /// <summary>
 /// The soundness check for one attack on images certified with their label. Attack: "undefended" (patch optimised
@@ -83,20 +108,22 @@ public sealed class CertifyEvaluation(
         var byMasks = new Dictionary<string, CertifiedClassification[]>(StringComparer.Ordinal);
         foreach (var size in settings.PatchSizes)
         {
-            foreach (var stride in settings.Strides)
+            var sets = settings.Strides.SelectMany(s => settings.RowBorderStrides
+                .SelectMany(r => settings.ColBorderStrides.Select(c => (Stride: s, Rows: r, Cols: c))));
+            foreach (var (stride, rowBorder, colBorder) in sets)
             {
                 MaskSet masks;
                 try
                 {
-                    masks = certifier.MasksFor(size, stride);
+                    masks = certifier.MasksFor(size, stride, rowBorder, colBorder);
                 }
                 catch (CertificationException ex)
                 {
-                    log.WriteLine($"  {size}x{size}, stride {stride}: skipped ({ex.Message})");
+                    log.WriteLine($"  {size}x{size}, stride {stride}, border strides {rowBorder}x{colBorder}: skipped ({ex.Message})");
                     continue;
                 }
 
-                var key = $"{masks.Stride}:{string.Join(',', masks.RowStarts)}:{string.Join(',', masks.ColStarts)}:{masks.WindowRows}x{masks.WindowCols}";
+                var key = $"{string.Join(',', masks.RowStarts)}/{string.Join(',', masks.RowLengths)}:{string.Join(',', masks.ColStarts)}/{string.Join(',', masks.ColLengths)}";
                 if (!byMasks.TryGetValue(key, out var results))
                 {
                     results = CertifyAll(set, masks);
@@ -108,11 +135,20 @@ public sealed class CertifyEvaluation(
                 var row = new CertifyRow(size, Math.Round(100.0 * size * size / (input.Height * input.Width), 1), stride, masks.Count, masks.WindowRows, masks.WindowCols,
                     correct / (double)set.Count, certifiedCorrect / (double)set.Count, results.Count(r => r.Report.Certified) / (double)set.Count,
                     results.Average(r => r.Report.Forwards), results.Average(r => r.Report.ElapsedMs),
-                    results.GroupBy(r => r.Report.Case).ToDictionary(g => g.Key, g => g.Count()));
+                    results.GroupBy(r => r.Report.Case).ToDictionary(g => g.Key, g => g.Count()))
+                {
+                    RowBorderStride = masks.RowBorderStride,
+                    ColBorderStride = masks.ColBorderStride,
+                    LargestRows = masks.LargestRows,
+                    LargestCols = masks.LargestCols,
+                    MedianMsPerImage = Median(results.Select(r => r.Report.ElapsedMs)),
+                    CertifiedMsPerImage = results.Any(r => r.Report.Certified) ? results.Where(r => r.Report.Certified).Average(r => r.Report.ElapsedMs) : 0,
+                };
                 rows.Add(row);
-                log.WriteLine($"  {size}x{size} stride {stride}: {masks.Count} masks of {masks.WindowRows}x{masks.WindowCols}; clean {row.CleanAccuracy:P1}, certified {row.CertifiedAccuracy:P1}, {row.ForwardsPerImage:F0} forwards, {row.MsPerImage:F1} ms/image");
+                log.WriteLine($"  {size}x{size} stride {stride}, border strides {masks.RowBorderStride}x{masks.ColBorderStride}: {masks.Count} masks of {masks.WindowRows}x{masks.WindowCols} (largest {masks.LargestRows}x{masks.LargestCols}); "
+                    + $"clean {row.CleanAccuracy:P1}, certified {row.CertifiedAccuracy:P1}, {row.ForwardsPerImage:F0} forwards, {row.MsPerImage:F1} ms/image (median {row.MedianMsPerImage:F1}, certified images {row.CertifiedMsPerImage:F1})");
 
-                if (settings.Soundness && stride == settings.Strides[0])
+                if (settings.Soundness && stride == settings.Strides[0] && rowBorder == settings.RowBorderStrides[0] && colBorder == settings.ColBorderStrides[0])
                 {
                     var certified = Enumerable.Range(0, set.Count).Where(i => results[i].Report.Certified && results[i].Label == set.Labels[i]).ToArray();
                     soundness.Add(Soundness(set.Subset(certified.Take(settings.SoundnessCount).ToArray()), masks, undefended, "undefended"));
@@ -187,5 +223,11 @@ public sealed class CertifyEvaluation(
         log.WriteLine($"  soundness {masks.PatchSize}x{masks.PatchSize} vs {name}: {certified.Count} images, {attempts} patched, attack success {successes / (double)Math.Max(1, attempts):P1}, exceptions {exceptions}");
         return new SoundnessRow(masks.PatchSize, name, certified.Count, attempts, successes / (double)Math.Max(1, attempts),
             fooled / (double)Math.Max(1, attempts), exceptions, stillCertified / (double)Math.Max(1, attempts));
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length == 0 ? 0 : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
     }
 }

@@ -30,9 +30,9 @@ public sealed class CertifyTests(ServiceFactory factory) : IClassFixture<Service
     }
 
     [Theory]
-    [InlineData(null, 4, 2, 36)]
-    [InlineData(6, 6, 3, 25)]
-    public async Task Certify_answers_patchcleansers_label_and_certificate(int? patch, int expectedPatch, int maskSide, int maskCount)
+    [InlineData(null, 4, 2, 24, 3)]
+    [InlineData(6, 6, 3, 15, 4)]
+    public async Task Certify_answers_patchcleansers_label_and_certificate(int? patch, int expectedPatch, int maskSide, int maskCount, int largestCols)
     {
         var query = patch is null ? "defense=certify&topK=10" : $"defense=certify&patch={patch}&topK=10";
         using var response = await _client.PostAsync($"/v1/classify?{query}", Http.Multipart(Bag));
@@ -44,12 +44,17 @@ public sealed class CertifyTests(ServiceFactory factory) : IClassFixture<Service
         Assert.Equal(expected.Report.Certified, defense.GetProperty("certified").GetBoolean());
         Assert.Equal(expectedPatch, defense.GetProperty("patchSize").GetInt32());
         Assert.Equal("drop", defense.GetProperty("method").GetString());
-        // Each token sees only its own 4x4 patch: a 4-pixel patch reaches 2 tokens per axis (2x2 masks, 6 x 6 of them
-        // at stride 1), a 6-pixel patch 3 (3x3 masks, 5 x 5).
+        // Each token sees only its own 4x4 patch: a 4-pixel patch reaches 2 tokens per axis (2x2 masks at stride 1: 6
+        // rows of them; the default column border stride of 2 merges the two leftmost and the two rightmost columns of
+        // masks into 3-token ones: 4 columns, 24 masks); a 6-pixel patch reaches 3 (3x3 masks, 5 rows x 3 columns).
         var masks = defense.GetProperty("masks");
         Assert.Equal(maskSide, masks.GetProperty("rows").GetInt32());
         Assert.Equal(maskSide, masks.GetProperty("cols").GetInt32());
         Assert.Equal(1, masks.GetProperty("stride").GetInt32());
+        Assert.Equal(1, masks.GetProperty("rowBorderStride").GetInt32());
+        Assert.Equal(2, masks.GetProperty("colBorderStride").GetInt32());
+        Assert.Equal(maskSide, masks.GetProperty("largestRows").GetInt32());
+        Assert.Equal(largestCols, masks.GetProperty("largestCols").GetInt32());
         Assert.Equal(maskCount, masks.GetProperty("count").GetInt32());
         Assert.Equal(4, defense.GetProperty("receptiveField").GetProperty("rows").GetProperty("size").GetInt32());
         Assert.Equal(expected.Report.Forwards, defense.GetProperty("forwards").GetInt32());

@@ -54,14 +54,16 @@ public sealed class CertifyLoaderTests
 
         Assert.Null(setup.UnavailableReason);
         Assert.Equal(MaskingMethod.Drop, setup.Certifier!.Classifier.Method);
-        // Each token sees only its 4x4 patch, so a 4x4 patch reaches 2x2 tokens: 2x2 masks at stride 1, 6 x 6 of them.
-        Assert.Equal(36, setup.Certifier.MasksFor(4).Count);
+        // Each token sees only its 4x4 patch, so a 4x4 patch reaches 2x2 tokens: 2x2 masks at stride 1, 6 x 6 of them
+        // in PatchCleanser's uniform set; the default merges the border columns of masks: 6 x 4.
+        Assert.Equal(24, setup.Certifier.MasksFor(4).Count);
+        Assert.Equal(36, setup.Certifier.MasksFor(4, 1).Count);
     }
 
     [Fact]
     public void The_stem_models_wider_field_needs_larger_masks()
     {
-        using var setup = CertifyLoader.Create(ModelPackage.Load(RepoPaths.StemModel), Sessions, new CertifyOptions(), null);
+        using var setup = CertifyLoader.Create(ModelPackage.Load(RepoPaths.StemModel), Sessions, new CertifyOptions { ColBorderStride = 0 }, null);
 
         // A 6-pixel field reaches 3 tokens for a 4x4 patch: 3x3 masks at stride 1, 5 x 5 of them.
         Assert.Equal(25, setup.Certifier!.MasksFor(4).Count);

@@ -28,7 +28,7 @@ public sealed class CertifySurrogateTests : IDisposable
         _tokens = new TokenSpaceModel(_package, _sessions);
         _gradients = TokenGradients.Create(_package, _tokens, _sessions);
         _views = new MaskedTokenClassifier(_tokens, null);
-        _masks = new PatchCertifier(_views, new CertifyOptions()).MasksFor(4);
+        _masks = new PatchCertifier(_views, new CertifyOptions { ColBorderStride = 0 }).MasksFor(4);
         _surrogate = new CertifySurrogateClassifier(_package, _views, _masks, _gradients.Embedding, _sessions);
     }
 
