@@ -14,13 +14,15 @@ namespace StrapVit.Benchmarks;
 /// service would run on this package (the token defense when the package has a tokens entry and a calibration).
 /// Plain and defended runs are interleaved; prints the medians and their ratio. Pass a real image (decoded and resized
 /// as the service does): the defense's cost depends on how many tokens it flags, and random pixels flag nearly all.
-/// <c>verify-windows</c> overrides <c>Defense:VerifyWindows</c> (0: the defense without its masking check).
+/// <c>verify-windows</c> overrides <c>Defense:VerifyWindows</c> (0: the defense without its masking check);
+/// <c>STRAPVIT_DEFENSE_PROFILE</c> sets <c>Defense:Profile</c> (e.g. <c>Light</c>).
 /// </summary>
 public static class DefenseCost
 {
     public static void Run(string packageDir, int runs, string? image, int? verifyWindows = null)
     {
         var options = new DefenseOptions();
+        if (Enum.TryParse<DefenseProfile>(Environment.GetEnvironmentVariable("STRAPVIT_DEFENSE_PROFILE"), ignoreCase: true, out var profile)) options.Profile = profile;
         if (verifyWindows is { } v) options.VerifyWindows = v;
         using var runtime = new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(ModelPackage.Load(packageDir), new ModelRuntimeOptions
         {
@@ -57,6 +59,28 @@ public static class DefenseCost
         }
 
         var (p, d) = (CpuTimeRatio.Median(pCpu), CpuTimeRatio.Median(dCpu));
+        if (Environment.GetEnvironmentVariable("STRAPVIT_DEFENSE_PARTS") == "1" && runtime.TokenModel is { } tm && runtime.Defense?.Calibration?.Tokens is { } reference)
+        {
+            // Where the defense's time goes, each part timed alone (CPU time, median): embedding, scoring, encoder.
+            var tokens = tm.Embed(pixels, 1);
+            var scores = new double[tm.TokenCount];
+            var nearest = new int[tm.TokenCount * reference.Bank!.Neighbors];
+            IReadOnlyCollection<int>[] dropped = [report.FlaggedTokens.Select(f => f.Index + tm.FirstPatchToken).ToHashSet()];
+            var parts = new (string Name, Action Run)[]
+            {
+                ("embed", () => tm.Embed(pixels, 1)),
+                ("score", () => reference.Score(tokens, scores, options.Score, tm.FirstPatchToken, nearest)),
+                ("encode, flagged dropped", () => tm.EncodeDropping(tokens, 1, dropped)),
+                ("encode, all tokens", () => tm.Encode(tokens, 1)),
+            };
+            foreach (var (name, run) in parts)
+            {
+                var (cpu, wall) = (new List<double>(), new List<double>());
+                for (var i = 0; i < runs; i++) CpuTimeRatio.Time(run, cpu, wall);
+                Console.WriteLine($"  {name}: CPU ms {CpuTimeRatio.Median(cpu):F3} (wall min {wall.Min():F3})");
+            }
+        }
+
         Console.WriteLine($"{runtime.Package.Manifest.Name}: defense {defense.Variant}, {flagged} tokens flagged{check}, {runs} runs, 1 intra-op thread: classify CPU ms {p:F2} (wall min {pWall.Min():F2}), mitigate CPU ms {d:F2} (wall min {dWall.Min():F2}), mitigate / off {d / p:F2}");
     }
 }

@@ -3,7 +3,10 @@
 
 samples/fashion-mnist holds the reported images (t10k 0..999) and the tuning images (t10k 5000..5499). The other
 8,500 test images (t10k 1000..4999 and 5500..9999) are held out from both: evaluating the defense on them measures its
-clean-accuracy cost with a standard error near 0.1 point, where 500 images give about 1.3. Nothing is chosen on them.
+clean-accuracy cost with a standard error near 0.1 point, where 500 images give about 1.3.
+
+--part a writes t10k 1000..4999 only (4,000 images; since session 8 the clean-cost constraint of the defaults' rule is
+measured there), --part b t10k 5500..9999 only (4,500 images; still never chosen on), --part all both (the default).
 
 Usage (from the repository root; Debian's dataset-fashion-mnist package provides the source):
     /usr/bin/python3 tools/evaluation/make_heldout.py [--source /usr/share/datasets/fashion-mnist] [--out /tmp/heldout]
@@ -23,6 +26,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--out", default="/tmp/heldout")
+    p.add_argument("--part", choices=["all", "a", "b"], default="all")
     args = p.parse_args()
     with gzip.open(os.path.join(args.source, "t10k-images-idx3-ubyte.gz")) as f:
         images = f.read()
@@ -30,10 +34,10 @@ def main():
         labels = f.read()
     magic, count, rows, cols = struct.unpack(">IIII", images[:16])
     assert magic == 2051 and count == 10000 and rows == cols == 28, "not the Fashion-MNIST test set"
-    keep = list(range(1000, 5000)) + list(range(5500, 10000))
+    keep = {"all": list(range(1000, 5000)) + list(range(5500, 10000)), "a": list(range(1000, 5000)), "b": list(range(5500, 10000))}[args.part]
     size = rows * cols
     os.makedirs(args.out, exist_ok=True)
-    name = f"heldout-{len(keep)}"
+    name = f"heldout-{len(keep)}" if args.part == "all" else f"heldout-{args.part}-{len(keep)}"
     # mtime 0 and no file name in the gzip header: the same bytes on every run.
     with open(os.path.join(args.out, f"{name}-images-idx3-ubyte.gz"), "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
         f.write(struct.pack(">IIII", 2051, len(keep), rows, cols))

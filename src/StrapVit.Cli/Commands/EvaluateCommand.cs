@@ -41,6 +41,8 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<double> thresholdScale = CliOptions.Number("--threshold-scale", Defaults.ThresholdScale, 1e-6, 1e12, "multiplier of the calibrated threshold (Defense:ThresholdScale)");
     private readonly Option<TokenScore> score = new("--score") { Description = "token score (Defense:Score)", DefaultValueFactory = _ => Defaults.Score };
     private readonly Option<int> window = CliOptions.Number("--window", Defaults.WindowPixels, 0, 100_000, "scoring window in pixels (Defense:WindowPixels)");
+    private readonly Option<string> windowWhen = CliOptions.Choice("--window-when", Defaults.WindowOnlyOverThreshold ? "over-threshold" : "always",
+        "when the window is flagged: always (whenever anything is flagged, the K minimum included) or over-threshold (only when a token is over its threshold) (Defense:WindowOnlyOverThreshold)", "always", "over-threshold");
     private readonly Option<Neutralization> neutralize = new("--neutralize") { Description = "what a flagged token becomes (Defense:Neutralization)", DefaultValueFactory = _ => Defaults.Neutralization };
     private readonly Option<int> bankChoices = CliOptions.Number("--bank-choices", Defaults.BankChoices, 1, 64, "bank entries a neutralised token picks from (Defense:BankChoices)");
     private readonly Option<bool> sweep = new("--sweep") { Description = "also run the grid the defaults are chosen from (run it on the tune split)" };
@@ -52,6 +54,8 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<int> partners = CliOptions.Number("--partners", Defaults.VerifyPartners, 1, 64, "second-round partner windows of the masking check (Defense:VerifyPartners)");
     private readonly ListOption<int> sweepVerify = CliOptions.NumberList("--sweep-verify", [Defaults.VerifyWindows], 0, 16, "masking-check window counts of the sweep (0: no check)");
     private readonly ListOption<int> sweepPartners = CliOptions.NumberList("--sweep-partners", [Defaults.VerifyPartners], 1, 64, "masking-check partner counts of the sweep");
+    private readonly ListOption<string> sweepWindowWhen = CliOptions.List("--sweep-window-when", ["always"], (string text, out string value) => (value = text) is "always" or "over-threshold",
+        "when the sweep's windows are flagged: always (whenever anything is flagged) and/or over-threshold (only when a token is over its threshold)", "always or over-threshold");
     private readonly ListOption<int> sweepChoices = CliOptions.NumberList("--sweep-choices", [1], 1, 64, "bank choices of the sweep");
     private readonly Option<int> bankSize = CliOptions.Number("--bank-size", BankDefaults.Size, 16, 1_000_000, "clean tokens kept in the bank");
     private readonly Option<int> neighbors = CliOptions.Number("--neighbors", BankDefaults.Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
@@ -82,7 +86,7 @@ internal sealed class EvaluateCommand : CliVerb
         Option[] options =
         [
             images, calib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
-            score, window, neutralize, bankChoices, verify, partners, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners,
+            score, window, windowWhen, neutralize, bankChoices, verify, partners, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepWindowWhen,
             bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion, evasionMargins,
         ];
         foreach (var option in options) Options.Add(option);
@@ -112,6 +116,7 @@ internal sealed class EvaluateCommand : CliVerb
             SweepNeutralizations = parseResult.GetList(sweepNeutralize),
             SweepVerify = parseResult.GetList(sweepVerify),
             SweepVerifyPartners = parseResult.GetList(sweepPartners),
+            SweepWindowOnlyOverThreshold = parseResult.GetList(sweepWindowWhen).Select(w => w == "over-threshold").Distinct().ToArray(),
             PatchCache = parseResult.GetValue(patchCache),
             StrongSteps = parseResult.GetValue(strongSteps),
             StrongRestarts = parseResult.GetValue(strongRestarts),
@@ -125,6 +130,7 @@ internal sealed class EvaluateCommand : CliVerb
             MinTokens = parseResult.GetValue(k),
             ThresholdScale = parseResult.GetValue(thresholdScale),
             WindowPixels = parseResult.GetValue(window),
+            WindowOnlyOverThreshold = parseResult.GetValue(windowWhen) == "over-threshold",
             Score = parseResult.GetValue(score),
             Neutralization = parseResult.GetValue(neutralize),
             BankChoices = parseResult.GetValue(bankChoices),

@@ -107,44 +107,176 @@ public sealed record TokenBank
                 Axpy(-2 * x[c], columns.AsSpan(c * m, m), acc);
             }
 
-            Span<float> best = stackalloc float[k];
-            Span<int> bestIndex = stackalloc int[k];
-            best.Fill(float.PositiveInfinity);
-            bestIndex.Fill(-1);
-            var xx = Dot(x, x);
-            for (var j = 0; j < m; j++)
-            {
-                var d2 = acc[j] + xx;
-                if (d2 >= best[k - 1] || (exclude is not null && exclude(j))) continue;
-                var p = k - 1;
-                while (p > 0 && best[p - 1] > d2)
-                {
-                    best[p] = best[p - 1];
-                    bestIndex[p] = bestIndex[p - 1];
-                    p--;
-                }
-
-                best[p] = d2;
-                bestIndex[p] = j;
-            }
-
-            double sum = 0;
-            for (var i = 0; i < k; i++)
-            {
-                sum += Math.Sqrt(Math.Max(best[i], 0f));
-            }
-
-            if (!nearest.IsEmpty)
-            {
-                bestIndex[..Math.Min(k, nearest.Length)].CopyTo(nearest);
-            }
-
-            return sum / k;
+            return Nearest(acc, Dot(x, x), k, nearest, exclude);
         }
         finally
         {
             System.Buffers.ArrayPool<float>.Shared.Return(rented);
         }
+    }
+
+    /// <summary>
+    /// Scores the tokens <paramref name="first"/> .. T − 1 of one image <c>[T*D]</c> into <paramref name="scores"/>
+    /// (the others are left alone), with their nearest entries in <paramref name="nearest"/> <c>[T*k]</c> when given:
+    /// the same numbers as <see cref="Score"/> token by token, bit for bit, faster. The partial products for four
+    /// tokens and two runs of bank entries stay in registers over all channels, so each bank column is loaded once
+    /// per four tokens instead of once per token with the running sums streamed through memory.
+    /// </summary>
+    public void ScoreImage(ReadOnlySpan<float> tokens, int first, Span<double> scores, Span<int> nearest = default)
+    {
+        int d = Dim, m = Count, t = tokens.Length / d, k = Math.Min(Neighbors, m), n = t - first;
+        if (n <= 0) return;
+        var columns = Transposed;
+        var norms = SquaredNorms;
+        var pool = System.Buffers.ArrayPool<float>.Shared;
+        var content = pool.Rent(n * d);
+        var scaled = pool.Rent(n * d);
+        var acc = pool.Rent(n * m);
+        try
+        {
+            for (var i = 0; i < n; i++)
+            {
+                var z = tokens.Slice((first + i) * d, d);
+                var offset = Offset[first + i];
+                for (var c = 0; c < d; c++)
+                {
+                    content[(i * d) + c] = z[c] - offset[c];
+                    scaled[(i * d) + c] = -2 * content[(i * d) + c];
+                }
+            }
+
+            AccumulateBlocked(scaled.AsSpan(0, n * d), n, d, columns, norms, m, acc.AsSpan(0, n * m));
+            for (var i = 0; i < n; i++)
+            {
+                var x = content.AsSpan(i * d, d);
+                scores[first + i] = Nearest(acc.AsSpan(i * m, m), Dot(x, x), k, nearest.IsEmpty ? default : nearest.Slice((first + i) * Neighbors, Neighbors), null);
+            }
+        }
+        finally
+        {
+            pool.Return(content);
+            pool.Return(scaled);
+            pool.Return(acc);
+        }
+    }
+
+    /// <summary>
+    /// <c>acc[i][j] = |b_j|² + Σ_c scaled[i][c]·B[c][j]</c>, summed over c in order with a multiply then an add, as
+    /// <see cref="Axpy"/> does, so each sum is the per-token one to the bit.
+    /// </summary>
+    private void AccumulateBlocked(ReadOnlySpan<float> scaled, int n, int d, float[] columns, float[] norms, int m, Span<float> acc)
+    {
+        var w = Vector<float>.Count;
+        var blocks = Vector.IsHardwareAccelerated ? m / w : 0;
+        var packed = Packed;
+        var normVectors = MemoryMarshal.Cast<float, Vector<float>>(norms.AsSpan(0, blocks * w));
+        var panels = MemoryMarshal.Cast<float, Vector<float>>(packed.AsSpan(0, blocks * w * d));
+        var i = 0;
+        for (; i + 4 <= n; i += 4)
+        {
+            var s0 = scaled.Slice(i * d, d);
+            var s1 = scaled.Slice((i + 1) * d, d);
+            var s2 = scaled.Slice((i + 2) * d, d);
+            var s3 = scaled.Slice((i + 3) * d, d);
+            var r0 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice(i * m, blocks * w));
+            var r1 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice((i + 1) * m, blocks * w));
+            var r2 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice((i + 2) * m, blocks * w));
+            var r3 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice((i + 3) * m, blocks * w));
+            for (var v = 0; v < blocks; v++)
+            {
+                Vector<float> a0 = normVectors[v], a1 = a0, a2 = a0, a3 = a0;
+                var panel = panels.Slice(v * d, d);
+                for (var c = 0; c < panel.Length; c++)
+                {
+                    var col = panel[c];
+                    a0 += new Vector<float>(s0[c]) * col;
+                    a1 += new Vector<float>(s1[c]) * col;
+                    a2 += new Vector<float>(s2[c]) * col;
+                    a3 += new Vector<float>(s3[c]) * col;
+                }
+
+                (r0[v], r1[v], r2[v], r3[v]) = (a0, a1, a2, a3);
+            }
+
+            for (var r = i; r < i + 4; r++) ScalarTail(scaled.Slice(r * d, d), columns, norms, m, blocks * w, acc.Slice(r * m, m));
+        }
+
+        for (; i < n; i++)
+        {
+            var row = acc.Slice(i * m, m);
+            norms.CopyTo(row);
+            for (var c = 0; c < d; c++) Axpy(scaled[(i * d) + c], columns.AsSpan(c * m, m), row);
+        }
+    }
+
+    /// <summary>
+    /// The bank in panels of one vector's width of entries, channel by channel within a panel (<c>[M/W][D][W]</c>):
+    /// what <see cref="AccumulateBlocked"/> reads front to back.
+    /// </summary>
+    [JsonIgnore]
+    private float[] Packed => field ??= Pack(Vectors, Dim, Vector<float>.Count);
+
+    private static float[] Pack(float[] vectors, int dim, int width)
+    {
+        var m = vectors.Length / dim;
+        var blocks = m / width;
+        var result = new float[blocks * dim * width];
+        for (var v = 0; v < blocks; v++)
+        {
+            for (var c = 0; c < dim; c++)
+            {
+                for (var lane = 0; lane < width; lane++) result[(((v * dim) + c) * width) + lane] = vectors[(((v * width) + lane) * dim) + c];
+            }
+        }
+
+        return result;
+    }
+
+    private static void ScalarTail(ReadOnlySpan<float> scaled, float[] columns, float[] norms, int m, int from, Span<float> row)
+    {
+        for (var j = from; j < m; j++)
+        {
+            var a = norms[j];
+            for (var c = 0; c < scaled.Length; c++) a += scaled[c] * columns[(c * m) + j];
+            row[j] = a;
+        }
+    }
+
+    /// <summary>The mean distance to the k nearest entries from <c>acc + |x|²</c>; their indices to <paramref name="nearest"/>.</summary>
+    private static double Nearest(ReadOnlySpan<float> acc, float xx, int k, Span<int> nearest, Func<int, bool>? exclude)
+    {
+        Span<float> best = stackalloc float[k];
+        Span<int> bestIndex = stackalloc int[k];
+        best.Fill(float.PositiveInfinity);
+        bestIndex.Fill(-1);
+        for (var j = 0; j < acc.Length; j++)
+        {
+            var d2 = acc[j] + xx;
+            if (d2 >= best[k - 1] || (exclude is not null && exclude(j))) continue;
+            var p = k - 1;
+            while (p > 0 && best[p - 1] > d2)
+            {
+                best[p] = best[p - 1];
+                bestIndex[p] = bestIndex[p - 1];
+                p--;
+            }
+
+            best[p] = d2;
+            bestIndex[p] = j;
+        }
+
+        double sum = 0;
+        for (var i = 0; i < k; i++)
+        {
+            sum += Math.Sqrt(Math.Max(best[i], 0f));
+        }
+
+        if (!nearest.IsEmpty)
+        {
+            bestIndex[..Math.Min(k, nearest.Length)].CopyTo(nearest);
+        }
+
+        return sum / k;
     }
 
     /// <summary>The bank channel-major, <c>[D][M]</c>, for the vectorised search.</summary>

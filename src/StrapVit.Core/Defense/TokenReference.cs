@@ -51,12 +51,8 @@ public sealed record TokenReference
         }
 
         var bank = Bank ?? throw new InvalidOperationException("The calibration has no token bank; run `strapvit calibrate` again.");
-        var k = bank.Neighbors;
         scores[..firstPatchToken].Clear();
-        for (var t = firstPatchToken; t < TokenCount; t++)
-        {
-            scores[t] = bank.Score(tokens.Slice(t * Dim, Dim), t, nearest.IsEmpty ? default : nearest.Slice(t * k, k));
-        }
+        bank.ScoreImage(tokens[..(TokenCount * Dim)], firstPatchToken, scores, nearest);
     }
 
     internal static TokenReference Compute(TokenSpaceModel model, IReadOnlyList<ImageTensor> images, double temperature, double quantile, BankSettings? bankSettings)

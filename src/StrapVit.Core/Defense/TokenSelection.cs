@@ -23,7 +23,8 @@ public static class TokenSelection
 
     /// <summary>
     /// Region-aware flagging: as <see cref="Select(ReadOnlySpan{double}, ReadOnlySpan{float}, IReadOnlyList{int}, int, double)"/>,
-    /// and, whenever that flags anything (a token over its threshold, or K &gt; 0), also every token of the <paramref name="window"/> x
+    /// and, whenever that flags anything (a token over its threshold, or K &gt; 0; only the former with
+    /// <paramref name="onlyOverThreshold"/>), also every token of the <paramref name="window"/> x
     /// <paramref name="window"/> square on the <paramref name="rows"/> x <paramref name="cols"/> grid with the largest
     /// sum of score-to-threshold ratios. A patch covers a block of neighbouring tokens, some of them only a little
     /// over or under threshold; flagging the block around the strongest evidence covers them. Candidates are the
@@ -31,11 +32,11 @@ public static class TokenSelection
     /// </summary>
     public static (int[] Flagged, int AboveThreshold) Select(
         ReadOnlySpan<double> scores, ReadOnlySpan<float> thresholds, IReadOnlyList<int> candidates, int minTokens, double scale,
-        int window, int rows, int cols)
+        int window, int rows, int cols, bool onlyOverThreshold = false)
     {
         var ratios = Ratios(scores, thresholds, candidates, scale);
         var (flagged, above) = Select(ratios, candidates, minTokens);
-        if (window <= 0 || flagged.Length == 0 || candidates.Count != rows * cols)
+        if (window <= 0 || flagged.Length == 0 || (onlyOverThreshold && above == 0) || candidates.Count != rows * cols)
         {
             return (flagged, above);
         }

@@ -42,6 +42,9 @@ public sealed record EvaluationSettings
     /// <summary>Masking-check candidate counts of the sweep (<see cref="DefenseOptions.VerifyWindows"/>; 0: no check).</summary>
     public int[] SweepVerify { get; init; } = [0];
 
+    /// <summary>Window triggers of the sweep: false (whenever anything is flagged) and/or true (only over threshold).</summary>
+    public bool[] SweepWindowOnlyOverThreshold { get; init; } = [false];
+
     /// <summary>Second-round partner counts of the sweep (<see cref="DefenseOptions.VerifyPartners"/>), for checked configurations.</summary>
     public int[] SweepVerifyPartners { get; init; } = [new DefenseOptions().VerifyPartners];
 
@@ -221,16 +224,16 @@ public sealed class DefenseEvaluation(
         var checks = settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1)] : settings.SweepVerifyPartners.Select(p => (v, p))).ToArray();
         foreach (var score in settings.SweepScores)
         {
-            foreach (var window in settings.SweepWindows)
+            foreach (var (window, onlyOver) in settings.SweepWindows.SelectMany(w => (w == 0 ? [false] : settings.SweepWindowOnlyOverThreshold).Select(x => (w, x))))
             {
                 foreach (var k in settings.SweepK)
                 {
                     foreach (var ((neutralization, choices), (checkWindows, partners)) in neutralizations.SelectMany(n => checks.Select(c => (n, c))))
                     {
                         var o = options.Clone();
-                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners) =
-                            (score, window, k, neutralization, choices, checkWindows, partners);
-                        var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens) K={k} {TokenPatchDefense.Name(neutralization)}"
+                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners, o.WindowOnlyOverThreshold) =
+                            (score, window, k, neutralization, choices, checkWindows, partners, onlyOver);
+                        var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens{(onlyOver ? ", only over threshold" : "")}) K={k} {TokenPatchDefense.Name(neutralization)}"
                             + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "")
                             + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" : "");
                         var defense = new TokenPatchDefense(tokens, reference, o);

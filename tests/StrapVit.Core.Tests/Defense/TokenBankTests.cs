@@ -56,6 +56,33 @@ public sealed class TokenBankTests
         }
     }
 
+    [Theory]
+    [InlineData(7, 203, 3)]   // tokens not a multiple of the 4-token block, entries not of the vector width
+    [InlineData(9, 256, 1)]
+    [InlineData(2, 64, 5)]    // fewer tokens than a block: the per-token path
+    public void Scoring_a_whole_image_gives_the_per_token_scores_bit_for_bit_and_the_brute_force_neighbours(int positions, int entries, int neighbors)
+    {
+        var bank = RandomBank(entries, positions + 1, neighbors, seed: 11);
+        var rng = new Random(12);
+        var tokens = Enumerable.Range(0, (positions + 1) * Dim).Select(_ => (float)((rng.NextDouble() * 3) - 1.5)).ToArray();
+        var scores = new double[positions + 1];
+        var nearest = new int[(positions + 1) * neighbors];
+
+        bank.ScoreImage(tokens, 1, scores, nearest);
+
+        Assert.Equal(0, scores[0]); // the class token is not scored
+        for (var t = 1; t <= positions; t++)
+        {
+            var token = tokens.AsSpan(t * Dim, Dim).ToArray();
+            var single = new int[neighbors];
+            Assert.Equal(bank.Score(token, t, single), scores[t]);
+            Assert.Equal(single, nearest.AsSpan(t * neighbors, neighbors).ToArray());
+            var (expected, indices) = Reference(bank, token, t);
+            Assert.Equal(expected, scores[t], 4);
+            Assert.Equal(indices, single);
+        }
+    }
+
     [Fact]
     public void Excluded_entries_are_skipped_so_a_bank_member_is_not_its_own_neighbour()
     {
@@ -178,6 +205,25 @@ public sealed class TokenBankTests
 
         Assert.Equal(0, above);
         Assert.Empty(none);
+        Assert.Equal([11, 12, 15, 16], grown.Order().ToArray());
+    }
+
+    [Fact]
+    public void A_window_only_over_threshold_leaves_the_k_minimum_alone_and_still_grows_a_token_over_threshold()
+    {
+        var thresholds = Enumerable.Repeat(1f, 17).ToArray();
+        var candidates = Enumerable.Range(1, 16).ToArray();
+        var quiet = Enumerable.Repeat(0.5, 17).ToArray();
+        quiet[16] = 0.9; // (3,3), the most anomalous, under threshold
+        var loud = (double[])quiet.Clone();
+        loud[16] = 1.5; // now over threshold
+
+        var (kOnly, aboveQuiet) = TokenSelection.Select(quiet, thresholds, candidates, minTokens: 1, scale: 1, window: 2, rows: 4, cols: 4, onlyOverThreshold: true);
+        var (grown, aboveLoud) = TokenSelection.Select(loud, thresholds, candidates, minTokens: 1, scale: 1, window: 2, rows: 4, cols: 4, onlyOverThreshold: true);
+
+        Assert.Equal((0, 1), (aboveQuiet, aboveLoud));
+        Assert.Equal([16], kOnly);
+        // Over threshold: the bottom-right 2x2 square, as without the option.
         Assert.Equal([11, 12, 15, 16], grown.Order().ToArray());
     }
 

@@ -1,0 +1,49 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using StrapVit.Core.Datasets;
+using StrapVit.Core.Defense;
+using StrapVit.Core.Inference;
+using StrapVit.Core.Models;
+using StrapVit.Testing;
+
+namespace StrapVit.Core.Tests.Defense;
+
+/// <summary>The whole-image bank search on the embedded model's real calibration (1024 entries of 64 channels) and real tokens.</summary>
+public sealed class BankScoringTests : IDisposable
+{
+    private readonly TokenSpaceModel _model;
+    private readonly TokenReference _reference;
+
+    public BankScoringTests()
+    {
+        var package = ModelPackage.Load(RepoPaths.DefaultModel);
+        _model = new TokenSpaceModel(package, new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
+        _reference = DefenseCalibration.Load(Path.Combine(package.Directory, DefenseCalibration.FileName), package).Tokens!;
+    }
+
+    public void Dispose() => _model.Dispose();
+
+    [Fact]
+    public void The_image_search_equals_the_token_by_token_search_on_real_tokens()
+    {
+        var images = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
+        var set = IdxDataset.Load(images, IdxDataset.LabelsBeside(images));
+        var bank = _reference.Bank!;
+        int t = _model.TokenCount, d = _model.Dim, k = bank.Neighbors;
+        Assert.Equal((64, 1024), (bank.Dim, bank.Count));
+        for (var i = 0; i < 5; i++)
+        {
+            var tokens = _model.Embed(set.Image(i).Data, 1);
+            var scores = new double[t];
+            var nearest = new int[t * k];
+
+            _reference.Score(tokens, scores, TokenScore.Knn, _model.FirstPatchToken, nearest);
+
+            for (var p = _model.FirstPatchToken; p < t; p++)
+            {
+                var single = new int[k];
+                Assert.Equal(bank.Score(tokens.AsSpan(p * d, d), p, single), scores[p]);
+                Assert.Equal(single, nearest.AsSpan(p * k, k).ToArray());
+            }
+        }
+    }
+}
