@@ -128,37 +128,33 @@ public sealed record TokenBank
         if (n <= 0) return;
         var columns = Transposed;
         var norms = SquaredNorms;
-        var pool = System.Buffers.ArrayPool<float>.Shared;
-        var content = pool.Rent(n * d);
-        var scaled = pool.Rent(n * d);
-        var acc = pool.Rent(n * m);
-        try
+        // One scratch buffer per thread, kept: renting 200 KB per image from the shared pool measured 3-4x slower once
+        // other code (the masking check's encoder batches) had used the pool.
+        var scratch = t_scratch is { } kept && kept.Length >= (n * ((2 * d) + m)) ? kept : t_scratch = new float[n * ((2 * d) + m)];
+        var content = scratch.AsSpan(0, n * d);
+        var scaled = scratch.AsSpan(n * d, n * d);
+        var acc = scratch.AsSpan(2 * n * d, n * m);
+        for (var i = 0; i < n; i++)
         {
-            for (var i = 0; i < n; i++)
+            var z = tokens.Slice((first + i) * d, d);
+            var offset = Offset[first + i];
+            for (var c = 0; c < d; c++)
             {
-                var z = tokens.Slice((first + i) * d, d);
-                var offset = Offset[first + i];
-                for (var c = 0; c < d; c++)
-                {
-                    content[(i * d) + c] = z[c] - offset[c];
-                    scaled[(i * d) + c] = -2 * content[(i * d) + c];
-                }
-            }
-
-            AccumulateBlocked(scaled.AsSpan(0, n * d), n, d, columns, norms, m, acc.AsSpan(0, n * m));
-            for (var i = 0; i < n; i++)
-            {
-                var x = content.AsSpan(i * d, d);
-                scores[first + i] = Nearest(acc.AsSpan(i * m, m), Dot(x, x), k, nearest.IsEmpty ? default : nearest.Slice((first + i) * Neighbors, Neighbors), null);
+                content[(i * d) + c] = z[c] - offset[c];
+                scaled[(i * d) + c] = -2 * content[(i * d) + c];
             }
         }
-        finally
+
+        AccumulateBlocked(scaled, n, d, columns, norms, m, acc);
+        for (var i = 0; i < n; i++)
         {
-            pool.Return(content);
-            pool.Return(scaled);
-            pool.Return(acc);
+            var x = content.Slice(i * d, d);
+            scores[first + i] = Nearest(acc.Slice(i * m, m), Dot(x, x), k, nearest.IsEmpty ? default : nearest.Slice((first + i) * Neighbors, Neighbors), null);
         }
     }
+
+    [ThreadStatic]
+    private static float[]? t_scratch;
 
     /// <summary>
     /// <c>acc[i][j] = |b_j|² + Σ_c scaled[i][c]·B[c][j]</c>, summed over c in order with a multiply then an add, as

@@ -53,7 +53,8 @@ public sealed record EvaluationSettings
 
     public int StrongRestarts { get; init; } = 2;
 
-    /// <summary>Folder that keeps per-image patched sets between runs (null: none).</summary>
+    /// <summary>Folder that keeps per-image patched sets between runs (null: none). A path of the machine that ran it: left out of the results file.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public string? PatchCache { get; init; }
 
     /// <summary>EOT draws per step of the strong adaptive attack (used when the defense is random).</summary>
