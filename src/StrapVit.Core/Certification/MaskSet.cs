@@ -7,7 +7,8 @@ namespace StrapVit.Core.Certification;
 /// the tokens' receptive field, not their patches); windows of <c>m = that + stride − 1</c> tokens every
 /// <c>stride</c> tokens, the last one flush with the grid's end, contain every run of that many tokens. A mask is
 /// the product of a row window and a column window; every placement of the patch lies inside at least one mask
-/// (checked exhaustively by the tests).
+/// (checked exhaustively by the tests). Optionally the windows at each end of an axis cover more placements
+/// (<see cref="RowBorderStride"/>, <see cref="ColBorderStride"/>): fewer, wider masks at the border, the same cover.
 /// </summary>
 public sealed class MaskSet
 {
