@@ -21,14 +21,16 @@ internal sealed class CertifyEvalCommand : CliVerb
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
     };
 
+    private static readonly CertifyOptions Defaults = new();
+
     private readonly Argument<string> modelDir = CliOptions.ModelDir();
     private readonly Option<string> images = CliOptions.Text("--images", "images to certify: a gzipped IDX file (labels in the *labels-idx1* file beside it) or an ImageFolder tree", required: true, helpName: "images-idx3.gz");
     private readonly Option<int> count = CliOptions.Number("--count", 500, 1, 100_000, "how many of --images to certify (the first ones)");
     private readonly Option<string> split = CliOptions.Choice("--split", "report", "the run's name: report (test-1000) or tune (tune-500, where the stride is chosen)", "report", "tune");
     private readonly ListOption<int> sizes = CliOptions.NumberList("--sizes", [4, 6], 1, 4096, "patch sides (pixels) certified against");
     private readonly ListOption<int> strides = CliOptions.NumberList("--strides", [1], 1, 4096, "mask strides (tokens)");
-    private readonly ListOption<int> rowBorderStrides = CliOptions.NumberList("--row-border-strides", [0], 0, 4096, "strides of the top and bottom row of masks (tokens; 0 or up to the stride: the stride, PatchCleanser's uniform set)");
-    private readonly ListOption<int> colBorderStrides = CliOptions.NumberList("--col-border-strides", [2], 0, 4096, "strides of the leftmost and rightmost column of masks (tokens; up to the stride: the stride; 2: the service default)");
+    private readonly ListOption<int> rowBorderStrides = CliOptions.NumberList("--row-border-strides", [Defaults.RowBorderStride], 0, 4096, "strides of the top and bottom row of masks (tokens; 0 or up to the stride: the stride, PatchCleanser's uniform set)");
+    private readonly ListOption<int> colBorderStrides = CliOptions.NumberList("--col-border-strides", [Defaults.ColBorderStride], 0, 4096, "strides of the leftmost and rightmost column of masks (tokens; up to the stride: the stride; the default is the service's)");
     private readonly Option<int> steps = CliOptions.Number("--steps", 100, 1, 10_000, "signed steps of the soundness attack on the plain model");
     private readonly Option<int> placements = CliOptions.Number("--placements", 2, 1, 100, "random patch places per soundness image");
     private readonly Option<int> soundnessCount = CliOptions.Number("--soundness-count", 100, 0, 100_000, "images of the soundness check");
