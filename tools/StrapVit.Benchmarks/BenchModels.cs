@@ -1,4 +1,6 @@
 using Microsoft.Extensions.Logging.Abstractions;
+using StrapVit.Core.Defense;
+using StrapVit.Core.Imaging;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
 using StrapVit.Core.Runtime;
@@ -59,8 +61,9 @@ public static class BenchModels
     /// weights instead; <c>STRAPVIT_FUSE_ATTENTION=0</c> keeps the standard-op attention; <c>STRAPVIT_ALLOW_SPINNING=1</c>
     /// lets idle intra-op threads spin (ONNX Runtime's default); <c>STRAPVIT_VIEW_PARALLELISM</c> sets
     /// <c>Inference:ViewParallelism</c> (1: masked views as one run on the intra-op pool, as before session 7).
+    /// <paramref name="defense"/> loads the patch defense with those options.
     /// </summary>
-    public static ModelRuntime Runtime(string packageDir, int threads, bool tokenSplit = false) =>
+    public static ModelRuntime Runtime(string packageDir, int threads, bool tokenSplit = false, DefenseOptions? defense = null) =>
         new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(ModelPackage.Load(packageDir), new ModelRuntimeOptions
         {
             Inference = new InferenceOptions
@@ -74,7 +77,12 @@ public static class BenchModels
             },
             CacheDirectory = CacheDir,
             TokenSplit = tokenSplit,
+            Defense = defense,
         });
+
+    /// <summary>An image file decoded and resized to the model's input, as the service decodes a request.</summary>
+    public static float[] Decode(string file, ModelInputSpec input) =>
+        new ImageDecoder(new ImageLimits()).Decode(File.ReadAllBytes(file), input.Channels, input.Height, input.Width).Data;
 
     /// <summary>An integer from the environment variable <paramref name="name"/>, or <paramref name="fallback"/>.</summary>
     internal static int EnvInt(string name, int fallback) =>

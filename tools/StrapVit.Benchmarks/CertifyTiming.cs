@@ -69,8 +69,8 @@ public static class CertifyTiming
         if (Environment.GetEnvironmentVariable("STRAPVIT_CERTIFY_IMAGE") is { Length: > 0 } file)
         {
             // One image file, decoded as the service decodes a request, certified count times.
-            var image = new StrapVit.Core.Imaging.ImageDecoder(new StrapVit.Core.Imaging.ImageLimits()).Decode(File.ReadAllBytes(file), input.Channels, input.Height, input.Width);
-            return Enumerable.Range(0, count).Select(_ => image.Data.ToArray()).ToList();
+            var image = BenchModels.Decode(file, input);
+            return Enumerable.Range(0, count).Select(_ => image.ToArray()).ToList();
         }
 
         var test = Path.Combine(BenchModels.RepoRoot, "samples", "fashion-mnist", "test-1000-images-idx3-ubyte.gz");

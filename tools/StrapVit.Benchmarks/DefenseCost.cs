@@ -1,9 +1,4 @@
-using Microsoft.Extensions.Logging.Abstractions;
 using StrapVit.Core.Defense;
-using StrapVit.Core.Imaging;
-using StrapVit.Core.Inference;
-using StrapVit.Core.Models;
-using StrapVit.Core.Runtime;
 
 namespace StrapVit.Benchmarks;
 
@@ -24,23 +19,13 @@ public static class DefenseCost
         var options = new DefenseOptions();
         if (Enum.TryParse<DefenseProfile>(Environment.GetEnvironmentVariable("STRAPVIT_DEFENSE_PROFILE"), ignoreCase: true, out var profile)) options.Profile = profile;
         if (verifyWindows is { } v) options.VerifyWindows = v;
-        using var runtime = new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(ModelPackage.Load(packageDir), new ModelRuntimeOptions
-        {
-            Inference = new InferenceOptions
-            {
-                Device = BenchModels.Device,
-                IntraOpThreads = 1,
-                FuseAttention = Environment.GetEnvironmentVariable("STRAPVIT_FUSE_ATTENTION") != "0",
-            },
-            CacheDirectory = BenchModels.CacheDir,
-            Defense = options,
-        });
+        using var runtime = BenchModels.Runtime(packageDir, threads: 1, defense: options);
         var defense = runtime.Defense?.Defense ?? throw new InvalidOperationException($"{packageDir} loads no defense (no calibration?)");
         var input = runtime.Package.Manifest.Input;
         var rng = new Random(1);
         var pixels = image is null
             ? Enumerable.Range(0, input.Size).Select(_ => (float)rng.NextDouble()).ToArray()
-            : new ImageDecoder(new ImageLimits()).Decode(File.ReadAllBytes(image), input.Channels, input.Height, input.Width).Data;
+            : BenchModels.Decode(image, input);
         var report = defense.Run(pixels, 1, DefenseMode.Mitigate, [1])[0].Report;
         var flagged = report.FlaggedTokens.Count;
         var check = report.Verification is { } c ? $", check of {c.Windows} windows: {c.Forwards} masked forwards, {c.Outcome}" : ", no check";

@@ -93,47 +93,28 @@ public sealed record TokenBank
 
     private double ScoreContent(ReadOnlySpan<float> x, int k, Span<int> nearest, Func<int, bool>? exclude)
     {
-        // d²_j = |x|² − 2 x·b_j + |b_j|², all j at once: |b|² plus one scaled column-row of the transposed bank per
-        // channel (an axpy over the bank, vectorised), then one pass keeps the k smallest.
-        var m = Count;
-        var columns = Transposed;
-        var rented = System.Buffers.ArrayPool<float>.Shared.Rent(m);
-        try
-        {
-            var acc = rented.AsSpan(0, m);
-            SquaredNorms.CopyTo(acc);
-            for (var c = 0; c < Dim; c++)
-            {
-                Axpy(-2 * x[c], columns.AsSpan(c * m, m), acc);
-            }
-
-            return Nearest(acc, Dot(x, x), k, nearest, exclude);
-        }
-        finally
-        {
-            System.Buffers.ArrayPool<float>.Shared.Return(rented);
-        }
+        // d²_j = |x|² − 2 x·b_j + |b_j|², all j at once, then one pass keeps the k smallest.
+        var scratch = Scratch(Dim + Count);
+        var scaled = scratch[..Dim];
+        for (var c = 0; c < Dim; c++) scaled[c] = -2 * x[c];
+        var acc = scratch.Slice(Dim, Count);
+        Accumulate(scaled, 1, acc);
+        return Nearest(acc, Dot(x, x), k, nearest, exclude);
     }
 
     /// <summary>
     /// Scores the tokens <paramref name="first"/> .. T − 1 of one image <c>[T*D]</c> into <paramref name="scores"/>
     /// (the others are left alone), with their nearest entries in <paramref name="nearest"/> <c>[T*k]</c> when given:
-    /// the same numbers as <see cref="Score"/> token by token, bit for bit, faster. The partial products for four
-    /// tokens and two runs of bank entries stay in registers over all channels, so each bank column is loaded once
-    /// per four tokens instead of once per token with the running sums streamed through memory.
+    /// the same numbers as <see cref="Score"/> token by token, four tokens at a time through the bank.
     /// </summary>
     public void ScoreImage(ReadOnlySpan<float> tokens, int first, Span<double> scores, Span<int> nearest = default)
     {
         int d = Dim, m = Count, t = tokens.Length / d, k = Math.Min(Neighbors, m), n = t - first;
         if (n <= 0) return;
-        var columns = Transposed;
-        var norms = SquaredNorms;
-        // One scratch buffer per thread, kept: renting 200 KB per image from the shared pool measured 3-4x slower once
-        // other code (the masking check's encoder batches) had used the pool.
-        var scratch = t_scratch is { } kept && kept.Length >= (n * ((2 * d) + m)) ? kept : t_scratch = new float[n * ((2 * d) + m)];
-        var content = scratch.AsSpan(0, n * d);
-        var scaled = scratch.AsSpan(n * d, n * d);
-        var acc = scratch.AsSpan(2 * n * d, n * m);
+        var scratch = Scratch(n * ((2 * d) + m));
+        var content = scratch[..(n * d)];
+        var scaled = scratch.Slice(n * d, n * d);
+        var acc = scratch.Slice(2 * n * d, n * m);
         for (var i = 0; i < n; i++)
         {
             var z = tokens.Slice((first + i) * d, d);
@@ -145,7 +126,7 @@ public sealed record TokenBank
             }
         }
 
-        AccumulateBlocked(scaled, n, d, columns, norms, m, acc);
+        Accumulate(scaled, n, acc);
         for (var i = 0; i < n; i++)
         {
             var x = content.Slice(i * d, d);
@@ -153,20 +134,28 @@ public sealed record TokenBank
         }
     }
 
+    /// <summary>
+    /// This thread's scratch buffer, at least <paramref name="length"/> floats, kept between calls: renting 200 KB per
+    /// image from the shared array pool measured 3-4x slower once other code (the masking check's encoder batches)
+    /// had used the pool.
+    /// </summary>
+    private static Span<float> Scratch(int length) =>
+        (t_scratch is { } kept && kept.Length >= length ? kept : t_scratch = new float[length]).AsSpan(0, length);
+
     [ThreadStatic]
     private static float[]? t_scratch;
 
     /// <summary>
-    /// <c>acc[i][j] = |b_j|² + Σ_c scaled[i][c]·B[c][j]</c>, summed over c in order with a multiply then an add, as
-    /// <see cref="Axpy"/> does, so each sum is the per-token one to the bit.
+    /// <c>acc[i][j] = |b_j|² + Σ_c scaled[i][c]·b_j[c]</c> for <paramref name="n"/> tokens, summed over c in channel
+    /// order with a multiply then an add. Four tokens at a time keep their partial sums for one vector of entries in
+    /// registers over all channels, so each panel of the bank is read once per four tokens.
     /// </summary>
-    private void AccumulateBlocked(ReadOnlySpan<float> scaled, int n, int d, float[] columns, float[] norms, int m, Span<float> acc)
+    private void Accumulate(ReadOnlySpan<float> scaled, int n, Span<float> acc)
     {
-        var w = Vector<float>.Count;
+        int d = Dim, m = Count, w = Vector<float>.Count;
         var blocks = Vector.IsHardwareAccelerated ? m / w : 0;
-        var packed = Packed;
-        var normVectors = MemoryMarshal.Cast<float, Vector<float>>(norms.AsSpan(0, blocks * w));
-        var panels = MemoryMarshal.Cast<float, Vector<float>>(packed.AsSpan(0, blocks * w * d));
+        var normVectors = MemoryMarshal.Cast<float, Vector<float>>(SquaredNorms.AsSpan(0, blocks * w));
+        var panels = MemoryMarshal.Cast<float, Vector<float>>(Packed.AsSpan(0, blocks * w * d));
         var i = 0;
         for (; i + 4 <= n; i += 4)
         {
@@ -193,21 +182,38 @@ public sealed record TokenBank
 
                 (r0[v], r1[v], r2[v], r3[v]) = (a0, a1, a2, a3);
             }
-
-            for (var r = i; r < i + 4; r++) ScalarTail(scaled.Slice(r * d, d), columns, norms, m, blocks * w, acc.Slice(r * m, m));
         }
 
         for (; i < n; i++)
         {
-            var row = acc.Slice(i * m, m);
-            norms.CopyTo(row);
-            for (var c = 0; c < d; c++) Axpy(scaled[(i * d) + c], columns.AsSpan(c * m, m), row);
+            var s0 = scaled.Slice(i * d, d);
+            var r0 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice(i * m, blocks * w));
+            for (var v = 0; v < blocks; v++)
+            {
+                var a0 = normVectors[v];
+                var panel = panels.Slice(v * d, d);
+                for (var c = 0; c < panel.Length; c++) a0 += new Vector<float>(s0[c]) * panel[c];
+                r0[v] = a0;
+            }
+        }
+
+        // Entries past the last whole vector (all of them without SIMD), one at a time, in the same order.
+        for (var r = 0; r < n; r++)
+        {
+            var s = scaled.Slice(r * d, d);
+            for (var j = blocks * w; j < m; j++)
+            {
+                var a = SquaredNorms[j];
+                var b = Vectors.AsSpan(j * d, d);
+                for (var c = 0; c < d; c++) a += s[c] * b[c];
+                acc[(r * m) + j] = a;
+            }
         }
     }
 
     /// <summary>
     /// The bank in panels of one vector's width of entries, channel by channel within a panel (<c>[M/W][D][W]</c>):
-    /// what <see cref="AccumulateBlocked"/> reads front to back.
+    /// what <see cref="Accumulate"/> reads front to back.
     /// </summary>
     [JsonIgnore]
     private float[] Packed => field ??= Pack(Vectors, Dim, Vector<float>.Count);
@@ -226,16 +232,6 @@ public sealed record TokenBank
         }
 
         return result;
-    }
-
-    private static void ScalarTail(ReadOnlySpan<float> scaled, float[] columns, float[] norms, int m, int from, Span<float> row)
-    {
-        for (var j = from; j < m; j++)
-        {
-            var a = norms[j];
-            for (var c = 0; c < scaled.Length; c++) a += scaled[c] * columns[(c * m) + j];
-            row[j] = a;
-        }
     }
 
     /// <summary>The mean distance to the k nearest entries from <c>acc + |x|²</c>; their indices to <paramref name="nearest"/>.</summary>
@@ -273,48 +269,6 @@ public sealed record TokenBank
         }
 
         return sum / k;
-    }
-
-    /// <summary>The bank channel-major, <c>[D][M]</c>, for the vectorised search.</summary>
-    [JsonIgnore]
-    private float[] Transposed => field ??= Transpose(Vectors, Dim);
-
-    private static float[] Transpose(float[] vectors, int dim)
-    {
-        var m = vectors.Length / dim;
-        var result = new float[vectors.Length];
-        for (var j = 0; j < m; j++)
-        {
-            for (var c = 0; c < dim; c++)
-            {
-                result[(c * m) + j] = vectors[(j * dim) + c];
-            }
-        }
-
-        return result;
-    }
-
-    /// <summary><c>y += a·x</c>.</summary>
-    private static void Axpy(float a, ReadOnlySpan<float> x, Span<float> y)
-    {
-        var i = 0;
-        if (Vector.IsHardwareAccelerated && x.Length >= Vector<float>.Count)
-        {
-            var vx = MemoryMarshal.Cast<float, Vector<float>>(x);
-            var vy = MemoryMarshal.Cast<float, Vector<float>>(y);
-            var va = new Vector<float>(a);
-            for (var v = 0; v < vx.Length; v++)
-            {
-                vy[v] += va * vx[v];
-            }
-
-            i = vx.Length * Vector<float>.Count;
-        }
-
-        for (; i < x.Length; i++)
-        {
-            y[i] += a * x[i];
-        }
     }
 
     internal static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)

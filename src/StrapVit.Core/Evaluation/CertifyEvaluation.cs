@@ -141,7 +141,7 @@ public sealed class CertifyEvaluation(
                     ColBorderStride = masks.ColBorderStride,
                     LargestRows = masks.LargestRows,
                     LargestCols = masks.LargestCols,
-                    MedianMsPerImage = Median(results.Select(r => r.Report.ElapsedMs)),
+                    MedianMsPerImage = DefenseScoring.Median(results.Select(r => r.Report.ElapsedMs).ToArray()),
                     CertifiedMsPerImage = results.Any(r => r.Report.Certified) ? results.Where(r => r.Report.Certified).Average(r => r.Report.ElapsedMs) : 0,
                 };
                 rows.Add(row);
@@ -223,11 +223,5 @@ public sealed class CertifyEvaluation(
         log.WriteLine($"  soundness {masks.PatchSize}x{masks.PatchSize} vs {name}: {certified.Count} images, {attempts} patched, attack success {successes / (double)Math.Max(1, attempts):P1}, exceptions {exceptions}");
         return new SoundnessRow(masks.PatchSize, name, certified.Count, attempts, successes / (double)Math.Max(1, attempts),
             fooled / (double)Math.Max(1, attempts), exceptions, stillCertified / (double)Math.Max(1, attempts));
-    }
-
-    private static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length == 0 ? 0 : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
     }
 }

@@ -138,7 +138,8 @@ public static class DefenseScoring
         return correct;
     }
 
-    private static double Median(double[] values)
+    /// <summary>The median of <paramref name="values"/> (the mean of the two middle ones for an even count).</summary>
+    internal static double Median(double[] values)
     {
         var sorted = values.Order().ToArray();
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;

@@ -50,12 +50,10 @@ public static class ClassTokenReadout
         // Squeeze takes its axes as an input from opset 13 on (and the gradient builder needs 13 anyway).
         if (model.OpsetImport.FirstOrDefault(o => OnnxProto.IsDefaultDomain(o.Domain)) is not { Version: >= 13 }) return false;
         var g = new GraphIndex(graph);
-        bool IsConstant(string t) => g.IsConstant(t);
-        int? ConstantRank(string t) => g.Constant(t)?.Dims.Count;
 
         // The readout: Gather(tokens, scalar 0, axis 1) feeding the head.
         var readout = graph.Node.LastOrDefault(n => n.OpType == "Gather" && OnnxProto.IsDefaultDomain(n.Domain) && OnnxProto.Int(n, "axis", 0) == 1
-            && ConstantRank(n.Input[1]) == 0 && g.Ints(n.Input[1]) is [0]);
+            && g.Constant(n.Input[1])?.Dims.Count == 0 && g.Ints(n.Input[1]) is [0]);
         if (readout is null) return false;
 
         // Standard-op attention blocks, by the Reshape that merges their heads.
@@ -92,10 +90,10 @@ public static class ClassTokenReadout
                 continue;
             }
 
-            if (!OnnxProto.IsDefaultDomain(node.Domain) || !TokenWise(node, IsConstant, ConstantRank, t => g.Initializers.GetValueOrDefault(g.Source(t)))) continue;
+            if (!OnnxProto.IsDefaultDomain(node.Domain) || !TokenWise(node, g)) continue;
             narrow.Add(t);
             region.Add(node);
-            foreach (var i in node.Input.Where(i => !IsConstant(i))) frontier.Enqueue(i);
+            foreach (var i in node.Input.Where(i => !g.IsConstant(i))) frontier.Enqueue(i);
         }
 
         // Worth it when the region holds matrix products (a projection, an MLP) or the attention.
@@ -106,7 +104,7 @@ public static class ClassTokenReadout
         // operand (a Cast, an Expand) would be indexed on the wrong axis. RowsAreTokenRows checks ranks where they
         // are known.
         var rows = region.Where(n => n != attention && n != standardAttention?.Merge)
-            .SelectMany(n => n.Input).Where(i => !IsConstant(i) && !narrow.Contains(i)).Distinct(StringComparer.Ordinal);
+            .SelectMany(n => n.Input).Where(i => !g.IsConstant(i) && !narrow.Contains(i)).Distinct(StringComparer.Ordinal);
         if (rows.Any(t => g.Outputs.Contains(t) || (g.Producer(t) is { } p && !TokenProducers.Contains(p.OpType) && !AttentionFusion.IsFused(p))))
         {
             return false;
@@ -137,7 +135,7 @@ public static class ClassTokenReadout
             return gathered[t] = name;
         }
 
-        string Narrowed(string t) => IsConstant(t) ? t : narrow.Contains(t) ? t + "_strapvit_cls" : Row(t);
+        string Narrowed(string t) => g.IsConstant(t) ? t : narrow.Contains(t) ? t + "_strapvit_cls" : Row(t);
 
         if (attention is not null) NarrowAttention(attention, weights!, w!, b!, prefix, added, newInitializers);
         if (standardAttention is not null) NarrowStandardAttention(standardAttention, prefix, added, newInitializers);
@@ -211,15 +209,15 @@ public static class ClassTokenReadout
     }
 
     /// <summary>An op that maps each token's row to the same row of its output.</summary>
-    private static bool TokenWise(NodeProto node, Func<string, bool> isConstant, Func<string, int?> constantRank, Func<string, TensorProto?> initializer)
+    private static bool TokenWise(NodeProto node, GraphIndex g)
     {
         if (node.Output.Count != 1) return false;
-        bool SmallConstants() => node.Input.Where(isConstant).All(i => i.Length == 0 || constantRank(i) is <= 1);
+        bool SmallConstants() => node.Input.Where(g.IsConstant).All(i => i.Length == 0 || g.Constant(i)?.Dims.Count is <= 1);
         return node.OpType switch
         {
-            "LayerNormalization" => OnnxProto.Int(node, "axis", -1) == -1 && node.Input.Skip(1).All(isConstant) && SmallConstants(),
-            "MatMul" => initializer(node.Input[1]) is { Dims.Count: 2 } && !isConstant(node.Input[0]),
-            _ => Elementwise.Contains(node.OpType) && node.Attribute.Count == 0 && SmallConstants() && node.Input.Any(i => !isConstant(i)),
+            "LayerNormalization" => OnnxProto.Int(node, "axis", -1) == -1 && node.Input.Skip(1).All(g.IsConstant) && SmallConstants(),
+            "MatMul" => g.Initializers.GetValueOrDefault(g.Source(node.Input[1])) is { Dims.Count: 2 } && !g.IsConstant(node.Input[0]),
+            _ => Elementwise.Contains(node.OpType) && node.Attribute.Count == 0 && SmallConstants() && node.Input.Any(i => !g.IsConstant(i)),
         };
     }
 

@@ -1,32 +1,18 @@
-using Microsoft.Extensions.Logging.Abstractions;
-using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Inference;
-using StrapVit.Core.Models;
-using StrapVit.Testing;
 
 namespace StrapVit.Core.Tests.Defense;
 
 /// <summary>The whole-image bank search on the embedded model's real calibration (1024 entries of 64 channels) and real tokens.</summary>
-public sealed class BankScoringTests : IDisposable
+public sealed class BankScoringTests(DefaultModelTokens fixture) : IClassFixture<DefaultModelTokens>
 {
-    private readonly TokenSpaceModel _model;
-    private readonly TokenReference _reference;
-
-    public BankScoringTests()
-    {
-        var package = ModelPackage.Load(RepoPaths.DefaultModel);
-        _model = new TokenSpaceModel(package, new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
-        _reference = DefenseCalibration.Load(Path.Combine(package.Directory, DefenseCalibration.FileName), package).Tokens!;
-    }
-
-    public void Dispose() => _model.Dispose();
+    private readonly TokenSpaceModel _model = fixture.Model;
+    private readonly TokenReference _reference = fixture.Reference;
 
     [Fact]
     public void The_image_search_equals_the_token_by_token_search_on_real_tokens()
     {
-        var images = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
-        var set = IdxDataset.Load(images, IdxDataset.LabelsBeside(images));
+        var set = fixture.TestSet;
         var bank = _reference.Bank!;
         int t = _model.TokenCount, d = _model.Dim, k = bank.Neighbors;
         Assert.Equal((64, 1024), (bank.Dim, bank.Count));

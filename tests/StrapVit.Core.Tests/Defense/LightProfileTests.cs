@@ -1,9 +1,5 @@
-using Microsoft.Extensions.Logging.Abstractions;
-using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Inference;
-using StrapVit.Core.Models;
-using StrapVit.Testing;
 
 namespace StrapVit.Core.Tests.Defense;
 
@@ -11,20 +7,10 @@ namespace StrapVit.Core.Tests.Defense;
 /// <see cref="DefenseProfile.Light"/> on the embedded model: the configured detector without the masking check, the
 /// window flagged only when a token is over its threshold.
 /// </summary>
-public sealed class LightProfileTests : IDisposable
+public sealed class LightProfileTests(DefaultModelTokens fixture) : IClassFixture<DefaultModelTokens>
 {
-    private static readonly InferenceOptions Cpu = new() { Device = InferenceDevice.Cpu };
-    private readonly ModelPackage _package = ModelPackage.Load(RepoPaths.DefaultModel);
-    private readonly TokenSpaceModel _model;
-    private readonly TokenReference _reference;
-
-    public LightProfileTests()
-    {
-        _model = new TokenSpaceModel(_package, new OnnxSessionFactory(Cpu, NullLogger<OnnxSessionFactory>.Instance));
-        _reference = DefenseCalibration.Load(Path.Combine(_package.Directory, DefenseCalibration.FileName), _package).Tokens!;
-    }
-
-    public void Dispose() => _model.Dispose();
+    private readonly TokenSpaceModel _model = fixture.Model;
+    private readonly TokenReference _reference = fixture.Reference;
 
     [Fact]
     public void Light_turns_the_check_off_and_keeps_every_other_setting()
@@ -45,9 +31,7 @@ public sealed class LightProfileTests : IDisposable
     public void On_clean_images_light_drops_only_the_k_minimum_unless_a_token_is_over_threshold()
     {
         const int n = 40;
-        var images = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
-        var set = IdxDataset.Load(images, IdxDataset.LabelsBeside(images));
-        var pixels = set.Pixels.Take(n * 784).Select(b => b / 255f).ToArray();
+        var pixels = fixture.TestSet.Pixels.Take(n * 784).Select(b => b / 255f).ToArray();
         var seeds = Enumerable.Range(0, n).ToArray();
         var configuredOptions = new DefenseOptions();
         var configured = new TokenPatchDefense(_model, _reference, configuredOptions);
