@@ -3,7 +3,7 @@ namespace StrapVit.Cli.Tests;
 /// <summary><c>--help</c> on the root and on each verb.</summary>
 public sealed class HelpTests
 {
-    private static readonly string[] Verbs = ["gradient-graph", "calibrate", "evaluate", "certify-eval", "attack-eval", "patch-train", "bench-pgd"];
+    private static readonly string[] Verbs = ["gradient-graph", "calibrate", "defense-flags", "evaluate", "certify-eval", "attack-eval", "patch-train", "bench-pgd"];
 
     [Fact]
     public void Root_help_lists_every_verb_with_its_one_line_summary()
@@ -33,6 +33,7 @@ public sealed class HelpTests
     [Theory]
     [InlineData("gradient-graph", "--output <file.onnx> (REQUIRED)", "the message names the")]
     [InlineData("calibrate", "--temperature <temperature>", "Exit codes: 0 written; 1 bad package or images; 2 bad arguments.")]
+    [InlineData("defense-flags", "--output <file> (REQUIRED)", "Exit codes: 0 written; 1 bad package or images; 2 bad arguments.")]
     [InlineData("evaluate", "--sizes <a,b,...>", "--sweep adds the grid")]
     [InlineData("certify-eval", "--masking <auto|drop|replace>", "changed answer is counted as an exception")]
     [InlineData("attack-eval", "--only <a,b,...>", "Exit codes: 0 measured")]

@@ -76,6 +76,47 @@ public sealed class VerbRunTests : IDisposable
         Assert.Equal(64, calibration.Tokens!.Bank!.Count);
     }
 
+    [Fact]
+    public void Defense_flags_writes_each_image_and_its_mirror_as_bitmasks_and_exits_0()
+    {
+        // Images 2 and 3 are images 0 and 1 mirrored, so what the verb writes as the mirror of one must be what it
+        // writes for the other: the mirroring and the file layout are checked against pixels mirrored here.
+        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", "calib-500-images-idx3-ubyte.gz"));
+        var set = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx));
+        var images = new List<byte[]> { Slice(set, 0), Slice(set, 1) };
+        images.AddRange(images.Select(image => Enumerable.Range(0, 28 * 28).Select(p => image[(p / 28 * 28) + 27 - (p % 28)]).ToArray()).ToList());
+        var file = Path.Combine(temp, "four-images-idx3-ubyte");
+        File.WriteAllBytes(file, [0, 0, 8, 3, 0, 0, 0, 4, 0, 0, 0, 28, 0, 0, 0, 28, .. images.SelectMany(b => b)]);
+        File.WriteAllBytes(Path.Combine(temp, "four-labels-idx1-ubyte"), [0, 0, 8, 1, 0, 0, 0, 4, set.Labels[0], set.Labels[1], set.Labels[0], set.Labels[1]]);
+        var output = Path.Combine(temp, "flags.bin");
+
+        var (exit, stdout, stderr) = CliHarness.Run("defense-flags", RepoPaths.DefaultModel, "--idx", file, "--output", output);
+
+        Assert.True(exit == 0, stderr);
+        Assert.StartsWith($"{Path.GetFullPath(output)}: defense flags of 4 images and their mirror images, ", stdout, StringComparison.Ordinal);
+        var bytes = File.ReadAllBytes(output);
+        Assert.Equal(4 * 2 * 8, bytes.Length);   // 49 tokens: one uint64 per view
+        var words = Enumerable.Range(0, 8).Select(i => BitConverter.ToUInt64(bytes, i * 8)).ToArray();
+        Assert.Equal(words[0], words[5]);        // image 0 == mirror of image 2
+        Assert.Equal(words[1], words[4]);        // mirror of image 0 == image 2
+        Assert.Equal(words[2], words[7]);
+        Assert.Equal(words[3], words[6]);
+        Assert.All(words, w => Assert.Equal(0UL, w >> 49));
+        // The default defense flags at least K = 2 tokens and a 2x2 window on every image.
+        Assert.All(words, w => Assert.InRange(System.Numerics.BitOperations.PopCount(w), 4, 49));
+        Assert.NotEqual(words[0], words[1]);
+    }
+
+    [Fact]
+    public void Defense_flags_without_an_output_is_a_usage_error()
+    {
+        var (exit, _, stderr) = CliHarness.Run("defense-flags", RepoPaths.DefaultModel, "--idx", "x-images-idx3-ubyte");
+        Assert.Equal(2, exit);
+        Assert.Contains("--output", stderr, StringComparison.Ordinal);
+    }
+
+    private static byte[] Slice(IdxDataset set, int index) => set.Pixels.AsSpan(index * 28 * 28, 28 * 28).ToArray();
+
     /// <summary>pixels [N,1,4,4] -> Flatten -> TopK(3): the values as logits; TopK has no gradient the builder knows.</summary>
     private static ModelProto TopKModel()
     {

@@ -92,6 +92,13 @@ def parse_args():
                    help="model.onnx of a trained fashion-vit (3x3 stem of --teacher-stem-channels) to distil from: the "
                         "student, masked or not, learns the teacher's softened answer on the whole image beside the label")
     p.add_argument("--teacher-stem-channels", type=int, default=32)
+    p.add_argument("--teacher-stem-kind", choices=["conv3", "local"], default="conv3")
+    p.add_argument("--defense-flags", default=None,
+                   help="defense-aware training: a file of the tokens the service's patch defense flags on each "
+                        "training image (`strapvit defense-flags`: per image two little-endian uint64 patch-grid "
+                        "bitmasks, the image's and its mirror image's); with probability --defense-flag-prob an "
+                        "image's flagged tokens are hidden too (on top of --mask-windows)")
+    p.add_argument("--defense-flag-prob", type=float, default=0.5)
     p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the distillation term (with --teacher)")
     p.add_argument("--distill-temperature", type=float, default=2.0)
     p.add_argument("--checkpoint", default="tools/model/out/fashion-vit-tiny.pt",
@@ -111,12 +118,17 @@ def normalise(x_u8: torch.Tensor) -> torch.Tensor:
     return (x - vitlib.FASHION_MEAN) / vitlib.FASHION_STD
 
 
-def augment(x_u8: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and random 28x28 crop from a 2-px zero-padded image (uint8 in, uint8 out)."""
+def augment(x_u8: torch.Tensor, mode: str, gen: torch.Generator, flips=None) -> torch.Tensor:
+    """Random horizontal flip and random 28x28 crop from a 2-px zero-padded image (uint8 in, uint8 out).
+    ``flips`` (a list, optional) receives the bool [B] flip decisions."""
     if mode == "none":
+        if flips is not None:
+            flips.append(torch.zeros(x_u8.shape[0], dtype=torch.bool))
         return x_u8
     b = x_u8.shape[0]
     flip = torch.rand(b, generator=gen) < 0.5
+    if flips is not None:
+        flips.append(flip)
     x = torch.where(flip[:, None, None], x_u8.flip(-1), x_u8)
     if mode == "flipcrop":
         pad = 2
@@ -286,7 +298,7 @@ def main():
     teacher = None
     if args.teacher:
         teacher = vitlib.ViT(image_size=28, patch_size=4, in_chans=1, num_classes=10, dim=64, depth=6, heads=4,
-                             mlp_ratio=2.0, stem_channels=args.teacher_stem_channels)
+                             mlp_ratio=2.0, stem_channels=args.teacher_stem_channels, stem_kind=args.teacher_stem_kind)
         vitlib.load_onnx_weights(teacher, args.teacher)
         teacher.eval()
         for q in teacher.parameters():
@@ -295,6 +307,18 @@ def main():
         print(f"teacher {args.teacher}: test acc (first 2000) {t_acc:.4f}", flush=True)
         extra["teacher"] = {"onnx": os.path.relpath(args.teacher), "test_acc_first_2000": t_acc,
                             "alpha": args.distill_alpha, "temperature": args.distill_temperature}
+    defense_flags = None
+    if args.defense_flags:
+        assert args.aug in ("none", "flip"), "defense flags follow flips only, not crops"
+        raw = np.fromfile(args.defense_flags, dtype="<u8").reshape(-1, 2)
+        assert raw.shape[0] == x_train.shape[0], (raw.shape, x_train.shape)
+        bits = (raw[:, :, None] >> np.arange(grid * grid, dtype=np.uint64)[None, None, :]) & np.uint64(1)
+        defense_flags = torch.from_numpy(bits.astype(np.bool_))  # [N, 2 (image, mirror), P]
+        print(f"defense flags {args.defense_flags}: {defense_flags[:, 0].sum(1).float().mean():.2f} tokens per image, "
+              f"hidden with probability {args.defense_flag_prob}", flush=True)
+        extra["defense_flags"] = {"file": os.path.basename(args.defense_flags), "probability": args.defense_flag_prob,
+                                  "mean_tokens": float(defense_flags[:, 0].sum(1).float().mean())}
+    flag_gen = torch.Generator().manual_seed(args.seed + 2000)  # which images hide their flags (own stream)
     gen = torch.Generator().manual_seed(args.seed)  # data order and augmentation
     mask_gen = torch.Generator().manual_seed(args.seed + 1000)  # token windows (own stream: same data order)
 
@@ -308,12 +332,17 @@ def main():
         run_loss, run_correct, run_n = 0.0, 0, 0
         for bi in range(steps_per_epoch):
             idx = perm[bi * args.batch_size:(bi + 1) * args.batch_size]
-            xb = normalise(augment(x_train[idx], args.aug, gen))
+            flips = []
+            xb = normalise(augment(x_train[idx], args.aug, gen, flips))
             yb = y_train[idx]
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             key_mask = (vitlib.random_window_mask(yb.shape[0], grid, mask_probs, mask_sides, mask_gen,
                                                   args.mask_overhang) if mask_probs else None)
+            if defense_flags is not None:
+                chosen = torch.rand(yb.shape[0], generator=flag_gen) < args.defense_flag_prob
+                flags = defense_flags[idx, flips[0].long()] & chosen[:, None]
+                key_mask = flags if key_mask is None else key_mask | flags
             logits = model(xb, key_mask)
             loss = crit(logits, yb)
             if teacher is not None:

@@ -13,6 +13,7 @@ internal static class CliApp
         {
             new GradientGraphCommand(),
             new CalibrateCommand(),
+            new DefenseFlagsCommand(),
             new EvaluateCommand(),
             new CertifyEvalCommand(),
             new AttackEvalCommand(),

@@ -56,6 +56,8 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly ListOption<int> sweepPartners = CliOptions.NumberList("--sweep-partners", [Defaults.VerifyPartners], 1, 64, "masking-check partner counts of the sweep");
     private readonly ListOption<string> sweepWindowWhen = CliOptions.List("--sweep-window-when", ["always"], (string text, out string value) => (value = text) is "always" or "over-threshold",
         "when the sweep's windows are flagged: always (whenever anything is flagged) and/or over-threshold (only when a token is over its threshold)", "always or over-threshold");
+    private readonly ListOption<string> strongOcclusion = CliOptions.List("--strong-occlusion", ["off"], (string text, out string value) => (value = text) is "off" or "on",
+        "strong attacks without (off) and/or with (on) occlusion views aimed at the masking check: every check-sized window over the patch hidden must leave the same wrong answer", "off or on");
     private readonly ListOption<int> sweepChoices = CliOptions.NumberList("--sweep-choices", [1], 1, 64, "bank choices of the sweep");
     private readonly Option<int> bankSize = CliOptions.Number("--bank-size", BankDefaults.Size, 16, 1_000_000, "clean tokens kept in the bank");
     private readonly Option<int> neighbors = CliOptions.Number("--neighbors", BankDefaults.Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
@@ -87,7 +89,7 @@ internal sealed class EvaluateCommand : CliVerb
         [
             images, calib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
             score, window, windowWhen, neutralize, bankChoices, verify, partners, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepWindowWhen,
-            bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion, evasionMargins,
+            bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
     }
@@ -123,6 +125,7 @@ internal sealed class EvaluateCommand : CliVerb
             StrongEotSamples = parseResult.GetValue(strongEot),
             EvasionWeights = parseResult.GetList(evasion),
             EvasionMargins = parseResult.GetList(evasionMargins),
+            StrongOcclusion = parseResult.GetList(strongOcclusion).Select(o => o == "on").Distinct().ToArray(),
             Bank = new BankSettings(Size: parseResult.GetValue(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr)),
         };
         var options = new DefenseOptions

@@ -18,10 +18,18 @@ public sealed class TokenGradients : IDisposable
     private const string TokenImage = "token_image";
     private const string FlatTokens = "tokens_flat";
 
-    private TokenGradients(GradientRunner encoder, GradientRunner embedding)
+    private readonly Dictionary<int, GradientRunner> _shorter = [];
+    private readonly ModelProto _encoderGraph;
+    private readonly OnnxSessionFactory _sessions;
+    private readonly int _dim;
+
+    private TokenGradients(GradientRunner encoder, GradientRunner embedding, ModelProto encoderGraph, OnnxSessionFactory sessions, int dim)
     {
         Encoder = encoder;
         Embedding = embedding;
+        _encoderGraph = encoderGraph;
+        _sessions = sessions;
+        _dim = dim;
     }
 
     /// <summary>Encoder: input <c>[N, 1, T, D]</c> tokens, output logits.</summary>
@@ -36,12 +44,31 @@ public sealed class TokenGradients : IDisposable
         var encoderRunner = CreateEncoder(split.Encoder, model.TokenCount, model.Dim, sessions);
         try
         {
-            return new TokenGradients(encoderRunner, EmbeddingVjp(split.Embedding, model.TokenCount, model.Dim, sessions));
+            return new TokenGradients(encoderRunner, EmbeddingVjp(split.Embedding, model.TokenCount, model.Dim, sessions), split.Encoder, sessions, model.Dim);
         }
         catch
         {
             encoderRunner.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// The encoder's runners for views of <paramref name="tokens"/> tokens (the class token and the patch tokens a view
+    /// keeps, in order): built on first use and kept until disposal. Needs a model whose encoder accepts shorter
+    /// sequences (<see cref="TokenSpaceModel.AcceptsShorterSequences"/>).
+    /// </summary>
+    public GradientRunner EncoderFor(int tokens)
+    {
+        lock (_shorter)
+        {
+            if (!_shorter.TryGetValue(tokens, out var runner))
+            {
+                runner = CreateEncoder(_encoderGraph, tokens, _dim, _sessions);
+                _shorter[tokens] = runner;
+            }
+
+            return runner;
         }
     }
 
@@ -101,5 +128,7 @@ public sealed class TokenGradients : IDisposable
     {
         Encoder.Dispose();
         Embedding.Dispose();
+        foreach (var runner in _shorter.Values) runner.Dispose();
+        _shorter.Clear();
     }
 }

@@ -13,9 +13,14 @@ namespace StrapVit.Core.Evaluation;
 /// <param name="EvasionMargin">γ: the evasion term pushes every token's score-to-threshold ratio below this.</param>
 /// <param name="StraightThrough">Pass the gradient through neutralised tokens as if they had not been touched (else: exact, zero for replaced tokens).</param>
 /// <param name="CheckEvery">Steps between checks of the current 8-bit image against the real defense (fresh seeds).</param>
+/// <param name="OcclusionViews">
+/// Also aim at the masking check: add the margin of every view with one check-sized window that overlaps the patch
+/// hidden (and nothing else, straight-through), so that hiding any part of the patch a check window can hide still
+/// leaves the same wrong answer.
+/// </param>
 public sealed record AdaptiveAttackSettings(
     int PatchSize, int Steps = 500, int Restarts = 2, int EotSamples = 16, double EvasionWeight = 1.0, double EvasionMargin = 0.9,
-    bool StraightThrough = true, int CheckEvery = 10);
+    bool StraightThrough = true, int CheckEvery = 10, bool OcclusionViews = false);
 
 /// <summary>
 /// The strongest per-image patch attack we can build against the token defense: it knows the detector and the
@@ -117,6 +122,7 @@ public sealed class AdaptivePatchAttack(
             var dropped = Enumerable.Range(0, rows).Select(r => TokenPatchDefense.DroppedOf(detections[r % m].Flagged, plans[r])).ToArray();
             var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(defended, rows, dropped, ct) : model.Encode(defended, rows, ct);
             var cotangent = new float[rows * classes];
+            var targets = new int[m];
             for (var r = 0; r < rows; r++)
             {
                 var y = labels[active[r % m]];
@@ -128,6 +134,7 @@ public sealed class AdaptivePatchAttack(
 
                 cotangent[(r * classes) + other] = 1;
                 cotangent[(r * classes) + y] = -1;
+                if (r < m) targets[r] = other;
             }
 
             var g = gradients.Encoder.Vjp(defended, cotangent, rows, ct).PixelGrad;
@@ -146,6 +153,11 @@ public sealed class AdaptivePatchAttack(
                 var target = tokenGrad.AsSpan(a * t * d, t * d);
                 var source = g.AsSpan(r * t * d, t * d);
                 for (var i = 0; i < target.Length; i++) target[i] += source[i] / draws;
+            }
+
+            if (settings.OcclusionViews)
+            {
+                AddOcclusionViews(clean, active, places, labels, targets, tokenGrad, ct);
             }
 
             if (settings.EvasionWeight > 0)
@@ -205,6 +217,71 @@ public sealed class AdaptivePatchAttack(
         }
 
         return still;
+    }
+
+    /// <summary>
+    /// Adds, for each active image, the mean over its occlusion views of ∂(z_target − z_y)/∂tokens: one view per
+    /// check-sized window (<see cref="TokenPatchDefense.VerifySide"/>) that overlaps the patch's tokens, that window
+    /// dropped from the sequence, the target the defended view's strongest wrong class, so that every view is pushed
+    /// to the same wrong answer (a check whose views all agree keeps it).
+    /// </summary>
+    private void AddOcclusionViews(float[] clean, List<int> active, PatchPlacement[] places, int[] labels, int[] targets, float[] tokenGrad, CancellationToken ct)
+    {
+        int t = model.TokenCount, d = model.Dim, first = model.FirstPatchToken, gridRows = model.GridRows, gridCols = model.GridCols;
+        int tokenSize = model.Manifest.PatchSize, classes = model.Manifest.Labels.Count, side = defense.VerifySide;
+        var views = new List<(int Image, int[] Kept)>();
+        var perImage = new int[active.Count];
+        for (var a = 0; a < active.Count; a++)
+        {
+            var place = places[active[a]];
+            int r0 = place.Y / tokenSize, r1 = Math.Min(gridRows - 1, (place.Y + place.Size - 1) / tokenSize);
+            int c0 = place.X / tokenSize, c1 = Math.Min(gridCols - 1, (place.X + place.Size - 1) / tokenSize);
+            for (var r = Math.Max(0, r0 - side + 1); r <= Math.Min(r1, gridRows - side); r++)
+            {
+                for (var c = Math.Max(0, c0 - side + 1); c <= Math.Min(c1, gridCols - side); c++)
+                {
+                    var hidden = new HashSet<int>();
+                    for (var dr = 0; dr < side; dr++)
+                    {
+                        for (var dc = 0; dc < side; dc++) hidden.Add(first + ((r + dr) * gridCols) + c + dc);
+                    }
+
+                    views.Add((a, Enumerable.Range(0, t).Where(k => !hidden.Contains(k)).ToArray()));
+                    perImage[a]++;
+                }
+            }
+        }
+
+        if (views.Count == 0) return;
+        var length = views[0].Kept.Length;
+        var runner = gradients.EncoderFor(length);
+        const int Chunk = 256;
+        for (var start = 0; start < views.Count; start += Chunk)
+        {
+            var n = Math.Min(Chunk, views.Count - start);
+            var input = new float[n * length * d];
+            var cotangent = new float[n * classes];
+            for (var v = 0; v < n; v++)
+            {
+                var (a, kept) = views[start + v];
+                for (var j = 0; j < length; j++) Array.Copy(clean, ((a * t) + kept[j]) * d, input, ((v * length) + j) * d, d);
+                cotangent[(v * classes) + targets[a]] = 1;
+                cotangent[(v * classes) + labels[active[a]]] = -1;
+            }
+
+            var g = runner.Vjp(input, cotangent, n, ct).PixelGrad;
+            for (var v = 0; v < n; v++)
+            {
+                var (a, kept) = views[start + v];
+                var weight = 1f / perImage[a];
+                for (var j = 0; j < length; j++)
+                {
+                    var target = tokenGrad.AsSpan(((a * t) + kept[j]) * d, d);
+                    var source = g.AsSpan(((v * length) + j) * d, d);
+                    for (var c = 0; c < d; c++) target[c] += weight * source[c];
+                }
+            }
+        }
     }
 
     /// <summary>Adds −λ/τ_t · ∂s_t/∂z_t for every token whose ratio s_t/τ_t exceeds γ (gradient ascent on the objective).</summary>

@@ -70,6 +70,12 @@ public sealed record EvaluationSettings
     /// </summary>
     public double[] EvasionMargins { get; init; } = [0.9];
 
+    /// <summary>
+    /// Whether each strong attack runs without (false) and/or with (true) occlusion views aimed at the masking check
+    /// (<see cref="AdaptiveAttackSettings.OcclusionViews"/>); each is a separate attack in the worst case.
+    /// </summary>
+    public bool[] StrongOcclusion { get; init; } = [false];
+
     /// <summary>How the token bank is built (size, k, clean false-positive rate).</summary>
     public BankSettings Bank { get; init; } = new();
 }
@@ -301,13 +307,15 @@ public sealed class DefenseEvaluation(
         if (settings.StrongSteps > 0)
         {
             var strong = new AdaptivePatchAttack(tokens, reference.Tokens!, options, tokenGradients, token);
-            foreach (var (lambda, gamma) in settings.EvasionWeights.SelectMany(l => (l > 0 ? settings.EvasionMargins : [0.9]).Select(g => (l, g))))
+            var attacks = settings.StrongOcclusion.SelectMany(o => settings.EvasionWeights.SelectMany(l => (l > 0 ? settings.EvasionMargins : [0.9]).Select(g => (l, g, o))));
+            foreach (var (lambda, gamma, occlusion) in attacks)
             {
-                var s = new AdaptiveAttackSettings(size, settings.StrongSteps, settings.StrongRestarts, settings.StrongEotSamples, lambda, gamma);
+                var s = new AdaptiveAttackSettings(size, settings.StrongSteps, settings.StrongRestarts, settings.StrongEotSamples, lambda, gamma, OcclusionViews: occlusion);
                 var started = Stopwatch.GetTimestamp();
                 var set = strong.Run(subset, s, settings.Seed + 101);
                 var margin = gamma == 0.9 ? "" : $", γ={gamma:G3}";
-                Add($"strong adaptive (margin, straight-through, λ={lambda:G3}{margin}, {s.Steps} steps x {s.Restarts} restarts, EOT {s.EotSamples})", set);
+                var views = occlusion ? ", occlusion views" : "";
+                Add($"strong adaptive (margin, straight-through{views}, λ={lambda:G3}{margin}, {s.Steps} steps x {s.Restarts} restarts, EOT {s.EotSamples})", set);
                 log.WriteLine($"    {Stopwatch.GetElapsedTime(started).TotalSeconds:F0} s");
             }
         }

@@ -76,6 +76,81 @@ public sealed class AdaptiveGradientTests : IDisposable
         Assert.True(Math.Abs(analytic - numeric) <= 0.02 * Math.Max(Math.Abs(numeric), 1e-3), $"analytic {analytic}, numeric {numeric}");
     }
 
+    [Fact]
+    public void The_encoder_for_a_shorter_view_gives_the_dropped_views_logits_and_its_gradient_matches_finite_differences()
+    {
+        Assert.True(_tokens.AcceptsShorterSequences);
+        int t = _tokens.TokenCount, d = _tokens.Dim, first = _tokens.FirstPatchToken;
+        var tokens = _tokens.Embed(Image(5), 1);
+        var hidden = new HashSet<int> { first, first + 1, first + _tokens.GridCols, first + _tokens.GridCols + 1 };
+        var kept = Enumerable.Range(0, t).Where(k => !hidden.Contains(k)).ToArray();
+        float[] View(float[] source)
+        {
+            var view = new float[kept.Length * d];
+            for (var j = 0; j < kept.Length; j++) Array.Copy(source, kept[j] * d, view, j * d, d);
+            return view;
+        }
+
+        var classes = _package.Manifest.Labels.Count;
+        var cotangent = new float[classes];
+        cotangent[1] = 1;
+        cotangent[0] = -1;
+        var runner = _gradients.EncoderFor(kept.Length);
+        Assert.Same(runner, _gradients.EncoderFor(kept.Length));
+        var result = runner.Vjp(View(tokens), cotangent, 1);
+
+        // The forward path that serves masked views drops the same tokens: the same logits.
+        var served = _tokens.EncodeHiding(tokens, [0], [hidden], null, 256);
+        for (var c = 0; c < classes; c++) Assert.Equal(served[c], result.Logits[c], 4);
+
+        // d(z_1 - z_0) along a random direction of the kept tokens, against central differences of the served view.
+        var rng = new Random(6);
+        var direction = tokens.Select((_, i) => hidden.Contains(i / d) ? 0f : (float)((rng.NextDouble() * 2) - 1)).ToArray();
+        var analytic = View(direction).Zip(result.PixelGrad, (v, g) => (double)v * g).Sum();
+        double Margin(float h)
+        {
+            var logits = _tokens.EncodeHiding(tokens.Select((z, i) => z + (h * direction[i])).ToArray(), [0], [hidden], null, 256);
+            return logits[1] - logits[0];
+        }
+
+        const float H = 1e-2f;
+        var numeric = (Margin(H) - Margin(-H)) / (2 * H);
+        Assert.True(Math.Abs(analytic - numeric) <= 0.02 * Math.Max(Math.Abs(numeric), 1e-3), $"analytic {analytic}, numeric {numeric}");
+    }
+
+    [Fact]
+    public void The_attack_aimed_at_the_check_changes_only_the_patch_and_keeps_it_on_the_8_bit_grid()
+    {
+        var options = new DefenseOptions { VerifyWindows = 2, VerifyPartners = 3 };
+        var defense = new TokenPatchDefense(_tokens, _reference, options);
+        var attack = new AdaptivePatchAttack(_tokens, _reference, options, _gradients, defense);
+        // 8-bit images, so that the attack's rounding to the 8-bit grid leaves everything outside the patch as it was.
+        var set = new EvaluationSet([.. Image(11), .. Image(12)], [0, 1], 3 * 32 * 32);
+        for (var i = 0; i < set.Pixels.Length; i++) set.Pixels[i] = MathF.Round(set.Pixels[i] * 255) / 255;
+
+        var result = attack.Run(set, new AdaptiveAttackSettings(8, Steps: 6, Restarts: 1, EotSamples: 1, CheckEvery: 3, OcclusionViews: true), seed: 4);
+
+        for (var n = 0; n < 2; n++)
+        {
+            var place = result.Placements[n];
+            Assert.Equal(8, place.Size);
+            for (var c = 0; c < 3; c++)
+            {
+                for (var y = 0; y < 32; y++)
+                {
+                    for (var x = 0; x < 32; x++)
+                    {
+                        var i = (n * 3 * 32 * 32) + (c * 32 * 32) + (y * 32) + x;
+                        var inside = x >= place.X && x < place.X + 8 && y >= place.Y && y < place.Y + 8;
+                        var value = result.Images.Pixels[i];
+                        if (!inside) Assert.Equal(set.Pixels[i], value);
+                        else Assert.Equal(Math.Round(value * 255) / 255, value, 5);
+                    }
+                }
+            }
+        }
+    }
+
     public void Dispose()
     {
         _gradients.Dispose();
