@@ -52,6 +52,7 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly ListOption<Neutralization> sweepNeutralize = CliOptions.EnumList("--sweep-neutralize", [Neutralization.Transform, Neutralization.Mean, Neutralization.Bank], "neutralisations of the sweep");
     private readonly Option<int> verify = CliOptions.Number("--verify", Defaults.VerifyWindows, 0, 16, "candidate windows of the masking check (Defense:VerifyWindows; 0: none)");
     private readonly Option<int> partners = CliOptions.Number("--partners", Defaults.VerifyPartners, 1, 64, "second-round partner windows of the masking check (Defense:VerifyPartners)");
+    private readonly Option<int> verifyWindow = CliOptions.Number("--verify-window", Defaults.VerifyWindowPixels, 0, 1024, "patch budget in pixels that sizes the masking check's windows (Defense:VerifyWindowPixels; 0: --window's)");
     private readonly ListOption<int> sweepVerify = CliOptions.NumberList("--sweep-verify", [Defaults.VerifyWindows], 0, 16, "masking-check window counts of the sweep (0: no check)");
     private readonly ListOption<int> sweepPartners = CliOptions.NumberList("--sweep-partners", [Defaults.VerifyPartners], 1, 64, "masking-check partner counts of the sweep");
     private readonly ListOption<string> sweepWindowWhen = CliOptions.List("--sweep-window-when", ["always"], (string text, out string value) => (value = text) is "always" or "over-threshold",
@@ -88,7 +89,7 @@ internal sealed class EvaluateCommand : CliVerb
         Option[] options =
         [
             images, calib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
-            score, window, windowWhen, neutralize, bankChoices, verify, partners, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepWindowWhen,
+            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepWindowWhen,
             bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
@@ -139,6 +140,7 @@ internal sealed class EvaluateCommand : CliVerb
             BankChoices = parseResult.GetValue(bankChoices),
             VerifyWindows = parseResult.GetValue(verify),
             VerifyPartners = parseResult.GetValue(partners),
+            VerifyWindowPixels = parseResult.GetValue(verifyWindow),
         };
         settings = settings with { AdaptivePatchSize = settings.PatchSizes.Contains(6) ? 6 : settings.PatchSizes[0] };
 
@@ -168,7 +170,7 @@ internal sealed class EvaluateCommand : CliVerb
     {
         var sb = new StringBuilder();
         var o0 = report.Options;
-        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.WindowPixels} px, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}, masking check {(o0.VerifyWindows > 0 ? $"of {o0.VerifyWindows} windows with {o0.VerifyPartners} partners" : "off")}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.WindowPixels} px, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}, masking check {(o0.VerifyWindows > 0 ? $"of {o0.VerifyWindows} windows{(o0.VerifyWindowPixels > 0 ? $" ({o0.VerifyWindowPixels} px)" : "")} with {o0.VerifyPartners} partners" : "off")}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
         sb.AppendLine();
         foreach (var section in report.Rows.GroupBy(r => r.Section))
         {

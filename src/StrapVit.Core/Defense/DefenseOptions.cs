@@ -144,6 +144,17 @@ public sealed class DefenseOptions
     /// <summary>The strongest windows (the checked ones included) that the second round pairs a disagreeing window with.</summary>
     public int VerifyPartners { get; set; } = 24;
 
+    /// <summary>
+    /// The patch budget, in pixels, that sizes the masking check's windows (<see cref="VerifyWindowTokens"/> on a side);
+    /// 0 uses <see cref="WindowPixels"/>, the flagging window's. A window wide enough to hide a whole patch leaves an
+    /// attacker no part of it that survives the check's view.
+    /// </summary>
+    public int VerifyWindowPixels { get; set; }
+
+    /// <summary>The masking check's window side in tokens: <see cref="VerifyWindowPixels"/> (or <see cref="WindowPixels"/>) over the token size, rounded, at least 1.</summary>
+    public int VerifyWindowTokens(int tokenSize) =>
+        VerifyWindowPixels > 0 ? Math.Max(1, (int)Math.Round(VerifyWindowPixels / (double)tokenSize, MidpointRounding.AwayFromZero)) : Math.Max(1, WindowTokens(tokenSize));
+
     /// <summary>Minimum number of tokens flagged (and transformed) per image: the paper's K.</summary>
     public int MinTokens { get; set; } = 2;
 
@@ -208,6 +219,7 @@ public sealed class DefenseOptions
         : BankChoices < 1 ? "Defense:BankChoices must be >= 1."
         : VerifyWindows is < 0 or > 16 ? "Defense:VerifyWindows must be in [0, 16]."
         : VerifyPartners is < 1 or > 64 ? "Defense:VerifyPartners must be in [1, 64]."
+        : VerifyWindowPixels < 0 ? "Defense:VerifyWindowPixels must be >= 0."
         : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."
         : Transforms == TokenTransforms.None ? "Defense:Transforms must name at least one transform."
         : !(ShrinkMin >= 0 && ShrinkMin <= ShrinkMax && ShrinkMax < 1) ? "Defense:ShrinkMin..ShrinkMax must satisfy 0 <= min <= max < 1."

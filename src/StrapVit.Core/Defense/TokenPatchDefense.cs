@@ -75,8 +75,8 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             thresholds)).ToArray();
     }
 
-    /// <summary>The side in tokens of the windows the masking check hides: the flagging window's, at least 1.</summary>
-    internal int VerifySide => Math.Min(Math.Min(model.GridRows, model.GridCols), Math.Max(1, options.WindowTokens(model.Manifest.PatchSize)));
+    /// <summary>The side in tokens of the windows the masking check hides (<see cref="DefenseOptions.VerifyWindowTokens"/>), at most the grid's.</summary>
+    internal int VerifySide => Math.Min(Math.Min(model.GridRows, model.GridCols), options.VerifyWindowTokens(model.Manifest.PatchSize));
 
     /// <summary>
     /// The masking check (<see cref="WindowVerification"/>) on the neutralised <paramref name="tokens"/>: replaces an

@@ -90,5 +90,48 @@ public sealed class VerificationDefenseTests : IDisposable
         Assert.Contains("recovered", outcomes);
     }
 
+    [Theory]
+    [InlineData(0, 6, 2)]     // the flagging window's 6 px: 2 tokens of 4 px
+    [InlineData(0, 0, 1)]     // no flagging window: single tokens
+    [InlineData(12, 6, 3)]    // its own budget: 3x3 tokens hide any 6x6 patch
+    [InlineData(10, 6, 3)]    // 2.5 tokens round away from zero
+    [InlineData(3, 6, 1)]
+    public void The_checks_window_side_comes_from_its_own_budget_or_the_flagging_windows(int verifyPixels, int windowPixels, int side)
+    {
+        var options = new DefenseOptions { VerifyWindowPixels = verifyPixels, WindowPixels = windowPixels };
+        Assert.Equal(side, options.VerifyWindowTokens(4));
+        Assert.Null(options.Validate());
+        Assert.Equal("Defense:VerifyWindowPixels must be >= 0.", new DefenseOptions { VerifyWindowPixels = -1 }.Validate());
+    }
+
+    [Fact]
+    public void A_wider_check_hides_3x3_windows_and_a_recovered_answer_is_the_view_without_one()
+    {
+        const int n = 40;
+        var pixels = PatchedImages(n);
+        var seeds = Enumerable.Range(0, n).ToArray();
+        var options = new DefenseOptions { VerifyWindows = 3, VerifyPartners = 4, VerifyWindowPixels = 12 };
+        var plainOptions = options.Clone();
+        plainOptions.VerifyWindows = 0;
+        var results = new TokenPatchDefense(_model, _reference, options).Run(pixels, n, DefenseMode.Mitigate, seeds);
+        var plain = new TokenPatchDefense(_model, _reference, plainOptions);
+        foreach (var (result, i) in results.Select((r, i) => (r, i)))
+        {
+            var report = result.Report.Verification!;
+            Assert.Equal((3, 3), (report.WindowRows, report.WindowCols));
+            Assert.Equal(2, result.Report.Window);   // the flagging window keeps its own size
+            if (report.Window is { } window)
+            {
+                Assert.Equal(9, window.Count);
+                Assert.Equal((2 * _model.GridCols) + 2, window.Max() - window.Min());   // 3 rows x 3 columns
+                var hidden = result.Report.FlaggedTokens.Select(f => f.Index).Concat(window).Distinct().Select(p => p + _model.FirstPatchToken).ToArray();
+                var expected = plain.RunWithFlags(pixels.AsSpan(i * 784, 784), 1, _ => hidden, [seeds[i]]);
+                for (var c = 0; c < 10; c++) Assert.Equal(expected[c], result.Logits[c], 1e-4);
+            }
+        }
+
+        Assert.Contains(results, r => r.Report.Verification!.Outcome == "recovered");
+    }
+
     private static int ArgMax(float[] v) => Array.IndexOf(v, v.Max());
 }
