@@ -94,6 +94,12 @@ public sealed record EvaluationRow(string Section, string Scenario, string Defen
 
     /// <summary>Mean tokens flagged (and neutralised) per image.</summary>
     public double? TokensFlagged { get; init; }
+
+    /// <summary>Images whose answer the masking check replaced; null without a check.</summary>
+    public int? CheckRecovered { get; init; }
+
+    /// <summary>Of <see cref="CheckRecovered"/>, those answered right afterwards (on clean images the rest are the check's own errors).</summary>
+    public int? CheckRecoveredCorrect { get; init; }
 }
 
 /// <summary>Everything one run measured.</summary>
@@ -133,6 +139,8 @@ public sealed class DefenseEvaluation(
                 MedianCoverage = s.MedianCoverage,
                 TopInPatch = s.TopInPatch,
                 TokensFlagged = s.TokensFlagged,
+                CheckRecovered = s.CheckRecovered,
+                CheckRecoveredCorrect = s.CheckRecoveredCorrect,
             };
 
             rows.Add(Row("none", none) with { Flagged = null, TokensFlagged = null });
@@ -155,7 +163,8 @@ public sealed class DefenseEvaluation(
             }
 
             log.WriteLine($"  {section} / {scenario}: " + string.Join(", ", rows.Where(r => r.Section == section && r.Scenario == scenario)
-                .Select(r => $"{r.Defense} {r.Accuracy:P1}" + (r.OnAttacked is { } a ? $" (attacked {a:P1})" : ""))));
+                .Select(r => $"{r.Defense} {r.Accuracy:P1}" + (r.OnAttacked is { } a ? $" (attacked {a:P1})" : "")
+                    + (r.CheckRecovered is { } c ? $" [check replaced {c} answers, {r.CheckRecoveredCorrect} right]" : ""))));
         }
 
         log.WriteLine($"clean ({test.Count} images)");
@@ -245,7 +254,10 @@ public sealed class DefenseEvaluation(
                             + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" : "");
                         var defense = new TokenPatchDefense(tokens, reference, o);
                         var c = DefenseScoring.Defended(defense, clean, DefenseMode.Mitigate, settings.Seed);
-                        rows.Add(new("sweep", $"{name} clean", "token", c.Accuracy, c.Flagged, null, null) { TokensFlagged = c.TokensFlagged });
+                        rows.Add(new("sweep", $"{name} clean", "token", c.Accuracy, c.Flagged, null, null)
+                        {
+                            TokensFlagged = c.TokensFlagged, CheckRecovered = c.CheckRecovered, CheckRecoveredCorrect = c.CheckRecoveredCorrect,
+                        });
                         var patched = new List<double>();
                         foreach (var (size, set) in perImage.OrderBy(p => p.Key))
                         {
@@ -258,7 +270,7 @@ public sealed class DefenseEvaluation(
                         }
 
                         results.Add((name, c.Accuracy, c.Flagged, c.TokensFlagged, patched.Average()));
-                        log.WriteLine($"  {name}: clean {c.Accuracy:P1} (flagged {c.Flagged:P1}, {c.TokensFlagged:F1} tokens), patched mean {patched.Average():P1} [{string.Join(", ", patched.Select(x => x.ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))}]");
+                        log.WriteLine($"  {name}: clean {c.Accuracy:P1} (flagged {c.Flagged:P1}, {c.TokensFlagged:F1} tokens{(c.CheckRecovered is { } r ? $", check replaced {r} answers, {c.CheckRecoveredCorrect} right" : "")}), patched mean {patched.Average():P1} [{string.Join(", ", patched.Select(x => x.ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))}]");
                     }
                 }
             }

@@ -21,6 +21,12 @@ public sealed record DefenseScore(double Accuracy, double Flagged, double? Cover
     /// <summary>Mean number of tokens flagged per image.</summary>
     public double TokensFlagged { get; init; }
 
+    /// <summary>Images whose answer the masking check replaced (outcome <c>recovered</c>); null without a check.</summary>
+    public int? CheckRecovered { get; init; }
+
+    /// <summary>Of <see cref="CheckRecovered"/>, those whose new answer is right (the defended answer before it was wrong).</summary>
+    public int? CheckRecoveredCorrect { get; init; }
+
     /// <summary>Accuracy over the images selected by <paramref name="include"/>.</summary>
     public double AccuracyOn(IReadOnlyList<bool> include)
     {
@@ -66,12 +72,16 @@ public static class DefenseScoring
             }).Average();
         }
 
+        var checkedAny = results.Any(r => r.Report.Verification is not null);
+        var recovered = Enumerable.Range(0, results.Count).Where(i => results[i].Report.Verification?.Outcome == "recovered").ToArray();
         return new DefenseScore(
             correct.Average(c => c ? 1.0 : 0.0),
             results.Count(r => r.Report.FlaggedAboveThreshold > 0) / (double)results.Count,
             coverage?.Average(),
             correct)
         {
+            CheckRecovered = checkedAny ? recovered.Length : null,
+            CheckRecoveredCorrect = checkedAny ? recovered.Count(i => correct[i]) : null,
             MedianCoverage = coverage is null ? null : Median(coverage),
             TopInPatch = top,
             TokensFlagged = results.Average(r => r.Report.FlaggedTokens.Count),

@@ -133,5 +133,32 @@ public sealed class VerificationDefenseTests : IDisposable
         Assert.Contains(results, r => r.Report.Verification!.Outcome == "recovered");
     }
 
+    [Fact]
+    public void The_evaluation_counts_the_checks_replaced_answers_and_how_many_are_right()
+    {
+        const int n = 40;
+        var pixels = PatchedImages(n);
+        var images = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
+        var labels = IdxDataset.Load(images, IdxDataset.LabelsBeside(images)).Labels.Take(n).Select(b => (int)b).ToArray();
+        var set = new StrapVit.Core.Evaluation.EvaluationSet(pixels, labels, 784);
+        var options = new DefenseOptions { VerifyWindows = 2, VerifyPartners = 4 };
+        var defense = new TokenPatchDefense(_model, _reference, options);
+
+        var score = StrapVit.Core.Evaluation.DefenseScoring.Defended(defense, set, DefenseMode.Mitigate, seed: 0);
+
+        // Counted here from the defense's own reports, one image at a time.
+        var singles = Enumerable.Range(0, n).Select(i => defense.Run(pixels.AsSpan(i * 784, 784), 1, DefenseMode.Mitigate, [i])[0]).ToArray();
+        var recovered = Enumerable.Range(0, n).Where(i => singles[i].Report.Verification!.Outcome == "recovered").ToArray();
+        Assert.NotEmpty(recovered);
+        Assert.Equal(recovered.Length, score.CheckRecovered);
+        Assert.Equal(recovered.Count(i => ArgMax(singles[i].Logits) == labels[i]), score.CheckRecoveredCorrect);
+
+        var noCheck = options.Clone();
+        noCheck.VerifyWindows = 0;
+        var plain = StrapVit.Core.Evaluation.DefenseScoring.Defended(new TokenPatchDefense(_model, _reference, noCheck), set, DefenseMode.Mitigate, seed: 0);
+        Assert.Null(plain.CheckRecovered);
+        Assert.Null(plain.CheckRecoveredCorrect);
+    }
+
     private static int ArgMax(float[] v) => Array.IndexOf(v, v.Max());
 }
