@@ -95,8 +95,8 @@ def parse_args():
     p.add_argument("--teacher-stem-kind", choices=["conv3", "local"], default="conv3")
     p.add_argument("--defense-flags", default=None,
                    help="defense-aware training: a file of the tokens the service's patch defense flags on each "
-                        "training image (`strapvit defense-flags`: per image two little-endian uint64 patch-grid "
-                        "bitmasks, the image's and its mirror image's); with probability --defense-flag-prob an "
+                        "training image (`strapvit defense-flags`: per image two patch-grid bitmasks of "
+                        "ceil(P/64) little-endian uint64 words each, the image's and its mirror image's); with probability --defense-flag-prob an "
                         "image's flagged tokens are hidden too (on top of --mask-windows)")
     p.add_argument("--defense-flag-prob", type=float, default=0.5)
     p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the distillation term (with --teacher)")
@@ -310,9 +310,12 @@ def main():
     defense_flags = None
     if args.defense_flags:
         assert args.aug in ("none", "flip"), "defense flags follow flips only, not crops"
-        raw = np.fromfile(args.defense_flags, dtype="<u8").reshape(-1, 2)
+        tokens = grid * grid
+        words = (tokens + 63) // 64
+        raw = np.fromfile(args.defense_flags, dtype="<u8").reshape(-1, 2, words)
         assert raw.shape[0] == x_train.shape[0], (raw.shape, x_train.shape)
-        bits = (raw[:, :, None] >> np.arange(grid * grid, dtype=np.uint64)[None, None, :]) & np.uint64(1)
+        index = np.arange(tokens)
+        bits = (raw[:, :, index // 64] >> (index % 64).astype(np.uint64)) & np.uint64(1)
         defense_flags = torch.from_numpy(bits.astype(np.bool_))  # [N, 2 (image, mirror), P]
         print(f"defense flags {args.defense_flags}: {defense_flags[:, 0].sum(1).float().mean():.2f} tokens per image, "
               f"hidden with probability {args.defense_flag_prob}", flush=True)

@@ -22,9 +22,11 @@ internal sealed class DefenseFlagsCommand : CliVerb
         : base("defense-flags", """
             Write the tokens the patch defense flags on each IDX image and its mirror image, for defense-aware training.
 
-            The defense is the service's: its default options and the package's calibration. Output: per image, the image's flags then the mirror image's, each ceil(P/64) little-endian uint64 words
-            of a bitmask over the P patch tokens (bit r*cols + c for the token in row r, column c of the mirror
-            image's own grid).
+            The defense is the service's: its default options and the package's calibration.
+
+            Output: per image, the image's flags then the mirror image's, each ceil(P/64) little-endian uint64 words of
+            a bitmask over the P patch tokens (bit r*cols + c is the token in row r, column c; the mirror image's bits
+            are in its own grid).
 
             Exit codes: 0 written; 1 bad package or images; 2 bad arguments.
             """)
