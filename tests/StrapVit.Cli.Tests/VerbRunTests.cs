@@ -1,7 +1,9 @@
 using Google.Protobuf;
+using Microsoft.Extensions.Logging.Abstractions;
 using Onnx;
 using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
+using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
 using StrapVit.Testing;
 
@@ -102,6 +104,12 @@ public sealed class VerbRunTests : IDisposable
         Assert.Equal(words[2], words[7]);
         Assert.Equal(words[3], words[6]);
         Assert.All(words, w => Assert.Equal(0UL, w >> 49));
+        // The bit layout, against the flagged tokens' rows and columns from the defense run here on image 0.
+        var package = ModelPackage.Load(RepoPaths.DefaultModel);
+        using var tokens = new TokenSpaceModel(package, new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
+        var reference = DefenseCalibration.Load(Path.Combine(package.Directory, DefenseCalibration.FileName), package).Tokens!;
+        var report = new TokenPatchDefense(tokens, reference, new DefenseOptions()).Run(set.Image(0).Data, 1, DefenseMode.Detect, [0])[0].Report;
+        Assert.Equal(report.FlaggedTokens.Aggregate(0UL, (bits, f) => bits | (1UL << ((f.Row * 7) + f.Col))), words[0]);
         // The default defense flags at least K = 2 tokens and a 2x2 window on every image.
         Assert.All(words, w => Assert.InRange(System.Numerics.BitOperations.PopCount(w), 4, 49));
         Assert.NotEqual(words[0], words[1]);

@@ -316,6 +316,9 @@ def main():
         assert raw.shape[0] == x_train.shape[0], (raw.shape, x_train.shape)
         index = np.arange(tokens)
         bits = (raw[:, :, index // 64] >> (index % 64).astype(np.uint64)) & np.uint64(1)
+        spare = np.arange(tokens, 64 * words)
+        assert not ((raw[:, :, spare // 64] >> (spare % 64).astype(np.uint64)) & np.uint64(1)).any(), \
+            "flag bits beyond the grid: the file was written for another model"
         defense_flags = torch.from_numpy(bits.astype(np.bool_))  # [N, 2 (image, mirror), P]
         print(f"defense flags {args.defense_flags}: {defense_flags[:, 0].sum(1).float().mean():.2f} tokens per image, "
               f"hidden with probability {args.defense_flag_prob}", flush=True)

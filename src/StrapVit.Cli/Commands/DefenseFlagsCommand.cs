@@ -14,7 +14,7 @@ namespace StrapVit.Cli.Commands;
 internal sealed class DefenseFlagsCommand : CliVerb
 {
     private readonly Argument<string> modelDir = CliOptions.ModelDir("model package folder (with its defense calibration)");
-    private readonly Option<string> idx = CliOptions.Text("--idx", "gzipped IDX image file (MNIST layout), e.g. the training images", required: true, helpName: "images-idx3-ubyte[.gz]");
+    private readonly Option<string> idx = CliOptions.Text("--idx", "gzipped IDX image file (MNIST layout), e.g. the training images; its labels file (images-idx3 -> labels-idx1) must lie beside it", required: true, helpName: "images-idx3-ubyte[.gz]");
     private readonly Option<string> output = CliOptions.Text("--output", "file to write", required: true, helpName: "file");
     private readonly Option<string> cache = CliOptions.Text("--cache", "cache folder (default: Model:CacheDirectory's default, ~/.cache/strapvit)", helpName: "folder");
 
@@ -42,6 +42,7 @@ internal sealed class DefenseFlagsCommand : CliVerb
             var package = ModelPackage.Load(parseResult.GetRequiredValue(modelDir));
             var path = parseResult.GetRequiredValue(idx);
             var set = IdxDataset.Load(path, IdxDataset.LabelsBeside(path));
+            if (set.Count == 0) throw new InvalidDataException($"{path} holds no images.");
             var input = package.Manifest.Input;
             if (set.Rows != input.Height || set.Cols != input.Width || input.Channels != 1)
             {

@@ -15,7 +15,7 @@ public enum DefenseMode
     Certify,
 }
 
-/// <summary>A flagged token: its index in the token sequence, its place on the patch grid, score and threshold.</summary>
+/// <summary>A flagged token: its patch-grid index (row-major, <c>Row * cols + Col</c>; the class token is not counted), its place on the grid, score and threshold.</summary>
 public sealed record FlaggedToken(int Index, int Row, int Col, double Score, double Threshold);
 
 /// <summary>The transforms applied to one token, in the order applied.</summary>

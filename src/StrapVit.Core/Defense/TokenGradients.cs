@@ -128,7 +128,10 @@ public sealed class TokenGradients : IDisposable
     {
         Encoder.Dispose();
         Embedding.Dispose();
-        foreach (var runner in _shorter.Values) runner.Dispose();
-        _shorter.Clear();
+        lock (_shorter)
+        {
+            foreach (var runner in _shorter.Values) runner.Dispose();
+            _shorter.Clear();
+        }
     }
 }

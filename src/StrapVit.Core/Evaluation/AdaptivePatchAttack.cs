@@ -15,8 +15,9 @@ namespace StrapVit.Core.Evaluation;
 /// <param name="CheckEvery">Steps between checks of the current 8-bit image against the real defense (fresh seeds).</param>
 /// <param name="OcclusionViews">
 /// Also aim at the masking check: add the margin of every view with one check-sized window that overlaps the patch
-/// hidden (and nothing else, straight-through), so that hiding any part of the patch a check window can hide still
-/// leaves the same wrong answer.
+/// hidden, so that hiding any part of the patch a check window can hide still leaves the same wrong answer. A
+/// straight-through approximation like the rest of the attack: the views hide the window only, where the real check
+/// also hides the flagged tokens. Needs an encoder that takes a shorter sequence.
 /// </param>
 public sealed record AdaptiveAttackSettings(
     int PatchSize, int Steps = 500, int Restarts = 2, int EotSamples = 16, double EvasionWeight = 1.0, double EvasionMargin = 0.9,
@@ -221,44 +222,43 @@ public sealed class AdaptivePatchAttack(
 
     /// <summary>
     /// Adds, for each active image, the mean over its occlusion views of ∂(z_target − z_y)/∂tokens: one view per
-    /// check-sized window (<see cref="TokenPatchDefense.VerifySide"/>) that overlaps the patch's tokens, that window
-    /// dropped from the sequence, the target the defended view's strongest wrong class, so that every view is pushed
-    /// to the same wrong answer (a check whose views all agree keeps it).
+    /// check-sized window (<see cref="TokenPatchDefense.VerifySide"/>) that overlaps the patch's tokens
+    /// (<see cref="OcclusionWindows"/>), that window dropped from the sequence; the target is the first draw's
+    /// strongest wrong class of the defended view, so that every view is pushed to the same wrong answer (a check
+    /// whose views all agree keeps it).
     /// </summary>
     private void AddOcclusionViews(float[] clean, List<int> active, PatchPlacement[] places, int[] labels, int[] targets, float[] tokenGrad, CancellationToken ct)
     {
-        int t = model.TokenCount, d = model.Dim, first = model.FirstPatchToken, gridRows = model.GridRows, gridCols = model.GridCols;
-        int tokenSize = model.Manifest.PatchSize, classes = model.Manifest.Labels.Count, side = defense.VerifySide;
+        if (!model.AcceptsShorterSequences)
+        {
+            throw new InvalidOperationException("Occlusion views need an encoder that takes a shorter sequence; this model's does not.");
+        }
+
+        int t = model.TokenCount, d = model.Dim, first = model.FirstPatchToken, classes = model.Manifest.Labels.Count, side = defense.VerifySide;
         var views = new List<(int Image, int[] Kept)>();
         var perImage = new int[active.Count];
         for (var a = 0; a < active.Count; a++)
         {
-            var place = places[active[a]];
-            int r0 = place.Y / tokenSize, r1 = Math.Min(gridRows - 1, (place.Y + place.Size - 1) / tokenSize);
-            int c0 = place.X / tokenSize, c1 = Math.Min(gridCols - 1, (place.X + place.Size - 1) / tokenSize);
-            for (var r = Math.Max(0, r0 - side + 1); r <= Math.Min(r1, gridRows - side); r++)
+            foreach (var (row, col) in OcclusionWindows(places[active[a]], model.Manifest.PatchSize, model.GridRows, model.GridCols, side))
             {
-                for (var c = Math.Max(0, c0 - side + 1); c <= Math.Min(c1, gridCols - side); c++)
+                var hidden = new HashSet<int>();
+                for (var dr = 0; dr < side; dr++)
                 {
-                    var hidden = new HashSet<int>();
-                    for (var dr = 0; dr < side; dr++)
-                    {
-                        for (var dc = 0; dc < side; dc++) hidden.Add(first + ((r + dr) * gridCols) + c + dc);
-                    }
-
-                    views.Add((a, Enumerable.Range(0, t).Where(k => !hidden.Contains(k)).ToArray()));
-                    perImage[a]++;
+                    for (var dc = 0; dc < side; dc++) hidden.Add(first + ((row + dr) * model.GridCols) + col + dc);
                 }
+
+                views.Add((a, Enumerable.Range(0, t).Where(k => !hidden.Contains(k)).ToArray()));
+                perImage[a]++;
             }
         }
 
         if (views.Count == 0) return;
         var length = views[0].Kept.Length;
         var runner = gradients.EncoderFor(length);
-        const int Chunk = 256;
-        for (var start = 0; start < views.Count; start += Chunk)
+        const int ViewChunk = 256;
+        for (var start = 0; start < views.Count; start += ViewChunk)
         {
-            var n = Math.Min(Chunk, views.Count - start);
+            var n = Math.Min(ViewChunk, views.Count - start);
             var input = new float[n * length * d];
             var cotangent = new float[n * classes];
             for (var v = 0; v < n; v++)
@@ -276,12 +276,30 @@ public sealed class AdaptivePatchAttack(
                 var weight = 1f / perImage[a];
                 for (var j = 0; j < length; j++)
                 {
-                    var target = tokenGrad.AsSpan(((a * t) + kept[j]) * d, d);
-                    var source = g.AsSpan(((v * length) + j) * d, d);
-                    for (var c = 0; c < d; c++) target[c] += weight * source[c];
+                    var into = tokenGrad.AsSpan(((a * t) + kept[j]) * d, d);
+                    var from = g.AsSpan(((v * length) + j) * d, d);
+                    for (var k = 0; k < d; k++) into[k] += weight * from[k];
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// Top-left cells (row, column) of every <paramref name="side"/> x <paramref name="side"/> window inside a
+    /// <paramref name="gridRows"/> x <paramref name="gridCols"/> grid of <paramref name="tokenSize"/>-pixel tokens that
+    /// shares a token with <paramref name="patch"/>, row-major.
+    /// </summary>
+    internal static List<(int Row, int Col)> OcclusionWindows(PatchPlacement patch, int tokenSize, int gridRows, int gridCols, int side)
+    {
+        int r0 = patch.Y / tokenSize, r1 = Math.Min(gridRows - 1, (patch.Y + patch.Size - 1) / tokenSize);
+        int c0 = patch.X / tokenSize, c1 = Math.Min(gridCols - 1, (patch.X + patch.Size - 1) / tokenSize);
+        var windows = new List<(int Row, int Col)>();
+        for (var r = Math.Max(0, r0 - side + 1); r <= Math.Min(r1, gridRows - side); r++)
+        {
+            for (var c = Math.Max(0, c0 - side + 1); c <= Math.Min(c1, gridCols - side); c++) windows.Add((r, c));
+        }
+
+        return windows;
     }
 
     /// <summary>Adds −λ/τ_t · ∂s_t/∂z_t for every token whose ratio s_t/τ_t exceeds γ (gradient ascent on the objective).</summary>

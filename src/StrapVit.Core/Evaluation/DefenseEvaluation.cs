@@ -98,7 +98,7 @@ public sealed record EvaluationRow(string Section, string Scenario, string Defen
     /// <summary>Images whose answer the masking check replaced; null without a check.</summary>
     public int? CheckRecovered { get; init; }
 
-    /// <summary>Of <see cref="CheckRecovered"/>, those answered right afterwards (on clean images the rest are the check's own errors).</summary>
+    /// <summary>Of <see cref="CheckRecovered"/>, those answered right afterwards (the answer before was then wrong; the rest are wrong after it).</summary>
     public int? CheckRecoveredCorrect { get; init; }
 }
 

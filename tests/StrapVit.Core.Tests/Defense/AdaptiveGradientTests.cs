@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging.Abstractions;
+using StrapVit.Core.Attacks;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Evaluation;
 using StrapVit.Core.Gradients;
@@ -116,6 +117,37 @@ public sealed class AdaptiveGradientTests : IDisposable
         const float H = 1e-2f;
         var numeric = (Margin(H) - Margin(-H)) / (2 * H);
         Assert.True(Math.Abs(analytic - numeric) <= 0.02 * Math.Max(Math.Abs(numeric), 1e-3), $"analytic {analytic}, numeric {numeric}");
+    }
+
+    [Theory]
+    [InlineData(0, 0, 6, 2, "0,0 0,1 1,0 1,1")]            // corner: the patch covers tokens (0..1, 0..1) of 4 px
+    [InlineData(0, 0, 4, 2, "0,0")]                        // one token: only the window at the corner holds it
+    [InlineData(9, 5, 6, 2, "0,1 0,2 0,3 1,1 1,2 1,3 2,1 2,2 2,3")]   // token rows 1..2 (y 5..10), columns 2..3 (x 9..14)
+    [InlineData(12, 12, 6, 2, "2,2 2,3 2,4 3,2 3,3 3,4 4,2 4,3 4,4")]   // centre: tokens 3..4 each way
+    [InlineData(22, 22, 6, 2, "4,4 4,5 5,4 5,5")]         // bottom-right: tokens 5..6, windows must stay inside 7x7
+    [InlineData(12, 12, 6, 3, "1,1 1,2 1,3 1,4 2,1 2,2 2,3 2,4 3,1 3,2 3,3 3,4 4,1 4,2 4,3 4,4")]
+    public void The_occlusion_windows_are_every_window_inside_the_grid_that_shares_a_token_with_the_patch(int x, int y, int size, int side, string expected)
+    {
+        var windows = AdaptivePatchAttack.OcclusionWindows(new PatchPlacement(x, y, size), 4, 7, 7, side);
+        Assert.Equal(expected, string.Join(' ', windows.Select(w => $"{w.Row},{w.Col}")));
+
+        // Independently, by brute force over every placement of the window.
+        var brute = new List<(int, int)>();
+        for (var r = 0; r + side <= 7; r++)
+        {
+            for (var c = 0; c + side <= 7; c++)
+            {
+                var shares = false;
+                for (var tr = r; tr < r + side; tr++)
+                {
+                    for (var tc = c; tc < c + side; tc++) shares |= tc * 4 < x + size && x < (tc + 1) * 4 && tr * 4 < y + size && y < (tr + 1) * 4;
+                }
+
+                if (shares) brute.Add((r, c));
+            }
+        }
+
+        Assert.Equal(brute, windows.Select(w => (w.Row, w.Col)));
     }
 
     [Fact]

@@ -101,8 +101,11 @@ public sealed class VerificationDefenseTests : IDisposable
         var options = new DefenseOptions { VerifyWindowPixels = verifyPixels, WindowPixels = windowPixels };
         Assert.Equal(side, options.VerifyWindowTokens(4));
         Assert.Null(options.Validate());
-        Assert.Equal("Defense:VerifyWindowPixels must be >= 0.", new DefenseOptions { VerifyWindowPixels = -1 }.Validate());
     }
+
+    [Fact]
+    public void A_negative_check_window_budget_is_refused() =>
+        Assert.Equal("Defense:VerifyWindowPixels must be >= 0.", new DefenseOptions { VerifyWindowPixels = -1 }.Validate());
 
     [Fact]
     public void A_wider_check_hides_3x3_windows_and_a_recovered_answer_is_the_view_without_one()
