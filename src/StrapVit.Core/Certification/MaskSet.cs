@@ -146,10 +146,12 @@ public sealed class MaskSet
     }
 
     /// <summary>A border stride below the stride (0 included) is the stride: border masks are never finer than the rest.</summary>
+    internal static int EffectiveBorderStride(int border, int stride) => Math.Max(border, stride);
+
     private static int BorderStrideOrStride(int border, int stride, string name)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(border, name);
-        return Math.Max(border, stride);
+        return EffectiveBorderStride(border, stride);
     }
 
     /// <summary>

@@ -55,7 +55,7 @@ public sealed class PatchCertifier
             throw new CertificationException($"patch must be in [1, {Options.MaxPatchSize}] pixels (Certify:MaxPatchSize); got {patchSize}.");
         }
 
-        var key = (patchSize, stride, Math.Max(rowBorderStride, stride), Math.Max(colBorderStride, stride));
+        var key = (patchSize, stride, MaskSet.EffectiveBorderStride(rowBorderStride, stride), MaskSet.EffectiveBorderStride(colBorderStride, stride));
         if (_masks.TryGetValue(key, out var cached))
         {
             return cached;

@@ -119,8 +119,7 @@ public sealed class DefenseOptions
     public bool WindowOnlyOverThreshold { get; set; }
 
     /// <summary>The window's side in tokens for tokens of <paramref name="tokenSize"/> pixels: the budget over the token size, rounded, at least 1.</summary>
-    public int WindowTokens(int tokenSize) =>
-        WindowPixels <= 0 ? 0 : Math.Max(1, (int)Math.Round(WindowPixels / (double)tokenSize, MidpointRounding.AwayFromZero));
+    public int WindowTokens(int tokenSize) => WindowPixels <= 0 ? 0 : TokensFor(WindowPixels, tokenSize);
 
     /// <summary>
     /// Bank replacement picks uniformly among this many of the token's nearest clean entries (at most the bank's k);
@@ -153,7 +152,11 @@ public sealed class DefenseOptions
 
     /// <summary>The masking check's window side in tokens: <see cref="VerifyWindowPixels"/> (or <see cref="WindowPixels"/>) over the token size, rounded, at least 1.</summary>
     public int VerifyWindowTokens(int tokenSize) =>
-        VerifyWindowPixels > 0 ? Math.Max(1, (int)Math.Round(VerifyWindowPixels / (double)tokenSize, MidpointRounding.AwayFromZero)) : Math.Max(1, WindowTokens(tokenSize));
+        VerifyWindowPixels > 0 ? TokensFor(VerifyWindowPixels, tokenSize) : Math.Max(1, WindowTokens(tokenSize));
+
+    /// <summary>A budget of <paramref name="pixels"/> in tokens of <paramref name="tokenSize"/> pixels: rounded half away from zero, at least 1.</summary>
+    private static int TokensFor(int pixels, int tokenSize) =>
+        Math.Max(1, (int)Math.Round(pixels / (double)tokenSize, MidpointRounding.AwayFromZero));
 
     /// <summary>Minimum number of tokens flagged (and transformed) per image: the paper's K.</summary>
     public int MinTokens { get; set; } = 2;

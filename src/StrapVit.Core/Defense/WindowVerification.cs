@@ -80,7 +80,8 @@ public static class WindowVerification
     private static int Overlap(int r1, int c1, int r2, int c2, int h, int w) =>
         Math.Max(0, Math.Min(r1, r2) + h - Math.Max(r1, r2)) * Math.Max(0, Math.Min(c1, c2) + w - Math.Max(c1, c2));
 
-    private static int[] Cells(int row, int col, int h, int w, int cols)
+    /// <summary>Patch-grid indices (row-major) of the <paramref name="h"/> x <paramref name="w"/> window at (<paramref name="row"/>, <paramref name="col"/>) on a grid of <paramref name="cols"/> columns.</summary>
+    internal static int[] Cells(int row, int col, int h, int w, int cols)
     {
         var cells = new int[h * w];
         var i = 0;

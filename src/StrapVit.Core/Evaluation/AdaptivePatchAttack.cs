@@ -241,12 +241,7 @@ public sealed class AdaptivePatchAttack(
         {
             foreach (var (row, col) in OcclusionWindows(places[active[a]], model.Manifest.PatchSize, model.GridRows, model.GridCols, side))
             {
-                var hidden = new HashSet<int>();
-                for (var dr = 0; dr < side; dr++)
-                {
-                    for (var dc = 0; dc < side; dc++) hidden.Add(first + ((row + dr) * model.GridCols) + col + dc);
-                }
-
+                var hidden = WindowVerification.Cells(row, col, side, side, model.GridCols).Select(c => c + first).ToHashSet();
                 views.Add((a, Enumerable.Range(0, t).Where(k => !hidden.Contains(k)).ToArray()));
                 perImage[a]++;
             }

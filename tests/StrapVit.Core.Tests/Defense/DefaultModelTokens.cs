@@ -7,17 +7,19 @@ using StrapVit.Testing;
 
 namespace StrapVit.Core.Tests.Defense;
 
-/// <summary>The embedded model split at its tokens, its shipped defense calibration and the shipped test images: loaded once per test class.</summary>
-public sealed class DefaultModelTokens : IDisposable
+/// <summary>A shipped model split at its tokens, its shipped defense calibration and the shipped test images: loaded once per test class.</summary>
+public abstract class ModelTokens : IDisposable
 {
-    public DefaultModelTokens()
+    protected ModelTokens(string packageDir)
     {
-        var package = ModelPackage.Load(RepoPaths.DefaultModel);
-        Model = new TokenSpaceModel(package, new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
-        Reference = DefenseCalibration.Load(Path.Combine(package.Directory, DefenseCalibration.FileName), package).Tokens!;
+        Package = ModelPackage.Load(packageDir);
+        Model = new TokenSpaceModel(Package, new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
+        Reference = DefenseCalibration.Load(Path.Combine(Package.Directory, DefenseCalibration.FileName), Package).Tokens!;
         var images = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
         TestSet = IdxDataset.Load(images, IdxDataset.LabelsBeside(images));
     }
+
+    public ModelPackage Package { get; }
 
     public TokenSpaceModel Model { get; }
 
@@ -26,5 +28,15 @@ public sealed class DefaultModelTokens : IDisposable
     /// <summary>The 1,000 shipped Fashion-MNIST test images.</summary>
     public IdxDataset TestSet { get; }
 
-    public void Dispose() => Model.Dispose();
+    public void Dispose()
+    {
+        Model.Dispose();
+        GC.SuppressFinalize(this);
+    }
 }
+
+/// <summary>The embedded model (<see cref="ModelTokens"/>).</summary>
+public sealed class DefaultModelTokens() : ModelTokens(RepoPaths.DefaultModel);
+
+/// <summary>The previous default, with its 3x3 stem (<see cref="ModelTokens"/>).</summary>
+public sealed class StemModelTokens() : ModelTokens(RepoPaths.StemModel);

@@ -1,37 +1,21 @@
-using Microsoft.Extensions.Logging.Abstractions;
-using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Inference;
-using StrapVit.Core.Models;
-using StrapVit.Testing;
 
 namespace StrapVit.Core.Tests.Defense;
 
 /// <summary>
-/// The masking check inside the token defense on the embedded model, against the defense without it and against the
+/// The masking check inside the token defense on the previous default model (3x3 stem), against the defense without it and against the
 /// same tokens dropped by the evaluation's oracle path (<c>RunWithFlags</c>), which runs the encoder its own way.
 /// </summary>
-public sealed class VerificationDefenseTests : IDisposable
+public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFixture<StemModelTokens>
 {
-    private static readonly InferenceOptions Cpu = new() { Device = InferenceDevice.Cpu };
-    private readonly ModelPackage _package = ModelPackage.Load(RepoPaths.StemModel);
-    private readonly TokenSpaceModel _model;
-    private readonly TokenReference _reference;
-
-    public VerificationDefenseTests()
-    {
-        _model = new TokenSpaceModel(_package, new OnnxSessionFactory(Cpu, NullLogger<OnnxSessionFactory>.Instance));
-        _reference = DefenseCalibration.Load(Path.Combine(_package.Directory, DefenseCalibration.FileName), _package).Tokens!;
-    }
-
-    public void Dispose() => _model.Dispose();
+    private readonly TokenSpaceModel _model = fixture.Model;
+    private readonly TokenReference _reference = fixture.Reference;
 
     /// <summary>The first test images, each with a white-and-black 6x6 checkerboard planted at a place of its own.</summary>
-    private static float[] PatchedImages(int n)
+    private float[] PatchedImages(int n)
     {
-        var images = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
-        var set = IdxDataset.Load(images, IdxDataset.LabelsBeside(images));
-        var pixels = set.Pixels.Take(n * 784).Select(b => b / 255f).ToArray();
+        var pixels = fixture.TestSet.Pixels.Take(n * 784).Select(b => b / 255f).ToArray();
         for (var i = 0; i < n; i++)
         {
             int top = (i * 7) % 22, left = (i * 11) % 22;
@@ -141,8 +125,7 @@ public sealed class VerificationDefenseTests : IDisposable
     {
         const int n = 40;
         var pixels = PatchedImages(n);
-        var images = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
-        var labels = IdxDataset.Load(images, IdxDataset.LabelsBeside(images)).Labels.Take(n).Select(b => (int)b).ToArray();
+        var labels = fixture.TestSet.Labels.Take(n).Select(b => (int)b).ToArray();
         var set = new StrapVit.Core.Evaluation.EvaluationSet(pixels, labels, 784);
         var options = new DefenseOptions { VerifyWindows = 2, VerifyPartners = 4 };
         var defense = new TokenPatchDefense(_model, _reference, options);
