@@ -137,8 +137,10 @@ public sealed class DefenseOptions
     /// answer (PatchCleanser's second round, <see cref="WindowVerification"/>). Costs this many extra encoder runs per
     /// image when the answers agree, and up to <see cref="VerifyPartners"/> more per disagreeing window. Needs an
     /// encoder that takes a shorter sequence, or a calibration whose clean mean tokens stand in for hidden ones.
+    /// The default of 9 (6 until session 10) was chosen against an attacker who keeps the patch's tokens under
+    /// threshold: more windows reach further down the detector's ranking, at no measured clean cost.
     /// </summary>
-    public int VerifyWindows { get; set; } = 6;
+    public int VerifyWindows { get; set; } = 9;
 
     /// <summary>The strongest windows (the checked ones included) that the second round pairs a disagreeing window with.</summary>
     public int VerifyPartners { get; set; } = 24;

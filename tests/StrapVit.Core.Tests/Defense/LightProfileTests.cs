@@ -24,7 +24,7 @@ public sealed class LightProfileTests(DefaultModelTokens fixture) : IClassFixtur
         Assert.True(light.WindowOnlyOverThreshold);
         Assert.Equal((3, 10, TokenScore.Knn, Neutralization.Drop), (light.MinTokens, light.WindowPixels, light.Score, light.Neutralization));
         // The configured options are not changed by resolving them.
-        Assert.Equal((6, false), (configured.VerifyWindows, configured.WindowOnlyOverThreshold));
+        Assert.Equal((9, false), (configured.VerifyWindows, configured.WindowOnlyOverThreshold));
     }
 
     [Fact]
