@@ -138,7 +138,8 @@ public sealed class DefenseOptions
     /// image when the answers agree, and up to <see cref="VerifyPartners"/> more per disagreeing window. Needs an
     /// encoder that takes a shorter sequence, or a calibration whose clean mean tokens stand in for hidden ones.
     /// The default of 9 (6 until session 10) was chosen against an attacker who keeps the patch's tokens under
-    /// threshold: more windows reach further down the detector's ranking, at no measured clean cost.
+    /// threshold: more windows reach further down the detector's ranking (the same clean accuracy on held-out half A,
+    /// 0.2 point less on half B).
     /// </summary>
     public int VerifyWindows { get; set; } = 9;
 
