@@ -58,8 +58,9 @@ internal sealed class DefenseFlagsCommand : CliVerb
             var defense = runtime.Defense?.Defense as TokenPatchDefense
                 ?? throw new ModelPackageException("the package loads no token defense (no tokens tensor or no calibration)");
             var tokens = runtime.TokenModel!.GridRows * runtime.TokenModel.GridCols;
-            var (total, flagged) = Write(defense, set, tokens, parseResult.GetRequiredValue(output));
-            stdout.WriteLine($"{Path.GetFullPath(parseResult.GetRequiredValue(output))}: defense flags of {total} images and their mirror images, {flagged / (double)total:F2} tokens flagged per image");
+            var outputPath = parseResult.GetRequiredValue(output);
+            var (total, flagged) = Write(defense, set, tokens, outputPath);
+            stdout.WriteLine($"{Path.GetFullPath(outputPath)}: defense flags of {total} images and their mirror images, {flagged / (double)total:F2} tokens flagged per image");
             return ExitCodes.Ok;
         }
         catch (Exception ex) when (ex is ModelPackageException or IOException or InvalidDataException or UnauthorizedAccessException or ArgumentException)

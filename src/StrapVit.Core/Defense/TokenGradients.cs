@@ -21,15 +21,13 @@ public sealed class TokenGradients : IDisposable
     private readonly Dictionary<int, GradientRunner> _shorter = [];
     private readonly ModelProto _encoderGraph;
     private readonly OnnxSessionFactory _sessions;
-    private readonly int _dim;
 
-    private TokenGradients(GradientRunner encoder, GradientRunner embedding, ModelProto encoderGraph, OnnxSessionFactory sessions, int dim)
+    private TokenGradients(GradientRunner encoder, GradientRunner embedding, ModelProto encoderGraph, OnnxSessionFactory sessions)
     {
         Encoder = encoder;
         Embedding = embedding;
         _encoderGraph = encoderGraph;
         _sessions = sessions;
-        _dim = dim;
     }
 
     /// <summary>Encoder: input <c>[N, 1, T, D]</c> tokens, output logits.</summary>
@@ -44,7 +42,7 @@ public sealed class TokenGradients : IDisposable
         var encoderRunner = CreateEncoder(split.Encoder, model.TokenCount, model.Dim, sessions);
         try
         {
-            return new TokenGradients(encoderRunner, EmbeddingVjp(split.Embedding, model.TokenCount, model.Dim, sessions), split.Encoder, sessions, model.Dim);
+            return new TokenGradients(encoderRunner, EmbeddingVjp(split.Embedding, model.TokenCount, model.Dim, sessions), split.Encoder, sessions);
         }
         catch
         {
@@ -55,16 +53,18 @@ public sealed class TokenGradients : IDisposable
 
     /// <summary>
     /// The encoder's runners for views of <paramref name="tokens"/> tokens (the class token and the patch tokens a view
-    /// keeps, in order): built on first use and kept until disposal. Needs a model whose encoder accepts shorter
-    /// sequences (<see cref="TokenSpaceModel.AcceptsShorterSequences"/>).
+    /// keeps, in order): built on first use and kept until disposal; the full length is <see cref="Encoder"/> itself.
+    /// Needs a model whose encoder accepts shorter sequences (<see cref="TokenSpaceModel.AcceptsShorterSequences"/>).
     /// </summary>
     public GradientRunner EncoderFor(int tokens)
     {
+        // Encoder takes [N, 1, T, D]: its height is the full token count, its width the token width.
+        if (tokens == Encoder.Height) return Encoder;
         lock (_shorter)
         {
             if (!_shorter.TryGetValue(tokens, out var runner))
             {
-                runner = CreateEncoder(_encoderGraph, tokens, _dim, _sessions);
+                runner = CreateEncoder(_encoderGraph, tokens, Encoder.Width, _sessions);
                 _shorter[tokens] = runner;
             }
 

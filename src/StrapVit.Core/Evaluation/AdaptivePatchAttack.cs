@@ -88,6 +88,7 @@ public sealed class AdaptivePatchAttack(
         var thresholds = reference.ThresholdsFor(options.Score);
         var grid = new TokenGrid(d, first, model.GridRows, model.GridCols, model.Manifest.PatchSize);
         var candidates = Enumerable.Range(first, t - first).ToArray();
+        var occlusionViews = settings.OcclusionViews ? OcclusionKept(places) : null;
         for (var step = 0; step < settings.Steps && active.Count > 0; step++)
         {
             ct.ThrowIfCancellationRequested();
@@ -158,7 +159,7 @@ public sealed class AdaptivePatchAttack(
 
             if (settings.OcclusionViews)
             {
-                AddOcclusionViews(clean, active, places, labels, targets, tokenGrad, ct);
+                AddOcclusionViews(clean, active, occlusionViews!, labels, targets, tokenGrad, ct);
             }
 
             if (settings.EvasionWeight > 0)
@@ -225,26 +226,17 @@ public sealed class AdaptivePatchAttack(
     /// check-sized window (<see cref="TokenPatchDefense.VerifySide"/>) that overlaps the patch's tokens
     /// (<see cref="OcclusionWindows"/>), that window dropped from the sequence; the target is the first draw's
     /// strongest wrong class of the defended view, so that every view is pushed to the same wrong answer (a check
-    /// whose views all agree keeps it).
+    /// whose views all agree keeps it). <paramref name="keptViews"/>[s] are the views of the restart's image s (<see cref="OcclusionKept"/>).
     /// </summary>
-    private void AddOcclusionViews(float[] clean, List<int> active, PatchPlacement[] places, int[] labels, int[] targets, float[] tokenGrad, CancellationToken ct)
+    private void AddOcclusionViews(float[] clean, List<int> active, int[][][] keptViews, int[] labels, int[] targets, float[] tokenGrad, CancellationToken ct)
     {
-        if (!model.AcceptsShorterSequences)
-        {
-            throw new InvalidOperationException("Occlusion views need an encoder that takes a shorter sequence; this model's does not.");
-        }
-
-        int t = model.TokenCount, d = model.Dim, first = model.FirstPatchToken, classes = model.Manifest.Labels.Count, side = defense.VerifySide;
+        int t = model.TokenCount, d = model.Dim, classes = model.Manifest.Labels.Count;
         var views = new List<(int Image, int[] Kept)>();
         var perImage = new int[active.Count];
         for (var a = 0; a < active.Count; a++)
         {
-            foreach (var (row, col) in OcclusionWindows(places[active[a]], model.Manifest.PatchSize, model.GridRows, model.GridCols, side))
-            {
-                var hidden = WindowVerification.Cells(row, col, side, side, model.GridCols).Select(c => c + first).ToHashSet();
-                views.Add((a, Enumerable.Range(0, t).Where(k => !hidden.Contains(k)).ToArray()));
-                perImage[a]++;
-            }
+            foreach (var kept in keptViews[active[a]]) views.Add((a, kept));
+            perImage[a] = keptViews[active[a]].Length;
         }
 
         if (views.Count == 0) return;
@@ -277,6 +269,25 @@ public sealed class AdaptivePatchAttack(
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// For each of <paramref name="patches"/>, the token indices each of its occlusion views keeps, in order: one view
+    /// per check-sized window that overlaps the patch (<see cref="OcclusionWindows"/>), that window left out. Fixed for
+    /// a restart, since the patches do not move.
+    /// </summary>
+    private int[][][] OcclusionKept(PatchPlacement[] patches)
+    {
+        if (!model.AcceptsShorterSequences)
+        {
+            throw new InvalidOperationException("Occlusion views need an encoder that takes a shorter sequence; this model's does not.");
+        }
+
+        int t = model.TokenCount, first = model.FirstPatchToken, side = defense.VerifySide;
+        return patches.Select(patch => OcclusionWindows(patch, model.Manifest.PatchSize, model.GridRows, model.GridCols, side)
+            .Select(w => WindowVerification.Cells(w.Row, w.Col, side, side, model.GridCols).Select(c => c + first).ToHashSet())
+            .Select(hidden => Enumerable.Range(0, t).Where(k => !hidden.Contains(k)).ToArray())
+            .ToArray()).ToArray();
     }
 
     /// <summary>

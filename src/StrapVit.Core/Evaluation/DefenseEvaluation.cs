@@ -164,7 +164,7 @@ public sealed class DefenseEvaluation(
 
             log.WriteLine($"  {section} / {scenario}: " + string.Join(", ", rows.Where(r => r.Section == section && r.Scenario == scenario)
                 .Select(r => $"{r.Defense} {r.Accuracy:P1}" + (r.OnAttacked is { } a ? $" (attacked {a:P1})" : "")
-                    + (r.CheckRecovered is { } c ? $" [check replaced {c} answers, {r.CheckRecoveredCorrect} right]" : ""))));
+                    + (CheckNote(r.CheckRecovered, r.CheckRecoveredCorrect) is { } note ? $" [{note}]" : ""))));
         }
 
         log.WriteLine($"clean ({test.Count} images)");
@@ -270,7 +270,7 @@ public sealed class DefenseEvaluation(
                         }
 
                         results.Add((name, c.Accuracy, c.Flagged, c.TokensFlagged, patched.Average()));
-                        log.WriteLine($"  {name}: clean {c.Accuracy:P1} (flagged {c.Flagged:P1}, {c.TokensFlagged:F1} tokens{(c.CheckRecovered is { } r ? $", check replaced {r} answers, {c.CheckRecoveredCorrect} right" : "")}), patched mean {patched.Average():P1} [{string.Join(", ", patched.Select(x => x.ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))}]");
+                        log.WriteLine($"  {name}: clean {c.Accuracy:P1} (flagged {c.Flagged:P1}, {c.TokensFlagged:F1} tokens{(CheckNote(c.CheckRecovered, c.CheckRecoveredCorrect) is { } note ? $", {note}" : "")}), patched mean {patched.Average():P1} [{string.Join(", ", patched.Select(x => x.ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))}]");
                     }
                 }
             }
@@ -347,6 +347,9 @@ public sealed class DefenseEvaluation(
         rows.Add(new("adaptive universal patch", $"{Label(size)} adaptive (EOT)", "token", u.Accuracy, null, null, universal.AttackSuccessRate));
         log.WriteLine($"  token {u.Accuracy:P1}");
     }
+
+    /// <summary>What the masking check did to a row's answers, for the log; null without a check.</summary>
+    private static string? CheckNote(int? replaced, int? right) => replaced is { } n ? $"check replaced {n} answers, {right} right" : null;
 
     private void Ablation(List<EvaluationRow> rows, EvaluationSet clean, PatchedSet patched, EvaluationSet calibration, DefenseCalibration reference)
     {
