@@ -27,11 +27,11 @@ public sealed record DefenseScore(double Accuracy, double Flagged, double? Cover
     /// <summary>Of <see cref="CheckRecovered"/>, those whose new answer is right (the defended answer before it was wrong).</summary>
     public int? CheckRecoveredCorrect { get; init; }
 
-    /// <summary>Accuracy over the images selected by <paramref name="include"/>.</summary>
-    public double AccuracyOn(IReadOnlyList<bool> include)
+    /// <summary>Accuracy over the images selected by <paramref name="include"/>; null when it selects none (no NaN: the results are written as JSON).</summary>
+    public double? AccuracyOn(IReadOnlyList<bool> include)
     {
         var n = include.Count(x => x);
-        return n == 0 ? double.NaN : Enumerable.Range(0, Correct.Length).Count(i => include[i] && Correct[i]) / (double)n;
+        return n == 0 ? null : Enumerable.Range(0, Correct.Length).Count(i => include[i] && Correct[i]) / (double)n;
     }
 }
 
