@@ -58,6 +58,11 @@ public static class DefenseCost
                 ("encode, flagged dropped", () => tm.EncodeDropping(tokens, 1, dropped)),
                 ("encode, all tokens", () => tm.Encode(tokens, 1)),
             };
+            if (runtime.Defense?.Search is { } search)
+            {
+                parts = [.. parts, ($"score, bank search on {search.ExecutionProvider}", () => search.ScoreImage(tokens, tm.FirstPatchToken, scores, nearest))];
+            }
+
             foreach (var (name, run) in parts)
             {
                 var (cpu, wall) = (new List<double>(), new List<double>());

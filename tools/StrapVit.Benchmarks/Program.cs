@@ -7,6 +7,7 @@ using StrapVit.Benchmarks;
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- memory raw|runtime <model-dir> [threads]  resident memory
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- raw-throughput <model-dir> <callers> <seconds> [threads]  raw ONNX Runtime images/s
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- encoder-profile <model-dir> [batch] [tokens] [runs] [threads]  ONNX Runtime profile of the token encoder
+// dotnet run -c Release --project tools/StrapVit.Benchmarks -- device-parity <model-dir> <idx-images> [count] [device]  CPU against CUDA answers
 // dotnet run -c Release --project tools/StrapVit.Benchmarks -- defense-cost <model-dir> [runs] [image] [verify-windows]  CPU time of defense=mitigate against off
 if (args.Length > 1 && args[0] == "encoder-profile")
 {
@@ -21,6 +22,12 @@ if (args.Length > 1 && args[0] == "defense-cost")
     DefenseCost.Run(args[1], args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10, args.Length > 3 ? args[3] : null,
         args.Length > 4 ? int.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : null);
     return;
+}
+
+if (args.Length > 2 && args[0] == "device-parity")
+{
+    Environment.Exit(DeviceParity.Run(args[1], args[2], args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 200,
+        args.Length > 4 ? Enum.Parse<StrapVit.Core.Inference.InferenceDevice>(args[4], ignoreCase: true) : StrapVit.Core.Inference.InferenceDevice.Cuda));
 }
 
 if (args.Length > 3 && args[0] == "raw-throughput")

@@ -10,6 +10,7 @@ seeded probe input, so bench_torch.py can prove it rebuilt the very same weights
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 
@@ -33,7 +34,9 @@ def main():
     # (aten::_native_multi_head_attention), which has no ONNX export.
     torch.onnx.export(model, (torch.rand(1, c, size, size),), os.path.join(out, "model.onnx"), opset_version=17,
                       input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, do_constant_folding=True)
+                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, do_constant_folding=True,
+                      # The TorchScript exporter names the tokens tensor /encoder/Add_output_0; newer PyTorch defaults to dynamo.
+                      **({"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}))
     with torch.no_grad():
         x = benchmodels.probe_input(args.model)
         mean_t = torch.tensor(mean).view(1, c, 1, 1)

@@ -12,8 +12,12 @@ public sealed record DefenseSetup(IPatchDefense? Defense, string? UnavailableRea
     /// <summary>Whether <see cref="TokenModel"/> was built for this setup (else it is shared and owned elsewhere).</summary>
     internal bool OwnsTokenModel { get; init; }
 
+    /// <summary>The bank search on the model's GPU, if the defense uses one (null on the CPU).</summary>
+    public BankSearch? Search { get; internal init; }
+
     public void Dispose()
     {
+        Search?.Dispose();
         if (OwnsTokenModel) TokenModel?.Dispose();
     }
 }
@@ -68,10 +72,20 @@ public static class DefenseLoader
                 "Defense:Neutralization is Drop but this model's encoder only runs on the full token sequence; use Hybrid or Mean.", calibration);
         }
 
-        return new DefenseSetup(new TokenPatchDefense(tokenModel, calibration.Tokens, options), null, calibration)
+        // On a GPU the bank search runs there too (BankSearch); on the CPU the calibration's own kernel does.
+        var reference = calibration.Tokens;
+        BankSearch? search = null;
+        if (options.Score == TokenScore.Knn && tokenModel.ExecutionProvider == OnnxSessionFactory.Cuda)
+        {
+            search = new BankSearch(reference.Bank!, sessions);
+            reference = reference with { Bank = reference.Bank! with { Search = search } };
+        }
+
+        return new DefenseSetup(new TokenPatchDefense(tokenModel, reference, options), null, calibration)
         {
             TokenModel = tokenModel,
             OwnsTokenModel = tokens is null,
+            Search = search,
         };
     }
 }

@@ -28,6 +28,13 @@ public sealed record TokenBank
     [JsonConverter(typeof(Base64FloatsConverter))]
     public required float[] Vectors { get; init; }
 
+    /// <summary>
+    /// The same search on the model's execution provider (set when the model runs on a GPU), or null: the CPU kernel
+    /// below. Not part of the calibration file.
+    /// </summary>
+    [JsonIgnore]
+    public BankSearch? Search { get; init; }
+
     /// <summary>Entries in the bank.</summary>
     [JsonIgnore]
     public int Count => Vectors.Length / Dim;
@@ -109,6 +116,12 @@ public sealed record TokenBank
     /// </summary>
     public void ScoreImage(ReadOnlySpan<float> tokens, int first, Span<double> scores, Span<int> nearest = default)
     {
+        if (Search is { } onDevice)
+        {
+            onDevice.ScoreImage(tokens, first, scores, nearest);
+            return;
+        }
+
         int d = Dim, m = Count, t = tokens.Length / d, k = Math.Min(Neighbors, m), n = t - first;
         if (n <= 0) return;
         var scratch = Scratch(n * ((2 * d) + m));

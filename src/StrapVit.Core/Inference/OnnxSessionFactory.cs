@@ -9,7 +9,8 @@ namespace StrapVit.Core.Inference;
 /// Creates ONNX Runtime sessions on the configured device. <see cref="InferenceDevice.Auto"/> tries CUDA and falls back
 /// to CPU: appending the CUDA provider throws when its libraries cannot load, and that is the only reliable probe
 /// (<c>GetAvailableProviders()</c> lists CUDA even when it cannot load). With <see cref="Weights"/>, sessions created
-/// from a <see cref="ModelProto"/> take the model's weights from that one shared copy instead of embedding their own.
+/// from a <see cref="ModelProto"/> on the CPU take the model's weights from that one shared copy instead of embedding
+/// their own (a CUDA session embeds its own: it would copy the shared host weights to the device regardless).
 /// </summary>
 public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger<OnnxSessionFactory> logger, SharedWeights? weights = null)
 {
@@ -26,8 +27,9 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
     public InferenceOptions Options => options;
 
     /// <summary>
-    /// A session on <paramref name="model"/>, over the shared weights when the factory has them: the model's copies
-    /// of those weights are replaced by references in place, so pass a graph you no longer need whole.
+    /// A session on <paramref name="model"/>, over the shared weights when the factory has them and the session runs on
+    /// the CPU: the model's copies of those weights are replaced by references in place, so pass a graph you no longer
+    /// need whole.
     /// </summary>
     /// <param name="model">The graph.</param>
     /// <param name="purpose">For logs.</param>
@@ -40,19 +42,24 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
     public OnnxRunner Create(ModelProto model, string purpose, bool gradient = false, int? intraOpThreads = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var names = weights?.Detach(model) ?? [];
-        var bytes = model.ToByteArray();
-        if (names.Count == 0) return Create(so => new InferenceSession(bytes, so), purpose, shared: false, intraOpThreads);
-        return Create(so =>
+        return Create((so, provider) =>
         {
+            // The shared copy lives in host memory: a CUDA session copies every such weight to the device anyway (with
+            // one ONNX Runtime warning per weight), so on CUDA each session embeds its own and nothing is shared.
+            var names = provider == Cpu ? weights?.Detach(model) ?? [] : [];
+            var bytes = model.ToByteArray();
+            if (names.Count == 0) return (new InferenceSession(bytes, so), false);
             so.AddSessionConfigEntry("session.disable_prepacking", "1");
             if (gradient) so.AddSessionConfigEntry("optimization.disable_specified_optimizers", "ConstantFolding");
             weights!.AddTo(so, names);
-            return new InferenceSession(bytes, so);
-        }, purpose, shared: true, intraOpThreads);
+            return (new InferenceSession(bytes, so), true);
+        }, purpose, intraOpThreads);
     }
 
-    private OnnxRunner Create(Func<SessionOptions, InferenceSession> open, string purpose, bool shared, int? intraOpThreads = null)
+    private OnnxRunner Create(Func<SessionOptions, InferenceSession> open, string purpose, bool shared, int? intraOpThreads = null) =>
+        Create((so, _) => (open(so), shared), purpose, intraOpThreads);
+
+    private OnnxRunner Create(Func<SessionOptions, string, (InferenceSession Session, bool Shared)> open, string purpose, int? intraOpThreads)
     {
         using var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
         var threads = intraOpThreads ?? options.IntraOpThreads;
@@ -77,7 +84,7 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
             }
         }
 
-        var session = open(so);
+        var (session, shared) = open(so, provider);
         LogSessionCreated(logger, purpose, provider, shared);
         return new OnnxRunner(session, provider);
     }

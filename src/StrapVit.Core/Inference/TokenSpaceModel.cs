@@ -97,6 +97,9 @@ public sealed class TokenSpaceModel : IDisposable
     /// <summary>Channels per token.</summary>
     public int Dim { get; }
 
+    /// <summary>The execution provider the encoder runs on.</summary>
+    public string ExecutionProvider => _encode.ExecutionProvider;
+
     public bool HasClassToken { get; }
 
     /// <summary>Index of the first patch token (1 after a class token).</summary>
