@@ -71,6 +71,6 @@ public static class DefenseCost
             }
         }
 
-        Console.WriteLine($"{runtime.Package.Manifest.Name}: defense {defense.Variant}, {flagged} tokens flagged{check}, {runs} runs, 1 intra-op thread: classify CPU ms {p:F2} (wall min {pWall.Min():F2}), mitigate CPU ms {d:F2} (wall min {dWall.Min():F2}), mitigate / off {d / p:F2}");
+        Console.WriteLine($"{runtime.Package.Manifest.Name}: defense {defense.Variant}, {flagged} tokens flagged{check}, {runs} runs, 1 intra-op thread: classify CPU ms {p:F2} (wall min {pWall.Min():F2}), mitigate CPU ms {d:F2} (wall min {dWall.Min():F2}), mitigate / off {d / p:F2} (CPU), {dWall.Min() / pWall.Min():F2} (wall min)");
     }
 }

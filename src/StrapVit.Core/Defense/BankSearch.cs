@@ -1,5 +1,4 @@
 using Google.Protobuf;
-using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using StrapVit.Core.Gradients;
 using StrapVit.Core.Inference;
@@ -10,10 +9,12 @@ namespace StrapVit.Core.Defense;
 /// <summary>
 /// The token bank's nearest-neighbour search as a small ONNX graph, run by ONNX Runtime on the model's own execution
 /// provider: <c>d² = |x|² − 2·x·Bᵀ + |b|²</c> as one MatMul, then <c>TopK</c> (smallest k) and the mean of the square
-/// roots, the same score as <see cref="TokenBank.ScoreImage"/>. On a GPU the tokens are already there and the product
-/// is a few microseconds, where the CPU kernel takes milliseconds for a ViT-B/16 (196 tokens against 1,024 entries of
-/// 768 channels); on the CPU the hand-written kernel stays (measured no slower, and calibration used it).
-/// Scores agree with the CPU kernel to float rounding, which may differ in the last bits (cuBLAS sums in another order).
+/// roots, the same score as <see cref="TokenBank.ScoreImage"/>. The tokens (offset subtracted on the host) go to the
+/// GPU and the scores come back, one run per image; on a GPU that is a fraction of a millisecond where the CPU kernel
+/// takes milliseconds for a ViT-B/16 (196 tokens against 1,024 entries of 768 channels). On the CPU the hand-written
+/// kernel stays (calibration used it). The product runs in full float32 (TF32 off), so scores agree with the CPU
+/// kernel to float rounding: summation order differs, and a token within rounding of its threshold may be flagged
+/// on one and not the other.
 /// </summary>
 public sealed class BankSearch : IDisposable
 {
@@ -30,7 +31,7 @@ public sealed class BankSearch : IDisposable
         ArgumentNullException.ThrowIfNull(sessions);
         this.bank = bank;
         K = Math.Min(bank.Neighbors, bank.Count);
-        session = sessions.Create(Graph(bank, K).ToByteArray(), "token bank search");
+        session = sessions.Create(Graph(bank, K).ToByteArray(), "token bank search", exactFloat32: true);
     }
 
     /// <summary>The execution provider the search runs on.</summary>
@@ -63,7 +64,7 @@ public sealed class BankSearch : IDisposable
         {
             using var input = OnnxRunner.Pinned(x, content.Length, [n, d]);
             using var scoreOut = OnnxRunner.Output(score, [n]);
-            using var indexOut = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, new Memory<long>(index), [n, K]);
+            using var indexOut = OnnxRunner.Pinned(nearestOut, index.Length, [n, K]);
             session.Run(InputNames, [input], OutputNames, [scoreOut, indexOut], cancellationToken);
         }
 

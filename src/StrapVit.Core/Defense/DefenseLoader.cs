@@ -72,13 +72,21 @@ public static class DefenseLoader
                 "Defense:Neutralization is Drop but this model's encoder only runs on the full token sequence; use Hybrid or Mean.", calibration);
         }
 
-        // On a GPU the bank search runs there too (BankSearch); on the CPU the calibration's own kernel does.
+        // On a GPU the bank search runs there too (BankSearch); on the CPU, or if that session cannot open, the
+        // calibration's own kernel does. (With Defense:Score = Jsd the bank only serves bank replacement: CPU kernel.)
         var reference = calibration.Tokens;
         BankSearch? search = null;
         if (options.Score == TokenScore.Knn && tokenModel.ExecutionProvider == OnnxSessionFactory.Cuda)
         {
-            search = new BankSearch(reference.Bank!, sessions);
-            reference = reference with { Bank = reference.Bank! with { Search = search } };
+            try
+            {
+                search = new BankSearch(reference.Bank!, sessions);
+                reference = reference with { Bank = reference.Bank! with { Search = search } };
+            }
+            catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
+            {
+                search = null;
+            }
         }
 
         return new DefenseSetup(new TokenPatchDefense(tokenModel, reference, options), null, calibration)

@@ -32,7 +32,8 @@ public sealed class InferenceOptions
     /// <summary>
     /// Whether the model's sessions (forward, token split, gradients) share one copy of the weights. On: memory close
     /// to one plain ONNX Runtime session; weights are not prepacked, which costs large models some speed. Off: every
-    /// session embeds and prepacks its own copy (fastest, several times the memory).
+    /// session embeds and prepacks its own copy (fastest, several times the memory). CPU sessions only: the shared copy
+    /// is host memory, so CUDA sessions always hold their own weights on the device.
     /// </summary>
     public bool ShareWeights { get; set; } = true;
 

@@ -9,8 +9,9 @@ namespace StrapVit.Core.Inference;
 /// Creates ONNX Runtime sessions on the configured device. <see cref="InferenceDevice.Auto"/> tries CUDA and falls back
 /// to CPU: appending the CUDA provider throws when its libraries cannot load, and that is the only reliable probe
 /// (<c>GetAvailableProviders()</c> lists CUDA even when it cannot load). With <see cref="Weights"/>, sessions created
-/// from a <see cref="ModelProto"/> on the CPU take the model's weights from that one shared copy instead of embedding
-/// their own (a CUDA session embeds its own: it would copy the shared host weights to the device regardless).
+/// from a <see cref="ModelProto"/> take the model's weights from that one shared copy instead of embedding their own
+/// (<see cref="Runtime.ModelRuntimeFactory"/> makes one only for the CPU: a CUDA session would copy host weights to the device
+/// regardless, with one ONNX Runtime warning per weight).
 /// </summary>
 public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger<OnnxSessionFactory> logger, SharedWeights? weights = null)
 {
@@ -21,15 +22,41 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
     public SharedWeights? Weights => weights;
 
     /// <summary>A session on a serialized, self-contained model.</summary>
-    public OnnxRunner Create(byte[] model, string purpose) => Create(so => new InferenceSession(model, so), purpose, shared: false);
+    /// <param name="model">The model.</param>
+    /// <param name="purpose">For logs.</param>
+    /// <param name="exactFloat32">
+    /// On CUDA, keep matrix products in full float32 (<c>use_tf32</c> off): for a small graph whose results must match
+    /// the CPU's, e.g. distances computed as |x|² − 2x·b + |b|², which TF32's 10-bit mantissa would cancel away.
+    /// </param>
+    public OnnxRunner Create(byte[] model, string purpose, bool exactFloat32 = false) =>
+        Create((so, _) => (new InferenceSession(model, so), false), purpose, intraOpThreads: null, exactFloat32);
+
+    /// <summary>
+    /// The execution provider sessions of <paramref name="options"/> will run on: CUDA when the device allows it and its
+    /// provider loads here, else the CPU (for <see cref="InferenceDevice.Cuda"/> a session then fails to open).
+    /// </summary>
+    public static string Probe(InferenceOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Device == InferenceDevice.Cpu) return Cpu;
+        try
+        {
+            using var so = new SessionOptions();
+            so.AppendExecutionProvider_CUDA(options.DeviceId);
+            return Cuda;
+        }
+        catch (OnnxRuntimeException)
+        {
+            return Cpu;
+        }
+    }
 
     /// <summary>The configured inference options.</summary>
     public InferenceOptions Options => options;
 
     /// <summary>
-    /// A session on <paramref name="model"/>, over the shared weights when the factory has them and the session runs on
-    /// the CPU: the model's copies of those weights are replaced by references in place, so pass a graph you no longer
-    /// need whole.
+    /// A session on <paramref name="model"/>, over the shared weights when the factory has them: the model's copies
+    /// of those weights are replaced by references in place, so pass a graph you no longer need whole.
     /// </summary>
     /// <param name="model">The graph.</param>
     /// <param name="purpose">For logs.</param>
@@ -42,11 +69,9 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
     public OnnxRunner Create(ModelProto model, string purpose, bool gradient = false, int? intraOpThreads = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        return Create((so, provider) =>
+        return Create((so, _) =>
         {
-            // The shared copy lives in host memory: a CUDA session copies every such weight to the device anyway (with
-            // one ONNX Runtime warning per weight), so on CUDA each session embeds its own and nothing is shared.
-            var names = provider == Cpu ? weights?.Detach(model) ?? [] : [];
+            var names = weights?.Detach(model) ?? [];
             var bytes = model.ToByteArray();
             if (names.Count == 0) return (new InferenceSession(bytes, so), false);
             so.AddSessionConfigEntry("session.disable_prepacking", "1");
@@ -56,10 +81,7 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
         }, purpose, intraOpThreads);
     }
 
-    private OnnxRunner Create(Func<SessionOptions, InferenceSession> open, string purpose, bool shared, int? intraOpThreads = null) =>
-        Create((so, _) => (open(so), shared), purpose, intraOpThreads);
-
-    private OnnxRunner Create(Func<SessionOptions, string, (InferenceSession Session, bool Shared)> open, string purpose, int? intraOpThreads)
+    private OnnxRunner Create(Func<SessionOptions, string, (InferenceSession Session, bool Shared)> open, string purpose, int? intraOpThreads, bool exactFloat32 = false)
     {
         using var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
         var threads = intraOpThreads ?? options.IntraOpThreads;
@@ -75,7 +97,21 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
         {
             try
             {
-                so.AppendExecutionProvider_CUDA(options.DeviceId);
+                if (exactFloat32)
+                {
+                    using var cuda = new OrtCUDAProviderOptions();
+                    cuda.UpdateOptions(new Dictionary<string, string>
+                    {
+                        ["device_id"] = options.DeviceId.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        ["use_tf32"] = "0",
+                    });
+                    so.AppendExecutionProvider_CUDA(cuda);
+                }
+                else
+                {
+                    so.AppendExecutionProvider_CUDA(options.DeviceId);
+                }
+
                 provider = Cuda;
             }
             catch (OnnxRuntimeException ex) when (options.Device == InferenceDevice.Auto)

@@ -27,8 +27,8 @@ public sealed partial class ModelRuntimeFactory(ILoggerFactory loggerFactory)
         var cacheDirectory = ModelCache.Resolve(options.CacheDirectory);
         var forward = ForwardGraph.LoadNormalized(package);
         cancellationToken.ThrowIfCancellationRequested();
-        // Shared weights are host memory, which only CPU sessions read in place (OnnxSessionFactory).
-        var weights = options.Inference.ShareWeights && options.Inference.Device != InferenceDevice.Cuda
+        // Shared weights are host memory, which only CPU sessions read in place: on CUDA each session holds its own.
+        var weights = options.Inference.ShareWeights && OnnxSessionFactory.Probe(options.Inference) == OnnxSessionFactory.Cpu
             ? SharedWeights.TryCreate(forward, package.Sha256, [cacheDirectory, Path.Combine(Path.GetTempPath(), "strapvit")], logger)
             : null;
         var sessions = new OnnxSessionFactory(options.Inference, loggerFactory.CreateLogger<OnnxSessionFactory>(), weights);
@@ -57,8 +57,7 @@ public sealed partial class ModelRuntimeFactory(ILoggerFactory loggerFactory)
         }
 
         ReleaseLoadMemory();
-        var shared = runtime.ExecutionProvider == OnnxSessionFactory.Cpu ? weights : null;
-        LogLoaded(logger, package.Manifest.Name, runtime.ExecutionProvider, shared?.Count ?? 0, (shared?.Bytes ?? 0) / (1024.0 * 1024.0),
+        LogLoaded(logger, package.Manifest.Name, runtime.ExecutionProvider, weights?.Count ?? 0, (weights?.Bytes ?? 0) / (1024.0 * 1024.0),
             TimeProvider.System.GetElapsedTime(started).TotalMilliseconds);
         return runtime;
     }
