@@ -63,7 +63,7 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<int> bankSize = CliOptions.Number("--bank-size", BankDefaults.Size, 16, 1_000_000, "clean tokens kept in the bank");
     private readonly Option<int> neighbors = CliOptions.Number("--neighbors", BankDefaults.Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
     private readonly Option<double> fpr = CliOptions.Number("--fpr", BankDefaults.FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
-    private readonly Option<string> patchCache = CliOptions.Text("--patch-cache", "folder caching the strong attack's patches between runs", helpName: "folder");
+    private readonly Option<string> patchCache = CliOptions.Text("--patch-cache", "folder caching the per-image (non-adaptive) patches between runs; the adaptive attacks are always rerun", helpName: "folder");
     private readonly Option<int> strongSteps = CliOptions.Number("--strong-steps", 500, 0, 100_000, "steps of the strong adaptive attack");
     private readonly Option<int> strongRestarts = CliOptions.Number("--strong-restarts", 2, 1, 100, "restarts of the strong adaptive attack");
     private readonly Option<int> strongEot = CliOptions.Number("--strong-eot", 16, 1, 256, "EOT samples of the strong adaptive attack");
