@@ -58,9 +58,11 @@ public static class DefenseCost
                 ("encode, flagged dropped", () => tm.EncodeDropping(tokens, 1, dropped)),
                 ("encode, all tokens", () => tm.Encode(tokens, 1)),
             };
-            if (runtime.Defense?.Search is { } search)
+            // The bank search as an ONNX graph: the service's on a GPU, else one made here on the CPU for comparison.
+            var search = runtime.Defense?.Search ?? (reference.Bank is { } bank ? new BankSearch(bank, runtime.Sessions) : null);
+            if (search is not null)
             {
-                parts = [.. parts, ($"score, bank search on {search.ExecutionProvider}", () => search.ScoreImage(tokens, tm.FirstPatchToken, scores, nearest))];
+                parts = [.. parts, ($"score, bank search graph on {search.ExecutionProvider}", () => search.ScoreImage(tokens, tm.FirstPatchToken, scores, nearest))];
             }
 
             foreach (var (name, run) in parts)
