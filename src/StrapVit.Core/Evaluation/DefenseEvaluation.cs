@@ -100,6 +100,15 @@ public sealed record EvaluationRow(string Section, string Scenario, string Defen
 
     /// <summary>Of <see cref="CheckRecovered"/>, those answered right afterwards (the answer before was then wrong; the rest are wrong after it).</summary>
     public int? CheckRecoveredCorrect { get; init; }
+
+    /// <summary>
+    /// Adaptive rows: one character per image of the subset, in order, <c>1</c> where the answer was right: so that
+    /// runs of different attacks on the same images can be combined into one worst case (tools/evaluation/worst_case.py).
+    /// </summary>
+    public string? CorrectImages { get; init; }
+
+    /// <summary><c>1</c> for each right answer, <c>0</c> for each wrong one.</summary>
+    public static string Mask(IReadOnlyList<bool> correct) => string.Concat(correct.Select(c => c ? '1' : '0'));
 }
 
 /// <summary>Everything one run measured.</summary>
@@ -304,11 +313,11 @@ public sealed class DefenseEvaluation(
             var defended = DefenseScoring.Defended(token, set.Images, DefenseMode.Mitigate, settings.Seed + 7, set.Placements, package.Manifest.PatchSize);
             var fooled = Enumerable.Range(0, subset.Count).Select(i => clean[i] && !none.Correct[i]).ToArray();
             for (var i = 0; i < worst.Length; i++) worst[i] &= defended.Correct[i];
-            rows.Add(new(section, $"{Label(size)} {name}", "none", none.Accuracy, null, null, set.AttackSuccessRate));
+            rows.Add(new(section, $"{Label(size)} {name}", "none", none.Accuracy, null, null, set.AttackSuccessRate) { CorrectImages = EvaluationRow.Mask(none.Correct) });
             rows.Add(new(section, $"{Label(size)} {name}", "token", defended.Accuracy, defended.Flagged, defended.Coverage, set.AttackSuccessRate)
             {
                 OnAttacked = defended.AccuracyOn(fooled), MedianCoverage = defended.MedianCoverage, TopInPatch = defended.TopInPatch,
-                TokensFlagged = defended.TokensFlagged,
+                TokensFlagged = defended.TokensFlagged, CorrectImages = EvaluationRow.Mask(defended.Correct),
             });
             log.WriteLine($"  {name}: none {none.Accuracy:P1}, token {defended.Accuracy:P1} (flagged {defended.Flagged:P1}, coverage {defended.Coverage:P1}); worst case so far {worst.Average(b => b ? 1.0 : 0.0):P1}");
         }
@@ -332,7 +341,7 @@ public sealed class DefenseEvaluation(
             }
         }
 
-        rows.Add(new(section, $"{Label(size)} worst case over all attacks above", "token", worst.Average(b => b ? 1.0 : 0.0), null, null, null));
+        rows.Add(new(section, $"{Label(size)} worst case over all attacks above", "token", worst.Average(b => b ? 1.0 : 0.0), null, null, null) { CorrectImages = EvaluationRow.Mask(worst) });
         log.WriteLine($"  worst case over all attacks: token {worst.Average(b => b ? 1.0 : 0.0):P1}");
 
         if (settings.UniversalSteps == 0)

@@ -6,6 +6,7 @@ namespace StrapVit.Core.Tests.Defense;
 public sealed class DefenseScoreTests
 {
     private static readonly DefenseScore Score = new(0.5, 0.25, null, [true, false, true, false]);
+    private static readonly JsonSerializerOptions CamelCase = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase }; // as evaluate writes
 
     [Fact]
     public void Accuracy_on_a_subset_counts_only_the_selected_images()
@@ -25,5 +26,15 @@ public sealed class DefenseScoreTests
         var row = new EvaluationRow("per-image patch", "6x6", "token", 0.5, 0.25, null, 0.0) { OnAttacked = onNone };
         using var json = JsonDocument.Parse(JsonSerializer.Serialize(row));
         Assert.Equal(JsonValueKind.Null, json.RootElement.GetProperty("OnAttacked").ValueKind);
+    }
+
+    [Fact]
+    public void The_per_image_mask_has_one_character_per_image_in_order()
+    {
+        Assert.Equal("1010", EvaluationRow.Mask(Score.Correct));
+        Assert.Equal("", EvaluationRow.Mask([]));
+        var row = new EvaluationRow("adaptive per-image patch", "6x6 EOT", "token", 0.5, 0.25, null, 0.0) { CorrectImages = "0110" };
+        using var json = JsonDocument.Parse(JsonSerializer.Serialize(row, CamelCase));
+        Assert.Equal("0110", json.RootElement.GetProperty("correctImages").GetString());
     }
 }

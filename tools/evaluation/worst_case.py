@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Worst case over adaptive attacks from several `strapvit evaluate` runs on the same images.
+
+Each run's results-*.json lists, for every adaptive attack, which images the defense got right (`correctImages`,
+one character per image, written since session 11). An image counts for the worst case only if every attack in every
+file left it right. Runs must share the model, the images and the defense options; the script refuses otherwise.
+
+    python3 tools/evaluation/worst_case.py RUN1/results-report.json RUN2/results-report.json ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+", help="results-*.json files written by `strapvit evaluate --output`")
+    args = p.parse_args()
+    first = None
+    attacks: list[tuple[str, str, str]] = []
+    for path in args.results:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+        key = (report["model"], report["images"], json.dumps(report["options"], sort_keys=True))
+        if first is None:
+            first = key
+        elif key != first:
+            print(f"{path}: another model, image count or defense options than {args.results[0]}", file=sys.stderr)
+            return 2
+        for row in report["rows"]:
+            mask = row.get("correctImages")
+            if row["defense"] != "none" and mask and "worst case" not in row["scenario"]:
+                attacks.append((path, row["scenario"], mask))
+    if not attacks:
+        print("no adaptive rows with correctImages (runs older than session 11 do not have them)", file=sys.stderr)
+        return 2
+    lengths = {len(m) for _, _, m in attacks}
+    if len(lengths) != 1:
+        print(f"attacks on different numbers of images: {sorted(lengths)}", file=sys.stderr)
+        return 2
+    n = lengths.pop()
+    worst = [True] * n
+    for path, scenario, mask in attacks:
+        right = [c == "1" for c in mask]
+        worst = [w and r for w, r in zip(worst, right)]
+        print(f"{100.0 * sum(right) / n:5.1f}%  {scenario}  ({path})")
+    print(f"{100.0 * sum(worst) / n:5.1f}%  worst case over these {len(attacks)} attacks, {n} images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
