@@ -114,14 +114,20 @@ stop_service() { kill "$pid" 2> /dev/null; wait "$pid" 2> /dev/null; pid=""; }
 # Session lines: "ONNX Runtime session for <purpose> created on <provider>" (JSON log, one per line).
 sessions_on() { grep -c "\"ExecutionProvider\":\"$2\"" <(grep 'session for' "$1") ; }
 
-if [ "$gpu" -eq 1 ]; then
-  start_service Cuda
-  if wait_loaded; then pass "service loaded with Inference:Device=Cuda"; else tail -5 "$work/service-Cuda.log"; fail "service did not load on CUDA"; fi
-  if exercise; then pass "classify (off, mitigate, certify) and FGSM answered 200 on CUDA"; else fail "requests on CUDA"; fi
-  log="$work/service-Cuda.log"
+# Starts the service with Inference:Device=$1 on the GPU machine and checks that it loads everything (the gradient
+# graphs included), answers, and runs every session on CUDA; leaves it running and its log in $log.
+serve_on_cuda() { # serve_on_cuda DEVICE
+  start_service "$1"
+  if wait_loaded; then pass "service loaded with Inference:Device=$1 (gradients available)"; else tail -5 "$work/service-$1.log"; fail "service did not load with Inference:Device=$1"; fi
+  if exercise; then pass "classify (off, mitigate, certify) and FGSM answered 200 with Inference:Device=$1"; else fail "requests with Inference:Device=$1"; fi
+  log="$work/service-$1.log"
   total=$(grep -c 'session for' "$log"); cuda=$(sessions_on "$log" CUDAExecutionProvider)
-  if [ "$total" -gt 0 ] && [ "$total" -eq "$cuda" ]; then pass "all $total ONNX Runtime sessions on CUDAExecutionProvider"
-  else grep 'session for' "$log" | head; fail "$cuda of $total sessions on CUDA"; fi
+  if [ "$total" -gt 0 ] && [ "$total" -eq "$cuda" ]; then pass "$1: all $total ONNX Runtime sessions on CUDAExecutionProvider"
+  else grep 'session for' "$log" | head; fail "$1: $cuda of $total sessions on CUDA"; fi
+}
+
+if [ "$gpu" -eq 1 ]; then
+  serve_on_cuda Cuda
   if grep -q 'falling back to CPU' "$log"; then fail "a CUDA fallback warning was logged"; else pass "no fallback warning"; fi
   # ONNX Runtime's own warnings go to stderr, outside Serilog: one per weight when a CUDA session is handed host
   # weights (the shared copy is for CPU sessions only). Its note that shape ops stay on the CPU is expected.
@@ -131,13 +137,7 @@ if [ "$gpu" -eq 1 ]; then
   curl -s "$url/metrics" | grep -q 'strapvit_model_info{.*execution_provider="CUDAExecutionProvider"' && pass "strapvit_model_info reports CUDA" || fail "strapvit_model_info does not report CUDA"
   stop_service
   # Auto (the default, and the GPU compose profile's) must also put everything on CUDA, the gradient graphs included.
-  start_service Auto
-  if wait_loaded; then pass "service loaded with Inference:Device=Auto (gradients available)"; else tail -5 "$work/service-Auto.log"; fail "service did not load with Device=Auto"; fi
-  if exercise; then pass "classify (off, mitigate, certify) and FGSM answered 200 with Auto"; else fail "requests with Auto"; fi
-  log="$work/service-Auto.log"
-  total=$(grep -c 'session for' "$log"); cuda=$(sessions_on "$log" CUDAExecutionProvider)
-  if [ "$total" -gt 0 ] && [ "$total" -eq "$cuda" ]; then pass "Auto: all $total sessions on CUDAExecutionProvider"
-  else grep 'session for' "$log" | head; fail "Auto: $cuda of $total sessions on CUDA"; fi
+  serve_on_cuda Auto
   stop_service
   # The same answers on CUDA as on the CPU (which the tests check against PyTorch): logits, gradient, defended logits.
   if bench device-parity models/fashion-vit-tiny samples/fashion-mnist/test-1000-images-idx3-ubyte.gz 200 2>&1 | tail -6 | tee "$work/parity.log"; \

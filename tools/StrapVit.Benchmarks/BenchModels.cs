@@ -61,14 +61,14 @@ public static class BenchModels
     /// weights instead; <c>STRAPVIT_FUSE_ATTENTION=0</c> keeps the standard-op attention; <c>STRAPVIT_ALLOW_SPINNING=1</c>
     /// lets idle intra-op threads spin (ONNX Runtime's default); <c>STRAPVIT_VIEW_PARALLELISM</c> sets
     /// <c>Inference:ViewParallelism</c> (1: masked views as one run on the intra-op pool, as before session 7).
-    /// <paramref name="defense"/> loads the patch defense with those options.
+    /// <paramref name="defense"/> loads the patch defense with those options; <paramref name="device"/> overrides <see cref="Device"/>.
     /// </summary>
-    public static ModelRuntime Runtime(string packageDir, int threads, bool tokenSplit = false, DefenseOptions? defense = null) =>
+    public static ModelRuntime Runtime(string packageDir, int threads, bool tokenSplit = false, DefenseOptions? defense = null, InferenceDevice? device = null) =>
         new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(ModelPackage.Load(packageDir), new ModelRuntimeOptions
         {
             Inference = new InferenceOptions
             {
-                Device = Device,
+                Device = device ?? Device,
                 IntraOpThreads = threads,
                 ShareWeights = Environment.GetEnvironmentVariable("STRAPVIT_SHARE_WEIGHTS") != "0",
                 FuseAttention = Environment.GetEnvironmentVariable("STRAPVIT_FUSE_ATTENTION") != "0",

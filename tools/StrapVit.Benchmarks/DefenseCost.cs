@@ -59,7 +59,8 @@ public static class DefenseCost
                 ("encode, all tokens", () => tm.Encode(tokens, 1)),
             };
             // The bank search as an ONNX graph: the service's on a GPU, else one made here on the CPU for comparison.
-            var search = runtime.Defense?.Search ?? (reference.Bank is { } bank ? new BankSearch(bank, runtime.Sessions) : null);
+            using var own = runtime.Defense?.Search is null && reference.Bank is { } bank ? new BankSearch(bank, runtime.Sessions) : null;
+            var search = runtime.Defense?.Search ?? own;
             if (search is not null)
             {
                 parts = [.. parts, ($"score, bank search graph on {search.ExecutionProvider}", () => search.ScoreImage(tokens, tm.FirstPatchToken, scores, nearest))];

@@ -1,8 +1,6 @@
-using StrapVit.Core.Models;
 using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Inference;
-using StrapVit.Core.Runtime;
 
 namespace StrapVit.Benchmarks;
 
@@ -22,8 +20,8 @@ public static class DeviceParity
     {
         var data = IdxDataset.Load(idxImages, IdxDataset.LabelsBeside(idxImages));
         count = Math.Min(count, data.Count);
-        using var cpu = Build(packageDir, InferenceDevice.Cpu);
-        using var cuda = Build(packageDir, other);
+        using var cpu = BenchModels.Runtime(packageDir, threads: 2, defense: new DefenseOptions(), device: InferenceDevice.Cpu);
+        using var cuda = BenchModels.Runtime(packageDir, threads: 2, defense: new DefenseOptions(), device: other);
         Console.WriteLine($"{cpu.Package.Manifest.Name}: {count} images, CPU on {cpu.ExecutionProvider}, other on {cuda.ExecutionProvider}");
         if (other == InferenceDevice.Cuda && cuda.ExecutionProvider != "CUDAExecutionProvider") throw new InvalidOperationException("The CUDA runtime is not on CUDA.");
 
@@ -89,17 +87,6 @@ public static class DeviceParity
         var ok = plainDisagree <= count / 100 && defendedDisagree <= count / 100 && minCos >= 0.999 && maxScoreRel <= 1e-3;
         Console.WriteLine(ok ? "device-parity: ok" : "device-parity: FAIL");
         return ok ? 0 : 1;
-    }
-
-    private static ModelRuntime Build(string packageDir, InferenceDevice device)
-    {
-        var options = new ModelRuntimeOptions
-        {
-            Inference = new InferenceOptions { Device = device, IntraOpThreads = 2 },
-            CacheDirectory = Path.Combine(BenchModels.CacheDir, device.ToString().ToLowerInvariant()),
-            Defense = new DefenseOptions(),
-        };
-        return new ModelRuntimeFactory(Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).Create(ModelPackage.Load(packageDir), options);
     }
 
     private static int ArgMax(float[] v)

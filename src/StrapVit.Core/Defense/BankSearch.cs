@@ -51,14 +51,10 @@ public sealed class BankSearch : IDisposable
     {
         int d = bank.Dim, t = tokens.Length / d, n = t - first;
         if (n <= 0) return;
-        var content = new float[n * d];
-        for (var i = 0; i < n; i++)
-        {
-            var z = tokens.Slice((first + i) * d, d);
-            var offset = bank.Offset[first + i];
-            for (var c = 0; c < d; c++) content[(i * d) + c] = z[c] - offset[c];
-        }
-
+        // The CPU kernel's thread-local scratch (this search replaces that kernel, so the two never hold it at once):
+        // a ViT-B/16 image's contents are 600 KB, which a fresh array would put on the large-object heap every call.
+        var content = TokenBank.Scratch(n * d);
+        bank.Contents(tokens, first, content);
         var score = new float[n];
         var index = new long[n * K];
         fixed (float* x = content)
@@ -74,7 +70,7 @@ public sealed class BankSearch : IDisposable
         {
             scores[first + i] = score[i];
             if (nearest.IsEmpty) continue;
-            for (var j = 0; j < Math.Min(K, bank.Neighbors); j++) nearest[((first + i) * bank.Neighbors) + j] = (int)index[(i * K) + j];
+            for (var j = 0; j < K; j++) nearest[((first + i) * bank.Neighbors) + j] = (int)index[(i * K) + j];
         }
     }
 
@@ -85,15 +81,9 @@ public sealed class BankSearch : IDisposable
     {
         int d = bank.Dim, m = bank.Count;
         var transposed = new float[d * m];
-        var norms = new float[m];
         for (var j = 0; j < m; j++)
         {
-            var b = bank.Vectors.AsSpan(j * d, d);
-            for (var c = 0; c < d; c++)
-            {
-                transposed[(c * m) + j] = b[c];
-                norms[j] += b[c] * b[c];
-            }
+            for (var c = 0; c < d; c++) transposed[(c * m) + j] = bank.Vectors[(j * d) + c];
         }
 
         var graph = new GraphProto { Name = "strapvit_bank_search" };
@@ -101,7 +91,7 @@ public sealed class BankSearch : IDisposable
         graph.Output.Add(OnnxProto.TensorInfo("score", OnnxProto.Float, ["n"]));
         graph.Output.Add(OnnxProto.TensorInfo("nearest", OnnxProto.Int64, ["n", k]));
         graph.Initializer.Add(OnnxProto.FloatTensor("bank_t", [d, m], transposed));
-        graph.Initializer.Add(OnnxProto.FloatTensor("bank_norms", [1, m], norms));
+        graph.Initializer.Add(OnnxProto.FloatTensor("bank_norms", [1, m], bank.SquaredNorms));
         graph.Initializer.Add(OnnxProto.FloatTensor("minus_two", [], [-2f]));
         graph.Initializer.Add(OnnxProto.FloatTensor("zero", [], [0f]));
         graph.Initializer.Add(OnnxProto.Int64Tensor("k", [1], [k]));

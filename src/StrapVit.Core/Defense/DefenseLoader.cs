@@ -85,7 +85,7 @@ public static class DefenseLoader
             }
             catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
             {
-                search = null;
+                // The session would not open: the CPU kernel scores instead, as on a CPU.
             }
         }
 

@@ -40,7 +40,7 @@ public sealed record TokenBank
     public int Count => Vectors.Length / Dim;
 
     [JsonIgnore]
-    private float[] SquaredNorms => field ??= ComputeSquaredNorms(Vectors, Dim);
+    internal float[] SquaredNorms => field ??= ComputeSquaredNorms(Vectors, Dim);
 
     /// <summary>
     /// Scores token <paramref name="position"/>'s content: the mean distance of <c>z - offset</c> to its k nearest bank
@@ -128,16 +128,8 @@ public sealed record TokenBank
         var content = scratch[..(n * d)];
         var scaled = scratch.Slice(n * d, n * d);
         var acc = scratch.Slice(2 * n * d, n * m);
-        for (var i = 0; i < n; i++)
-        {
-            var z = tokens.Slice((first + i) * d, d);
-            var offset = Offset[first + i];
-            for (var c = 0; c < d; c++)
-            {
-                content[(i * d) + c] = z[c] - offset[c];
-                scaled[(i * d) + c] = -2 * content[(i * d) + c];
-            }
-        }
+        Contents(tokens, first, content);
+        for (var c = 0; c < scaled.Length; c++) scaled[c] = -2 * content[c];
 
         Accumulate(scaled, n, acc);
         for (var i = 0; i < n; i++)
@@ -147,12 +139,24 @@ public sealed record TokenBank
         }
     }
 
+    /// <summary>Tokens <paramref name="first"/> .. T − 1 of one image with their positions' offsets subtracted: what the bank is searched for.</summary>
+    internal void Contents(ReadOnlySpan<float> tokens, int first, Span<float> destination)
+    {
+        for (var i = first; i < tokens.Length / Dim; i++)
+        {
+            var z = tokens.Slice(i * Dim, Dim);
+            var offset = Offset[i];
+            var content = destination.Slice((i - first) * Dim, Dim);
+            for (var c = 0; c < Dim; c++) content[c] = z[c] - offset[c];
+        }
+    }
+
     /// <summary>
     /// This thread's scratch buffer, at least <paramref name="length"/> floats, kept between calls: renting 200 KB per
     /// image from the shared array pool measured 3-4x slower once other code (the masking check's encoder batches)
     /// had used the pool.
     /// </summary>
-    private static Span<float> Scratch(int length) =>
+    internal static Span<float> Scratch(int length) =>
         (t_scratch is { } kept && kept.Length >= length ? kept : t_scratch = new float[length]).AsSpan(0, length);
 
     [ThreadStatic]

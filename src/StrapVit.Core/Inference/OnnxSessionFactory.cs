@@ -29,7 +29,7 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
     /// the CPU's, e.g. distances computed as |x|² − 2x·b + |b|², which TF32's 10-bit mantissa would cancel away.
     /// </param>
     public OnnxRunner Create(byte[] model, string purpose, bool exactFloat32 = false) =>
-        Create((so, _) => (new InferenceSession(model, so), false), purpose, intraOpThreads: null, exactFloat32);
+        Create(so => (new InferenceSession(model, so), false), purpose, intraOpThreads: null, exactFloat32);
 
     /// <summary>
     /// The execution provider sessions of <paramref name="options"/> will run on: CUDA when the device allows it and its
@@ -42,7 +42,7 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
         try
         {
             using var so = new SessionOptions();
-            so.AppendExecutionProvider_CUDA(options.DeviceId);
+            AppendCuda(so, options.DeviceId, exactFloat32: false);
             return Cuda;
         }
         catch (OnnxRuntimeException)
@@ -69,7 +69,7 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
     public OnnxRunner Create(ModelProto model, string purpose, bool gradient = false, int? intraOpThreads = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        return Create((so, _) =>
+        return Create(so =>
         {
             var names = weights?.Detach(model) ?? [];
             var bytes = model.ToByteArray();
@@ -81,7 +81,7 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
         }, purpose, intraOpThreads);
     }
 
-    private OnnxRunner Create(Func<SessionOptions, string, (InferenceSession Session, bool Shared)> open, string purpose, int? intraOpThreads, bool exactFloat32 = false)
+    private OnnxRunner Create(Func<SessionOptions, (InferenceSession Session, bool Shared)> open, string purpose, int? intraOpThreads, bool exactFloat32 = false)
     {
         using var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
         var threads = intraOpThreads ?? options.IntraOpThreads;
@@ -97,21 +97,7 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
         {
             try
             {
-                if (exactFloat32)
-                {
-                    using var cuda = new OrtCUDAProviderOptions();
-                    cuda.UpdateOptions(new Dictionary<string, string>
-                    {
-                        ["device_id"] = options.DeviceId.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                        ["use_tf32"] = "0",
-                    });
-                    so.AppendExecutionProvider_CUDA(cuda);
-                }
-                else
-                {
-                    so.AppendExecutionProvider_CUDA(options.DeviceId);
-                }
-
+                AppendCuda(so, options.DeviceId, exactFloat32);
                 provider = Cuda;
             }
             catch (OnnxRuntimeException ex) when (options.Device == InferenceDevice.Auto)
@@ -120,9 +106,27 @@ public sealed partial class OnnxSessionFactory(InferenceOptions options, ILogger
             }
         }
 
-        var (session, shared) = open(so, provider);
+        var (session, shared) = open(so);
         LogSessionCreated(logger, purpose, provider, shared);
         return new OnnxRunner(session, provider);
+    }
+
+    /// <summary>Appends the CUDA provider; throws <see cref="OnnxRuntimeException"/> when its libraries cannot load.</summary>
+    private static void AppendCuda(SessionOptions so, int deviceId, bool exactFloat32)
+    {
+        if (!exactFloat32)
+        {
+            so.AppendExecutionProvider_CUDA(deviceId);
+            return;
+        }
+
+        using var cuda = new OrtCUDAProviderOptions();
+        cuda.UpdateOptions(new Dictionary<string, string>
+        {
+            ["device_id"] = deviceId.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["use_tf32"] = "0",
+        });
+        so.AppendExecutionProvider_CUDA(cuda);
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "CUDA execution provider unavailable for {Purpose}; falling back to CPU: {Reason}")]

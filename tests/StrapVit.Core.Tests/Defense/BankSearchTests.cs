@@ -16,18 +16,6 @@ public sealed class BankSearchTests
 {
     private static readonly OnnxSessionFactory CpuSessions = new(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance);
 
-    private static TokenBank RandomBank(int dim, int entries, int positions, int neighbors, int seed)
-    {
-        var rng = new Random(seed);
-        return new TokenBank
-        {
-            Dim = dim,
-            Neighbors = neighbors,
-            Offset = Enumerable.Range(0, positions).Select(_ => Enumerable.Range(0, dim).Select(_ => (float)rng.NextDouble()).ToArray()).ToArray(),
-            Vectors = Enumerable.Range(0, entries * dim).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray(),
-        };
-    }
-
     [Theory]
     [InlineData(5, 200, 9, 4, 1)]
     [InlineData(64, 1024, 50, 3, 1)]   // the embedded model's shape: 49 patch tokens of 64 channels, 1,024 entries
@@ -35,7 +23,7 @@ public sealed class BankSearchTests
     [InlineData(8, 3, 4, 5, 0)]        // k larger than the bank: the 3 entries, in the first 3 of each token's 5 slots; no class token
     public void Graph_scores_and_neighbours_match_a_double_precision_brute_force(int dim, int entries, int positions, int neighbors, int first)
     {
-        var bank = RandomBank(dim, entries, positions, neighbors, seed: dim);
+        var bank = TokenBankTests.RandomBank(entries, positions, neighbors, seed: dim, dim: dim);
         var rng = new Random(7);
         var tokens = Enumerable.Range(0, positions * dim).Select(_ => (float)((rng.NextDouble() * 3) - 1.5)).ToArray();
         var scores = new double[positions];
@@ -50,19 +38,9 @@ public sealed class BankSearchTests
         if (first == 1) Assert.Equal(0, scores[0]); // the class token is not scored
         for (var t = first; t < positions; t++)
         {
-            var distances = Enumerable.Range(0, entries).Select(j =>
-            {
-                double sq = 0;
-                for (var c = 0; c < dim; c++)
-                {
-                    var diff = tokens[(t * dim) + c] - (double)bank.Offset[t][c] - bank.Vectors[(j * dim) + c];
-                    sq += diff * diff;
-                }
-
-                return (Distance: Math.Sqrt(sq), Index: j);
-            }).OrderBy(x => x.Distance).Take(k).ToArray();
-            Assert.Equal(distances.Average(x => x.Distance), scores[t], 1e-4 * Math.Max(1, scores[t]));
-            Assert.Equal(distances.Select(x => x.Index).ToArray(), nearest.AsSpan(t * neighbors, k).ToArray());
+            var (expected, expectedNearest) = TokenBankTests.Reference(bank, tokens.AsSpan(t * dim, dim), t);
+            Assert.Equal(expected, scores[t], 1e-4 * Math.Max(1, scores[t]));
+            Assert.Equal(expectedNearest, nearest.AsSpan(t * neighbors, k).ToArray());
             Assert.All(nearest.AsSpan((t * neighbors) + k, neighbors - k).ToArray(), v => Assert.Equal(-7, v)); // slots past k untouched
         }
     }
@@ -75,7 +53,7 @@ public sealed class BankSearchTests
         var bank = calibration.Tokens!.Bank!;
         using var tokens = new TokenSpaceModel(package, CpuSessions);
         using var search = new BankSearch(bank, CpuSessions);
-        var other = RandomBank(bank.Dim, 300, tokens.TokenCount, bank.Neighbors, seed: 5);
+        var other = TokenBankTests.RandomBank(300, tokens.TokenCount, bank.Neighbors, seed: 5, dim: bank.Dim);
         using var otherSearch = new BankSearch(other, CpuSessions);
         var delegating = bank with { Search = otherSearch };
         var data = StrapVit.Core.Datasets.IdxDataset.Load(RepoPaths.Sample("fashion-mnist/test-1000-images-idx3-ubyte.gz"), RepoPaths.Sample("fashion-mnist/test-1000-labels-idx1-ubyte.gz"));

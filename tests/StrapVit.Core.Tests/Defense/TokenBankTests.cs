@@ -8,33 +8,37 @@ public sealed class TokenBankTests
 {
     private const int Dim = 5;
 
-    private static TokenBank RandomBank(int entries, int positions, int neighbors, int seed)
+    /// <summary>A bank of uniform random entries and offsets (<paramref name="dim"/> channels); also BankSearchTests'.</summary>
+    internal static TokenBank RandomBank(int entries, int positions, int neighbors, int seed, int dim = Dim)
     {
         var rng = new Random(seed);
         return new TokenBank
         {
-            Dim = Dim,
+            Dim = dim,
             Neighbors = neighbors,
-            Offset = Enumerable.Range(0, positions).Select(_ => Enumerable.Range(0, Dim).Select(_ => (float)rng.NextDouble()).ToArray()).ToArray(),
-            Vectors = Enumerable.Range(0, entries * Dim).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray(),
+            Offset = Enumerable.Range(0, positions).Select(_ => Enumerable.Range(0, dim).Select(_ => (float)rng.NextDouble()).ToArray()).ToArray(),
+            Vectors = Enumerable.Range(0, entries * dim).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray(),
         };
     }
 
     /// <summary>Brute force in double precision: every distance, sorted.</summary>
-    private static (double Score, int[] Nearest) Reference(TokenBank bank, float[] token, int position)
+    internal static (double Score, int[] Nearest) Reference(TokenBank bank, ReadOnlySpan<float> token, int position)
     {
-        var distances = Enumerable.Range(0, bank.Count).Select(j =>
+        var distances = new (double Distance, int Index)[bank.Count];
+        for (var j = 0; j < bank.Count; j++)
         {
             double sq = 0;
-            for (var c = 0; c < Dim; c++)
+            for (var c = 0; c < bank.Dim; c++)
             {
-                var diff = token[c] - (double)bank.Offset[position][c] - bank.Vectors[(j * Dim) + c];
+                var diff = token[c] - (double)bank.Offset[position][c] - bank.Vectors[(j * bank.Dim) + c];
                 sq += diff * diff;
             }
 
-            return (Distance: Math.Sqrt(sq), Index: j);
-        }).OrderBy(x => x.Distance).Take(bank.Neighbors).ToArray();
-        return (distances.Average(x => x.Distance), distances.Select(x => x.Index).ToArray());
+            distances[j] = (Math.Sqrt(sq), j);
+        }
+
+        var nearest = distances.OrderBy(x => x.Distance).Take(bank.Neighbors).ToArray();
+        return (nearest.Average(x => x.Distance), nearest.Select(x => x.Index).ToArray());
     }
 
     [Fact]
