@@ -10,7 +10,10 @@ namespace StrapVit.Benchmarks;
 /// Plain and defended runs are interleaved; prints the medians and their ratio. Pass a real image (decoded and resized
 /// as the service does): the defense's cost depends on how many tokens it flags, and random pixels flag nearly all.
 /// <c>verify-windows</c> overrides <c>Defense:VerifyWindows</c> (0: the defense without its masking check);
-/// <c>STRAPVIT_DEFENSE_PROFILE</c> sets <c>Defense:Profile</c> (e.g. <c>Light</c>).
+/// <c>STRAPVIT_DEFENSE_PROFILE</c> sets <c>Defense:Profile</c> (e.g. <c>Light</c>), <c>STRAPVIT_DEFENSE_GROUP</c>
+/// <c>Defense:VerifyGroup</c>. Given an IDX image file (<c>*-images-idx3-ubyte.gz</c>) instead of one image, it runs
+/// each of its first <c>runs</c> images (the check's cost depends on the image: whether a view disagrees), three
+/// interleaved runs each, and prints the mean over the images of each one's median.
 /// </summary>
 public static class DefenseCost
 {
@@ -19,9 +22,16 @@ public static class DefenseCost
         var options = new DefenseOptions();
         if (Enum.TryParse<DefenseProfile>(Environment.GetEnvironmentVariable("STRAPVIT_DEFENSE_PROFILE"), ignoreCase: true, out var profile)) options.Profile = profile;
         if (verifyWindows is { } v) options.VerifyWindows = v;
+        options.VerifyGroup = BenchModels.EnvInt("STRAPVIT_DEFENSE_GROUP", options.VerifyGroup);
         using var runtime = BenchModels.Runtime(packageDir, threads: 1, defense: options);
         var defense = runtime.Defense?.Defense ?? throw new InvalidOperationException($"{packageDir} loads no defense (no calibration?)");
         var input = runtime.Package.Manifest.Input;
+        if (image is not null && image.EndsWith("-idx3-ubyte.gz", StringComparison.Ordinal))
+        {
+            OverImages(runtime, defense, image, runs);
+            return;
+        }
+
         var rng = new Random(1);
         var pixels = image is null
             ? Enumerable.Range(0, input.Size).Select(_ => (float)rng.NextDouble()).ToArray()
@@ -75,5 +85,37 @@ public static class DefenseCost
         }
 
         Console.WriteLine($"{runtime.Package.Manifest.Name}: defense {defense.Variant}, {flagged} tokens flagged{check}, {runs} runs, 1 intra-op thread: classify CPU ms {p:F2} (wall min {pWall.Min():F2}), mitigate CPU ms {d:F2} (wall min {dWall.Min():F2}), mitigate / off {d / p:F2} (CPU), {dWall.Min() / pWall.Min():F2} (wall min)");
+    }
+
+    /// <summary>The mean cost over the first <paramref name="count"/> images of an IDX set, each image's median of three interleaved runs.</summary>
+    private static void OverImages(StrapVit.Core.Runtime.ModelRuntime runtime, IPatchDefense defense, string file, int count)
+    {
+        var input = runtime.Package.Manifest.Input;
+        var set = StrapVit.Core.Evaluation.EvaluationSet.FromIdx(
+            StrapVit.Core.Datasets.IdxDataset.Load(file, StrapVit.Core.Datasets.IdxDataset.LabelsBeside(file)), count, input.Channels, input.Height, input.Width);
+        var (plain, defended, forwards) = (new List<double>(), new List<double>(), new List<int>());
+        var outcomes = new Dictionary<string, int>();
+        for (var i = 0; i < set.Count; i++)
+        {
+            var pixels = set.Image(i).ToArray();
+            var report = defense.Run(pixels, 1, DefenseMode.Mitigate, [i])[0].Report;
+            var outcome = report.Verification?.Outcome ?? "no check";
+            outcomes[outcome] = outcomes.GetValueOrDefault(outcome) + 1;
+            forwards.Add(report.Verification?.Forwards ?? 0);
+            var (pCpu, pWall, dCpu, dWall) = (new List<double>(), new List<double>(), new List<double>(), new List<double>());
+            runtime.Classifier.Logits(pixels, 1);
+            for (var r = 0; r < 3; r++)
+            {
+                CpuTimeRatio.Time(() => runtime.Classifier.Logits(pixels, 1), pCpu, pWall);
+                CpuTimeRatio.Time(() => defense.Run(pixels, 1, DefenseMode.Mitigate, [i]), dCpu, dWall);
+            }
+
+            plain.Add(CpuTimeRatio.Median(pCpu));
+            defended.Add(CpuTimeRatio.Median(dCpu));
+        }
+
+        Console.WriteLine($"{runtime.Package.Manifest.Name}: defense {defense.Variant} over {set.Count} images of {Path.GetFileName(file)}, 1 intra-op thread: "
+            + $"classify CPU ms {plain.Average():F3}, mitigate CPU ms {defended.Average():F3}, mitigate / off {defended.Average() / plain.Average():F2} (CPU, means of per-image medians); "
+            + $"masked forwards per image {forwards.Average():F2}; outcomes {string.Join(", ", outcomes.OrderBy(o => o.Key).Select(o => $"{o.Key} {o.Value}"))}");
     }
 }

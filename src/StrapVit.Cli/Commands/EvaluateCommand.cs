@@ -55,6 +55,9 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<int> verifyWindow = CliOptions.Number("--verify-window", Defaults.VerifyWindowPixels, 0, 1024, "patch budget in pixels that sizes the masking check's windows (Defense:VerifyWindowPixels; 0: --window's)");
     private readonly ListOption<int> sweepVerify = CliOptions.NumberList("--sweep-verify", [Defaults.VerifyWindows], 0, 16, "masking-check window counts of the sweep (0: no check)");
     private readonly ListOption<int> sweepPartners = CliOptions.NumberList("--sweep-partners", [Defaults.VerifyPartners], 1, 64, "masking-check partner counts of the sweep");
+    private readonly Option<int> verifyGroup = CliOptions.Number("--verify-group", Defaults.VerifyGroup, 1, 16, "first-round windows of the masking check hidden together in one view (Defense:VerifyGroup)");
+    private readonly Option<int> occlusionGroup = CliOptions.Number("--occlusion-group", 0, 0, 16, "windows each occlusion view of the strong attacks hides (0: as many as the check's first-round groups, --verify-group)");
+    private readonly ListOption<int> sweepVerifyGroup = CliOptions.NumberList("--sweep-verify-group", [Defaults.VerifyGroup], 1, 16, "masking-check group sizes of the sweep");
     private readonly ListOption<string> sweepWindowWhen = CliOptions.List("--sweep-window-when", ["always"], (string text, out string value) => (value = text) is "always" or "over-threshold",
         "when the sweep's windows are flagged: always (whenever anything is flagged) and/or over-threshold (only when a token is over its threshold)", "always or over-threshold");
     private readonly ListOption<string> strongOcclusion = CliOptions.List("--strong-occlusion", ["off"], (string text, out string value) => (value = text) is "off" or "on",
@@ -89,7 +92,7 @@ internal sealed class EvaluateCommand : CliVerb
         Option[] options =
         [
             images, calib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
-            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepWindowWhen,
+            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, occlusionGroup, sweepWindowWhen,
             bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
@@ -119,6 +122,7 @@ internal sealed class EvaluateCommand : CliVerb
             SweepNeutralizations = parseResult.GetList(sweepNeutralize),
             SweepVerify = parseResult.GetList(sweepVerify),
             SweepVerifyPartners = parseResult.GetList(sweepPartners),
+            SweepVerifyGroups = parseResult.GetList(sweepVerifyGroup),
             SweepWindowOnlyOverThreshold = parseResult.GetList(sweepWindowWhen).Select(w => w == "over-threshold").Distinct().ToArray(),
             PatchCache = parseResult.GetValue(patchCache),
             StrongSteps = parseResult.GetValue(strongSteps),
@@ -127,6 +131,7 @@ internal sealed class EvaluateCommand : CliVerb
             EvasionWeights = parseResult.GetList(evasion),
             EvasionMargins = parseResult.GetList(evasionMargins),
             StrongOcclusion = parseResult.GetList(strongOcclusion).Select(o => o == "on").Distinct().ToArray(),
+            OcclusionGroup = parseResult.GetValue(occlusionGroup) is > 0 and var g ? g : null,
             Bank = new BankSettings(Size: parseResult.GetValue(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr)),
         };
         var options = new DefenseOptions
@@ -141,6 +146,7 @@ internal sealed class EvaluateCommand : CliVerb
             VerifyWindows = parseResult.GetValue(verify),
             VerifyPartners = parseResult.GetValue(partners),
             VerifyWindowPixels = parseResult.GetValue(verifyWindow),
+            VerifyGroup = parseResult.GetValue(verifyGroup),
         };
         settings = settings with { AdaptivePatchSize = settings.PatchSizes.Contains(6) ? 6 : settings.PatchSizes[0] };
 
@@ -170,7 +176,7 @@ internal sealed class EvaluateCommand : CliVerb
     {
         var sb = new StringBuilder();
         var o0 = report.Options;
-        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.WindowPixels} px, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}, masking check {(o0.VerifyWindows > 0 ? $"of {o0.VerifyWindows} windows{(o0.VerifyWindowPixels > 0 ? $" ({o0.VerifyWindowPixels} px)" : "")} with {o0.VerifyPartners} partners" : "off")}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.WindowPixels} px, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}, masking check {(o0.VerifyWindows > 0 ? $"of {o0.VerifyWindows} windows{(o0.VerifyWindowPixels > 0 ? $" ({o0.VerifyWindowPixels} px)" : "")} with {o0.VerifyPartners} partners{(o0.VerifyGroup > 1 ? $", first round in groups of {o0.VerifyGroup}" : "")}" : "off")}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
         sb.AppendLine();
         foreach (var section in report.Rows.GroupBy(r => r.Section))
         {

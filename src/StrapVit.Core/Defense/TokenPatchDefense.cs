@@ -81,66 +81,146 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
     /// <summary>
     /// The masking check (<see cref="WindowVerification"/>) on the neutralised <paramref name="tokens"/>: replaces an
     /// image's row of <paramref name="logits"/> by the answer of the window that passes, and reports each image.
-    /// Each round of the whole batch runs as one masked encoder batch.
+    /// Each round of the whole batch runs as one masked encoder batch. With <see cref="DefenseOptions.VerifyGroup"/>
+    /// above 1 the first round hides its windows that many at a time; only a group whose view disagrees with the
+    /// defended answer is asked again window by window, so the decision is taken on one-window answers as before.
     /// </summary>
     private VerificationReport[] Verify(float[] tokens, int batch, IReadOnlyCollection<int>[] dropped, double[][] ratios, float[] logits, CancellationToken cancellationToken)
     {
         int first = model.FirstPatchToken, classes = logits.Length / batch, side = VerifySide;
-        int count = options.VerifyWindows, partnerCount = Math.Max(count, options.VerifyPartners);
+        int count = options.VerifyWindows, partnerCount = Math.Max(count, options.VerifyPartners), group = Math.Max(1, options.VerifyGroup);
         var partners = new int[batch][][];
-        var firstViews = new List<(int Image, int[] Hidden)>();
+        var groupViews = new List<(int Image, int[] Hidden)>();
+        var groupsOf = new List<(int Image, int[] Windows)>();
         var rounds = new int[batch];
+        var defended = new int[batch];
         for (var i = 0; i < batch; i++)
         {
             // The first-round windows are the strongest few of the partners (same order, same suppression).
             partners[i] = WindowVerification.Candidates(ratios[i], model.GridRows, model.GridCols, side, side, partnerCount)
                 .Select(w => w.Select(c => c + first).ToArray()).ToArray();
             rounds[i] = Math.Min(count, partners[i].Length);
-            for (var m = 0; m < rounds[i]; m++) firstViews.Add((i, Hide(dropped[i], partners[i][m])));
+            defended[i] = Numerics.Probabilities.ArgMax(logits.AsSpan(i * classes, classes));
+            var image = i;
+            foreach (var windows in Enumerable.Range(0, rounds[i]).Chunk(group))
+            {
+                groupsOf.Add((i, windows));
+                groupViews.Add((i, Hide(dropped[i], windows.Select(m => partners[image][m]).ToArray())));
+            }
         }
 
-        var firstLogits = EncodeHiding(tokens, firstViews, cancellationToken);
-        var defended = new int[batch];
-        var firstRound = new int[batch][];
-        var starts = new int[batch];
-        var pairs = new List<(int Image, int M, int J)>();
-        var secondViews = new List<(int Image, int[] Hidden)>();
-        for (int i = 0, row = 0; i < batch; row += rounds[i], i++)
+        // One-window answers: a group of one is its window's view; a group that agrees answers for its windows;
+        // a group that disagrees is asked window by window.
+        var groupLogits = EncodeHiding(tokens, groupViews, cancellationToken);
+        var firstRound = Enumerable.Range(0, batch).Select(i => Enumerable.Repeat(defended[i], rounds[i]).ToArray()).ToArray();
+        var oneWindow = new Dictionary<(int Image, int M), (float[] Logits, int Row)>();
+        var singleViews = new List<(int Image, int[] Hidden)>();
+        var singles = new List<(int Image, int M)>();
+        var forwards = new int[batch];
+        for (var g = 0; g < groupsOf.Count; g++)
         {
-            starts[i] = row;
-            defended[i] = Numerics.Probabilities.ArgMax(logits.AsSpan(i * classes, classes));
-            firstRound[i] = Enumerable.Range(0, rounds[i]).Select(m => Numerics.Probabilities.ArgMax(firstLogits.AsSpan((row + m) * classes, classes))).ToArray();
-            foreach (var m in WindowVerification.Disagreeing(defended[i], firstRound[i]))
+            var (i, windows) = groupsOf[g];
+            forwards[i]++;
+            var answer = Numerics.Probabilities.ArgMax(groupLogits.AsSpan(g * classes, classes));
+            if (windows.Length == 1)
             {
-                for (var j = 0; j < partners[i].Length; j++)
+                firstRound[i][windows[0]] = answer;
+                oneWindow[(i, windows[0])] = (groupLogits, g);
+            }
+            else if (answer != defended[i])
+            {
+                foreach (var m in windows)
                 {
-                    if (j == m) continue;
-                    pairs.Add((i, m, j));
-                    secondViews.Add((i, Hide(dropped[i], partners[i][m], partners[i][j])));
+                    singles.Add((i, m));
+                    singleViews.Add((i, Hide(dropped[i], partners[i][m])));
                 }
             }
         }
 
-        var secondLogits = secondViews.Count > 0 ? EncodeHiding(tokens, secondViews, cancellationToken) : [];
-        var secondRound = new Dictionary<(int Image, int M, int J), int>();
-        for (var v = 0; v < pairs.Count; v++) secondRound[pairs[v]] = Numerics.Probabilities.ArgMax(secondLogits.AsSpan(v * classes, classes));
+        var singleLogits = singleViews.Count > 0 ? EncodeHiding(tokens, singleViews, cancellationToken) : [];
+        for (var v = 0; v < singles.Count; v++)
+        {
+            var (i, m) = singles[v];
+            forwards[i]++;
+            firstRound[i][m] = Numerics.Probabilities.ArgMax(singleLogits.AsSpan(v * classes, classes));
+            oneWindow[(i, m)] = (singleLogits, v);
+        }
+
+        var secondRound = SecondRound(tokens, batch, dropped, partners, defended, firstRound, forwards, cancellationToken);
+
         var reports = new VerificationReport[batch];
         for (var i = 0; i < batch; i++)
         {
             var image = i;
             var chosen = WindowVerification.Decide(defended[i], firstRound[i], partners[i].Length, (m, j) => secondRound[(image, m, j)]);
-            var forwards = rounds[i] + pairs.Count(p => p.Image == image);
             var outcome = chosen >= 0 ? "recovered" : firstRound[i].All(l => l == defended[i]) ? "agreed" : "kept";
             if (chosen >= 0)
             {
-                firstLogits.AsSpan((starts[i] + chosen) * classes, classes).CopyTo(logits.AsSpan(i * classes, classes));
+                var (source, row) = oneWindow[(i, chosen)];
+                source.AsSpan(row * classes, classes).CopyTo(logits.AsSpan(i * classes, classes));
             }
 
-            reports[i] = new VerificationReport(rounds[i], partners[i].Length, side, side, forwards, outcome,
-                chosen >= 0 ? partners[i][chosen].Select(k => k - first).ToArray() : null);
+            reports[i] = new VerificationReport(rounds[i], partners[i].Length, side, side, forwards[i], outcome,
+                chosen >= 0 ? partners[i][chosen].Select(k => k - first).ToArray() : null) { Group = group };
         }
 
         return reports;
+    }
+
+    /// <summary>
+    /// The second round's answers, asked in stages of 2, 4, 8, ... partners per disagreeing window, in partner order:
+    /// a window leaves at its first partner view with another answer, and an image leaves once its first window still
+    /// standing (in candidate order) has held with every partner. Exactly the views that
+    /// <see cref="WindowVerification.Decide"/> reads are asked, plus the rest of the last stage; each stage of the
+    /// whole batch runs as one masked encoder batch. Adds each image's views to <paramref name="forwards"/>.
+    /// </summary>
+    private Dictionary<(int Image, int M, int J), int> SecondRound(float[] tokens, int batch, IReadOnlyCollection<int>[] dropped, int[][][] partners,
+        int[] defended, int[][] firstRound, int[] forwards, CancellationToken cancellationToken)
+    {
+        var answers = new Dictionary<(int Image, int M, int J), int>();
+        var windows = Enumerable.Range(0, batch).Select(i => WindowVerification.Disagreeing(defended[i], firstRound[i]).ToList()).ToArray();
+        var next = new Dictionary<(int Image, int M), int>();
+        var failed = new HashSet<(int Image, int M)>();
+        var held = new HashSet<(int Image, int M)>();
+        int classes = model.Manifest.Labels.Count;
+        for (var stage = 2; ; stage *= 2)
+        {
+            var asked = new List<(int Image, int M, int J)>();
+            for (var i = 0; i < batch; i++)
+            {
+                foreach (var m in windows[i])
+                {
+                    if (failed.Contains((i, m))) continue;
+                    if (held.Contains((i, m))) break;
+                    var j = next.GetValueOrDefault((i, m));
+                    for (var n = 0; j < partners[i].Length && n < stage; j++)
+                    {
+                        if (j == m) continue;
+                        asked.Add((i, m, j));
+                        n++;
+                    }
+
+                    next[(i, m)] = j;
+                }
+            }
+
+            if (asked.Count == 0) return answers;
+            var views = asked.Select(v => (v.Image, Hide(dropped[v.Image], partners[v.Image][v.M], partners[v.Image][v.J]))).ToList();
+            var logits = EncodeHiding(tokens, views, cancellationToken);
+            for (var v = 0; v < asked.Count; v++)
+            {
+                var (i, m, j) = asked[v];
+                var answer = Numerics.Probabilities.ArgMax(logits.AsSpan(v * classes, classes));
+                answers[(i, m, j)] = answer;
+                forwards[i]++;
+                if (answer != firstRound[i][m]) failed.Add((i, m));
+            }
+
+            foreach (var (i, m, _) in asked.DistinctBy(v => (v.Image, v.M)))
+            {
+                if (!failed.Contains((i, m)) && next[(i, m)] >= partners[i].Length) held.Add((i, m));
+            }
+        }
     }
 
     private static int[] Hide(IReadOnlyCollection<int> dropped, params int[][] windows) => dropped.Concat(windows.SelectMany(w => w)).Distinct().ToArray();

@@ -95,11 +95,15 @@ public static class WindowVerification
 }
 
 /// <summary>What the masking check did for one image (the <c>verification</c> object of a defended classification).</summary>
-/// <param name="Windows">Windows hidden one at a time (first round).</param>
+/// <param name="Windows">Windows of the first round, hidden one at a time or <see cref="Group"/> at a time.</param>
 /// <param name="Partners">Windows a disagreeing one is hidden together with (second round), the first-round ones included.</param>
 /// <param name="WindowRows">Window height in tokens.</param>
 /// <param name="WindowCols">Window width in tokens.</param>
-/// <param name="Forwards">Masked encoder runs for this image.</param>
+/// <param name="Forwards">Masked encoder runs for this image: one per group, one per window of a group whose view changed the answer, and the second round's, which stops a window at its first partner view that answers otherwise.</param>
 /// <param name="Outcome"><c>agreed</c> (every one-mask answer matched), <c>recovered</c> (a window's answer passed the second round and replaced the defended one) or <c>kept</c> (disagreement, no window passed).</param>
 /// <param name="Window">Patch-grid indices (row-major) of the window whose answer was taken, or null.</param>
-public sealed record VerificationReport(int Windows, int Partners, int WindowRows, int WindowCols, int Forwards, string Outcome, IReadOnlyList<int>? Window);
+public sealed record VerificationReport(int Windows, int Partners, int WindowRows, int WindowCols, int Forwards, string Outcome, IReadOnlyList<int>? Window)
+{
+    /// <summary>First-round windows hidden together in one view (<see cref="DefenseOptions.VerifyGroup"/>); a group whose view changed the answer was asked again window by window.</summary>
+    public int Group { get; init; } = 1;
+}

@@ -19,9 +19,15 @@ namespace StrapVit.Core.Evaluation;
 /// straight-through approximation like the rest of the attack: the views hide the window only, where the real check
 /// also hides the flagged tokens. Needs an encoder that takes a shorter sequence.
 /// </param>
+/// <param name="OcclusionGroup">
+/// Windows hidden together in each occlusion view, for a check whose first round hides its windows in groups
+/// (<see cref="DefenseOptions.VerifyGroup"/>): each view hides one window over the patch and, with it, the strongest
+/// windows of the current step's detector ranking that share no token with it or with each other, as the check's
+/// group would. Hiding more clean tokens leaves the rest of the patch more say, so an attacker aims at these views too.
+/// </param>
 public sealed record AdaptiveAttackSettings(
     int PatchSize, int Steps = 500, int Restarts = 2, int EotSamples = 16, double EvasionWeight = 1.0, double EvasionMargin = 0.9,
-    bool StraightThrough = true, int CheckEvery = 10, bool OcclusionViews = false);
+    bool StraightThrough = true, int CheckEvery = 10, bool OcclusionViews = false, int OcclusionGroup = 1);
 
 /// <summary>
 /// The strongest per-image patch attack we can build against the token defense: it knows the detector and the
@@ -159,7 +165,8 @@ public sealed class AdaptivePatchAttack(
 
             if (settings.OcclusionViews)
             {
-                AddOcclusionViews(clean, active, occlusionViews!, labels, targets, tokenGrad, ct);
+                var views = settings.OcclusionGroup > 1 ? GroupedKept(places, active, allScores, settings.OcclusionGroup) : occlusionViews!;
+                AddOcclusionViews(clean, active, views, labels, targets, tokenGrad, ct);
             }
 
             if (settings.EvasionWeight > 0)
@@ -240,35 +247,62 @@ public sealed class AdaptivePatchAttack(
         }
 
         if (views.Count == 0) return;
-        var length = views[0].Kept.Length;
-        var runner = gradients.EncoderFor(length);
         const int ViewChunk = 256;
-        for (var start = 0; start < views.Count; start += ViewChunk)
+        foreach (var sameLength in views.GroupBy(v => v.Kept.Length))
         {
-            var n = Math.Min(ViewChunk, views.Count - start);
-            var input = new float[n * length * d];
-            var cotangent = new float[n * classes];
-            for (var v = 0; v < n; v++)
+            var length = sameLength.Key;
+            var runner = gradients.EncoderFor(length);
+            foreach (var chunk in sameLength.Chunk(ViewChunk))
             {
-                var (a, kept) = views[start + v];
-                for (var j = 0; j < length; j++) Array.Copy(clean, ((a * t) + kept[j]) * d, input, ((v * length) + j) * d, d);
-                cotangent[(v * classes) + targets[a]] = 1;
-                cotangent[(v * classes) + labels[active[a]]] = -1;
-            }
-
-            var g = runner.Vjp(input, cotangent, n, ct).PixelGrad;
-            for (var v = 0; v < n; v++)
-            {
-                var (a, kept) = views[start + v];
-                var weight = 1f / perImage[a];
-                for (var j = 0; j < length; j++)
+                var n = chunk.Length;
+                var input = new float[n * length * d];
+                var cotangent = new float[n * classes];
+                for (var v = 0; v < n; v++)
                 {
-                    var into = tokenGrad.AsSpan(((a * t) + kept[j]) * d, d);
-                    var from = g.AsSpan(((v * length) + j) * d, d);
-                    for (var k = 0; k < d; k++) into[k] += weight * from[k];
+                    var (a, kept) = chunk[v];
+                    for (var j = 0; j < length; j++) Array.Copy(clean, ((a * t) + kept[j]) * d, input, ((v * length) + j) * d, d);
+                    cotangent[(v * classes) + targets[a]] = 1;
+                    cotangent[(v * classes) + labels[active[a]]] = -1;
+                }
+
+                var g = runner.Vjp(input, cotangent, n, ct).PixelGrad;
+                for (var v = 0; v < n; v++)
+                {
+                    var (a, kept) = chunk[v];
+                    var weight = 1f / perImage[a];
+                    for (var j = 0; j < length; j++)
+                    {
+                        var into = tokenGrad.AsSpan(((a * t) + kept[j]) * d, d);
+                        var from = g.AsSpan(((v * length) + j) * d, d);
+                        for (var k = 0; k < d; k++) into[k] += weight * from[k];
+                    }
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// The grouped occlusion views of this step (<see cref="AdaptiveAttackSettings.OcclusionGroup"/>), indexed like
+    /// <see cref="OcclusionKept"/> by the restart's image (entries for <paramref name="active"/> images only): for each
+    /// check-sized window over the patch, the tokens kept when it is hidden together with the
+    /// <paramref name="group"/> − 1 strongest windows of the image's current detector ranking
+    /// (<see cref="WindowVerification.Candidates"/>) that share no token with it or with each other.
+    /// </summary>
+    private int[][][] GroupedKept(PatchPlacement[] patches, List<int> active, double[][] allScores, int group)
+    {
+        int t = model.TokenCount, first = model.FirstPatchToken, side = defense.VerifySide, rows = model.GridRows, cols = model.GridCols;
+        var thresholds = reference.ThresholdsFor(options.Score);
+        var candidates = Enumerable.Range(first, t - first).ToArray();
+        var kept = new int[patches.Length][][];
+        for (var a = 0; a < active.Count; a++)
+        {
+            var ratios = TokenSelection.Ratios(allScores[a], thresholds, candidates, options.ThresholdScale);
+            var ranking = WindowVerification.Candidates(ratios, rows, cols, side, side, rows * cols);
+            kept[active[a]] = OcclusionWindows(patches[active[a]], model.Manifest.PatchSize, rows, cols, side)
+                .Select(w => GroupedView(WindowVerification.Cells(w.Row, w.Col, side, side, cols), ranking, group, t, first)).ToArray();
+        }
+
+        return kept;
     }
 
     /// <summary>
@@ -288,6 +322,26 @@ public sealed class AdaptivePatchAttack(
             .Select(w => WindowVerification.Cells(w.Row, w.Col, side, side, model.GridCols).Select(c => c + first).ToHashSet())
             .Select(hidden => Enumerable.Range(0, t).Where(k => !hidden.Contains(k)).ToArray())
             .ToArray()).ToArray();
+    }
+
+    /// <summary>
+    /// The tokens (class token included, in order) an occlusion view keeps when it hides <paramref name="window"/> (patch-grid
+    /// cells) and, with it, the first windows of <paramref name="ranking"/> that share no cell with it or with each other,
+    /// up to <paramref name="group"/> windows in all.
+    /// </summary>
+    internal static int[] GroupedView(int[] window, IReadOnlyList<int[]> ranking, int group, int tokens, int first)
+    {
+        var hidden = window.ToHashSet();
+        var added = 1;
+        foreach (var other in ranking)
+        {
+            if (added >= group) break;
+            if (other.Any(hidden.Contains)) continue;
+            hidden.UnionWith(other);
+            added++;
+        }
+
+        return Enumerable.Range(0, tokens).Where(k => k < first || !hidden.Contains(k - first)).ToArray();
     }
 
     /// <summary>

@@ -48,6 +48,9 @@ public sealed record EvaluationSettings
     /// <summary>Second-round partner counts of the sweep (<see cref="DefenseOptions.VerifyPartners"/>), for checked configurations.</summary>
     public int[] SweepVerifyPartners { get; init; } = [new DefenseOptions().VerifyPartners];
 
+    /// <summary>First-round group sizes of the sweep (<see cref="DefenseOptions.VerifyGroup"/>), for checked configurations.</summary>
+    public int[] SweepVerifyGroups { get; init; } = [new DefenseOptions().VerifyGroup];
+
     /// <summary>Steps per restart of the strong adaptive attack (0 skips it).</summary>
     public int StrongSteps { get; init; } = 500;
 
@@ -72,9 +75,13 @@ public sealed record EvaluationSettings
 
     /// <summary>
     /// Whether each strong attack runs without (false) and/or with (true) occlusion views aimed at the masking check
-    /// (<see cref="AdaptiveAttackSettings.OcclusionViews"/>); each is a separate attack in the worst case.
+    /// (<see cref="AdaptiveAttackSettings.OcclusionViews"/>), grouped as the check groups its first round
+    /// (<see cref="DefenseOptions.VerifyGroup"/>); each is a separate attack in the worst case.
     /// </summary>
     public bool[] StrongOcclusion { get; init; } = [false];
+
+    /// <summary>Windows each occlusion view hides (<see cref="AdaptiveAttackSettings.OcclusionGroup"/>); null: as many as the check's groups.</summary>
+    public int? OcclusionGroup { get; init; }
 
     /// <summary>How the token bank is built (size, k, clean false-positive rate).</summary>
     public BankSettings Bank { get; init; } = new();
@@ -100,6 +107,9 @@ public sealed record EvaluationRow(string Section, string Scenario, string Defen
 
     /// <summary>Of <see cref="CheckRecovered"/>, those answered right afterwards (the answer before was then wrong; the rest are wrong after it).</summary>
     public int? CheckRecoveredCorrect { get; init; }
+
+    /// <summary>Mean masked encoder runs of the masking check per image; null without a check.</summary>
+    public double? CheckForwards { get; init; }
 
     /// <summary>
     /// Adaptive rows: one character per image of the subset, in order, <c>1</c> where the answer was right: so that
@@ -150,6 +160,7 @@ public sealed class DefenseEvaluation(
                 TokensFlagged = s.TokensFlagged,
                 CheckRecovered = s.CheckRecovered,
                 CheckRecoveredCorrect = s.CheckRecoveredCorrect,
+                CheckForwards = s.CheckForwards,
             };
 
             rows.Add(Row("none", none) with { Flagged = null, TokensFlagged = null });
@@ -246,26 +257,28 @@ public sealed class DefenseEvaluation(
         // Bank choices vary only the neutralisations that pick from the bank, partner counts only a check that runs.
         var neutralizations = settings.SweepNeutralizations
             .SelectMany(n => n is Neutralization.Bank or Neutralization.Hybrid ? settings.SweepBankChoices.Select(c => (n, c)) : [(n, 1)]).ToArray();
-        var checks = settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1)] : settings.SweepVerifyPartners.Select(p => (v, p))).ToArray();
+        var checks = settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1, 1)]
+            : settings.SweepVerifyPartners.SelectMany(p => settings.SweepVerifyGroups.Select(g => (v, p, g)))).ToArray();
         foreach (var score in settings.SweepScores)
         {
             foreach (var (window, onlyOver) in settings.SweepWindows.SelectMany(w => (w == 0 ? [false] : settings.SweepWindowOnlyOverThreshold).Select(x => (w, x))))
             {
                 foreach (var k in settings.SweepK)
                 {
-                    foreach (var ((neutralization, choices), (checkWindows, partners)) in neutralizations.SelectMany(n => checks.Select(c => (n, c))))
+                    foreach (var ((neutralization, choices), (checkWindows, partners, group)) in neutralizations.SelectMany(n => checks.Select(c => (n, c))))
                     {
                         var o = options.Clone();
-                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners, o.WindowOnlyOverThreshold) =
-                            (score, window, k, neutralization, choices, checkWindows, partners, onlyOver);
+                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.WindowOnlyOverThreshold) =
+                            (score, window, k, neutralization, choices, checkWindows, partners, group, onlyOver);
                         var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens{(onlyOver ? ", only over threshold" : "")}) K={k} {TokenPatchDefense.Name(neutralization)}"
                             + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "")
-                            + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" : "");
+                            + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" + (group > 1 ? $" in groups of {group}" : "") : "");
                         var defense = new TokenPatchDefense(tokens, reference, o);
                         var c = DefenseScoring.Defended(defense, clean, DefenseMode.Mitigate, settings.Seed);
                         rows.Add(new("sweep", $"{name} clean", "token", c.Accuracy, c.Flagged, null, null)
                         {
                             TokensFlagged = c.TokensFlagged, CheckRecovered = c.CheckRecovered, CheckRecoveredCorrect = c.CheckRecoveredCorrect,
+                            CheckForwards = c.CheckForwards,
                         });
                         var patched = new List<double>();
                         foreach (var (size, set) in perImage.OrderBy(p => p.Key))
@@ -274,12 +287,13 @@ public sealed class DefenseEvaluation(
                             rows.Add(new("sweep", $"{name} {Label(size)}", "token", p.Accuracy, p.Flagged, p.Coverage, set.AttackSuccessRate)
                             {
                                 MedianCoverage = p.MedianCoverage, TopInPatch = p.TopInPatch, TokensFlagged = p.TokensFlagged,
+                                CheckForwards = p.CheckForwards,
                             });
                             patched.Add(p.Accuracy);
                         }
 
                         results.Add((name, c.Accuracy, c.Flagged, c.TokensFlagged, patched.Average()));
-                        log.WriteLine($"  {name}: clean {c.Accuracy:P1} (flagged {c.Flagged:P1}, {c.TokensFlagged:F1} tokens{(CheckNote(c.CheckRecovered, c.CheckRecoveredCorrect) is { } note ? $", {note}" : "")}), patched mean {patched.Average():P1} [{string.Join(", ", patched.Select(x => x.ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))}]");
+                        log.WriteLine($"  {name}: clean {c.Accuracy:P1} (flagged {c.Flagged:P1}, {c.TokensFlagged:F1} tokens{(CheckNote(c.CheckRecovered, c.CheckRecoveredCorrect) is { } note ? $", {note}, {c.CheckForwards:F2} masked runs per image" : "")}), patched mean {patched.Average():P1} [{string.Join(", ", patched.Select(x => x.ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))}]");
                     }
                 }
             }
@@ -317,7 +331,7 @@ public sealed class DefenseEvaluation(
             rows.Add(new(section, $"{Label(size)} {name}", "token", defended.Accuracy, defended.Flagged, defended.Coverage, set.AttackSuccessRate)
             {
                 OnAttacked = defended.AccuracyOn(fooled), MedianCoverage = defended.MedianCoverage, TopInPatch = defended.TopInPatch,
-                TokensFlagged = defended.TokensFlagged, CorrectImages = EvaluationRow.Mask(defended.Correct),
+                TokensFlagged = defended.TokensFlagged, CheckForwards = defended.CheckForwards, CorrectImages = EvaluationRow.Mask(defended.Correct),
             });
             log.WriteLine($"  {name}: none {none.Accuracy:P1}, token {defended.Accuracy:P1} (flagged {defended.Flagged:P1}, coverage {defended.Coverage:P1}); worst case so far {worst.Average(b => b ? 1.0 : 0.0):P1}");
         }
@@ -331,11 +345,12 @@ public sealed class DefenseEvaluation(
             var attacks = settings.StrongOcclusion.SelectMany(o => settings.EvasionWeights.SelectMany(l => (l > 0 ? settings.EvasionMargins : [0.9]).Select(g => (l, g, o))));
             foreach (var (lambda, gamma, occlusion) in attacks)
             {
-                var s = new AdaptiveAttackSettings(size, settings.StrongSteps, settings.StrongRestarts, settings.StrongEotSamples, lambda, gamma, OcclusionViews: occlusion);
+                var s = new AdaptiveAttackSettings(size, settings.StrongSteps, settings.StrongRestarts, settings.StrongEotSamples, lambda, gamma, OcclusionViews: occlusion,
+                    OcclusionGroup: settings.OcclusionGroup ?? options.VerifyGroup);
                 var started = Stopwatch.GetTimestamp();
                 var set = strong.Run(subset, s, settings.Seed + 101);
                 var margin = gamma == 0.9 ? "" : $", γ={gamma:G3}";
-                var views = occlusion ? ", occlusion views" : "";
+                var views = !occlusion ? "" : s.OcclusionGroup > 1 ? $", occlusion views in groups of {s.OcclusionGroup}" : ", occlusion views";
                 Add($"strong adaptive (margin, straight-through{views}, λ={lambda:G3}{margin}, {s.Steps} steps x {s.Restarts} restarts, EOT {s.EotSamples})", set);
                 log.WriteLine($"    {Stopwatch.GetElapsedTime(started).TotalSeconds:F0} s");
             }

@@ -27,6 +27,9 @@ public sealed record DefenseScore(double Accuracy, double Flagged, double? Cover
     /// <summary>Of <see cref="CheckRecovered"/>, those whose new answer is right (the defended answer before it was wrong).</summary>
     public int? CheckRecoveredCorrect { get; init; }
 
+    /// <summary>Mean masked encoder runs of the masking check per image (its cost in classifications); null without a check.</summary>
+    public double? CheckForwards { get; init; }
+
     /// <summary>Accuracy over the images selected by <paramref name="include"/>; null when it selects none (no NaN: the results are written as JSON).</summary>
     public double? AccuracyOn(IReadOnlyList<bool> include)
     {
@@ -82,6 +85,7 @@ public static class DefenseScoring
         {
             CheckRecovered = checkedAny ? recovered.Length : null,
             CheckRecoveredCorrect = checkedAny ? recovered.Count(i => correct[i]) : null,
+            CheckForwards = checkedAny ? results.Average(r => r.Report.Verification?.Forwards ?? 0) : null,
             MedianCoverage = coverage is null ? null : Median(coverage),
             TopInPatch = top,
             TokensFlagged = results.Average(r => r.Report.FlaggedTokens.Count),

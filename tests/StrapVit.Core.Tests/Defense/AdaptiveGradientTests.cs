@@ -151,6 +151,45 @@ public sealed class AdaptiveGradientTests : IDisposable
     }
 
     [Fact]
+    public void A_grouped_occlusion_view_hides_its_window_and_the_strongest_windows_apart_from_it_and_each_other()
+    {
+        // A 4x4 grid of patch tokens after one class token; 2x2 windows as cell lists, strongest first.
+        int[] Window(int row, int col) => [(row * 4) + col, (row * 4) + col + 1, ((row + 1) * 4) + col, ((row + 1) * 4) + col + 1];
+        int[][] ranking = [Window(0, 1), Window(2, 2), Window(1, 2), Window(2, 0), Window(0, 0)];
+
+        // Window (0, 1) overlaps the hidden (0, 0); (2, 2) is apart; (1, 2) overlaps (2, 2); (2, 0) is apart: group of 3.
+        var kept = AdaptivePatchAttack.GroupedView(Window(0, 0), ranking, 3, 17, 1);
+        var hidden = Enumerable.Range(1, 16).Except(kept).Select(k => k - 1).Order().ToArray();
+        Assert.Equal(new[] { 0, 1, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15 }, hidden);
+        Assert.Equal(0, kept[0]);   // the class token stays, first
+
+        // A group of one hides the window alone; a group larger than the apart windows hides all it can.
+        Assert.Equal(new[] { 0, 3, 4, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 }, AdaptivePatchAttack.GroupedView(Window(0, 0), ranking, 1, 17, 1));
+        Assert.Equal(5, AdaptivePatchAttack.GroupedView(Window(0, 0), ranking, 9, 17, 1).Length);
+    }
+
+    [Fact]
+    public void The_attack_aimed_at_a_grouped_check_runs_and_changes_only_the_patch()
+    {
+        var options = new DefenseOptions { VerifyWindows = 4, VerifyPartners = 4, VerifyGroup = 2 };
+        var defense = new TokenPatchDefense(_tokens, _reference, options);
+        var attack = new AdaptivePatchAttack(_tokens, _reference, options, _gradients, defense);
+        var set = new EvaluationSet([.. Image(11), .. Image(12)], [0, 1], 3 * 32 * 32);
+        for (var i = 0; i < set.Pixels.Length; i++) set.Pixels[i] = MathF.Round(set.Pixels[i] * 255) / 255;
+
+        var result = attack.Run(set, new AdaptiveAttackSettings(8, Steps: 4, Restarts: 1, EotSamples: 1, CheckEvery: 2, OcclusionViews: true, OcclusionGroup: 2), seed: 5);
+
+        for (var n = 0; n < 2; n++)
+        {
+            var place = result.Placements[n];
+            var changed = Enumerable.Range(0, 3 * 32 * 32).Where(i => result.Images.Pixels[(n * 3 * 32 * 32) + i] != set.Pixels[(n * 3 * 32 * 32) + i])
+                .Select(i => (Y: i % (32 * 32) / 32, X: i % 32)).ToArray();
+            Assert.NotEmpty(changed);
+            Assert.All(changed, p => Assert.True(p.X >= place.X && p.X < place.X + 8 && p.Y >= place.Y && p.Y < place.Y + 8));
+        }
+    }
+
+    [Fact]
     public void The_attack_aimed_at_the_check_changes_only_the_patch_and_keeps_it_on_the_8_bit_grid()
     {
         var options = new DefenseOptions { VerifyWindows = 2, VerifyPartners = 3 };
