@@ -95,7 +95,7 @@ public static class WindowVerification
 }
 
 /// <summary>What the masking check did for one image (the <c>verification</c> object of a defended classification).</summary>
-/// <param name="Windows">Windows of the first round, hidden one at a time or <see cref="Group"/> at a time.</param>
+/// <param name="Windows">Windows of the first round, hidden one at a time or a group at a time (group).</param>
 /// <param name="Partners">Windows a disagreeing one is hidden together with (second round), the first-round ones included.</param>
 /// <param name="WindowRows">Window height in tokens.</param>
 /// <param name="WindowCols">Window width in tokens.</param>
@@ -104,6 +104,6 @@ public static class WindowVerification
 /// <param name="Window">Patch-grid indices (row-major) of the window whose answer was taken, or null.</param>
 public sealed record VerificationReport(int Windows, int Partners, int WindowRows, int WindowCols, int Forwards, string Outcome, IReadOnlyList<int>? Window)
 {
-    /// <summary>First-round windows hidden together in one view (<see cref="DefenseOptions.VerifyGroup"/>); a group whose view changed the answer was asked again window by window.</summary>
+    /// <summary>First-round windows hidden together in one view (Defense:VerifyGroup); a group whose view changed the answer was asked again window by window.</summary>
     public int Group { get; init; } = 1;
 }
