@@ -25,8 +25,8 @@ public enum DefenseProfile
     /// <summary>
     /// The configured detector and neutralisation without the masking check, the window flagged only when a token is
     /// over its threshold: what the defaults' selection rule picks when its clean-cost limit is measured on 4,000
-    /// held-out images. A quarter of the clean-accuracy cost and of the compute of the default; less recovery under
-    /// patches, and less against an attacker who knows it (docs/EVALUATION.md, session 8).
+    /// held-out images. About a third of the clean-accuracy cost and of the compute of the default (session 12); less
+    /// recovery under patches, and less against an attacker who knows it (docs/EVALUATION.md, session 8).
     /// </summary>
     Light,
 }
