@@ -170,9 +170,10 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
     /// <summary>
     /// The second round's answers, asked in stages of 2, 4, 8, ... partners per disagreeing window, in partner order:
     /// a window leaves at its first partner view with another answer, and an image leaves once its first window still
-    /// standing (in candidate order) has held with every partner. Exactly the views that
-    /// <see cref="WindowVerification.Decide"/> reads are asked, plus the rest of the last stage; each stage of the
-    /// whole batch runs as one masked encoder batch. Adds each image's views to <paramref name="forwards"/>.
+    /// standing (in candidate order) has held with every partner. Every view that <see cref="WindowVerification.Decide"/>
+    /// reads is asked; beyond them only the rest of a window's last stage, and the stages of later windows asked
+    /// alongside an earlier one still undecided. Each stage of the whole batch runs as one masked encoder batch. Adds
+    /// each image's views to <paramref name="forwards"/>.
     /// </summary>
     private Dictionary<(int Image, int M, int J), int> SecondRound(float[] tokens, int batch, IReadOnlyCollection<int>[] dropped, int[][][] partners,
         int[] defended, int[][] firstRound, int[] forwards, CancellationToken cancellationToken)
@@ -182,7 +183,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         var next = new Dictionary<(int Image, int M), int>();
         var failed = new HashSet<(int Image, int M)>();
         var held = new HashSet<(int Image, int M)>();
-        int classes = model.Manifest.Labels.Count;
+        var classes = model.Manifest.Labels.Count;
         for (var stage = 2; ; stage *= 2)
         {
             var asked = new List<(int Image, int M, int J)>();
