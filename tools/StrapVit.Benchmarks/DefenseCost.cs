@@ -1,4 +1,7 @@
+using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
+using StrapVit.Core.Evaluation;
+using StrapVit.Core.Runtime;
 
 namespace StrapVit.Benchmarks;
 
@@ -88,11 +91,10 @@ public static class DefenseCost
     }
 
     /// <summary>The mean cost over the first <paramref name="count"/> images of an IDX set, each image's median of three interleaved runs.</summary>
-    private static void OverImages(StrapVit.Core.Runtime.ModelRuntime runtime, IPatchDefense defense, string file, int count)
+    private static void OverImages(ModelRuntime runtime, IPatchDefense defense, string file, int count)
     {
         var input = runtime.Package.Manifest.Input;
-        var set = StrapVit.Core.Evaluation.EvaluationSet.FromIdx(
-            StrapVit.Core.Datasets.IdxDataset.Load(file, StrapVit.Core.Datasets.IdxDataset.LabelsBeside(file)), count, input.Channels, input.Height, input.Width);
+        var set = EvaluationSet.FromIdx(IdxDataset.Load(file, IdxDataset.LabelsBeside(file)), count, input.Channels, input.Height, input.Width);
         var (plain, defended, forwards) = (new List<double>(), new List<double>(), new List<int>());
         var outcomes = new Dictionary<string, int>();
         for (var i = 0; i < set.Count; i++)

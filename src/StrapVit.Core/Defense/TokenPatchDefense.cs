@@ -182,7 +182,6 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         var windows = Enumerable.Range(0, batch).Select(i => WindowVerification.Disagreeing(defended[i], firstRound[i]).ToList()).ToArray();
         var next = new Dictionary<(int Image, int M), int>();
         var failed = new HashSet<(int Image, int M)>();
-        var held = new HashSet<(int Image, int M)>();
         var classes = model.Manifest.Labels.Count;
         for (var stage = 2; ; stage *= 2)
         {
@@ -192,8 +191,8 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
                 foreach (var m in windows[i])
                 {
                     if (failed.Contains((i, m))) continue;
-                    if (held.Contains((i, m))) break;
                     var j = next.GetValueOrDefault((i, m));
+                    if (j >= partners[i].Length) break;   // held with every partner: the image is decided
                     for (var n = 0; j < partners[i].Length && n < stage; j++)
                     {
                         if (j == m) continue;
@@ -215,11 +214,6 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
                 answers[(i, m, j)] = answer;
                 forwards[i]++;
                 if (answer != firstRound[i][m]) failed.Add((i, m));
-            }
-
-            foreach (var (i, m, _) in asked.DistinctBy(v => (v.Image, v.M)))
-            {
-                if (!failed.Contains((i, m)) && next[(i, m)] >= partners[i].Length) held.Add((i, m));
             }
         }
     }

@@ -94,7 +94,13 @@ public sealed class AdaptivePatchAttack(
         var thresholds = reference.ThresholdsFor(options.Score);
         var grid = new TokenGrid(d, first, model.GridRows, model.GridCols, model.Manifest.PatchSize);
         var candidates = Enumerable.Range(first, t - first).ToArray();
-        var occlusionViews = settings.OcclusionViews ? OcclusionKept(places) : null;
+        if (settings.OcclusionViews && !model.AcceptsShorterSequences)
+        {
+            throw new InvalidOperationException("Occlusion views need an encoder that takes a shorter sequence; this model's does not.");
+        }
+
+        // Single-window views are fixed for the restart (the patches do not move); grouped ones follow the detector.
+        var occlusionViews = settings.OcclusionViews && settings.OcclusionGroup <= 1 ? places.Select(p => ViewsOver(p, [], 1)).ToArray() : null;
         for (var step = 0; step < settings.Steps && active.Count > 0; step++)
         {
             ct.ThrowIfCancellationRequested();
@@ -165,7 +171,7 @@ public sealed class AdaptivePatchAttack(
 
             if (settings.OcclusionViews)
             {
-                var views = settings.OcclusionGroup > 1 ? GroupedKept(places, active, allScores, settings.OcclusionGroup) : occlusionViews!;
+                var views = occlusionViews ?? GroupedKept(places, active, allScores, candidates, settings.OcclusionGroup);
                 AddOcclusionViews(clean, active, views, labels, targets, tokenGrad, ct);
             }
 
@@ -233,7 +239,7 @@ public sealed class AdaptivePatchAttack(
     /// check-sized window (<see cref="TokenPatchDefense.VerifySide"/>) that overlaps the patch's tokens
     /// (<see cref="OcclusionWindows"/>), that window dropped from the sequence; the target is the first draw's
     /// strongest wrong class of the defended view, so that every view is pushed to the same wrong answer (a check
-    /// whose views all agree keeps it). <paramref name="keptViews"/>[s] are the views of the restart's image s (<see cref="OcclusionKept"/>).
+    /// whose views all agree keeps it). <paramref name="keptViews"/>[s] are the views of the restart's image s (<see cref="ViewsOver"/>).
     /// </summary>
     private void AddOcclusionViews(float[] clean, List<int> active, int[][][] keptViews, int[] labels, int[] targets, float[] tokenGrad, CancellationToken ct)
     {
@@ -282,46 +288,38 @@ public sealed class AdaptivePatchAttack(
     }
 
     /// <summary>
-    /// The grouped occlusion views of this step (<see cref="AdaptiveAttackSettings.OcclusionGroup"/>), indexed like
-    /// <see cref="OcclusionKept"/> by the restart's image (entries for <paramref name="active"/> images only): for each
+    /// The grouped occlusion views of this step (<see cref="AdaptiveAttackSettings.OcclusionGroup"/>), indexed by the
+    /// restart's image like the single-window ones (entries for <paramref name="active"/> images only): for each
     /// check-sized window over the patch, the tokens kept when it is hidden together with the
     /// <paramref name="group"/> − 1 strongest windows of the image's current detector ranking
     /// (<see cref="WindowVerification.Candidates"/>) that share no token with it or with each other.
     /// </summary>
-    private int[][][] GroupedKept(PatchPlacement[] patches, List<int> active, double[][] allScores, int group)
+    private int[][][] GroupedKept(PatchPlacement[] patches, List<int> active, double[][] allScores, int[] candidates, int group)
     {
-        int t = model.TokenCount, first = model.FirstPatchToken, side = defense.VerifySide, rows = model.GridRows, cols = model.GridCols;
+        int side = defense.VerifySide, rows = model.GridRows, cols = model.GridCols;
         var thresholds = reference.ThresholdsFor(options.Score);
-        var candidates = Enumerable.Range(first, t - first).ToArray();
         var kept = new int[patches.Length][][];
         for (var a = 0; a < active.Count; a++)
         {
             var ratios = TokenSelection.Ratios(allScores[a], thresholds, candidates, options.ThresholdScale);
             var ranking = WindowVerification.Candidates(ratios, rows, cols, side, side, rows * cols);
-            kept[active[a]] = OcclusionWindows(patches[active[a]], model.Manifest.PatchSize, rows, cols, side)
-                .Select(w => GroupedView(WindowVerification.Cells(w.Row, w.Col, side, side, cols), ranking, group, t, first)).ToArray();
+            kept[active[a]] = ViewsOver(patches[active[a]], ranking, group);
         }
 
         return kept;
     }
 
     /// <summary>
-    /// For each of <paramref name="patches"/>, the token indices each of its occlusion views keeps, in order: one view
-    /// per check-sized window that overlaps the patch (<see cref="OcclusionWindows"/>), that window left out. Fixed for
-    /// a restart, since the patches do not move.
+    /// The token indices each occlusion view of <paramref name="patch"/> keeps, in order: one view per check-sized
+    /// window that overlaps the patch (<see cref="OcclusionWindows"/>), hidden with up to <paramref name="group"/> − 1
+    /// windows of <paramref name="ranking"/> (<see cref="GroupedView"/>; none for single-window views).
     /// </summary>
-    private int[][][] OcclusionKept(PatchPlacement[] patches)
+    private int[][] ViewsOver(PatchPlacement patch, IReadOnlyList<int[]> ranking, int group)
     {
-        if (!model.AcceptsShorterSequences)
-        {
-            throw new InvalidOperationException("Occlusion views need an encoder that takes a shorter sequence; this model's does not.");
-        }
-
-        int t = model.TokenCount, first = model.FirstPatchToken, side = defense.VerifySide;
-        return patches.Select(patch => OcclusionWindows(patch, model.Manifest.PatchSize, model.GridRows, model.GridCols, side)
-            .Select(w => WindowVerification.Cells(w.Row, w.Col, side, side, model.GridCols).Select(c => c + first).ToHashSet())
-            .Select(hidden => Enumerable.Range(0, t).Where(k => !hidden.Contains(k)).ToArray())
-            .ToArray()).ToArray();
+        int side = defense.VerifySide, cols = model.GridCols;
+        return OcclusionWindows(patch, model.Manifest.PatchSize, model.GridRows, cols, side)
+            .Select(w => GroupedView(WindowVerification.Cells(w.Row, w.Col, side, side, cols), ranking, group, model.TokenCount, model.FirstPatchToken))
+            .ToArray();
     }
 
     /// <summary>
