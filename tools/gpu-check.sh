@@ -124,15 +124,15 @@ serve_on_cuda() { # serve_on_cuda DEVICE
   total=$(grep -c 'session for' "$log"); cuda=$(sessions_on "$log" CUDAExecutionProvider)
   if [ "$total" -gt 0 ] && [ "$total" -eq "$cuda" ]; then pass "$1: all $total ONNX Runtime sessions on CUDAExecutionProvider"
   else grep 'session for' "$log" | head; fail "$1: $cuda of $total sessions on CUDA"; fi
+  if grep -q 'falling back to CPU' "$log"; then fail "$1: a CUDA fallback warning was logged"; else pass "$1: no fallback warning"; fi
+  # ONNX Runtime's own warnings go to stderr, outside Serilog: one per weight when a CUDA session is handed host
+  # weights (the shared copy is for CPU sessions only). Its note that shape ops stay on the CPU is expected.
+  ortwarn=$(grep -c 'Cannot use user supplied initializer' "$log")
+  if [ "$ortwarn" -eq 0 ]; then pass "$1: no weight-copy warnings from ONNX Runtime"; else grep 'Cannot use user supplied' "$log" | head -2 | cut -c1-200; fail "$1: $ortwarn weight-copy warnings"; fi
 }
 
 if [ "$gpu" -eq 1 ]; then
   serve_on_cuda Cuda
-  if grep -q 'falling back to CPU' "$log"; then fail "a CUDA fallback warning was logged"; else pass "no fallback warning"; fi
-  # ONNX Runtime's own warnings go to stderr, outside Serilog: one per weight when a CUDA session is handed host
-  # weights (the shared copy is for CPU sessions only). Its note that shape ops stay on the CPU is expected.
-  ortwarn=$(grep -c 'Cannot use user supplied initializer' "$log")
-  if [ "$ortwarn" -eq 0 ]; then pass "no weight-copy warnings from ONNX Runtime"; else grep 'Cannot use user supplied' "$log" | head -2 | cut -c1-200; fail "$ortwarn weight-copy warnings"; fi
   curl -s "$url/v1/model" | grep -q '"executionProvider":"CUDAExecutionProvider"' && pass "/v1/model reports CUDA" || fail "/v1/model does not report CUDA"
   curl -s "$url/metrics" | grep -q 'strapvit_model_info{.*execution_provider="CUDAExecutionProvider"' && pass "strapvit_model_info reports CUDA" || fail "strapvit_model_info does not report CUDA"
   stop_service

@@ -9,7 +9,11 @@
 # On the GPU machine, in the repository root, one folder carried per call while the machine stays warm:
 #   tools/gpu/sitting.sh unpack    (with .gpu/c1, then again with .gpu/c2: each goes to /tmp/stash)
 #   tools/gpu/sitting.sh           (with .gpu/c3: gpu-check, then the defense's cost on CUDA)
+# STRAPVIT_PYTHON: a Python with the onnx package for the ViT-B/16 step (default Debian's, python3-onnx).
 set -euo pipefail
+shopt -s nullglob
+vit_b16="${STRAPVIT_VIT_B16:+$(cd "$STRAPVIT_VIT_B16" && pwd)}"
+python="${STRAPVIT_PYTHON:-/usr/bin/python3}"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 sm="${STRAPVIT_GPU_SM:-90}"
@@ -23,17 +27,19 @@ native="$work/api"
 python3 tools/gpu/zero_fatbin.py "$native/libonnxruntime_providers_cuda.so" "$work/cuda.so" "$sm"
 xz -9 -T2 -c "$work/cuda.so" > .gpu/c1/cuda.so.xz
 dotnet_root="$(dirname "$(readlink -f "$(command -v dotnet)")")"
-version="$(dotnet --list-runtimes | awk '/Microsoft.NETCore.App/ {v = $2} END {print v}')"
+# The newest .NET 10 runtime, which the builds target (global.json pins the SDK).
+version="$(dotnet --list-runtimes | awk '$1 == "Microsoft.NETCore.App" && $2 ~ /^10\./ {v = $2} END {print v}')"
+[ -n "$version" ] || { echo "prepare: no .NET 10 runtime installed"; exit 1; }
 tar -C "$dotnet_root" -cf - dotnet host "shared/Microsoft.NETCore.App/$version" "shared/Microsoft.AspNetCore.App/$version" \
   | xz -9 -T2 > .gpu/c2/runtime.tar.xz
 xz -9 -T2 -c "$native/libonnxruntime.so" > .gpu/c2/libonnxruntime.so.xz
 cp "$native/libonnxruntime_providers_shared.so" .gpu/c2/
 tar -C "$work" --exclude='libonnxruntime*.so' --exclude='*.pdb' -cf - api bench cli | xz -9 -T2 > .gpu/c3/builds.tar.xz
-if [ -n "${STRAPVIT_VIT_B16:-}" ]; then
-  /usr/bin/python3 tools/gpu/timing_package.py strip "$STRAPVIT_VIT_B16/model.onnx" .gpu/c3/vitb16-graph.onnx
+if [ -n "$vit_b16" ]; then
+  "$python" tools/gpu/timing_package.py strip "$vit_b16/model.onnx" .gpu/c3/vitb16-graph.onnx
   # The manifest with the tokens entry the token defense needs (README, 'Bring your own ViT').
   python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m["tokens"]={"tensor":"/encoder/Add_output_0","classToken":True}; json.dump(m,open(sys.argv[2],"w"))' \
-    "$STRAPVIT_VIT_B16/model.json" .gpu/c3/vitb16-model.json
+    "$vit_b16/model.json" .gpu/c3/vitb16-model.json
   # Calibration needs 10 images at least: the samples, three copies of each (timing only, as in session 11).
   mkdir -p .gpu/c3/calib-images
   for f in samples/*.png samples/*.jpg; do for i in 0 1 2; do cp "$f" ".gpu/c3/calib-images/$i-$(basename "$f")"; done; done

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """A ViT-B/16 package small enough to carry: the graph without its large weights, refilled on the other machine.
 
   tools/gpu/timing_package.py strip MODEL.onnx GRAPH.onnx   # here: weights over 100 kB become external references
@@ -7,7 +7,8 @@
 ViT-B/16's 330 MB of weights exceed what travels to a GPU machine, and that machine's newer PyTorch exports a graph
 whose reshapes fix the sequence length (the defense drops tokens). So the graph exported here by
 tools/gradients/export_vit_b16.py travels (0.5 MB, biases and norms kept) and random weights are filled in there.
-Timing only: the answers of such a model mean nothing, and it is calibrated there (strapvit calibrate) on its own tokens.
+Needs numpy and onnx (here Debian's python3-onnx; the GPU machine's PyTorch install has both). Timing only: the
+answers of such a model mean nothing, and it is calibrated there (strapvit calibrate) on its own tokens.
 """
 import sys
 
