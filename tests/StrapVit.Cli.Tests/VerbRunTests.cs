@@ -79,6 +79,59 @@ public sealed class VerbRunTests : IDisposable
     }
 
     [Fact]
+    public void Calibrate_sets_the_checks_margin_for_its_clean_rate_and_the_service_loads_it()
+    {
+        var package = Path.Combine(temp, "package");
+        Directory.CreateDirectory(package);
+        foreach (var file in Directory.GetFiles(RepoPaths.DefaultModel)) File.Copy(file, Path.Combine(package, Path.GetFileName(file)));
+        File.Delete(Path.Combine(package, DefenseCalibration.FileName));
+        string Pngs(string name, string idxName, int count)
+        {
+            var folder = Path.Combine(temp, name);
+            Directory.CreateDirectory(folder);
+            var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", idxName));
+            var set = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx));
+            for (var i = 0; i < count; i++)
+            {
+                var image = set.Image(i);
+                File.WriteAllBytes(Path.Combine(folder, $"{i:D3}.png"), TestImages.PngFromTensor(image.Data, image.Channels, image.Height, image.Width));
+            }
+
+            return folder;
+        }
+
+        // A small bank flags more, so the check disagrees on some of the other clean images.
+        var clean = Pngs("clean", "calib-500-images-idx3-ubyte.gz", 40);
+        var other = Pngs("other", "tune-500-images-idx3-ubyte.gz", 60);
+        var (exit, stdout, stderr) = CliHarness.Run("calibrate", package, "--images", clean, "--bank-size", "64", "--check-images", other, "--check-rate", "0");
+        Assert.True(exit == 0, stderr);
+        var loaded = ModelPackage.Load(package);
+        var calibration = DefenseCalibration.Load(Path.Combine(package, DefenseCalibration.FileName), loaded);
+        var check = calibration.Check!;
+        Assert.StartsWith(FormattableString.Invariant($"masking check: margin {check.Margin:F3}, 0 of 60 clean answers replaced"), stdout, StringComparison.Ordinal);
+        Assert.Equal((0.0, 60, 0), (check.CleanRate, check.Images, check.Replaced));
+        Assert.True(check.Margin > 0, "the check replaced no answer without a margin: the test needs one that it must set");
+
+        // The service's loader applies it unless Defense:VerifyMargin is set; count what the check replaces its own way.
+        var sessions = new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance);
+        using var classifier = new VitClassifier(loaded, sessions, new InferenceOptions { Device = InferenceDevice.Cpu });
+        var decoder = new StrapVit.Core.Imaging.ImageDecoder(new StrapVit.Core.Imaging.ImageLimits());
+        var input = loaded.Manifest.Input;
+        var images = Directory.GetFiles(other, "*.png").Order(StringComparer.Ordinal)
+            .Select(f => decoder.Decode(File.ReadAllBytes(f), input.Channels, input.Height, input.Width).Data).ToArray();
+        int Replaced(DefenseOptions options, double expectedMargin)
+        {
+            using var setup = DefenseLoader.Create(loaded, classifier, sessions, options, cacheDirectory: null);
+            var reports = images.Select((pixels, i) => setup.Defense!.Run(pixels, 1, DefenseMode.Mitigate, [i])[0].Report.Verification!).ToArray();
+            Assert.All(reports, r => Assert.Equal(expectedMargin, r.Margin));
+            return reports.Count(r => r.Outcome == "recovered");
+        }
+
+        Assert.Equal(0, Replaced(new DefenseOptions(), check.Margin));
+        Assert.True(Replaced(new DefenseOptions { VerifyMargin = check.Margin - 0.002 }, check.Margin - 0.002) > 0, "the margin is not the smallest that keeps to the rate");
+    }
+
+    [Fact]
     public void Defense_flags_writes_each_image_and_its_mirror_as_bitmasks_and_exits_0()
     {
         // Images 2 and 3 are images 0 and 1 mirrored, so what the verb writes as the mirror of one must be what it

@@ -22,6 +22,9 @@ internal sealed class CalibrateCommand : CliVerb
     private readonly Option<int> bankSize = CliOptions.Number("--bank-size", new BankSettings().Size, 16, 1_000_000, "clean tokens kept in the bank by greedy coreset subsampling");
     private readonly Option<int> neighbors = CliOptions.Number("--neighbors", new BankSettings().Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
     private readonly Option<double> fpr = CliOptions.Number("--fpr", new BankSettings().FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
+    private readonly Option<string> checkIdx = CliOptions.Text("--check-idx", "other clean images (gzipped IDX, not the calibration ones) on which the masking check's margin is set for --check-rate", helpName: "images-idx3-ubyte[.gz]");
+    private readonly Option<string> checkImages = CliOptions.Text("--check-images", "or a folder of them (PNG/JPEG)", helpName: "folder");
+    private readonly Option<double> checkRate = CliOptions.Number("--check-rate", 0.005, 0, 0.99, "share of those clean answers the masking check (the service's default) may replace");
 
     public CalibrateCommand()
         : base("calibrate", """
@@ -35,10 +38,11 @@ internal sealed class CalibrateCommand : CliVerb
             """)
     {
         Arguments.Add(modelDir);
-        foreach (var option in new Option[] { images, idx, output, cache, temperature, quantile, bins, bankSize, neighbors, fpr }) Options.Add(option);
+        foreach (var option in new Option[] { images, idx, output, cache, temperature, quantile, bins, bankSize, neighbors, fpr, checkIdx, checkImages, checkRate }) Options.Add(option);
         Validators.Add(result =>
         {
             if ((result.GetResult(images) is null) == (result.GetResult(idx) is null)) result.AddError("give exactly one of --images or --idx");
+            if (result.GetResult(checkImages) is not null && result.GetResult(checkIdx) is not null) result.AddError("give at most one of --check-images or --check-idx");
         });
     }
 
@@ -70,6 +74,13 @@ internal sealed class CalibrateCommand : CliVerb
             }
 
             var calibration = DefenseCalibration.Compute(package, runtime.TokenModel, images, temperature, bins, quantile, bank);
+            var checkPath = parseResult.GetValue(checkIdx) ?? parseResult.GetValue(checkImages);
+            if (checkPath is not null && runtime.TokenModel is not null && calibration.Tokens?.Bank is not null)
+            {
+                var clean = parseResult.GetValue(checkIdx) is not null ? LoadIdx(checkPath, input) : LoadFolder(checkPath, input);
+                calibration = calibration with { Check = CalibrateCheck(runtime.TokenModel, calibration.Tokens, clean, parseResult.GetValue(checkRate)) };
+                stdout.WriteLine($"masking check: margin {calibration.Check.Margin:F3}, {calibration.Check.Replaced} of {clean.Count} clean answers replaced (at most {calibration.Check.CleanRate:P1})");
+            }
 
             var path = output ?? Destination(package, cache);
             calibration.Save(path);
@@ -82,6 +93,33 @@ internal sealed class CalibrateCommand : CliVerb
             stderr.WriteLine($"strapvit calibrate: {ex.Message.Split('\n')[0]}");
             return ExitCodes.Failed;
         }
+    }
+
+    /// <summary>The service's default masking check with the margin <see cref="CheckMargin"/> finds for <paramref name="rate"/> on <paramref name="clean"/>.</summary>
+    private static CheckCalibration CalibrateCheck(TokenSpaceModel model, TokenReference reference, List<ImageTensor> clean, double rate)
+    {
+        var defaults = new DefenseOptions();
+        var size = clean[0].Size;
+        var pixels = clean.SelectMany(image => image.Data).ToArray();
+        int Replaced(double margin)
+        {
+            var o = defaults.Clone();
+            o.VerifyMargin = margin;
+            var defense = new TokenPatchDefense(model, reference, o);
+            var replaced = 0;
+            for (var start = 0; start < clean.Count; start += 32)
+            {
+                var n = Math.Min(32, clean.Count - start);
+                replaced += defense.Run(pixels.AsSpan(start * size, n * size), n, DefenseMode.Mitigate, Enumerable.Range(start, n).ToArray())
+                    .Count(r => r.Report.Verification?.Outcome == "recovered");
+            }
+
+            return replaced;
+        }
+
+        var margin = CheckMargin.For(Replaced, clean.Count, rate);
+        return new CheckCalibration(margin, rate, clean.Count, Replaced(margin),
+            $"{defaults.VerifyWindows} windows in groups of {defaults.VerifyGroup}, {defaults.VerifyPartners} partners, window {defaults.WindowPixels} px");
     }
 
     private static string Destination(ModelPackage package, string? cache)

@@ -27,6 +27,7 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Argument<string> modelDir = CliOptions.ModelDir();
     private readonly Option<string> images = CliOptions.Text("--images", "test images: a gzipped IDX file (labels in the *labels-idx1* file beside it) or an ImageFolder tree", required: true, helpName: "test-images-idx3.gz");
     private readonly Option<string> calib = CliOptions.Text("--calib", "clean training images the defense is calibrated on, same formats as --images", required: true, helpName: "clean-images-idx3.gz");
+    private readonly Option<string> verifyCalib = CliOptions.Text("--verify-calib", "clean images, not the --calib ones, that --verify-clean-rate counts replaced answers on (the bank holds the --calib images' own tokens, so the check disagrees less there); default --calib", helpName: "clean-images-idx3.gz");
     private readonly Option<int> count = CliOptions.Number("--count", 500, 10, 100_000, "how many of --images to score (the first ones)");
     private readonly Option<string> split = CliOptions.Choice("--split", "report", "the run's name: report (the reported test images) or tune (held-out images the defaults are chosen on)", "report", "tune");
     private readonly Option<string> output = CliOptions.Text("--output", "folder for results-<split>.json and tables-<split>.md (default docs/evaluation)", helpName: "folder");
@@ -58,6 +59,9 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<int> verifyGroup = CliOptions.Number("--verify-group", Defaults.VerifyGroup, 1, 16, "first-round windows of the masking check hidden together in one view (Defense:VerifyGroup)");
     private readonly Option<int> occlusionGroup = CliOptions.Number("--occlusion-group", 0, 0, 16, "windows each occlusion view of the strong attacks hides (0: as many as the check's first-round groups, --verify-group)");
     private readonly ListOption<int> sweepVerifyGroup = CliOptions.NumberList("--sweep-verify-group", [Defaults.VerifyGroup], 1, 16, "masking-check group sizes of the sweep");
+    private readonly Option<double> verifyCleanRate = CliOptions.Number("--verify-clean-rate", 0.0, 0, 0.99, "share of the calibration images whose answer the masking check may replace: sets Defense:VerifyMargin for it before anything runs (0: --verify-margin)");
+    private readonly Option<double> verifyMargin = CliOptions.Number("--verify-margin", 0.0, 0, 1e6, "logit margin each second-round view of the masking check needs (Defense:VerifyMargin)");
+    private readonly ListOption<double> sweepVerifyCleanRate = CliOptions.NumberList("--sweep-verify-clean-rate", [0.0], 0, 0.99, "clean replacement rates of the sweep, each calibrated to a masking-check margin (0: --verify-margin)");
     private readonly ListOption<string> sweepWindowWhen = CliOptions.List("--sweep-window-when", ["always"], (string text, out string value) => (value = text) is "always" or "over-threshold",
         "when the sweep's windows are flagged: always (whenever anything is flagged) and/or over-threshold (only when a token is over its threshold)", "always or over-threshold");
     private readonly ListOption<string> strongOcclusion = CliOptions.List("--strong-occlusion", ["off"], (string text, out string value) => (value = text) is "off" or "on",
@@ -91,8 +95,8 @@ internal sealed class EvaluateCommand : CliVerb
         Arguments.Add(modelDir);
         Option[] options =
         [
-            images, calib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
-            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, occlusionGroup, sweepWindowWhen,
+            images, calib, verifyCalib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
+            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen,
             bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
@@ -123,6 +127,8 @@ internal sealed class EvaluateCommand : CliVerb
             SweepVerify = parseResult.GetList(sweepVerify),
             SweepVerifyPartners = parseResult.GetList(sweepPartners),
             SweepVerifyGroups = parseResult.GetList(sweepVerifyGroup),
+            SweepVerifyCleanRates = parseResult.GetList(sweepVerifyCleanRate),
+            VerifyCleanRate = parseResult.GetValue(verifyCleanRate),
             SweepWindowOnlyOverThreshold = parseResult.GetList(sweepWindowWhen).Select(w => w == "over-threshold").Distinct().ToArray(),
             PatchCache = parseResult.GetValue(patchCache),
             StrongSteps = parseResult.GetValue(strongSteps),
@@ -147,12 +153,14 @@ internal sealed class EvaluateCommand : CliVerb
             VerifyPartners = parseResult.GetValue(partners),
             VerifyWindowPixels = parseResult.GetValue(verifyWindow),
             VerifyGroup = parseResult.GetValue(verifyGroup),
+            VerifyMargin = parseResult.GetValue(verifyMargin),
         };
         settings = settings with { AdaptivePatchSize = settings.PatchSizes.Contains(6) ? 6 : settings.PatchSizes[0] };
 
         var package = ModelPackage.Load(parseResult.GetRequiredValue(modelDir));
         var test = CliData.Load(imagesPath, package, count);
         var reference = CliData.Load(calibPath, package, 100_000);
+        var checkReference = parseResult.GetValue(verifyCalib) is { } checkPath ? CliData.Load(checkPath, package, 100_000) : null;
 
         using var runtime = CliRuntime.Load(package, new ModelRuntimeOptions { Inference = new InferenceOptions { Device = InferenceDevice.Cpu }, TokenSplit = true }, gradients: true);
         var classifier = runtime.Classifier;
@@ -161,7 +169,7 @@ internal sealed class EvaluateCommand : CliVerb
         var undefended = new OnnxDifferentiableClassifier(runtime.Gradients!, classifier);
 
         stdout.WriteLine($"evaluate {package.Manifest.Name}: split {split}, {test.Count} images, reference from {reference.Count} clean images, K={options.MinTokens}");
-        var report = new DefenseEvaluation(package, classifier, tokens, tokenGradients, undefended, options, settings, stdout).Run(test, reference);
+        var report = new DefenseEvaluation(package, classifier, tokens, tokenGradients, undefended, options, settings, stdout).Run(test, reference, checkReference);
 
         Directory.CreateDirectory(output);
         var json = Path.Combine(output, $"results-{split}.json");
@@ -176,7 +184,7 @@ internal sealed class EvaluateCommand : CliVerb
     {
         var sb = new StringBuilder();
         var o0 = report.Options;
-        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.WindowPixels} px, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}, masking check {(o0.VerifyWindows > 0 ? $"of {o0.VerifyWindows} windows{(o0.VerifyWindowPixels > 0 ? $" ({o0.VerifyWindowPixels} px)" : "")} with {o0.VerifyPartners} partners{(o0.VerifyGroup > 1 ? $", first round in groups of {o0.VerifyGroup}" : "")}" : "off")}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.WindowPixels} px, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}, masking check {(o0.VerifyWindows > 0 ? $"of {o0.VerifyWindows} windows{(o0.VerifyWindowPixels > 0 ? $" ({o0.VerifyWindowPixels} px)" : "")} with {o0.VerifyPartners} partners{(o0.VerifyGroup > 1 ? $", first round in groups of {o0.VerifyGroup}" : "")}{(o0.VerifyMargin > 0 ? $", second-round margin {o0.VerifyMargin:F3}" : "")}" : "off")}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
         sb.AppendLine();
         foreach (var section in report.Rows.GroupBy(r => r.Section))
         {

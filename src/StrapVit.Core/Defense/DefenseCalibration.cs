@@ -29,6 +29,9 @@ public sealed record DefenseCalibration
 
     public required PixelReference Pixels { get; init; }
 
+    /// <summary>The masking check's margin for a clean replacement rate, if it was calibrated (<see cref="CheckMargin"/>).</summary>
+    public CheckCalibration? Check { get; init; }
+
     public void Save(string path)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
@@ -96,3 +99,15 @@ public sealed record DefenseCalibration
         return (float)values[i];
     }
 }
+
+/// <summary>
+/// The masking check's second-round margin (<see cref="DefenseOptions.VerifyMargin"/>) at which the check, with the
+/// options named here, replaced at most <see cref="CleanRate"/> of the answers on <see cref="Images"/> clean images
+/// that are not the bank's own (their tokens would score low, so the check would disagree less there).
+/// </summary>
+/// <param name="Margin">The margin, in logits.</param>
+/// <param name="CleanRate">Share of clean answers the check may replace.</param>
+/// <param name="Images">Clean images it was counted on.</param>
+/// <param name="Replaced">Answers the check replaced on them at that margin.</param>
+/// <param name="Options">The check it was calibrated for: windows, partners, group and window side in pixels.</param>
+public sealed record CheckCalibration(double Margin, double CleanRate, int Images, int Replaced, string Options);

@@ -45,6 +45,11 @@ public static class DefenseLoader
         }
 
         var calibration = DefenseCalibration.Load(path, package);
+        if (options.VerifyMargin is null && calibration.Check is { } check)
+        {
+            options = options.Clone();
+            options.VerifyMargin = check.Margin;
+        }
         var wantToken = options.Variant == DefenseVariant.Token
             || (options.Variant == DefenseVariant.Auto && package.Manifest.Tokens is not null && calibration.Tokens is not null);
         if (!wantToken)

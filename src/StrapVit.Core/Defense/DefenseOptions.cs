@@ -158,6 +158,15 @@ public sealed class DefenseOptions
     public int VerifyPartners { get; set; } = 24;
 
     /// <summary>
+    /// Logit margin (the answer's logit minus the runner-up's) that each second-round view needs for its answer to count;
+    /// 0 lets any answer count (PatchCleanser's rule). A view under it counts as answering otherwise, so a disagreeing
+    /// window passes only where hiding it with every partner gives its answer clearly. Raising it can only lower how
+    /// often the check replaces an answer. Null (the default): the margin the calibration set for its clean
+    /// replacement rate (<see cref="DefenseCalibration.Check"/>, <c>strapvit calibrate --check-idx</c>), else 0.
+    /// </summary>
+    public double? VerifyMargin { get; set; }
+
+    /// <summary>
     /// The patch budget, in pixels, that sizes the masking check's windows (<see cref="VerifyWindowTokens"/> on a side);
     /// 0 uses <see cref="WindowPixels"/>, the flagging window's. A window wide enough to hide a whole patch leaves an
     /// attacker no part of it that survives the check's view.
@@ -238,6 +247,7 @@ public sealed class DefenseOptions
         : VerifyPartners is < 1 or > 64 ? "Defense:VerifyPartners must be in [1, 64]."
         : VerifyGroup is < 1 or > 16 ? "Defense:VerifyGroup must be in [1, 16]."
         : VerifyWindowPixels < 0 ? "Defense:VerifyWindowPixels must be >= 0."
+        : VerifyMargin is double margin && !(margin >= 0) ? "Defense:VerifyMargin must be >= 0."
         : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."
         : Transforms == TokenTransforms.None ? "Defense:Transforms must name at least one transform."
         : !(ShrinkMin >= 0 && ShrinkMin <= ShrinkMax && ShrinkMax < 1) ? "Defense:ShrinkMin..ShrinkMax must satisfy 0 <= min <= max < 1."

@@ -161,7 +161,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             }
 
             reports[i] = new VerificationReport(rounds[i], partners[i].Length, side, side, forwards[i], outcome,
-                chosen >= 0 ? partners[i][chosen].Select(k => k - first).ToArray() : null) { Group = group };
+                chosen >= 0 ? partners[i][chosen].Select(k => k - first).ToArray() : null) { Group = group, Margin = options.VerifyMargin ?? 0 };
         }
 
         return reports;
@@ -210,12 +210,26 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             for (var v = 0; v < asked.Count; v++)
             {
                 var (i, m, j) = asked[v];
-                var answer = Numerics.Probabilities.ArgMax(logits.AsSpan(v * classes, classes));
+                var answer = Answer(logits.AsSpan(v * classes, classes), options.VerifyMargin ?? 0);
                 answers[(i, m, j)] = answer;
                 forwards[i]++;
                 if (answer != firstRound[i][m]) failed.Add((i, m));
             }
         }
+    }
+
+    /// <summary>A second-round view's answer: its argmax when it leads the runner-up by at least <paramref name="margin"/>, else -1 (no answer, which holds with no window).</summary>
+    internal static int Answer(ReadOnlySpan<float> logits, double margin)
+    {
+        var top = Numerics.Probabilities.ArgMax(logits);
+        if (margin <= 0) return top;
+        var second = float.NegativeInfinity;
+        for (var c = 0; c < logits.Length; c++)
+        {
+            if (c != top && logits[c] > second) second = logits[c];
+        }
+
+        return logits[top] - second >= margin ? top : -1;
     }
 
     private static int[] Hide(IReadOnlyCollection<int> dropped, params int[][] windows) => dropped.Concat(windows.SelectMany(w => w)).Distinct().ToArray();

@@ -106,4 +106,7 @@ public sealed record VerificationReport(int Windows, int Partners, int WindowRow
 {
     /// <summary>First-round windows hidden together in one view (Defense:VerifyGroup); a group whose view changed the answer was asked again window by window.</summary>
     public int Group { get; init; } = 1;
+
+    /// <summary>Logit margin by which every second-round view had to give a window's answer for it to pass (Defense:VerifyMargin, or the calibration's for its clean replacement rate; 0: PatchCleanser's rule).</summary>
+    public double Margin { get; init; }
 }

@@ -51,6 +51,18 @@ public sealed record EvaluationSettings
     /// <summary>First-round group sizes of the sweep (<see cref="DefenseOptions.VerifyGroup"/>), for checked configurations.</summary>
     public int[] SweepVerifyGroups { get; init; } = [new DefenseOptions().VerifyGroup];
 
+    /// <summary>
+    /// Clean replacement rates of the sweep, for checked configurations: each sets <see cref="DefenseOptions.VerifyMargin"/>
+    /// by <see cref="CheckMargin"/> on the calibration images (0: the configured margin, no calibration).
+    /// </summary>
+    public double[] SweepVerifyCleanRates { get; init; } = [0];
+
+    /// <summary>
+    /// Clean replacement rate for the evaluated defense (main rows and attacks): its <see cref="DefenseOptions.VerifyMargin"/>
+    /// is set by <see cref="CheckMargin"/> on the calibration images before anything runs (0: the configured margin).
+    /// </summary>
+    public double VerifyCleanRate { get; init; }
+
     /// <summary>Steps per restart of the strong adaptive attack (0 skips it).</summary>
     public int StrongSteps { get; init; } = 500;
 
@@ -135,12 +147,25 @@ public sealed class DefenseEvaluation(
     ModelPackage package, VitClassifier classifier, TokenSpaceModel tokens, TokenGradients tokenGradients,
     IDifferentiableClassifier undefended, DefenseOptions options, EvaluationSettings settings, TextWriter log)
 {
-    public EvaluationReport Run(EvaluationSet test, EvaluationSet calibration)
+    /// <summary>
+    /// Runs the evaluation on <paramref name="test"/> with the reference calibrated on <paramref name="calibration"/>.
+    /// <paramref name="checkCalibration"/>: clean images on which a clean replacement rate sets the masking check's margin
+    /// (<see cref="EvaluationSettings.VerifyCleanRate"/>); default <paramref name="calibration"/>.
+    /// </summary>
+    public EvaluationReport Run(EvaluationSet test, EvaluationSet calibration, EvaluationSet? checkCalibration = null)
     {
+        checkCalibration ??= calibration;
         var started = Stopwatch.GetTimestamp();
         var rows = new List<EvaluationRow>();
         var reference = Calibrate(calibration, settings.Temperature);
         log.WriteLine($"token bank: {reference.Tokens!.Bank!.Count} entries, k={reference.Tokens.Bank.Neighbors}, clean images flagged at calibration {reference.Tokens.BankFalsePositiveRate:P1}");
+        if (settings.VerifyCleanRate > 0 && options.VerifyWindows > 0)
+        {
+            options = options.Clone();
+            options.VerifyMargin = CalibrateMargin(options, reference.Tokens, checkCalibration, settings.VerifyCleanRate);
+            log.WriteLine($"masking check: margin {options.VerifyMargin:F3} for at most {settings.VerifyCleanRate:P1} of {checkCalibration.Count} clean images replaced");
+        }
+
         var token = new TokenPatchDefense(tokens, reference.Tokens!, options);
         var paper = new TokenPatchDefense(tokens, reference.Tokens!, options.PaperFaithful());
         var pixel = new PixelPatchDefense(classifier, reference.Pixels, options);
@@ -201,7 +226,7 @@ public sealed class DefenseEvaluation(
 
         if (settings.Sweep)
         {
-            Sweep(rows, test, perImage, reference.Tokens!);
+            Sweep(rows, test, perImage, reference.Tokens!, checkCalibration);
         }
 
         foreach (var size in settings.UniversalSteps > 0 ? settings.PatchSizes : [])
@@ -249,7 +274,16 @@ public sealed class DefenseEvaluation(
     /// configurations that cost at most 0.5 point of clean accuracy and flag at most 30% of clean images; ties go
     /// to fewer tokens neutralised on clean images.
     /// </summary>
-    private void Sweep(List<EvaluationRow> rows, EvaluationSet clean, Dictionary<int, PatchedSet> perImage, TokenReference reference)
+    /// <summary>The masking-check margin at which the check replaces at most <paramref name="rate"/> of the clean calibration answers (<see cref="CheckMargin"/>).</summary>
+    private double CalibrateMargin(DefenseOptions configured, TokenReference reference, EvaluationSet calibrationSet, double rate) =>
+        CheckMargin.For(margin =>
+        {
+            var o = configured.Clone();
+            o.VerifyMargin = margin;
+            return DefenseScoring.Defended(new TokenPatchDefense(tokens, reference, o), calibrationSet, DefenseMode.Mitigate, settings.Seed).CheckRecovered ?? 0;
+        }, calibrationSet.Count, rate);
+
+    private void Sweep(List<EvaluationRow> rows, EvaluationSet clean, Dictionary<int, PatchedSet> perImage, TokenReference reference, EvaluationSet calibrationSet)
     {
         log.WriteLine("sweep: score x window x K x neutralisation");
         var baseline = DefenseScoring.Undefended(classifier, clean).Accuracy;
@@ -257,15 +291,15 @@ public sealed class DefenseEvaluation(
         // Bank choices vary only the neutralisations that pick from the bank, partner counts only a check that runs.
         var neutralizations = settings.SweepNeutralizations
             .SelectMany(n => n is Neutralization.Bank or Neutralization.Hybrid ? settings.SweepBankChoices.Select(c => (n, c)) : [(n, 1)]).ToArray();
-        var checks = settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1, 1)]
-            : settings.SweepVerifyPartners.SelectMany(p => settings.SweepVerifyGroups.Select(g => (v, p, g)))).ToArray();
+        var checks = settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1, 1, 0.0)]
+            : settings.SweepVerifyPartners.SelectMany(p => settings.SweepVerifyGroups.SelectMany(g => settings.SweepVerifyCleanRates.Select(r => (v, p, g, r))))).ToArray();
         foreach (var score in settings.SweepScores)
         {
             foreach (var (window, onlyOver) in settings.SweepWindows.SelectMany(w => (w == 0 ? [false] : settings.SweepWindowOnlyOverThreshold).Select(x => (w, x))))
             {
                 foreach (var k in settings.SweepK)
                 {
-                    foreach (var ((neutralization, choices), (checkWindows, partners, group)) in neutralizations.SelectMany(n => checks.Select(c => (n, c))))
+                    foreach (var ((neutralization, choices), (checkWindows, partners, group, cleanRate)) in neutralizations.SelectMany(n => checks.Select(c => (n, c))))
                     {
                         var o = options.Clone();
                         (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.WindowOnlyOverThreshold) =
@@ -273,6 +307,12 @@ public sealed class DefenseEvaluation(
                         var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens{(onlyOver ? ", only over threshold" : "")}) K={k} {TokenPatchDefense.Name(neutralization)}"
                             + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "")
                             + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" + (group > 1 ? $" in groups of {group}" : "") : "");
+                        if (checkWindows > 0 && cleanRate > 0)
+                        {
+                            o.VerifyMargin = CalibrateMargin(o, reference, calibrationSet, cleanRate);
+                            name += $" margin {o.VerifyMargin.Value.ToString("F3", System.Globalization.CultureInfo.InvariantCulture)} (clean rate {cleanRate.ToString("P1", System.Globalization.CultureInfo.InvariantCulture)})";
+                        }
+
                         var defense = new TokenPatchDefense(tokens, reference, o);
                         var c = DefenseScoring.Defended(defense, clean, DefenseMode.Mitigate, settings.Seed);
                         rows.Add(new("sweep", $"{name} clean", "token", c.Accuracy, c.Flagged, null, null)

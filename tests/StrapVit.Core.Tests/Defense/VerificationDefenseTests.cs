@@ -158,21 +158,23 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
     /// windows alone would not (which grouping accepts, and which is checked here on its own view).
     /// </summary>
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(4)]
-    public void Grouped_and_staged_the_check_decides_as_the_rule_computed_view_by_view(int group)
+    [InlineData(1, 0.0)]
+    [InlineData(2, 0.0)]
+    [InlineData(4, 0.0)]
+    [InlineData(1, 2.0)]
+    [InlineData(3, 2.0)]
+    public void Grouped_and_staged_the_check_decides_as_the_rule_computed_view_by_view(int group, double margin)
     {
         const int n = 30, windows = 4, partnerCount = 6;
         var pixels = PatchedImages(n);
         var seeds = Enumerable.Range(0, n).ToArray();
-        var options = new DefenseOptions { VerifyWindows = windows, VerifyPartners = partnerCount, VerifyGroup = group };
+        var options = new DefenseOptions { VerifyWindows = windows, VerifyPartners = partnerCount, VerifyGroup = group, VerifyMargin = margin };
         var plainOptions = options.Clone();
         plainOptions.VerifyWindows = 0;
         var results = new TokenPatchDefense(_model, _reference, options).Run(pixels, n, DefenseMode.Mitigate, seeds);
         var plain = new TokenPatchDefense(_model, _reference, plainOptions);
         var baseline = plain.Run(pixels, n, DefenseMode.Mitigate, seeds);
-        int first = _model.FirstPatchToken, masked = 0, recovered = 0;
+        int first = _model.FirstPatchToken, masked = 0, recovered = 0, tightened = 0;
         for (var i = 0; i < n; i++)
         {
             var flagged = results[i].Report.FlaggedTokens.Select(f => f.Index + first).ToArray();
@@ -183,15 +185,19 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
                 .Select(w => w.Select(c => c + first).ToArray()).ToArray();
             var defended = ArgMax(baseline[i].Logits);
             var one = Enumerable.Range(0, windows).Select(m => View(cells[m])).ToArray();
-            var chosen = -1;
-            foreach (var m in Enumerable.Range(0, windows).Where(m => ArgMax(one[m]) != defended))
+            // PatchCleanser's rule, each second-round view holding only with the window's answer by at least the margin.
+            int Chosen(double needed)
             {
-                if (Enumerable.Range(0, cells.Length).All(j => j == m || ArgMax(View(cells[m], cells[j])) == ArgMax(one[m])))
+                foreach (var m in Enumerable.Range(0, windows).Where(m => ArgMax(one[m]) != defended))
                 {
-                    chosen = m;
-                    break;
+                    if (Enumerable.Range(0, cells.Length).All(j => j == m || Holds(View(cells[m], cells[j]), ArgMax(one[m]), needed))) return m;
                 }
+
+                return -1;
             }
+
+            var chosen = Chosen(margin);
+            if (margin > 0 && Chosen(0) >= 0 && chosen != Chosen(0)) tightened++;
 
             var report = results[i].Report.Verification!;
             var expectedOutcome = chosen >= 0 ? "recovered" : one.All(v => ArgMax(v) == defended) ? "agreed" : "kept";
@@ -217,6 +223,7 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
         }
 
         Assert.True(recovered > 0, "no image exercised the second round");
+        if (margin > 0) Assert.True(tightened > 0, "the margin changed no decision");
         Assert.True(masked <= n / 5, $"{masked} of {n} decisions changed by grouping");
     }
 
@@ -226,6 +233,23 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
         Assert.Equal("Defense:VerifyGroup must be in [1, 16].", new DefenseOptions { VerifyGroup = 0 }.Validate());
         Assert.Equal("Defense:VerifyGroup must be in [1, 16].", new DefenseOptions { VerifyGroup = 17 }.Validate());
     }
+
+    [Fact]
+    public void A_negative_check_margin_is_refused() =>
+        Assert.Equal("Defense:VerifyMargin must be >= 0.", new DefenseOptions { VerifyMargin = -0.1 }.Validate());
+
+    [Fact]
+    public void A_second_round_view_answers_only_when_it_leads_by_the_margin()
+    {
+        float[] logits = [0.5f, 3.0f, 2.25f, -1f];
+        Assert.Equal(1, TokenPatchDefense.Answer(logits, 0));
+        Assert.Equal(1, TokenPatchDefense.Answer(logits, 0.75));   // leads by exactly 0.75
+        Assert.Equal(-1, TokenPatchDefense.Answer(logits, 0.76));
+    }
+
+    /// <summary>Whether logits <paramref name="v"/> answer <paramref name="label"/> ahead of every other class by at least <paramref name="margin"/>.</summary>
+    private static bool Holds(float[] v, int label, double margin) =>
+        ArgMax(v) == label && Enumerable.Range(0, v.Length).Where(c => c != label).All(c => v[label] - v[c] >= margin);
 
     private static int ArgMax(float[] v) => Array.IndexOf(v, v.Max());
 }

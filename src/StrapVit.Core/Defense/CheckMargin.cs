@@ -1,0 +1,45 @@
+namespace StrapVit.Core.Defense;
+
+/// <summary>
+/// Sets the masking check's <see cref="DefenseOptions.VerifyMargin"/> for a stated clean replacement rate, the way the
+/// detector's thresholds are set for a stated clean false-positive rate. How often the check replaces a clean answer
+/// depends on the model: on held-out clean images the default check replaced 1.2% of the embedded model's answers,
+/// 1.7% of fashion-vit-p4-masked's and 6.3% of fashion-vit-p7's (a 4x4 token grid, where one hidden token is 6% of the
+/// image), and it was right on a sixth to a third of them. A margin calibrated per model on clean images caps that.
+/// </summary>
+public static class CheckMargin
+{
+    /// <summary>Largest margin tried; a check that still replaces more than allowed at this margin is as good as off.</summary>
+    public const double Max = 1024;
+
+    /// <summary>
+    /// The smallest margin, to within <paramref name="precision"/> logits, at which the check replaces at most
+    /// floor(<paramref name="rate"/> x <paramref name="images"/>) answers; 0 if it already does with no margin.
+    /// <paramref name="replacedAt"/> runs the defense with the given margin over the clean images and counts the
+    /// answers its check replaced. That count cannot grow with the margin (a larger margin only fails more
+    /// second-round views), so bisection finds the boundary.
+    /// </summary>
+    public static double For(Func<double, int> replacedAt, int images, double rate, double precision = 1e-3)
+    {
+        ArgumentNullException.ThrowIfNull(replacedAt);
+        if (!(rate is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(rate), rate, "The clean replacement rate must be in [0, 1).");
+        var allowed = (int)Math.Floor(rate * images);
+        if (replacedAt(0) <= allowed) return 0;
+        double low = 0, high = 1;
+        while (replacedAt(high) > allowed)
+        {
+            low = high;
+            high *= 2;
+            if (high > Max) return Max;
+        }
+
+        while (high - low > precision)
+        {
+            var mid = (low + high) / 2;
+            if (replacedAt(mid) > allowed) low = mid;
+            else high = mid;
+        }
+
+        return high;
+    }
+}
