@@ -24,7 +24,7 @@ internal sealed class CalibrateCommand : CliVerb
     private readonly Option<double> fpr = CliOptions.Number("--fpr", new BankSettings().FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
     private readonly Option<string> checkIdx = CliOptions.Text("--check-idx", "other clean images (gzipped IDX, not the calibration ones) on which the masking check's margin is set for --check-rate", helpName: "images-idx3-ubyte[.gz]");
     private readonly Option<string> checkImages = CliOptions.Text("--check-images", "or a folder of them (PNG/JPEG)", helpName: "folder");
-    private readonly Option<double> checkRate = CliOptions.Number("--check-rate", 0.005, 0, 0.99, "share of those clean answers the masking check (the service's default) may replace");
+    private readonly Option<double> checkRate = CliOptions.Number("--check-rate", 0.01, 0, 0.99, "share of those clean answers the masking check (the service's default) may replace");
 
     public CalibrateCommand()
         : base("calibrate", """
