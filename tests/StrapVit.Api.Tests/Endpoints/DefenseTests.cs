@@ -52,6 +52,13 @@ public sealed class DefenseTests(ServiceFactory factory) : IClassFixture<Service
         Assert.All(transforms, t => Assert.Equal(["drop"], t.GetProperty("ops").EnumerateArray().Select(o => o.GetString())));
         Assert.True(body.GetProperty("timingsMs").GetProperty("defense").GetDouble() > 0);
         Assert.Equal("Bag", body.GetProperty("predictions")[0].GetProperty("label").GetString());
+        // The masking check runs with the second-round margin that the embedded model's calibration file carries.
+        var verification = defense.GetProperty("verification");
+        Assert.Equal((9, 3, 24), (verification.GetProperty("windows").GetInt32(), verification.GetProperty("group").GetInt32(), verification.GetProperty("partners").GetInt32()));
+        using var calibration = JsonDocument.Parse(File.ReadAllText(Path.Combine(RepoPaths.DefaultModel, "defense-calibration.json")));
+        var stored = calibration.RootElement.GetProperty("check").GetProperty("margin").GetDouble();
+        Assert.InRange(stored, 0.1, 0.3);
+        Assert.Equal(stored, verification.GetProperty("margin").GetDouble());
     }
 
     [Fact]
