@@ -14,7 +14,7 @@ namespace StrapVit.Benchmarks;
 /// as the service does): the defense's cost depends on how many tokens it flags, and random pixels flag nearly all.
 /// <c>verify-windows</c> overrides <c>Defense:VerifyWindows</c> (0: the defense without its masking check);
 /// <c>STRAPVIT_DEFENSE_PROFILE</c> sets <c>Defense:Profile</c> (e.g. <c>Light</c>), <c>STRAPVIT_DEFENSE_GROUP</c>
-/// <c>Defense:VerifyGroup</c>. Given an IDX image file (<c>*-images-idx3-ubyte.gz</c>) instead of one image, it runs
+/// <c>Defense:VerifyGroup</c>, <c>STRAPVIT_DEFENSE_MARGIN</c> <c>Defense:VerifyMargin</c> (unset: the calibration's). Given an IDX image file (<c>*-images-idx3-ubyte.gz</c>) instead of one image, it runs
 /// each of its first <c>runs</c> images (the check's cost depends on the image: whether a view disagrees), three
 /// interleaved runs each, and prints the mean over the images of each one's median.
 /// </summary>
@@ -26,6 +26,7 @@ public static class DefenseCost
         if (Enum.TryParse<DefenseProfile>(Environment.GetEnvironmentVariable("STRAPVIT_DEFENSE_PROFILE"), ignoreCase: true, out var profile)) options.Profile = profile;
         if (verifyWindows is { } v) options.VerifyWindows = v;
         options.VerifyGroup = BenchModels.EnvInt("STRAPVIT_DEFENSE_GROUP", options.VerifyGroup);
+        if (double.TryParse(Environment.GetEnvironmentVariable("STRAPVIT_DEFENSE_MARGIN"), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var margin)) options.VerifyMargin = margin;
         using var runtime = BenchModels.Runtime(packageDir, threads: 1, defense: options);
         var defense = runtime.Defense?.Defense ?? throw new InvalidOperationException($"{packageDir} loads no defense (no calibration?)");
         var input = runtime.Package.Manifest.Input;
