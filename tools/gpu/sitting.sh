@@ -3,7 +3,7 @@
 #   tools/gpu/sitting.sh unpack   moves whichever of .gpu/c1 and .gpu/c2 travelled into /tmp/stash
 #   tools/gpu/sitting.sh          with .gpu/c3: gpu-check (Inference:Device Cuda and Auto, device-parity), then the
 #                                 defense's cost on CUDA: the embedded model over 300 test images (groups of 3, one
-#                                 window at a time, no check) and, when its graph travelled, ViT-B/16 (random weights)
+#                                 window at a time, groups of 3 without the calibrated margin, no check) and, when its graph travelled, ViT-B/16 (random weights)
 # STRAPVIT_CUDA_LIBS: folders holding CUDA 13's and cuDNN 9's libraries (default: those of the machine's PyTorch).
 # Exit status: 0 everything ran and gpu-check passed; 1 a step failed (each says FAIL); 2 nothing to unpack or run.
 set -uo pipefail
@@ -64,6 +64,7 @@ bench() { # bench LINES ARGS...
 export STRAPVIT_BENCH_DEVICE=Cuda
 T=samples/fashion-mnist/test-1000-images-idx3-ubyte.gz
 for g in 3 1; do step "embedded model, groups of $g, 300 images"; STRAPVIT_DEFENSE_GROUP=$g bench 1 defense-cost models/fashion-vit-tiny 300 "$T"; done
+step "embedded model, groups of 3, no second-round margin"; STRAPVIT_DEFENSE_MARGIN=0 bench 1 defense-cost models/fashion-vit-tiny 300 "$T"
 step "embedded model, no check"; bench 1 defense-cost models/fashion-vit-tiny 300 "$T" 0
 
 if [ -f "$C/vitb16-graph.onnx" ]; then
