@@ -75,11 +75,16 @@ internal sealed class CalibrateCommand : CliVerb
 
             var calibration = DefenseCalibration.Compute(package, runtime.TokenModel, images, temperature, bins, quantile, bank);
             var checkPath = parseResult.GetValue(checkIdx) ?? parseResult.GetValue(checkImages);
-            if (checkPath is not null && runtime.TokenModel is not null && calibration.Tokens?.Bank is not null)
+            if (checkPath is not null && runtime.TokenModel is { } tokenModel && calibration.Tokens is { Bank: not null } tokenReference)
             {
                 var clean = parseResult.GetValue(checkIdx) is not null ? LoadIdx(checkPath, input) : LoadFolder(checkPath, input);
-                calibration = calibration with { Check = CalibrateCheck(runtime.TokenModel, calibration.Tokens, clean, parseResult.GetValue(checkRate)) };
+                if (clean.Count == 0) throw new IOException($"no PNG or JPEG images in '{checkPath}'");
+                calibration = calibration with { Check = CalibrateCheck(tokenModel, tokenReference, clean, parseResult.GetValue(checkRate)) };
                 stdout.WriteLine($"masking check: margin {calibration.Check.Margin:F3}, {calibration.Check.Replaced} of {clean.Count} clean answers replaced (at most {calibration.Check.CleanRate:P1})");
+            }
+            else if (checkPath is not null)
+            {
+                stderr.WriteLine("strapvit calibrate: no token defense on this model, so no masking check to set a margin for; --check-* ignored");
             }
 
             var path = output ?? Destination(package, cache);
@@ -88,7 +93,7 @@ internal sealed class CalibrateCommand : CliVerb
                 + $"(token reference: {(calibration.Tokens is null ? "none, no tokens tensor" : $"{calibration.Tokens.TokenCount}x{calibration.Tokens.Dim}, T={temperature}, bank {calibration.Tokens.Bank?.Count} tokens, k={bank.Neighbors}, clean images flagged {calibration.Tokens.BankFalsePositiveRate:P1}")}; quantile {quantile})");
             return ExitCodes.Ok;
         }
-        catch (Exception ex) when (ex is ModelPackageException or ImageRejectedException or IOException or InvalidDataException or UnauthorizedAccessException or ArgumentException)
+        catch (Exception ex) when (ex is ModelPackageException or ImageRejectedException or IOException or InvalidDataException or UnauthorizedAccessException or ArgumentException or InvalidOperationException)
         {
             stderr.WriteLine($"strapvit calibrate: {ex.Message.Split('\n')[0]}");
             return ExitCodes.Failed;
@@ -118,8 +123,7 @@ internal sealed class CalibrateCommand : CliVerb
         }
 
         var margin = CheckMargin.For(Replaced, clean.Count, rate);
-        return new CheckCalibration(margin, rate, clean.Count, Replaced(margin),
-            $"{defaults.VerifyWindows} windows in groups of {defaults.VerifyGroup}, {defaults.VerifyPartners} partners, window {defaults.WindowPixels} px");
+        return new CheckCalibration(margin, rate, clean.Count, Replaced(margin), CheckScope.Of(defaults));
     }
 
     private static string Destination(ModelPackage package, string? cache)

@@ -9,7 +9,7 @@ namespace StrapVit.Core.Defense;
 /// </summary>
 public static class CheckMargin
 {
-    /// <summary>Largest margin tried; a check that still replaces more than allowed at this margin is as good as off.</summary>
+    /// <summary>Largest margin tried.</summary>
     public const double Max = 1024;
 
     /// <summary>
@@ -17,20 +17,30 @@ public static class CheckMargin
     /// floor(<paramref name="rate"/> x <paramref name="images"/>) answers; 0 if it already does with no margin.
     /// <paramref name="replacedAt"/> runs the defense with the given margin over the clean images and counts the
     /// answers its check replaced. That count cannot grow with the margin (a larger margin only fails more
-    /// second-round views), so bisection finds the boundary.
+    /// second-round views; the first round and the rule's other views do not depend on it), so bisection finds the
+    /// boundary. The margin returned was itself counted and kept to the limit.
     /// </summary>
+    /// <exception cref="InvalidOperationException">Even <see cref="Max"/> replaces more: some window passes with no
+    /// partner to fail it (turn the check off for such a model).</exception>
     public static double For(Func<double, int> replacedAt, int images, double rate, double precision = 1e-3)
     {
         ArgumentNullException.ThrowIfNull(replacedAt);
+        ArgumentOutOfRangeException.ThrowIfNegative(images);
         if (!(rate is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(rate), rate, "The clean replacement rate must be in [0, 1).");
-        var allowed = (int)Math.Floor(rate * images);
+        if (!(precision > 0)) throw new ArgumentOutOfRangeException(nameof(precision), precision, "The precision must be > 0.");
+        var allowed = (int)Math.Floor((rate * images) + 1e-9);
         if (replacedAt(0) <= allowed) return 0;
         double low = 0, high = 1;
         while (replacedAt(high) > allowed)
         {
+            if (high >= Max)
+            {
+                throw new InvalidOperationException(
+                    $"No margin up to {Max} keeps the masking check to {allowed} replaced answers of {images}; turn the check off (Defense:VerifyWindows = 0) for this model.");
+            }
+
             low = high;
-            high *= 2;
-            if (high > Max) return Max;
+            high = Math.Min(high * 2, Max);
         }
 
         while (high - low > precision)

@@ -102,12 +102,25 @@ public sealed record DefenseCalibration
 
 /// <summary>
 /// The masking check's second-round margin (<see cref="DefenseOptions.VerifyMargin"/>) at which the check, with the
-/// options named here, replaced at most <see cref="CleanRate"/> of the answers on <see cref="Images"/> clean images
-/// that are not the bank's own (their tokens would score low, so the check would disagree less there).
+/// defense settings in <see cref="Scope"/>, replaced at most <see cref="CleanRate"/> of the answers on <see cref="Images"/>
+/// clean images that are not the bank's own (their tokens would score low, so the check would disagree less there).
 /// </summary>
 /// <param name="Margin">The margin, in logits.</param>
 /// <param name="CleanRate">Share of clean answers the check may replace.</param>
 /// <param name="Images">Clean images it was counted on.</param>
 /// <param name="Replaced">Answers the check replaced on them at that margin.</param>
-/// <param name="Options">The check it was calibrated for: windows, partners, group and window side in pixels.</param>
-public sealed record CheckCalibration(double Margin, double CleanRate, int Images, int Replaced, string Options);
+/// <param name="Scope">The settings it was calibrated under; the service applies the margin only under the same.</param>
+public sealed record CheckCalibration(double Margin, double CleanRate, int Images, int Replaced, CheckScope Scope);
+
+/// <summary>The defense settings that decide how often the masking check replaces an answer.</summary>
+public sealed record CheckScope(
+    string Score, int WindowPixels, bool WindowOnlyOverThreshold, int MinTokens, double ThresholdScale, string Neutralization, int BankChoices,
+    int VerifyWindows, int VerifyPartners, int VerifyGroup, int VerifyWindowPixels)
+{
+    public static CheckScope Of(DefenseOptions o)
+    {
+        ArgumentNullException.ThrowIfNull(o);
+        return new(o.Score.ToString(), o.WindowPixels, o.WindowOnlyOverThreshold, o.MinTokens, o.ThresholdScale, o.Neutralization.ToString(), o.BankChoices,
+            o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.VerifyWindowPixels);
+    }
+}

@@ -45,7 +45,8 @@ public static class DefenseLoader
         }
 
         var calibration = DefenseCalibration.Load(path, package);
-        if (options.VerifyMargin is null && calibration.Check is { } check)
+        // The calibrated margin holds for the settings it was counted under; under others the check keeps PatchCleanser's rule.
+        if (options.VerifyMargin is null && calibration.Check is { } check && check.Scope == CheckScope.Of(options) && check.Margin >= 0)
         {
             options = options.Clone();
             options.VerifyMargin = check.Margin;

@@ -161,8 +161,9 @@ public sealed class DefenseOptions
     /// Logit margin (the answer's logit minus the runner-up's) that each second-round view needs for its answer to count;
     /// 0 lets any answer count (PatchCleanser's rule). A view under it counts as answering otherwise, so a disagreeing
     /// window passes only where hiding it with every partner gives its answer clearly. Raising it can only lower how
-    /// often the check replaces an answer. Null (the default): the margin the calibration set for its clean
-    /// replacement rate (<see cref="DefenseCalibration.Check"/>, <c>strapvit calibrate --check-idx</c>), else 0.
+    /// often the check replaces an answer. Null (the default): the margin the model's calibration set for its clean
+    /// replacement rate (<see cref="DefenseCalibration.Check"/>, <c>strapvit calibrate --check-idx</c>) when the service
+    /// runs the settings it was calibrated under (<see cref="CheckScope"/>, applied by <see cref="DefenseLoader"/>), else 0.
     /// </summary>
     public double? VerifyMargin { get; set; }
 
@@ -247,7 +248,7 @@ public sealed class DefenseOptions
         : VerifyPartners is < 1 or > 64 ? "Defense:VerifyPartners must be in [1, 64]."
         : VerifyGroup is < 1 or > 16 ? "Defense:VerifyGroup must be in [1, 16]."
         : VerifyWindowPixels < 0 ? "Defense:VerifyWindowPixels must be >= 0."
-        : VerifyMargin is double margin && !(margin >= 0) ? "Defense:VerifyMargin must be >= 0."
+        : VerifyMargin is double margin && !(double.IsFinite(margin) && margin >= 0) ? "Defense:VerifyMargin must be a finite number >= 0."
         : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."
         : Transforms == TokenTransforms.None ? "Defense:Transforms must name at least one transform."
         : !(ShrinkMin >= 0 && ShrinkMin <= ShrinkMax && ShrinkMax < 1) ? "Defense:ShrinkMin..ShrinkMax must satisfy 0 <= min <= max < 1."

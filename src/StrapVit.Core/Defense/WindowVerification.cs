@@ -8,7 +8,8 @@ namespace StrapVit.Core.Defense;
 /// trusted only when hiding it together with each other candidate still gives its answer (second round): a patch
 /// inside the window cannot vote in any of those views, while a clean image whose answer one occlusion happened to
 /// flip rarely keeps the flipped answer under a second occlusion. The first window (strongest evidence first) that
-/// passes gives the answer; if none does, the defended answer stands.
+/// passes gives the answer; if none does, the defended answer stands. With <see cref="DefenseOptions.VerifyMargin"/>
+/// a second-round view counts as giving an answer only when it leads the runner-up by that margin.
 /// </summary>
 public static class WindowVerification
 {

@@ -53,13 +53,14 @@ public sealed record EvaluationSettings
 
     /// <summary>
     /// Clean replacement rates of the sweep, for checked configurations: each sets <see cref="DefenseOptions.VerifyMargin"/>
-    /// by <see cref="CheckMargin"/> on the calibration images (0: the configured margin, no calibration).
+    /// by <see cref="CheckMargin"/> on the check's clean images (<c>--verify-calib</c>, else the calibration images; 0:
+    /// the configured margin, not calibrated).
     /// </summary>
     public double[] SweepVerifyCleanRates { get; init; } = [0];
 
     /// <summary>
-    /// Clean replacement rate for the evaluated defense (main rows and attacks): its <see cref="DefenseOptions.VerifyMargin"/>
-    /// is set by <see cref="CheckMargin"/> on the calibration images before anything runs (0: the configured margin).
+    /// Clean replacement rate for the evaluated defense (main rows, ablation and attacks): its <see cref="DefenseOptions.VerifyMargin"/>
+    /// is set by <see cref="CheckMargin"/> on the check's clean images before anything runs (0: the configured margin).
     /// </summary>
     public double VerifyCleanRate { get; init; }
 
@@ -154,6 +155,8 @@ public sealed class DefenseEvaluation(
     /// </summary>
     public EvaluationReport Run(EvaluationSet test, EvaluationSet calibration, EvaluationSet? checkCalibration = null)
     {
+        // The sweep's rows without a clean rate keep the configured margin, not the one calibrated below for the main rows.
+        var configuredMargin = options.VerifyMargin;
         checkCalibration ??= calibration;
         var started = Stopwatch.GetTimestamp();
         var rows = new List<EvaluationRow>();
@@ -226,7 +229,7 @@ public sealed class DefenseEvaluation(
 
         if (settings.Sweep)
         {
-            Sweep(rows, test, perImage, reference.Tokens!, checkCalibration);
+            Sweep(rows, test, perImage, reference.Tokens!, checkCalibration, configuredMargin);
         }
 
         foreach (var size in settings.UniversalSteps > 0 ? settings.PatchSizes : [])
@@ -268,22 +271,23 @@ public sealed class DefenseEvaluation(
     /// <summary>For every image, the defense's mean count of neutralised tokens over the set, rounded.</summary>
     private static int[] RandomCounts(DefenseScore s, int count) => Enumerable.Repeat((int)Math.Round(s.TokensFlagged), count).ToArray();
 
+    /// <summary>The masking-check margin at which the check replaces at most <paramref name="rate"/> of the answers on <paramref name="cleanSet"/> (<see cref="CheckMargin"/>).</summary>
+    private double CalibrateMargin(DefenseOptions configured, TokenReference reference, EvaluationSet cleanSet, double rate) =>
+        CheckMargin.For(margin =>
+        {
+            var o = configured.Clone();
+            o.VerifyMargin = margin;
+            return DefenseScoring.Defended(new TokenPatchDefense(tokens, reference, o), cleanSet, DefenseMode.Mitigate, settings.Seed).CheckRecovered ?? 0;
+        }, cleanSet.Count, rate);
+
     /// <summary>
     /// The grid the defaults are chosen from: score x window x K x neutralisation, each on clean images and every
     /// per-image patch size. Rule (fixed before the run): highest mean patched accuracy over the sizes among the
     /// configurations that cost at most 0.5 point of clean accuracy and flag at most 30% of clean images; ties go
     /// to fewer tokens neutralised on clean images.
     /// </summary>
-    /// <summary>The masking-check margin at which the check replaces at most <paramref name="rate"/> of the clean calibration answers (<see cref="CheckMargin"/>).</summary>
-    private double CalibrateMargin(DefenseOptions configured, TokenReference reference, EvaluationSet calibrationSet, double rate) =>
-        CheckMargin.For(margin =>
-        {
-            var o = configured.Clone();
-            o.VerifyMargin = margin;
-            return DefenseScoring.Defended(new TokenPatchDefense(tokens, reference, o), calibrationSet, DefenseMode.Mitigate, settings.Seed).CheckRecovered ?? 0;
-        }, calibrationSet.Count, rate);
 
-    private void Sweep(List<EvaluationRow> rows, EvaluationSet clean, Dictionary<int, PatchedSet> perImage, TokenReference reference, EvaluationSet calibrationSet)
+    private void Sweep(List<EvaluationRow> rows, EvaluationSet clean, Dictionary<int, PatchedSet> perImage, TokenReference reference, EvaluationSet calibrationSet, double? configuredMargin)
     {
         log.WriteLine("sweep: score x window x K x neutralisation");
         var baseline = DefenseScoring.Undefended(classifier, clean).Accuracy;
@@ -307,6 +311,7 @@ public sealed class DefenseEvaluation(
                         var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens{(onlyOver ? ", only over threshold" : "")}) K={k} {TokenPatchDefense.Name(neutralization)}"
                             + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "")
                             + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" + (group > 1 ? $" in groups of {group}" : "") : "");
+                        o.VerifyMargin = configuredMargin;
                         if (checkWindows > 0 && cleanRate > 0)
                         {
                             o.VerifyMargin = CalibrateMargin(o, reference, calibrationSet, cleanRate);

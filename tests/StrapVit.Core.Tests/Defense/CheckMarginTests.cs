@@ -26,10 +26,23 @@ public sealed class CheckMarginTests
         Assert.Equal(0, CheckMargin.For(Replaced, 80, 0.1));   // 8 of 80 replaced, 8 allowed
 
     [Fact]
-    public void A_check_that_always_replaces_gets_the_largest_margin() =>
-        Assert.Equal(CheckMargin.Max, CheckMargin.For(_ => 5, 10, 0.1));
+    public void A_check_that_replaces_at_every_margin_is_refused_rather_than_given_one_that_fails()
+    {
+        var tried = new List<double>();
+        var ex = Assert.Throws<InvalidOperationException>(() => CheckMargin.For(m => { tried.Add(m); return 5; }, 10, 0.1));
+        Assert.Contains("Defense:VerifyWindows = 0", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(CheckMargin.Max, tried.Max());
+    }
 
     [Fact]
-    public void A_rate_outside_0_to_1_is_refused() =>
+    public void The_allowed_count_is_the_floor_of_rate_times_images_without_rounding_down_a_whole_number() =>
+        Assert.Equal(0, CheckMargin.For(m => 29, 100, 0.29));   // 0.29 x 100 is 28.999... in doubles
+
+    [Fact]
+    public void A_rate_outside_0_to_1_a_negative_count_or_no_precision_is_refused()
+    {
         Assert.Throws<ArgumentOutOfRangeException>(() => CheckMargin.For(Replaced, 8, 1.0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CheckMargin.For(Replaced, -1, 0.1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CheckMargin.For(Replaced, 8, 0.1, precision: 0));
+    }
 }

@@ -235,8 +235,12 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
     }
 
     [Fact]
-    public void A_negative_check_margin_is_refused() =>
-        Assert.Equal("Defense:VerifyMargin must be >= 0.", new DefenseOptions { VerifyMargin = -0.1 }.Validate());
+    public void A_negative_or_infinite_check_margin_is_refused()
+    {
+        Assert.Equal("Defense:VerifyMargin must be a finite number >= 0.", new DefenseOptions { VerifyMargin = -0.1 }.Validate());
+        Assert.Equal("Defense:VerifyMargin must be a finite number >= 0.", new DefenseOptions { VerifyMargin = double.PositiveInfinity }.Validate());
+        Assert.Null(new DefenseOptions { VerifyMargin = 0 }.Validate());
+    }
 
     [Fact]
     public void A_second_round_view_answers_only_when_it_leads_by_the_margin()
@@ -245,6 +249,9 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
         Assert.Equal(1, TokenPatchDefense.Answer(logits, 0));
         Assert.Equal(1, TokenPatchDefense.Answer(logits, 0.75));   // leads by exactly 0.75
         Assert.Equal(-1, TokenPatchDefense.Answer(logits, 0.76));
+        float[] tie = [1f, 2f, 2f];
+        Assert.Equal(1, TokenPatchDefense.Answer(tie, 0));          // the first of the tied classes, as argmax
+        Assert.Equal(-1, TokenPatchDefense.Answer(tie, 1e-6));      // a tie leads by nothing
     }
 
     /// <summary>Whether logits <paramref name="v"/> answer <paramref name="label"/> ahead of every other class by at least <paramref name="margin"/>.</summary>
