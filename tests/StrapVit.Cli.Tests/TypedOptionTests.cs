@@ -80,6 +80,12 @@ public sealed class TypedOptionTests
         Assert.Equal([1, 2], CliHarness.List<int>(result, "--sweep-k"));
         Assert.Equal([Neutralization.Hybrid, Neutralization.HybridDrop, Neutralization.Drop], CliHarness.List<Neutralization>(result, "--sweep-neutralize"));
         Assert.Equal([0, 0.5, 10], CliHarness.List<double>(result, "--evasion"));
+        var margins = CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b", "--verify-calib", "c", "--verify-clean-rate", "0.01",
+            "--sweep-verify-clean-rate", "0,0.01,0.005");
+        Assert.Empty(margins.Errors);
+        Assert.Equal([0, 0.01, 0.005], CliHarness.List<double>(margins, "--sweep-verify-clean-rate"));
+        Assert.Equal(0.01, margins.GetValue<double>("--verify-clean-rate"));
+        Assert.NotEmpty(CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b", "--verify-clean-rate", "1").Errors);
 
         var certify = CliHarness.Parse("certify-eval", "m", "--images", "a", "--sizes", "4,6", "--strides", "1,2,3");
         Assert.Equal([1, 2, 3], CliHarness.List<int>(certify, "--strides"));
