@@ -55,20 +55,8 @@ public sealed class VerbRunTests : IDisposable
     [Fact]
     public void Calibrate_from_a_folder_of_pngs_writes_a_calibration_and_exits_0()
     {
-        var package = Path.Combine(temp, "package");
-        Directory.CreateDirectory(package);
-        foreach (var file in Directory.GetFiles(RepoPaths.DefaultModel)) File.Copy(file, Path.Combine(package, Path.GetFileName(file)));
-        File.Delete(Path.Combine(package, DefenseCalibration.FileName));
-        var images = Path.Combine(temp, "clean");
-        Directory.CreateDirectory(images);
-        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", "calib-500-images-idx3-ubyte.gz"));
-        var set = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx));
-        for (var i = 0; i < 40; i++)
-        {
-            var image = set.Image(i);
-            File.WriteAllBytes(Path.Combine(images, $"{i:D3}.png"), TestImages.PngFromTensor(image.Data, image.Channels, image.Height, image.Width));
-        }
-
+        var package = UncalibratedPackage();
+        var images = Pngs("clean", "calib-500-images-idx3-ubyte.gz", 40);
         var (exit, stdout, stderr) = CliHarness.Run("calibrate", package, "--images", images, "--bank-size", "64", "--quantile", "0.9");
         Assert.True(exit == 0, stderr);
         var written = Path.Combine(package, DefenseCalibration.FileName);
@@ -81,25 +69,7 @@ public sealed class VerbRunTests : IDisposable
     [Fact]
     public void Calibrate_sets_the_checks_margin_for_its_clean_rate_and_the_service_loads_it()
     {
-        var package = Path.Combine(temp, "package");
-        Directory.CreateDirectory(package);
-        foreach (var file in Directory.GetFiles(RepoPaths.DefaultModel)) File.Copy(file, Path.Combine(package, Path.GetFileName(file)));
-        File.Delete(Path.Combine(package, DefenseCalibration.FileName));
-        string Pngs(string name, string idxName, int count)
-        {
-            var folder = Path.Combine(temp, name);
-            Directory.CreateDirectory(folder);
-            var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", idxName));
-            var set = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx));
-            for (var i = 0; i < count; i++)
-            {
-                var image = set.Image(i);
-                File.WriteAllBytes(Path.Combine(folder, $"{i:D3}.png"), TestImages.PngFromTensor(image.Data, image.Channels, image.Height, image.Width));
-            }
-
-            return folder;
-        }
-
+        var package = UncalibratedPackage();
         // A small bank flags more, so the check disagrees on some of the other clean images.
         var clean = Pngs("clean", "calib-500-images-idx3-ubyte.gz", 40);
         var other = Pngs("other", "tune-500-images-idx3-ubyte.gz", 60);
@@ -131,6 +101,32 @@ public sealed class VerbRunTests : IDisposable
         Assert.True(Replaced(new DefenseOptions { VerifyMargin = check.Margin - 0.002 }, check.Margin - 0.002) > 0, "the margin is not the smallest that keeps to the rate");
         // Counted under other settings, the margin does not carry over: the check keeps PatchCleanser's rule there.
         Replaced(new DefenseOptions { VerifyGroup = 1 }, 0);
+    }
+
+    /// <summary>A copy of the default model's package without its calibration.</summary>
+    private string UncalibratedPackage()
+    {
+        var package = Path.Combine(temp, "package");
+        Directory.CreateDirectory(package);
+        foreach (var file in Directory.GetFiles(RepoPaths.DefaultModel)) File.Copy(file, Path.Combine(package, Path.GetFileName(file)));
+        File.Delete(Path.Combine(package, DefenseCalibration.FileName));
+        return package;
+    }
+
+    /// <summary>The first <paramref name="count"/> images of a sample IDX set as PNG files in a new folder <paramref name="name"/>.</summary>
+    private string Pngs(string name, string idxName, int count)
+    {
+        var folder = Path.Combine(temp, name);
+        Directory.CreateDirectory(folder);
+        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", idxName));
+        var set = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx));
+        for (var i = 0; i < count; i++)
+        {
+            var image = set.Image(i);
+            File.WriteAllBytes(Path.Combine(folder, $"{i:D3}.png"), TestImages.PngFromTensor(image.Data, image.Channels, image.Height, image.Width));
+        }
+
+        return folder;
     }
 
     [Fact]

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
+using StrapVit.Core.Evaluation;
 using StrapVit.Core.Imaging;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
@@ -104,26 +105,10 @@ internal sealed class CalibrateCommand : CliVerb
     private static CheckCalibration CalibrateCheck(TokenSpaceModel model, TokenReference reference, List<ImageTensor> clean, double rate)
     {
         var defaults = new DefenseOptions();
-        var size = clean[0].Size;
-        var pixels = clean.SelectMany(image => image.Data).ToArray();
-        int Replaced(double margin)
-        {
-            var o = defaults.Clone();
-            o.VerifyMargin = margin;
-            var defense = new TokenPatchDefense(model, reference, o);
-            var replaced = 0;
-            for (var start = 0; start < clean.Count; start += 32)
-            {
-                var n = Math.Min(32, clean.Count - start);
-                replaced += defense.Run(pixels.AsSpan(start * size, n * size), n, DefenseMode.Mitigate, Enumerable.Range(start, n).ToArray())
-                    .Count(r => r.Report.Verification?.Outcome == "recovered");
-            }
-
-            return replaced;
-        }
-
-        var margin = CheckMargin.For(Replaced, clean.Count, rate);
-        return new CheckCalibration(margin, rate, clean.Count, Replaced(margin), CheckScope.Of(defaults));
+        // Only the answers the check replaces are counted, so the images need no labels.
+        var set = new EvaluationSet(clean.SelectMany(image => image.Data).ToArray(), new int[clean.Count], clean[0].Size);
+        var (margin, replaced) = CheckMargin.Calibrate(model, reference, defaults, set, rate);
+        return new CheckCalibration(margin, rate, clean.Count, replaced, CheckScope.Of(defaults));
     }
 
     private static string Destination(ModelPackage package, string? cache)

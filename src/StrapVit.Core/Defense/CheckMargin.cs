@@ -1,3 +1,6 @@
+using StrapVit.Core.Evaluation;
+using StrapVit.Core.Inference;
+
 namespace StrapVit.Core.Defense;
 
 /// <summary>
@@ -9,6 +12,28 @@ namespace StrapVit.Core.Defense;
 /// </summary>
 public static class CheckMargin
 {
+    /// <summary>
+    /// The margin for <paramref name="rate"/> (<see cref="For"/>) of the token defense with <paramref name="options"/>
+    /// on <paramref name="clean"/> images (their labels are not read), and how many answers its check replaced there at
+    /// that margin. Image i uses seed <c>seed + i</c>, as in <see cref="DefenseScoring.Defended"/>, which counts them.
+    /// </summary>
+    public static (double Margin, int Replaced) Calibrate(
+        TokenSpaceModel model, TokenReference reference, DefenseOptions options, EvaluationSet clean, double rate, int seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var counted = new Dictionary<double, int>();
+        int ReplacedAt(double margin)
+        {
+            if (counted.TryGetValue(margin, out var known)) return known;
+            var o = options.Clone();
+            o.VerifyMargin = margin;
+            return counted[margin] = DefenseScoring.Defended(new TokenPatchDefense(model, reference, o), clean, DefenseMode.Mitigate, seed).CheckRecovered ?? 0;
+        }
+
+        var margin = For(ReplacedAt, clean.Count, rate);
+        return (margin, ReplacedAt(margin));
+    }
+
     /// <summary>Largest margin tried.</summary>
     public const double Max = 1024;
 

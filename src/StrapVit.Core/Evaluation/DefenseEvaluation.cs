@@ -273,12 +273,7 @@ public sealed class DefenseEvaluation(
 
     /// <summary>The masking-check margin at which the check replaces at most <paramref name="rate"/> of the answers on <paramref name="cleanSet"/> (<see cref="CheckMargin"/>).</summary>
     private double CalibrateMargin(DefenseOptions configured, TokenReference reference, EvaluationSet cleanSet, double rate) =>
-        CheckMargin.For(margin =>
-        {
-            var o = configured.Clone();
-            o.VerifyMargin = margin;
-            return DefenseScoring.Defended(new TokenPatchDefense(tokens, reference, o), cleanSet, DefenseMode.Mitigate, settings.Seed).CheckRecovered ?? 0;
-        }, cleanSet.Count, rate);
+        CheckMargin.Calibrate(tokens, reference, configured, cleanSet, rate, settings.Seed).Margin;
 
     /// <summary>
     /// The grid the defaults are chosen from: score x window x K x neutralisation, each on clean images and every
