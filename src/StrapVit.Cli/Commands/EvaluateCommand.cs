@@ -44,6 +44,10 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<int> window = CliOptions.Number("--window", Defaults.WindowPixels, 0, 100_000, "scoring window in pixels (Defense:WindowPixels)");
     private readonly Option<string> windowWhen = CliOptions.Choice("--window-when", Defaults.WindowOnlyOverThreshold ? "over-threshold" : "always",
         "when the window is flagged: always (whenever anything is flagged, the K minimum included) or over-threshold (only when a token is over its threshold) (Defense:WindowOnlyOverThreshold)", "always", "over-threshold");
+    private readonly Option<double> windowGrow = CliOptions.Number("--window-grow", Defaults.WindowGrowRatio, 0, 1e6, "grow the flagged window by each neighbouring token whose score is at least this share of its threshold (Defense:WindowGrowRatio; 0: no growth)");
+    private readonly ListOption<double> sweepWindowGrow = CliOptions.NumberList("--sweep-window-grow", [Defaults.WindowGrowRatio], 0, 1e6, "window growth ratios of the sweep (Defense:WindowGrowRatio; 0: no growth)");
+    private readonly Option<VerifyRule> verifyRule = new("--verify-rule") { Description = "the masking check's second-round rule (Defense:VerifyRule)", DefaultValueFactory = _ => Defaults.VerifyRule };
+    private readonly ListOption<VerifyRule> sweepVerifyRule = CliOptions.EnumList("--sweep-verify-rule", [Defaults.VerifyRule], "second-round rules of the sweep, for checked configurations");
     private readonly Option<Neutralization> neutralize = new("--neutralize") { Description = "what a flagged token becomes (Defense:Neutralization)", DefaultValueFactory = _ => Defaults.Neutralization };
     private readonly Option<int> bankChoices = CliOptions.Number("--bank-choices", Defaults.BankChoices, 1, 64, "bank entries a neutralised token picks from (Defense:BankChoices)");
     private readonly Option<bool> sweep = new("--sweep") { Description = "also run the grid the defaults are chosen from (run it on the tune split)" };
@@ -96,7 +100,7 @@ internal sealed class EvaluateCommand : CliVerb
         Option[] options =
         [
             images, calib, verifyCalib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
-            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen,
+            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen, windowGrow, sweepWindowGrow, verifyRule, sweepVerifyRule,
             bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
@@ -130,6 +134,8 @@ internal sealed class EvaluateCommand : CliVerb
             SweepVerifyCleanRates = parseResult.GetList(sweepVerifyCleanRate),
             VerifyCleanRate = parseResult.GetValue(verifyCleanRate),
             SweepWindowOnlyOverThreshold = parseResult.GetList(sweepWindowWhen).Select(w => w == "over-threshold").Distinct().ToArray(),
+            SweepWindowGrowRatios = parseResult.GetList(sweepWindowGrow).Distinct().ToArray(),
+            SweepVerifyRules = parseResult.GetList(sweepVerifyRule).Distinct().ToArray(),
             PatchCache = parseResult.GetValue(patchCache),
             StrongSteps = parseResult.GetValue(strongSteps),
             StrongRestarts = parseResult.GetValue(strongRestarts),
@@ -146,6 +152,8 @@ internal sealed class EvaluateCommand : CliVerb
             ThresholdScale = parseResult.GetValue(thresholdScale),
             WindowPixels = parseResult.GetValue(window),
             WindowOnlyOverThreshold = parseResult.GetValue(windowWhen) == "over-threshold",
+            WindowGrowRatio = parseResult.GetValue(windowGrow),
+            VerifyRule = parseResult.GetValue(verifyRule),
             Score = parseResult.GetValue(score),
             Neutralization = parseResult.GetValue(neutralize),
             BankChoices = parseResult.GetValue(bankChoices),
@@ -188,6 +196,21 @@ internal sealed class EvaluateCommand : CliVerb
         sb.AppendLine();
         foreach (var section in report.Rows.GroupBy(r => r.Section))
         {
+            if (section.Key == "losses")
+            {
+                sb.AppendLine("### losses (the default token defense: images answered wrong whose clean version the undefended model answers right)");
+                sb.AppendLine();
+                sb.AppendLine("| scenario | where | images | share of the set | of them right with oracle flags |");
+                sb.AppendLine("|---|---|---|---|---|");
+                foreach (var r in section)
+                {
+                    sb.AppendLine(CultureInfo.InvariantCulture, $"| {r.Scenario} | {r.Defense} | {r.Count} | {r.Accuracy:P2} | {(r.OracleRight is { } right ? right.ToString(CultureInfo.InvariantCulture) : "-")} |");
+                }
+
+                sb.AppendLine();
+                continue;
+            }
+
             sb.AppendLine(CultureInfo.InvariantCulture, $"### {section.Key}");
             sb.AppendLine();
             sb.AppendLine("| scenario | defense | accuracy | on fooled images | images flagged | tokens flagged | patch coverage (mean / median) | top token on patch | attack success (undefended) |");

@@ -67,6 +67,19 @@ public enum Neutralization
     HybridDrop,
 }
 
+/// <summary>When a window that changed the answer passes the masking check's second round (<see cref="DefenseOptions.VerifyRule"/>).</summary>
+public enum VerifyRule
+{
+    /// <summary>Every pair view gives the window's answer, by <see cref="DefenseOptions.VerifyMargin"/> (PatchCleanser's second round).</summary>
+    Unanimous,
+
+    /// <summary>
+    /// No pair view gives the defended answer: its logit stays more than <see cref="DefenseOptions.VerifyMargin"/> under
+    /// the view's top logit. A view that answers a third class, or the window's answer narrowly, does not stop it.
+    /// </summary>
+    Veto,
+}
+
 /// <summary>Token-space transforms of STRAP-ViT's mitigation phase.</summary>
 [Flags]
 public enum TokenTransforms
@@ -118,6 +131,14 @@ public sealed class DefenseOptions
     /// </summary>
     public bool WindowOnlyOverThreshold { get; set; }
 
+    /// <summary>
+    /// Grow the flagged window by each neighbouring token (8-adjacent, outside it) whose score is at least this share of
+    /// its threshold (0: no growth). A 6-pixel patch on 4-pixel tokens spans 3 tokens in a row or column almost half the
+    /// time, one more than the 2x2 window; the strip it leaves outside the window raises that token's score, often
+    /// without crossing the threshold (<see cref="TokenSelection"/>).
+    /// </summary>
+    public double WindowGrowRatio { get; set; }
+
     /// <summary>The window's side in tokens for tokens of <paramref name="tokenSize"/> pixels: the budget over the token size, rounded, at least 1.</summary>
     public int WindowTokens(int tokenSize) => WindowPixels <= 0 ? 0 : TokensFor(WindowPixels, tokenSize);
 
@@ -166,6 +187,13 @@ public sealed class DefenseOptions
     /// runs the settings it was calibrated under (<see cref="CheckScope"/>, applied by <see cref="DefenseLoader"/>), else 0.
     /// </summary>
     public double? VerifyMargin { get; set; }
+
+    /// <summary>
+    /// The second round's rule: <see cref="VerifyRule.Unanimous"/> (the default) or <see cref="VerifyRule.Veto"/>. Either
+    /// way a window that hides a patch meets, among its partners, the window over the patch; when that view gives the
+    /// defended answer, the window fails. Veto passes a window whose pair views merely disagree among themselves.
+    /// </summary>
+    public VerifyRule VerifyRule { get; set; }
 
     /// <summary>
     /// The patch budget, in pixels, that sizes the masking check's windows (<see cref="VerifyWindowTokens"/> on a side);
@@ -249,6 +277,7 @@ public sealed class DefenseOptions
         : VerifyGroup is < 1 or > 16 ? "Defense:VerifyGroup must be in [1, 16]."
         : VerifyWindowPixels < 0 ? "Defense:VerifyWindowPixels must be >= 0."
         : VerifyMargin is double margin && !(double.IsFinite(margin) && margin >= 0) ? "Defense:VerifyMargin must be a finite number >= 0."
+        : !(double.IsFinite(WindowGrowRatio) && WindowGrowRatio >= 0) ? "Defense:WindowGrowRatio must be a finite number >= 0."
         : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."
         : Transforms == TokenTransforms.None ? "Defense:Transforms must name at least one transform."
         : !(ShrinkMin >= 0 && ShrinkMin <= ShrinkMax && ShrinkMax < 1) ? "Defense:ShrinkMin..ShrinkMax must satisfy 0 <= min <= max < 1."

@@ -161,7 +161,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             }
 
             reports[i] = new VerificationReport(rounds[i], partners[i].Length, side, side, forwards[i], outcome,
-                chosen >= 0 ? partners[i][chosen].Select(k => k - first).ToArray() : null) { Group = group, Margin = options.VerifyMargin ?? 0 };
+                chosen >= 0 ? partners[i][chosen].Select(k => k - first).ToArray() : null) { Group = group, Margin = options.VerifyMargin ?? 0, Rule = options.VerifyRule == VerifyRule.Veto ? "veto" : "unanimous" };
         }
 
         return reports;
@@ -210,7 +210,10 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             for (var v = 0; v < asked.Count; v++)
             {
                 var (i, m, j) = asked[v];
-                var answer = Answer(logits.AsSpan(v * classes, classes), options.VerifyMargin ?? 0);
+                var view = logits.AsSpan(v * classes, classes);
+                var answer = options.VerifyRule == VerifyRule.Veto
+                    ? (Sides(view, defended[i], options.VerifyMargin ?? 0) ? defended[i] : firstRound[i][m])
+                    : Answer(view, options.VerifyMargin ?? 0);
                 answers[(i, m, j)] = answer;
                 forwards[i]++;
                 if (answer != firstRound[i][m]) failed.Add((i, m));
@@ -230,6 +233,18 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         }
 
         return logits[top] - second >= margin ? top : -1;
+    }
+
+    /// <summary>Whether a view sides with <paramref name="defended"/>: its logit is within <paramref name="margin"/> of the view's top (at the top when 0).</summary>
+    internal static bool Sides(ReadOnlySpan<float> logits, int defended, double margin)
+    {
+        var top = float.NegativeInfinity;
+        for (var c = 0; c < logits.Length; c++)
+        {
+            if (c != defended && logits[c] > top) top = logits[c];
+        }
+
+        return logits[defended] >= top - margin;
     }
 
     private static int[] Hide(IReadOnlyCollection<int> dropped, params int[][] windows) => dropped.Concat(windows.SelectMany(w => w)).Distinct().ToArray();
@@ -263,7 +278,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         reference.Score(image, scores, options.Score, grid.First, nearest);
         var thresholds = reference.ThresholdsFor(options.Score);
         var (flagged, above) = TokenSelection.Select(scores, thresholds, candidates, options.MinTokens,
-            options.ThresholdScale, options.WindowTokens(grid.TokenSize), grid.Rows, grid.Cols, options.WindowOnlyOverThreshold);
+            options.ThresholdScale, options.WindowTokens(grid.TokenSize), grid.Rows, grid.Cols, options.WindowOnlyOverThreshold, options.WindowGrowRatio);
         var over = flagged.Where(k => scores[k] > thresholds[k] * options.ThresholdScale).ToHashSet();
         return new Detection(flagged, above, nearest, over);
     }

@@ -28,11 +28,15 @@ public static class TokenSelection
     /// <paramref name="window"/> square on the <paramref name="rows"/> x <paramref name="cols"/> grid with the largest
     /// sum of score-to-threshold ratios. A patch covers a block of neighbouring tokens, some of them only a little
     /// over or under threshold; flagging the block around the strongest evidence covers them. Candidates are the
-    /// grid's cells in row-major order (candidate i is cell i).
+    /// grid's cells in row-major order (candidate i is cell i). With <paramref name="growRatio"/> above 0 the window
+    /// then grows by each token of the ring around it (its 8-neighbours outside it) whose score-to-threshold ratio is
+    /// at least <paramref name="growRatio"/>: hysteresis, as an edge detector keeps weak edges next to strong ones. A
+    /// patch that straddles one more token than the window is wide leaves a strip in that ring whose ratio is raised
+    /// without crossing the threshold.
     /// </summary>
     public static (int[] Flagged, int AboveThreshold) Select(
         ReadOnlySpan<double> scores, ReadOnlySpan<float> thresholds, IReadOnlyList<int> candidates, int minTokens, double scale,
-        int window, int rows, int cols, bool onlyOverThreshold = false)
+        int window, int rows, int cols, bool onlyOverThreshold = false, double growRatio = 0)
     {
         var ratios = Ratios(scores, thresholds, candidates, scale);
         var (flagged, above) = Select(ratios, candidates, minTokens);
@@ -50,7 +54,37 @@ public static class TokenSelection
             if (set.Add(candidates[cell])) result.Add(candidates[cell]);
         }
 
+        if (growRatio > 0)
+        {
+            foreach (var cell in Ring(strongest, rows, cols).Where(c => ratios[c] >= growRatio).OrderByDescending(c => ratios[c]).ThenBy(c => c))
+            {
+                if (set.Add(candidates[cell])) result.Add(candidates[cell]);
+            }
+        }
+
         return (result.ToArray(), above);
+    }
+
+    /// <summary>The cells 8-adjacent to <paramref name="window"/> on a <paramref name="rows"/> x <paramref name="cols"/> grid and not in it, row-major.</summary>
+    internal static int[] Ring(IReadOnlyCollection<int> window, int rows, int cols)
+    {
+        var inside = window.ToHashSet();
+        var ring = new SortedSet<int>();
+        foreach (var cell in window)
+        {
+            int r = cell / cols, c = cell % cols;
+            for (var dr = -1; dr <= 1; dr++)
+            {
+                for (var dc = -1; dc <= 1; dc++)
+                {
+                    int rr = r + dr, cc = c + dc;
+                    if (rr < 0 || rr >= rows || cc < 0 || cc >= cols || inside.Contains((rr * cols) + cc)) continue;
+                    ring.Add((rr * cols) + cc);
+                }
+            }
+        }
+
+        return ring.ToArray();
     }
 
     /// <summary>Each candidate's score over its scaled threshold.</summary>

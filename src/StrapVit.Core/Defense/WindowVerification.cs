@@ -110,4 +110,7 @@ public sealed record VerificationReport(int Windows, int Partners, int WindowRow
 
     /// <summary>Logit margin by which every second-round view had to give a window's answer for it to pass (Defense:VerifyMargin, or the calibration's for its clean replacement rate; 0: PatchCleanser's rule).</summary>
     public double Margin { get; init; }
+
+    /// <summary>The second round's rule (Defense:VerifyRule): "unanimous" (every pair view gives the window's answer by the margin) or "veto" (no pair view gives the defended answer within it).</summary>
+    public string Rule { get; init; } = "unanimous";
 }

@@ -45,6 +45,12 @@ public sealed record EvaluationSettings
     /// <summary>Window triggers of the sweep: false (whenever anything is flagged) and/or true (only over threshold).</summary>
     public bool[] SweepWindowOnlyOverThreshold { get; init; } = [false];
 
+    /// <summary>Window growth ratios of the sweep (<see cref="DefenseOptions.WindowGrowRatio"/>; 0: none), for configurations with a window.</summary>
+    public double[] SweepWindowGrowRatios { get; init; } = [0];
+
+    /// <summary>Second-round rules of the sweep (<see cref="DefenseOptions.VerifyRule"/>), for checked configurations.</summary>
+    public VerifyRule[] SweepVerifyRules { get; init; } = [VerifyRule.Unanimous];
+
     /// <summary>Second-round partner counts of the sweep (<see cref="DefenseOptions.VerifyPartners"/>), for checked configurations.</summary>
     public int[] SweepVerifyPartners { get; init; } = [new DefenseOptions().VerifyPartners];
 
@@ -123,6 +129,12 @@ public sealed record EvaluationRow(string Section, string Scenario, string Defen
 
     /// <summary>Mean masked encoder runs of the masking check per image; null without a check.</summary>
     public double? CheckForwards { get; init; }
+
+    /// <summary>Loss rows: how many images fall in the row's category.</summary>
+    public int? Count { get; init; }
+
+    /// <summary>Loss rows of patched images: of <see cref="Count"/>, how many the same neutralisation of the true patch's tokens (oracle flags) answers right.</summary>
+    public int? OracleRight { get; init; }
 
     /// <summary>
     /// Adaptive rows: one character per image of the subset, in order, <c>1</c> where the answer was right: so that
@@ -207,12 +219,19 @@ public sealed class DefenseEvaluation(
                     var randomFlags = counts.Select(c => RandomTokens(random, c)).ToArray();
                     var randomScore = DefenseScoring.WithFlags(token, set, i => randomFlags[i], seed, classifier.ClassCount);
                     rows.Add(Row("token, random flags", randomScore) with { Flagged = null, TokensFlagged = s.TokensFlagged });
+                    rows.AddRange(Losses(LossScenario(section, scenario), s, cleanCorrect, oracle));
+                }
+                else if (name == "token")
+                {
+                    rows.AddRange(Losses(LossScenario(section, scenario), s, cleanCorrect, null));
                 }
             }
 
             log.WriteLine($"  {section} / {scenario}: " + string.Join(", ", rows.Where(r => r.Section == section && r.Scenario == scenario)
                 .Select(r => $"{r.Defense} {r.Accuracy:P1}" + (r.OnAttacked is { } a ? $" (attacked {a:P1})" : "")
                     + (CheckNote(r.CheckRecovered, r.CheckRecoveredCorrect) is { } note ? $" [{note}]" : ""))));
+            log.WriteLine("    losses: " + string.Join("; ", rows.Where(r => r.Section == "losses" && r.Scenario == LossScenario(section, scenario))
+                .Select(r => $"{r.Defense["token: ".Length..]} {r.Count}" + (r.OracleRight is { } right ? $" (oracle right on {right})" : ""))));
         }
 
         log.WriteLine($"clean ({test.Count} images)");
@@ -255,6 +274,44 @@ public sealed class DefenseEvaluation(
             Stopwatch.GetElapsedTime(started).TotalSeconds);
     }
 
+    /// <summary>
+    /// Where the defense loses: the images it answers wrong whose clean version the undefended model answers right, by
+    /// what the detector found (on a patched image: the patch's tokens all flagged, some, none; on a clean image: a token
+    /// over threshold or only the forced K minimum and window) and by the masking check's outcome ("agreed": no window
+    /// changed the answer; "kept": some did, none passed its second round; "recovered": it replaced the answer, here
+    /// wrongly). Each row's accuracy is the category's share of the set; a last row counts the images gained the other way.
+    /// </summary>
+    internal static IEnumerable<EvaluationRow> Losses(string scenario, DefenseScore s, bool[] cleanCorrect, DefenseScore? oracle)
+    {
+        var n = s.Correct.Length;
+        var lost = Enumerable.Range(0, n).Where(i => cleanCorrect[i] && !s.Correct[i]).ToArray();
+        foreach (var category in lost.GroupBy(i => Category(s.Images[i])).OrderBy(g => g.Key, StringComparer.Ordinal))
+        {
+            yield return new EvaluationRow("losses", scenario, $"token: {category.Key}", category.Count() / (double)n, null, null, null)
+            {
+                Count = category.Count(),
+                OracleRight = oracle is null ? null : category.Count(i => oracle.Correct[i]),
+            };
+        }
+
+        var gained = Enumerable.Range(0, n).Count(i => !cleanCorrect[i] && s.Correct[i]);
+        yield return new EvaluationRow("losses", scenario, "token: gained (clean answered wrong, defended right)", gained / (double)n, null, null, null) { Count = gained };
+    }
+
+    private static string LossScenario(string section, string scenario) => section == scenario ? scenario : $"{section} {scenario}";
+
+    private static string Category(ImageOutcome o)
+    {
+        var found = o.Coverage switch
+        {
+            null => o.Above > 0 ? "a token over threshold" : "no token over threshold",
+            >= 1 - 1e-9 => "patch flagged whole",
+            > 0 => "patch flagged in part",
+            _ => "patch missed",
+        };
+        return $"{found}, check {o.Check ?? "off"}";
+    }
+
     /// <summary>Token indices whose cell shares a pixel with the patch.</summary>
     private int[] OracleTokens(PatchPlacement patch) =>
         Enumerable.Range(0, tokens.GridRows * tokens.GridCols)
@@ -290,22 +347,24 @@ public sealed class DefenseEvaluation(
         // Bank choices vary only the neutralisations that pick from the bank, partner counts only a check that runs.
         var neutralizations = settings.SweepNeutralizations
             .SelectMany(n => n is Neutralization.Bank or Neutralization.Hybrid ? settings.SweepBankChoices.Select(c => (n, c)) : [(n, 1)]).ToArray();
-        var checks = settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1, 1, 0.0)]
-            : settings.SweepVerifyPartners.SelectMany(p => settings.SweepVerifyGroups.SelectMany(g => settings.SweepVerifyCleanRates.Select(r => (v, p, g, r))))).ToArray();
+        var checks = settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1, 1, 0.0, VerifyRule.Unanimous)]
+            : settings.SweepVerifyPartners.SelectMany(p => settings.SweepVerifyGroups.SelectMany(g => settings.SweepVerifyCleanRates
+                .SelectMany(r => settings.SweepVerifyRules.Select(rule => (v, p, g, r, rule)))))).ToArray();
         foreach (var score in settings.SweepScores)
         {
-            foreach (var (window, onlyOver) in settings.SweepWindows.SelectMany(w => (w == 0 ? [false] : settings.SweepWindowOnlyOverThreshold).Select(x => (w, x))))
+            foreach (var (window, onlyOver, grow) in settings.SweepWindows.SelectMany(w => (w == 0 ? [false] : settings.SweepWindowOnlyOverThreshold)
+                .SelectMany(x => (w == 0 ? [0.0] : settings.SweepWindowGrowRatios).Select(g => (w, x, g)))))
             {
                 foreach (var k in settings.SweepK)
                 {
-                    foreach (var ((neutralization, choices), (checkWindows, partners, group, cleanRate)) in neutralizations.SelectMany(n => checks.Select(c => (n, c))))
+                    foreach (var ((neutralization, choices), (checkWindows, partners, group, cleanRate, rule)) in neutralizations.SelectMany(n => checks.Select(c => (n, c))))
                     {
                         var o = options.Clone();
-                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.WindowOnlyOverThreshold) =
-                            (score, window, k, neutralization, choices, checkWindows, partners, group, onlyOver);
-                        var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens{(onlyOver ? ", only over threshold" : "")}) K={k} {TokenPatchDefense.Name(neutralization)}"
+                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.WindowOnlyOverThreshold, o.WindowGrowRatio, o.VerifyRule) =
+                            (score, window, k, neutralization, choices, checkWindows, partners, group, onlyOver, grow, rule);
+                        var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens{(onlyOver ? ", only over threshold" : "")}{(grow > 0 ? $", grown at {grow.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)}" : "")}) K={k} {TokenPatchDefense.Name(neutralization)}"
                             + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "")
-                            + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" + (group > 1 ? $" in groups of {group}" : "") : "");
+                            + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" + (group > 1 ? $" in groups of {group}" : "") + (rule == VerifyRule.Veto ? " by veto" : "") : "");
                         o.VerifyMargin = configuredMargin;
                         if (checkWindows > 0 && cleanRate > 0)
                         {

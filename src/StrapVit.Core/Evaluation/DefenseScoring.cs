@@ -30,6 +30,9 @@ public sealed record DefenseScore(double Accuracy, double Flagged, double? Cover
     /// <summary>Mean masked encoder runs of the masking check per image (its cost in classifications); null without a check.</summary>
     public double? CheckForwards { get; init; }
 
+    /// <summary>Per image: what the defense saw and did (empty for the undefended and fixed-flag scores).</summary>
+    public IReadOnlyList<ImageOutcome> Images { get; init; } = [];
+
     /// <summary>Accuracy over the images selected by <paramref name="include"/>; null when it selects none (no NaN: the results are written as JSON).</summary>
     public double? AccuracyOn(IReadOnlyList<bool> include)
     {
@@ -37,6 +40,9 @@ public sealed record DefenseScore(double Accuracy, double Flagged, double? Cover
         return n == 0 ? null : Enumerable.Range(0, Correct.Length).Count(i => include[i] && Correct[i]) / (double)n;
     }
 }
+
+/// <summary>One image under the defense: the share of its patch covered by flagged tokens (null when clean), tokens over threshold, and the masking check's outcome (null without a check).</summary>
+public sealed record ImageOutcome(double? Coverage, int Above, string? Check);
 
 /// <summary>Runs a defense (or none) over an evaluation set and scores it.</summary>
 public static class DefenseScoring
@@ -89,6 +95,7 @@ public static class DefenseScoring
             MedianCoverage = coverage is null ? null : Median(coverage),
             TopInPatch = top,
             TokensFlagged = results.Average(r => r.Report.FlaggedTokens.Count),
+            Images = results.Select((r, i) => new ImageOutcome(coverage?[i], r.Report.FlaggedAboveThreshold, r.Report.Verification?.Outcome)).ToArray(),
         };
     }
 

@@ -37,4 +37,48 @@ public sealed class DefenseScoreTests
         using var json = JsonDocument.Parse(JsonSerializer.Serialize(row, CamelCase));
         Assert.Equal("0110", json.RootElement.GetProperty("correctImages").GetString());
     }
+
+    [Fact]
+    public void Losses_count_the_images_lost_to_the_defense_by_what_it_found_and_what_the_check_did()
+    {
+        // Six patched images. Clean: right on 0-4, wrong on 5. Defended: wrong on 0, 1, 2, 3; right on 4 and 5.
+        bool[] clean = [true, true, true, true, true, false];
+        var defended = new DefenseScore(2 / 6.0, 0.5, 0.5, [false, false, false, false, true, true])
+        {
+            Images =
+            [
+                new ImageOutcome(1.0, 2, "kept"),      // 0: patch flagged whole
+                new ImageOutcome(0.0, 0, "agreed"),    // 1: missed
+                new ImageOutcome(0.25, 1, "kept"),     // 2: in part
+                new ImageOutcome(0.0, 0, "agreed"),    // 3: missed
+                new ImageOutcome(0.0, 0, "recovered"), // 4: right, not a loss
+                new ImageOutcome(1.0, 3, "agreed"),    // 5: gained
+            ],
+        };
+        var oracle = new DefenseScore(5 / 6.0, 0, 1.0, [true, true, false, true, true, true]);
+
+        var rows = DefenseEvaluation.Losses("6x6", defended, clean, oracle).ToArray();
+
+        Assert.Equal(
+            [("token: patch flagged in part, check kept", 1, 0), ("token: patch flagged whole, check kept", 1, 1), ("token: patch missed, check agreed", 2, 2)],
+            rows[..^1].Select(r => (r.Defense, r.Count!.Value, r.OracleRight!.Value)).ToArray());
+        Assert.Equal(2 / 6.0, rows[2].Accuracy, 12);
+        Assert.Equal(("token: gained (clean answered wrong, defended right)", 1), (rows[^1].Defense, rows[^1].Count!.Value));
+        Assert.All(rows, r => Assert.Equal(("losses", "6x6"), (r.Section, r.Scenario)));
+    }
+
+    [Fact]
+    public void Clean_losses_are_split_by_a_token_over_threshold_and_have_no_oracle()
+    {
+        var defended = new DefenseScore(0.5, 0.5, null, [false, false])
+        {
+            Images = [new ImageOutcome(null, 0, "recovered"), new ImageOutcome(null, 2, null)],
+        };
+
+        var rows = DefenseEvaluation.Losses("clean", defended, [true, true], null).ToArray();
+
+        Assert.Equal(["token: a token over threshold, check off", "token: no token over threshold, check recovered"], rows[..^1].Select(r => r.Defense).ToArray());
+        Assert.All(rows, r => Assert.Null(r.OracleRight));
+        Assert.Equal(0, rows[^1].Count);
+    }
 }

@@ -232,6 +232,42 @@ public sealed class TokenBankTests
     }
 
     [Fact]
+    public void The_ring_of_a_window_is_its_eight_neighbours_inside_the_grid()
+    {
+        // 2x2 window at the top-left of a 4x4 grid: cells 0,1,4,5. Its ring, written out by hand: (0,2) (1,2) (2,0) (2,1) (2,2).
+        Assert.Equal([2, 6, 8, 9, 10], TokenSelection.Ring([0, 1, 4, 5], 4, 4));
+        // In the middle of a 5x5 grid the ring of a 2x2 window at (1,1) has 4 * 3 = 12 cells: rows 0-3, cols 0-3, less the window.
+        int[] ring = TokenSelection.Ring([6, 7, 11, 12], 5, 5);
+        Assert.Equal(12, ring.Length);
+        Assert.All(ring, c => Assert.True(c / 5 <= 3 && c % 5 <= 3 && !new[] { 6, 7, 11, 12 }.Contains(c)));
+    }
+
+    [Theory]
+    [InlineData(0.0, new[] { 7, 8, 12, 13 })]          // no growth: the window alone
+    [InlineData(0.55, new[] { 7, 8, 9, 12, 13, 19 })]  // (1,3) at 0.8 and (3,3) at 0.6 join
+    [InlineData(0.7, new[] { 7, 8, 9, 12, 13 })]       // only (1,3); (1,4) at 0.85 is two cells away and never joins
+    [InlineData(0.9, new[] { 7, 8, 12, 13 })]          // nothing in the ring reaches 0.9
+    public void A_grown_window_takes_the_neighbours_over_the_growth_ratio_and_nothing_further(double grow, int[] expected)
+    {
+        // A 5x5 grid after a class token at index 0 (candidate = cell + 1); thresholds 1, so scores are ratios.
+        var scores = new double[26];
+        scores[1 + 6] = 3.0;   // (1,1), over threshold
+        scores[1 + 7] = 0.9;   // (1,2)
+        scores[1 + 11] = 0.6;  // (2,1)
+        scores[1 + 12] = 0.8;  // (2,2): the window is (1,1)-(2,2), ratio sum 5.3
+        scores[1 + 8] = 0.8;   // (1,3): in its ring
+        scores[1 + 18] = 0.6;  // (3,3): in its ring, diagonally
+        scores[1 + 9] = 0.85;  // (1,4): outside the ring
+        var thresholds = Enumerable.Repeat(1f, 26).ToArray();
+        var candidates = Enumerable.Range(1, 25).ToArray();
+
+        var (flagged, above) = TokenSelection.Select(scores, thresholds, candidates, minTokens: 0, scale: 1, window: 2, rows: 5, cols: 5, growRatio: grow);
+
+        Assert.Equal(1, above);
+        Assert.Equal(expected, flagged.Order().ToArray());
+    }
+
+    [Fact]
     public void Replacement_neutralisations_write_a_clean_token_and_cut_the_gradient()
     {
         var bank = RandomBank(entries: 30, positions: 3, neighbors: 2, seed: 8);

@@ -1,5 +1,7 @@
 using StrapVit.Core.Defense;
+using StrapVit.Core.Tests.Gradients;
 using StrapVit.Core.Inference;
+using StrapVit.Core.Models;
 
 namespace StrapVit.Core.Tests.Defense;
 
@@ -158,17 +160,20 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
     /// windows alone would not (which grouping accepts, and which is checked here on its own view).
     /// </summary>
     [Theory]
-    [InlineData(1, 0.0)]
-    [InlineData(2, 0.0)]
-    [InlineData(4, 0.0)]
-    [InlineData(1, 2.0)]
-    [InlineData(3, 2.0)]
-    public void Grouped_and_staged_the_check_decides_as_the_rule_computed_view_by_view(int group, double margin)
+    [InlineData(1, 0.0, VerifyRule.Unanimous)]
+    [InlineData(2, 0.0, VerifyRule.Unanimous)]
+    [InlineData(4, 0.0, VerifyRule.Unanimous)]
+    [InlineData(1, 2.0, VerifyRule.Unanimous)]
+    [InlineData(3, 2.0, VerifyRule.Unanimous)]
+    [InlineData(1, 0.0, VerifyRule.Veto)]
+    [InlineData(3, 0.0, VerifyRule.Veto)]
+    [InlineData(3, 2.0, VerifyRule.Veto)]
+    public void Grouped_and_staged_the_check_decides_as_the_rule_computed_view_by_view(int group, double margin, VerifyRule rule)
     {
         const int n = 30, windows = 4, partnerCount = 6;
         var pixels = PatchedImages(n);
         var seeds = Enumerable.Range(0, n).ToArray();
-        var options = new DefenseOptions { VerifyWindows = windows, VerifyPartners = partnerCount, VerifyGroup = group, VerifyMargin = margin };
+        var options = new DefenseOptions { VerifyWindows = windows, VerifyPartners = partnerCount, VerifyGroup = group, VerifyMargin = margin, VerifyRule = rule };
         var plainOptions = options.Clone();
         plainOptions.VerifyWindows = 0;
         var results = new TokenPatchDefense(_model, _reference, options).Run(pixels, n, DefenseMode.Mitigate, seeds);
@@ -185,12 +190,16 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
                 .Select(w => w.Select(c => c + first).ToArray()).ToArray();
             var defended = ArgMax(baseline[i].Logits);
             var one = Enumerable.Range(0, windows).Select(m => View(cells[m])).ToArray();
-            // PatchCleanser's rule, each second-round view holding only with the window's answer by at least the margin.
+            // PatchCleanser's rule, each second-round view holding only with the window's answer by at least the margin;
+            // by veto, each view holding unless the defended answer's logit comes within the margin of its best other.
             int Chosen(double needed)
             {
                 foreach (var m in Enumerable.Range(0, windows).Where(m => ArgMax(one[m]) != defended))
                 {
-                    if (Enumerable.Range(0, cells.Length).All(j => j == m || Holds(View(cells[m], cells[j]), ArgMax(one[m]), needed))) return m;
+                    bool Held(float[] v) => rule == VerifyRule.Veto
+                        ? Enumerable.Range(0, v.Length).Where(c => c != defended).Max(c => v[c]) - v[defended] > needed
+                        : Holds(v, ArgMax(one[m]), needed);
+                    if (Enumerable.Range(0, cells.Length).All(j => j == m || Held(View(cells[m], cells[j])))) return m;
                 }
 
                 return -1;
@@ -223,7 +232,7 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
         }
 
         Assert.True(recovered > 0, "no image exercised the second round");
-        if (margin > 0) Assert.True(tightened > 0, "the margin changed no decision");
+        if (margin > 0 && rule == VerifyRule.Unanimous) Assert.True(tightened > 0, "the margin changed no decision");
         Assert.True(masked <= n / 5, $"{masked} of {n} decisions changed by grouping");
     }
 
@@ -243,6 +252,25 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
     }
 
     [Fact]
+    public void A_negative_or_infinite_window_growth_ratio_is_refused()
+    {
+        Assert.Equal("Defense:WindowGrowRatio must be a finite number >= 0.", new DefenseOptions { WindowGrowRatio = -0.5 }.Validate());
+        Assert.Equal("Defense:WindowGrowRatio must be a finite number >= 0.", new DefenseOptions { WindowGrowRatio = double.NaN }.Validate());
+        Assert.Null(new DefenseOptions { WindowGrowRatio = 0.7 }.Validate());
+    }
+
+    [Fact]
+    public void The_shipped_check_margin_holds_for_the_defaults_and_not_for_a_grown_window()
+    {
+        // The calibration files were written before WindowGrowRatio existed: the missing field reads as 0, the default.
+        var package = ModelPackage.Load(GradientTestData.EmbeddedModelDir);
+        var check = DefenseCalibration.Load(Path.Combine(package.Directory, DefenseCalibration.FileName), package).Check!;
+
+        Assert.Equal(CheckScope.Of(new DefenseOptions()), check.Scope);
+        Assert.NotEqual(CheckScope.Of(new DefenseOptions { WindowGrowRatio = 0.7 }), check.Scope);
+    }
+
+    [Fact]
     public void A_second_round_view_answers_only_when_it_leads_by_the_margin()
     {
         float[] logits = [0.5f, 3.0f, 2.25f, -1f];
@@ -252,6 +280,17 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
         float[] tie = [1f, 2f, 2f];
         Assert.Equal(1, TokenPatchDefense.Answer(tie, 0));          // the first of the tied classes, as argmax
         Assert.Equal(-1, TokenPatchDefense.Answer(tie, 1e-6));      // a tie leads by nothing
+    }
+
+    [Fact]
+    public void By_veto_a_view_sides_with_the_defended_answer_when_it_comes_within_the_margin_of_the_top()
+    {
+        float[] logits = [0.5f, 3.0f, 2.25f, -1f];
+        Assert.True(TokenPatchDefense.Sides(logits, 1, 0));        // the top itself
+        Assert.False(TokenPatchDefense.Sides(logits, 2, 0));       // 0.75 under the top
+        Assert.True(TokenPatchDefense.Sides(logits, 2, 0.75));     // exactly the margin under it
+        Assert.False(TokenPatchDefense.Sides(logits, 2, 0.74));
+        Assert.False(TokenPatchDefense.Sides(logits, 3, 3.9));     // 4 under
     }
 
     /// <summary>Whether logits <paramref name="v"/> answer <paramref name="label"/> ahead of every other class by at least <paramref name="margin"/>.</summary>
