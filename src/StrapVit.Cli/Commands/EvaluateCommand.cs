@@ -48,6 +48,10 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly ListOption<double> sweepWindowGrow = CliOptions.NumberList("--sweep-window-grow", [Defaults.WindowGrowRatio], 0, 1e6, "window growth ratios of the sweep (Defense:WindowGrowRatio; 0: no growth)");
     private readonly Option<VerifyRule> verifyRule = new("--verify-rule") { Description = "the masking check's second-round rule (Defense:VerifyRule)", DefaultValueFactory = _ => Defaults.VerifyRule };
     private readonly ListOption<VerifyRule> sweepVerifyRule = CliOptions.EnumList("--sweep-verify-rule", [Defaults.VerifyRule], "second-round rules of the sweep, for checked configurations");
+    private readonly Option<string> verifyComplete = CliOptions.Choice("--verify-complete", Defaults.VerifyComplete ? "on" : "off",
+        "when no window passes the masking check's second round, take the first disagreeing window next to a token over threshold (Defense:VerifyComplete)", "off", "on");
+    private readonly ListOption<string> sweepVerifyComplete = CliOptions.List("--sweep-verify-complete", [Defaults.VerifyComplete ? "on" : "off"], (string text, out string value) => (value = text) is "off" or "on",
+        "Defense:VerifyComplete values of the sweep, for checked configurations", "off or on");
     private readonly Option<Neutralization> neutralize = new("--neutralize") { Description = "what a flagged token becomes (Defense:Neutralization)", DefaultValueFactory = _ => Defaults.Neutralization };
     private readonly Option<int> bankChoices = CliOptions.Number("--bank-choices", Defaults.BankChoices, 1, 64, "bank entries a neutralised token picks from (Defense:BankChoices)");
     private readonly Option<bool> sweep = new("--sweep") { Description = "also run the grid the defaults are chosen from (run it on the tune split)" };
@@ -100,7 +104,7 @@ internal sealed class EvaluateCommand : CliVerb
         Option[] options =
         [
             images, calib, verifyCalib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
-            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen, windowGrow, sweepWindowGrow, verifyRule, sweepVerifyRule,
+            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen, windowGrow, sweepWindowGrow, verifyRule, sweepVerifyRule, verifyComplete, sweepVerifyComplete,
             bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
@@ -136,6 +140,7 @@ internal sealed class EvaluateCommand : CliVerb
             SweepWindowOnlyOverThreshold = parseResult.GetList(sweepWindowWhen).Select(w => w == "over-threshold").Distinct().ToArray(),
             SweepWindowGrowRatios = parseResult.GetList(sweepWindowGrow).Distinct().ToArray(),
             SweepVerifyRules = parseResult.GetList(sweepVerifyRule).Distinct().ToArray(),
+            SweepVerifyComplete = parseResult.GetList(sweepVerifyComplete).Select(v => v == "on").Distinct().ToArray(),
             PatchCache = parseResult.GetValue(patchCache),
             StrongSteps = parseResult.GetValue(strongSteps),
             StrongRestarts = parseResult.GetValue(strongRestarts),
@@ -154,6 +159,7 @@ internal sealed class EvaluateCommand : CliVerb
             WindowOnlyOverThreshold = parseResult.GetValue(windowWhen) == "over-threshold",
             WindowGrowRatio = parseResult.GetValue(windowGrow),
             VerifyRule = parseResult.GetValue(verifyRule),
+            VerifyComplete = parseResult.GetValue(verifyComplete) == "on",
             Score = parseResult.GetValue(score),
             Neutralization = parseResult.GetValue(neutralize),
             BankChoices = parseResult.GetValue(bankChoices),
@@ -192,7 +198,7 @@ internal sealed class EvaluateCommand : CliVerb
     {
         var sb = new StringBuilder();
         var o0 = report.Options;
-        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.WindowPixels} px, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}, masking check {(o0.VerifyWindows > 0 ? $"of {o0.VerifyWindows} windows{(o0.VerifyWindowPixels > 0 ? $" ({o0.VerifyWindowPixels} px)" : "")} with {o0.VerifyPartners} partners{(o0.VerifyGroup > 1 ? $", first round in groups of {o0.VerifyGroup}" : "")}{(o0.VerifyMargin > 0 ? $", second-round margin {o0.VerifyMargin:F3}" : "")}{(o0.VerifyRule == VerifyRule.Veto ? ", second round by veto" : "")}" : "off")}{(o0.WindowGrowRatio > 0 ? $", window grown at {o0.WindowGrowRatio:0.###}" : "")}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.WindowPixels} px, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}, masking check {(o0.VerifyWindows > 0 ? $"of {o0.VerifyWindows} windows{(o0.VerifyWindowPixels > 0 ? $" ({o0.VerifyWindowPixels} px)" : "")} with {o0.VerifyPartners} partners{(o0.VerifyGroup > 1 ? $", first round in groups of {o0.VerifyGroup}" : "")}{(o0.VerifyMargin > 0 ? $", second-round margin {o0.VerifyMargin:F3}" : "")}{(o0.VerifyRule == VerifyRule.Veto ? ", second round by veto" : "")}{(o0.VerifyComplete ? ", completing a patch flagged in part" : "")}" : "off")}{(o0.WindowGrowRatio > 0 ? $", window grown at {o0.WindowGrowRatio:0.###}" : "")}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
         sb.AppendLine();
         foreach (var section in report.Rows.GroupBy(r => r.Section))
         {

@@ -196,6 +196,14 @@ public sealed class DefenseOptions
     public VerifyRule VerifyRule { get; set; }
 
     /// <summary>
+    /// When no window passes the second round and a token is over its threshold, take the answer of the first disagreeing
+    /// window that touches a token over threshold (shares a cell with one or is 8-adjacent to it), where that window's own
+    /// view gives it by <see cref="VerifyMargin"/>: a patch the flagged window covers only in part leaves its rest there.
+    /// The outcome is <c>completed</c>, and it counts as a replaced answer when the margin is calibrated.
+    /// </summary>
+    public bool VerifyComplete { get; set; }
+
+    /// <summary>
     /// The patch budget, in pixels, that sizes the masking check's windows (<see cref="VerifyWindowTokens"/> on a side);
     /// 0 uses <see cref="WindowPixels"/>, the flagging window's. A window wide enough to hide a whole patch leaves an
     /// attacker no part of it that survives the check's view.

@@ -43,6 +43,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         var dropped = new IReadOnlyCollection<int>[batch];
         var check = mode == DefenseMode.Mitigate && options.VerifyWindows > 0;
         var ratios = new double[batch][];
+        var over = new int[batch][];
         var grid = new TokenGrid(d, first, model.GridRows, model.GridCols, model.Manifest.PatchSize);
         for (var i = 0; i < batch; i++)
         {
@@ -54,10 +55,11 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
                 .Select((k, j) => new AppliedTransform(k - first, steps[j].Select(step => step.Op).ToArray())).ToArray();
             pending[i] = (flagged.Select(k => Flag(k, scores[k])).ToArray(), above, applied, scores[first..].ToArray());
             if (check) ratios[i] = TokenSelection.Ratios(scores, reference.ThresholdsFor(options.Score), candidates, options.ThresholdScale);
+            over[i] = flagged[..above];   // most anomalous first: the tokens over threshold lead
         }
 
         var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, cancellationToken) : model.Encode(tokens, batch, cancellationToken);
-        var verification = check ? Verify(tokens, batch, dropped, ratios, logits, cancellationToken) : null;
+        var verification = check ? Verify(tokens, batch, dropped, ratios, over, logits, cancellationToken) : null;
         var perImageMs = sw.Elapsed.TotalMilliseconds / batch;
         var k2 = logits.Length / batch;
         var modeName = mode == DefenseMode.Detect ? "detect" : "mitigate";
@@ -85,7 +87,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
     /// above 1 the first round hides its windows that many at a time; only a group whose view disagrees with the
     /// defended answer is asked again window by window, so the decision is taken on one-window answers as before.
     /// </summary>
-    private VerificationReport[] Verify(float[] tokens, int batch, IReadOnlyCollection<int>[] dropped, double[][] ratios, float[] logits, CancellationToken cancellationToken)
+    private VerificationReport[] Verify(float[] tokens, int batch, IReadOnlyCollection<int>[] dropped, double[][] ratios, int[][] over, float[] logits, CancellationToken cancellationToken)
     {
         int first = model.FirstPatchToken, classes = logits.Length / batch, side = VerifySide;
         int count = options.VerifyWindows, partnerCount = Math.Max(count, options.VerifyPartners), group = Math.Max(1, options.VerifyGroup);
@@ -154,6 +156,14 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             var image = i;
             var chosen = WindowVerification.Decide(defended[i], firstRound[i], partners[i].Length, (m, j) => secondRound[(image, m, j)]);
             var outcome = chosen >= 0 ? "recovered" : firstRound[i].All(l => l == defended[i]) ? "agreed" : "kept";
+            if (outcome == "kept" && options.VerifyComplete && over[i].Length > 0)
+            {
+                // A patch flagged in part: the first disagreeing window next to a token over threshold, if its own view is clear.
+                chosen = WindowVerification.Disagreeing(defended[i], firstRound[i]).FirstOrDefault(m =>
+                    WindowVerification.Touches(partners[image][m].Select(k => k - first), over[image].Select(k => k - first), model.GridCols)
+                    && Answer(oneWindow[(image, m)].Logits.AsSpan(oneWindow[(image, m)].Row * classes, classes), options.VerifyMargin ?? 0) == firstRound[image][m], -1);
+                if (chosen >= 0) outcome = "completed";
+            }
             if (chosen >= 0)
             {
                 var (source, row) = oneWindow[(i, chosen)];

@@ -78,7 +78,14 @@ public static class WindowVerification
         return -1;
     }
 
-    private static int Overlap(int r1, int c1, int r2, int c2, int h, int w) =>
+    /// <summary>Whether some cell of <paramref name="window"/> is one of <paramref name="cells"/> or 8-adjacent to one, on a grid of <paramref name="cols"/> columns (row-major indices).</summary>
+    public static bool Touches(IEnumerable<int> window, IEnumerable<int> cells, int cols)
+    {
+        var others = cells.ToArray();
+        return window.Any(w => others.Any(c => Math.Abs((w / cols) - (c / cols)) <= 1 && Math.Abs((w % cols) - (c % cols)) <= 1));
+    }
+
+        private static int Overlap(int r1, int c1, int r2, int c2, int h, int w) =>
         Math.Max(0, Math.Min(r1, r2) + h - Math.Max(r1, r2)) * Math.Max(0, Math.Min(c1, c2) + w - Math.Max(c1, c2));
 
     /// <summary>Patch-grid indices (row-major) of the <paramref name="h"/> x <paramref name="w"/> window at (<paramref name="row"/>, <paramref name="col"/>) on a grid of <paramref name="cols"/> columns.</summary>
@@ -101,7 +108,7 @@ public static class WindowVerification
 /// <param name="WindowRows">Window height in tokens.</param>
 /// <param name="WindowCols">Window width in tokens.</param>
 /// <param name="Forwards">Masked encoder runs for this image: one per group, one per window of a group whose view changed the answer, and the second round's, which stops a window at its first partner view that answers otherwise.</param>
-/// <param name="Outcome"><c>agreed</c> (every one-mask answer matched), <c>recovered</c> (a window's answer passed the second round and replaced the defended one) or <c>kept</c> (disagreement, no window passed).</param>
+/// <param name="Outcome"><c>agreed</c> (every one-mask answer matched), <c>recovered</c> (a window's answer passed the second round and replaced the defended one), <c>kept</c> (disagreement, no window passed) or <c>completed</c> (no window passed, and with <see cref="DefenseOptions.VerifyComplete"/> the first disagreeing window next to a token over threshold gave its answer by the margin on its own).</param>
 /// <param name="Window">Patch-grid indices (row-major) of the window whose answer was taken, or null.</param>
 public sealed record VerificationReport(int Windows, int Partners, int WindowRows, int WindowCols, int Forwards, string Outcome, IReadOnlyList<int>? Window)
 {

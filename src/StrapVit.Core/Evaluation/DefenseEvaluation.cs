@@ -51,6 +51,9 @@ public sealed record EvaluationSettings
     /// <summary>Second-round rules of the sweep (<see cref="DefenseOptions.VerifyRule"/>), for checked configurations.</summary>
     public VerifyRule[] SweepVerifyRules { get; init; } = [VerifyRule.Unanimous];
 
+    /// <summary><see cref="DefenseOptions.VerifyComplete"/> values of the sweep, for checked configurations.</summary>
+    public bool[] SweepVerifyComplete { get; init; } = [false];
+
     /// <summary>Second-round partner counts of the sweep (<see cref="DefenseOptions.VerifyPartners"/>), for checked configurations.</summary>
     public int[] SweepVerifyPartners { get; init; } = [new DefenseOptions().VerifyPartners];
 
@@ -347,9 +350,9 @@ public sealed class DefenseEvaluation(
         // Bank choices vary only the neutralisations that pick from the bank, partner counts only a check that runs.
         var neutralizations = settings.SweepNeutralizations
             .SelectMany(n => n is Neutralization.Bank or Neutralization.Hybrid ? settings.SweepBankChoices.Select(c => (n, c)) : [(n, 1)]).ToArray();
-        var checks = settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1, 1, 0.0, VerifyRule.Unanimous)]
+        var checks = settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1, 1, 0.0, VerifyRule.Unanimous, false)]
             : settings.SweepVerifyPartners.SelectMany(p => settings.SweepVerifyGroups.SelectMany(g => settings.SweepVerifyCleanRates
-                .SelectMany(r => settings.SweepVerifyRules.Select(rule => (v, p, g, r, rule)))))).ToArray();
+                .SelectMany(r => settings.SweepVerifyRules.SelectMany(rule => settings.SweepVerifyComplete.Select(complete => (v, p, g, r, rule, complete))))))).ToArray();
         foreach (var score in settings.SweepScores)
         {
             foreach (var (window, onlyOver, grow) in settings.SweepWindows.SelectMany(w => (w == 0 ? [false] : settings.SweepWindowOnlyOverThreshold)
@@ -357,14 +360,14 @@ public sealed class DefenseEvaluation(
             {
                 foreach (var k in settings.SweepK)
                 {
-                    foreach (var ((neutralization, choices), (checkWindows, partners, group, cleanRate, rule)) in neutralizations.SelectMany(n => checks.Select(c => (n, c))))
+                    foreach (var ((neutralization, choices), (checkWindows, partners, group, cleanRate, rule, complete)) in neutralizations.SelectMany(n => checks.Select(c => (n, c))))
                     {
                         var o = options.Clone();
-                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.WindowOnlyOverThreshold, o.WindowGrowRatio, o.VerifyRule) =
-                            (score, window, k, neutralization, choices, checkWindows, partners, group, onlyOver, grow, rule);
+                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.WindowOnlyOverThreshold, o.WindowGrowRatio, o.VerifyRule, o.VerifyComplete) =
+                            (score, window, k, neutralization, choices, checkWindows, partners, group, onlyOver, grow, rule, complete);
                         var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens{(onlyOver ? ", only over threshold" : "")}{(grow > 0 ? $", grown at {grow.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)}" : "")}) K={k} {TokenPatchDefense.Name(neutralization)}"
                             + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "")
-                            + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" + (group > 1 ? $" in groups of {group}" : "") + (rule == VerifyRule.Veto ? " by veto" : "") : "");
+                            + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" + (group > 1 ? $" in groups of {group}" : "") + (rule == VerifyRule.Veto ? " by veto" : "") + (complete ? " completing" : "") : "");
                         o.VerifyMargin = configuredMargin;
                         if (checkWindows > 0 && cleanRate > 0)
                         {

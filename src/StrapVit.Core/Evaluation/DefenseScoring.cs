@@ -21,7 +21,7 @@ public sealed record DefenseScore(double Accuracy, double Flagged, double? Cover
     /// <summary>Mean number of tokens flagged per image.</summary>
     public double TokensFlagged { get; init; }
 
-    /// <summary>Images whose answer the masking check replaced (outcome <c>recovered</c>); null without a check.</summary>
+    /// <summary>Images whose answer the masking check replaced (outcome <c>recovered</c> or <c>completed</c>); null without a check.</summary>
     public int? CheckRecovered { get; init; }
 
     /// <summary>Of <see cref="CheckRecovered"/>, those whose new answer is right (the defended answer before it was wrong).</summary>
@@ -82,7 +82,7 @@ public static class DefenseScoring
         }
 
         var checkedAny = results.Any(r => r.Report.Verification is not null);
-        var recovered = Enumerable.Range(0, results.Count).Where(i => results[i].Report.Verification?.Outcome == "recovered").ToArray();
+        var recovered = Enumerable.Range(0, results.Count).Where(i => results[i].Report.Verification?.Outcome is "recovered" or "completed").ToArray();
         return new DefenseScore(
             correct.Average(c => c ? 1.0 : 0.0),
             results.Count(r => r.Report.FlaggedAboveThreshold > 0) / (double)results.Count,

@@ -168,18 +168,20 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
     [InlineData(1, 0.0, VerifyRule.Veto)]
     [InlineData(3, 0.0, VerifyRule.Veto)]
     [InlineData(3, 2.0, VerifyRule.Veto)]
-    public void Grouped_and_staged_the_check_decides_as_the_rule_computed_view_by_view(int group, double margin, VerifyRule rule)
+    [InlineData(1, 0.0, VerifyRule.Unanimous, true)]
+    [InlineData(3, 0.0, VerifyRule.Unanimous, true)]
+    public void Grouped_and_staged_the_check_decides_as_the_rule_computed_view_by_view(int group, double margin, VerifyRule rule, bool complete = false)
     {
         const int n = 30, windows = 4, partnerCount = 6;
         var pixels = PatchedImages(n);
         var seeds = Enumerable.Range(0, n).ToArray();
-        var options = new DefenseOptions { VerifyWindows = windows, VerifyPartners = partnerCount, VerifyGroup = group, VerifyMargin = margin, VerifyRule = rule };
+        var options = new DefenseOptions { VerifyWindows = windows, VerifyPartners = partnerCount, VerifyGroup = group, VerifyMargin = margin, VerifyRule = rule, VerifyComplete = complete };
         var plainOptions = options.Clone();
         plainOptions.VerifyWindows = 0;
         var results = new TokenPatchDefense(_model, _reference, options).Run(pixels, n, DefenseMode.Mitigate, seeds);
         var plain = new TokenPatchDefense(_model, _reference, plainOptions);
         var baseline = plain.Run(pixels, n, DefenseMode.Mitigate, seeds);
-        int first = _model.FirstPatchToken, masked = 0, recovered = 0, tightened = 0;
+        int first = _model.FirstPatchToken, masked = 0, recovered = 0, tightened = 0, completed = 0;
         for (var i = 0; i < n; i++)
         {
             var flagged = results[i].Report.FlaggedTokens.Select(f => f.Index + first).ToArray();
@@ -210,6 +212,15 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
 
             var report = results[i].Report.Verification!;
             var expectedOutcome = chosen >= 0 ? "recovered" : one.All(v => ArgMax(v) == defended) ? "agreed" : "kept";
+            // Completion, written out: tokens over threshold from the report's own scores, neighbours by row and column.
+            var overCells = results[i].Report.FlaggedTokens.Where(f => f.Score > f.Threshold).Select(f => (f.Row, f.Col)).ToArray();
+            if (complete && expectedOutcome == "kept" && overCells.Length > 0)
+            {
+                chosen = Enumerable.Range(0, windows).Where(m => ArgMax(one[m]) != defended).FirstOrDefault(m =>
+                    cells[m].Any(c => overCells.Any(o => Math.Abs(((c - first) / _model.GridCols) - o.Row) <= 1 && Math.Abs(((c - first) % _model.GridCols) - o.Col) <= 1))
+                    && Holds(one[m], ArgMax(one[m]), margin), -1);
+                if (chosen >= 0) expectedOutcome = "completed";
+            }
             if (report.Outcome != expectedOutcome || (chosen >= 0 && !report.Window!.SequenceEqual(cells[chosen].Select(c => c - first))))
             {
                 // Only a group whose view kept the defended answer may have hidden a disagreeing window.
@@ -224,6 +235,7 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
             var expected = chosen >= 0 ? one[chosen] : baseline[i].Logits;
             for (var c = 0; c < 10; c++) Assert.Equal(expected[c], results[i].Logits[c], 1e-4);
             if (chosen >= 0) recovered++;
+            if (expectedOutcome == "completed") completed++;
             // First round: one view per group, then one per window of each group whose view changed the answer.
             var chunks = Enumerable.Range(0, windows).Chunk(group).ToArray();
             var firstRound = chunks.Length + (group == 1 ? 0 : chunks.Where(g => ArgMax(View(g.Select(m => cells[m]).ToArray())) != defended).Sum(g => g.Length));
@@ -233,6 +245,7 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
 
         Assert.True(recovered > 0, "no image exercised the second round");
         if (margin > 0 && rule == VerifyRule.Unanimous) Assert.True(tightened > 0, "the margin changed no decision");
+        if (complete && group == 1) Assert.True(completed > 0, "no image was completed");
         Assert.True(masked <= n / 5, $"{masked} of {n} decisions changed by grouping");
     }
 
@@ -280,6 +293,19 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
         float[] tie = [1f, 2f, 2f];
         Assert.Equal(1, TokenPatchDefense.Answer(tie, 0));          // the first of the tied classes, as argmax
         Assert.Equal(-1, TokenPatchDefense.Answer(tie, 1e-6));      // a tie leads by nothing
+    }
+
+    [Fact]
+    public void A_window_touches_the_cells_it_shares_or_borders_diagonally_and_no_others()
+    {
+        // 5 columns. The 2x2 window at (1,1): cells 6, 7, 11, 12.
+        int[] window = [6, 7, 11, 12];
+        Assert.True(WindowVerification.Touches(window, [12], 5));      // shared
+        Assert.True(WindowVerification.Touches(window, [18], 5));      // (3,3), diagonal to (2,2)
+        Assert.True(WindowVerification.Touches(window, [0], 5));       // (0,0), diagonal to (1,1)
+        Assert.False(WindowVerification.Touches(window, [19], 5));     // (3,4): two columns from (2,2)
+        Assert.False(WindowVerification.Touches(window, [9, 14], 5));  // (1,4), (2,4)
+        Assert.False(WindowVerification.Touches(window, [], 5));
     }
 
     [Fact]
