@@ -210,7 +210,10 @@ internal sealed class EvaluateCommand : CliVerb
                 sb.AppendLine("|---|---|---|---|---|");
                 foreach (var r in section)
                 {
-                    sb.AppendLine(CultureInfo.InvariantCulture, $"| {r.Scenario} | {r.Defense} | {r.Count} | {r.Accuracy:P2} | {(r.OracleRight is { } right ? right.ToString(CultureInfo.InvariantCulture) : "-")} |");
+                    var line = r.Of is { } of
+                        ? string.Create(CultureInfo.InvariantCulture, $"| {r.Scenario} | {r.Defense} | {r.Count} of {of} | {r.Accuracy:P2} of those | - |")
+                        : string.Create(CultureInfo.InvariantCulture, $"| {r.Scenario} | {r.Defense} | {r.Count} | {r.Accuracy:P2} | {(r.OracleRight is { } right ? right.ToString(CultureInfo.InvariantCulture) : "-")} |");
+                    sb.AppendLine(line);
                 }
 
                 sb.AppendLine();

@@ -136,6 +136,9 @@ public sealed record EvaluationRow(string Section, string Scenario, string Defen
     /// <summary>Loss rows: how many images fall in the row's category.</summary>
     public int? Count { get; init; }
 
+    /// <summary>Loss rows by the patch's tokens: the images (clean version answered right) whose patch sits over that many tokens.</summary>
+    public int? Of { get; init; }
+
     /// <summary>Loss rows of patched images: of <see cref="Count"/>, how many the same neutralisation of the true patch's tokens (oracle flags) answers right.</summary>
     public int? OracleRight { get; init; }
 
@@ -234,7 +237,7 @@ public sealed class DefenseEvaluation(
                 .Select(r => $"{r.Defense} {r.Accuracy:P1}" + (r.OnAttacked is { } a ? $" (attacked {a:P1})" : "")
                     + (CheckNote(r.CheckRecovered, r.CheckRecoveredCorrect) is { } note ? $" [{note}]" : ""))));
             log.WriteLine("    losses: " + string.Join("; ", rows.Where(r => r.Section == "losses" && r.Scenario == LossScenario(section, scenario))
-                .Select(r => $"{r.Defense["token: ".Length..]} {r.Count}" + (r.OracleRight is { } right ? $" (oracle right on {right})" : ""))));
+                .Select(r => $"{r.Defense["token: ".Length..]} {r.Count}" + (r.Of is { } of ? $" of {of}" : "") + (r.OracleRight is { } right ? $" (oracle right on {right})" : ""))));
         }
 
         log.WriteLine($"clean ({test.Count} images)");
@@ -294,6 +297,17 @@ public sealed class DefenseEvaluation(
             {
                 Count = category.Count(),
                 OracleRight = oracle is null ? null : category.Count(i => oracle.Correct[i]),
+            };
+        }
+
+        // Patched images: the share lost by how many tokens the patch straddles (a patch split over more tokens leaves less in each).
+        foreach (var sits in Enumerable.Range(0, n).Where(i => cleanCorrect[i] && s.Images[i].PatchTokens is not null).GroupBy(i => s.Images[i].PatchTokens!.Value).OrderBy(g => g.Key))
+        {
+            var lostHere = sits.Count(i => !s.Correct[i]);
+            yield return new EvaluationRow("losses", scenario, $"token: patch over {sits.Key} tokens, share lost", lostHere / (double)sits.Count(), null, null, null)
+            {
+                Count = lostHere,
+                Of = sits.Count(),
             };
         }
 

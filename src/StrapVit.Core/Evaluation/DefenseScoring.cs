@@ -42,7 +42,11 @@ public sealed record DefenseScore(double Accuracy, double Flagged, double? Cover
 }
 
 /// <summary>One image under the defense: the share of its patch covered by flagged tokens (null when clean), tokens over threshold, and the masking check's outcome (null without a check).</summary>
-public sealed record ImageOutcome(double? Coverage, int Above, string? Check);
+public sealed record ImageOutcome(double? Coverage, int Above, string? Check)
+{
+    /// <summary>Token cells the patch shares a pixel with (null when clean): how the patch sits on the token grid.</summary>
+    public int? PatchTokens { get; init; }
+}
 
 /// <summary>Runs a defense (or none) over an evaluation set and scores it.</summary>
 public static class DefenseScoring
@@ -95,11 +99,16 @@ public static class DefenseScoring
             MedianCoverage = coverage is null ? null : Median(coverage),
             TopInPatch = top,
             TokensFlagged = results.Average(r => r.Report.FlaggedTokens.Count),
-            Images = results.Select((r, i) => new ImageOutcome(coverage?[i], r.Report.FlaggedAboveThreshold, r.Report.Verification?.Outcome)).ToArray(),
+            Images = results.Select((r, i) => new ImageOutcome(coverage?[i], r.Report.FlaggedAboveThreshold, r.Report.Verification?.Outcome)
+            {
+                PatchTokens = patches is null ? null : Enumerable.Range(0, r.Scores.Length).Count(k => Overlaps(k / Cols(r), k % Cols(r), patches[i], patchSize)),
+            }).ToArray(),
         };
     }
 
-    /// <summary>Scores the token defense's neutralisation on tokens chosen by <paramref name="flagsOf"/> (oracle and random baselines).</summary>
+    private static int Cols(DefendedLogits r) => (int)Math.Round(Math.Sqrt(r.Scores.Length));
+
+        /// <summary>Scores the token defense's neutralisation on tokens chosen by <paramref name="flagsOf"/> (oracle and random baselines).</summary>
     public static DefenseScore WithFlags(TokenPatchDefense defense, EvaluationSet set, Func<int, IReadOnlyList<int>> flagsOf, int seed, int classes)
     {
         var logits = new List<float>(set.Count * classes);

@@ -47,12 +47,12 @@ public sealed class DefenseScoreTests
         {
             Images =
             [
-                new ImageOutcome(1.0, 2, "kept"),      // 0: patch flagged whole
-                new ImageOutcome(0.0, 0, "agreed"),    // 1: missed
-                new ImageOutcome(0.25, 1, "kept"),     // 2: in part
-                new ImageOutcome(0.0, 0, "agreed"),    // 3: missed
-                new ImageOutcome(0.0, 0, "recovered"), // 4: right, not a loss
-                new ImageOutcome(1.0, 3, "agreed"),    // 5: gained
+                new ImageOutcome(1.0, 2, "kept") { PatchTokens = 4 },      // 0: patch flagged whole
+                new ImageOutcome(0.0, 0, "agreed") { PatchTokens = 4 },    // 1: missed
+                new ImageOutcome(0.25, 1, "kept") { PatchTokens = 2 },     // 2: in part
+                new ImageOutcome(0.0, 0, "agreed") { PatchTokens = 4 },    // 3: missed
+                new ImageOutcome(0.0, 0, "recovered") { PatchTokens = 1 }, // 4: right, not a loss
+                new ImageOutcome(1.0, 3, "agreed") { PatchTokens = 4 },    // 5: gained (clean wrong: not counted by tokens)
             ],
         };
         var oracle = new DefenseScore(5 / 6.0, 0, 1.0, [true, true, false, true, true, true]);
@@ -61,8 +61,12 @@ public sealed class DefenseScoreTests
 
         Assert.Equal(
             [("token: patch flagged in part, check kept", 1, 0), ("token: patch flagged whole, check kept", 1, 1), ("token: patch missed, check agreed", 2, 2)],
-            rows[..^1].Select(r => (r.Defense, r.Count!.Value, r.OracleRight!.Value)).ToArray());
+            rows[..3].Select(r => (r.Defense, r.Count!.Value, r.OracleRight!.Value)).ToArray());
         Assert.Equal(2 / 6.0, rows[2].Accuracy, 12);
+        // By the patch's tokens, over the five images whose clean version was right: 1 token 0 of 1, 2 tokens 1 of 1, 4 tokens 3 of 3.
+        Assert.Equal(
+            [("token: patch over 1 tokens, share lost", 0, 1), ("token: patch over 2 tokens, share lost", 1, 1), ("token: patch over 4 tokens, share lost", 3, 3)],
+            rows[3..^1].Select(r => (r.Defense, r.Count!.Value, r.Of!.Value)).ToArray());
         Assert.Equal(("token: gained (clean answered wrong, defended right)", 1), (rows[^1].Defense, rows[^1].Count!.Value));
         Assert.All(rows, r => Assert.Equal(("losses", "6x6"), (r.Section, r.Scenario)));
     }
