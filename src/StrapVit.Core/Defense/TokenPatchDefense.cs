@@ -158,10 +158,11 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             var outcome = chosen >= 0 ? "recovered" : firstRound[i].All(l => l == defended[i]) ? "agreed" : "kept";
             if (outcome == "kept" && options.VerifyComplete && over[i].Length > 0)
             {
-                // A patch flagged in part: the first disagreeing window next to a token over threshold, if its own view is clear.
-                chosen = WindowVerification.Disagreeing(defended[i], firstRound[i]).FirstOrDefault(m =>
-                    WindowVerification.Touches(partners[image][m].Select(k => k - first), over[image].Select(k => k - first), model.GridCols)
-                    && Answer(oneWindow[(image, m)].Logits.AsSpan(oneWindow[(image, m)].Row * classes, classes), options.VerifyMargin ?? 0) == firstRound[image][m], -1);
+                chosen = Completing(defended[i], firstRound[i], partners[i], over[i], (m, answer) =>
+                {
+                    var (source, row) = oneWindow[(image, m)];
+                    return Answer(source.AsSpan(row * classes, classes), options.VerifyMargin ?? 0) == answer;
+                });
                 if (chosen >= 0) outcome = "completed";
             }
             if (chosen >= 0)
@@ -175,6 +176,18 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         }
 
         return reports;
+    }
+
+    /// <summary>
+    /// <see cref="DefenseOptions.VerifyComplete"/>: a patch the flagged window covers only in part leaves its rest next to
+    /// a token over threshold. The first disagreeing window (candidate order) that touches one of <paramref name="over"/>
+    /// (token indices) and whose own view gives its answer clearly (<paramref name="clear"/>), or -1.
+    /// </summary>
+    private int Completing(int defended, int[] firstRound, int[][] partners, int[] over, Func<int, int, bool> clear)
+    {
+        int first = model.FirstPatchToken, cols = model.GridCols;
+        return WindowVerification.Disagreeing(defended, firstRound).FirstOrDefault(m =>
+            WindowVerification.Touches(partners[m].Select(k => k - first), over.Select(k => k - first), cols) && clear(m, firstRound[m]), -1);
     }
 
     /// <summary>
