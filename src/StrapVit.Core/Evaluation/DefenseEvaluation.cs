@@ -285,7 +285,8 @@ public sealed class DefenseEvaluation(
     /// what the detector found (on a patched image: the patch's tokens all flagged, some, none; on a clean image: a token
     /// over threshold or only the forced K minimum and window) and by the masking check's outcome ("agreed": no window
     /// changed the answer; "kept": some did, none passed its second round; "recovered": it replaced the answer, here
-    /// wrongly). Each row's accuracy is the category's share of the set; a last row counts the images gained the other way.
+    /// wrongly). Each such row's accuracy is the category's share of the set. On patched images, rows by the tokens the
+    /// patch straddles follow, each with the share of those images lost; a last row counts the images gained the other way.
     /// </summary>
     internal static IEnumerable<EvaluationRow> Losses(string scenario, DefenseScore s, bool[] cleanCorrect, DefenseScore? oracle)
     {
