@@ -236,8 +236,7 @@ public sealed class DefenseEvaluation(
             log.WriteLine($"  {section} / {scenario}: " + string.Join(", ", rows.Where(r => r.Section == section && r.Scenario == scenario)
                 .Select(r => $"{r.Defense} {r.Accuracy:P1}" + (r.OnAttacked is { } a ? $" (attacked {a:P1})" : "")
                     + (CheckNote(r.CheckRecovered, r.CheckRecoveredCorrect) is { } note ? $" [{note}]" : ""))));
-            log.WriteLine("    losses: " + string.Join("; ", rows.Where(r => r.Section == "losses" && r.Scenario == LossScenario(section, scenario))
-                .Select(r => $"{r.Defense["token: ".Length..]} {r.Count}" + (r.Of is { } of ? $" of {of}" : "") + (r.OracleRight is { } right ? $" (oracle right on {right})" : ""))));
+            log.WriteLine(LossLine(rows.Where(r => r.Section == "losses" && r.Scenario == LossScenario(section, scenario))));
         }
 
         log.WriteLine($"clean ({test.Count} images)");
@@ -315,6 +314,10 @@ public sealed class DefenseEvaluation(
         var gained = Enumerable.Range(0, n).Count(i => !cleanCorrect[i] && s.Correct[i]);
         yield return new EvaluationRow("losses", scenario, "token: gained (clean answered wrong, defended right)", gained / (double)n, null, null, null) { Count = gained };
     }
+
+    private static string LossLine(IEnumerable<EvaluationRow> losses) =>
+        "    losses: " + string.Join("; ", losses.Select(r => $"{r.Defense["token: ".Length..]} {r.Count}" + (r.Of is { } of ? $" of {of}" : "")
+            + (r.OracleRight is { } right ? $" (oracle right on {right})" : "")));
 
     private static string LossScenario(string section, string scenario) => section == scenario ? scenario : $"{section} {scenario}";
 
@@ -451,6 +454,11 @@ public sealed class DefenseEvaluation(
                 TokensFlagged = defended.TokensFlagged, CheckForwards = defended.CheckForwards, CorrectImages = EvaluationRow.Mask(defended.Correct),
             });
             log.WriteLine($"  {name}: none {none.Accuracy:P1}, token {defended.Accuracy:P1} (flagged {defended.Flagged:P1}, coverage {defended.Coverage:P1}); worst case so far {worst.Average(b => b ? 1.0 : 0.0):P1}");
+            // Where this attack wins: the same breakdown as the plain patches', with the oracle on its own patches.
+            var oracle = DefenseScoring.WithFlags(token, set.Images, i => OracleTokens(set.Placements[i]), settings.Seed + 7, classifier.ClassCount);
+            var losses = Losses($"{section} {Label(size)} {name}", defended, clean, oracle).ToArray();
+            rows.AddRange(losses);
+            log.WriteLine(LossLine(losses));
         }
 
         log.WriteLine($"adaptive per-image patch {size}x{size} against the token defense ({subset.Count} images)");
