@@ -14,6 +14,10 @@ import json
 import sys
 
 
+# Defense options that results written before they existed lack, with the values the defense then ran with.
+OPTION_DEFAULTS = {"windowGrowRatio": 0, "verifyRule": "Unanimous", "verifyComplete": False}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="+", help="results-*.json files written by `strapvit evaluate --output`")
@@ -23,7 +27,9 @@ def main() -> int:
     for path in args.results:
         with open(path, encoding="utf-8") as f:
             report = json.load(f)
-        key = (report["model"], report["images"], json.dumps(report["options"], sort_keys=True))
+        # Options added after a run was written read as their defaults, so that older results still combine.
+        options = {**OPTION_DEFAULTS, **report["options"]}
+        key = (report["model"], report["images"], json.dumps(options, sort_keys=True))
         if first is None:
             first = key
         elif key != first:

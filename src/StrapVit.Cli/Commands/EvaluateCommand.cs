@@ -204,13 +204,13 @@ internal sealed class EvaluateCommand : CliVerb
         {
             if (section.Key == "losses")
             {
-                sb.AppendLine("### losses (the default token defense: images answered wrong whose clean version the undefended model answers right)");
+                sb.AppendLine("### losses (the configured token defense: images answered wrong whose clean version the undefended model answers right)");
                 sb.AppendLine();
                 sb.AppendLine("| scenario | where | images | share of the set | of them right with oracle flags |");
                 sb.AppendLine("|---|---|---|---|---|");
                 foreach (var r in section)
                 {
-                    var line = r.Of is { } of
+                    var line = r.OutOf is { } of
                         ? string.Create(CultureInfo.InvariantCulture, $"| {r.Scenario} | {r.Defense} | {r.Count} of {of} | {r.Accuracy:P2} of those | - |")
                         : string.Create(CultureInfo.InvariantCulture, $"| {r.Scenario} | {r.Defense} | {r.Count} | {r.Accuracy:P2} | {(r.OracleRight is { } right ? right.ToString(CultureInfo.InvariantCulture) : "-")} |");
                     sb.AppendLine(line);

@@ -42,7 +42,8 @@ public static class CheckMargin
     /// floor(<paramref name="rate"/> x <paramref name="images"/>) answers; 0 if it already does with no margin.
     /// <paramref name="replacedAt"/> runs the defense with the given margin over the clean images and counts the
     /// answers its check replaced. That count cannot grow with the margin (a larger margin only fails more
-    /// second-round views; the first round and the rule's other views do not depend on it), so bisection finds the
+    /// second-round views, under either rule, and only refuses more completions; the first round does not depend on
+    /// it), so bisection finds the
     /// boundary. The margin returned was itself counted and kept to the limit.
     /// </summary>
     /// <exception cref="InvalidOperationException">Even <see cref="Max"/> replaces more: some window passes with no

@@ -185,6 +185,9 @@ public sealed class DefenseOptions
     /// often the check replaces an answer. Null (the default): the margin the model's calibration set for its clean
     /// replacement rate (<see cref="DefenseCalibration.Check"/>, <c>strapvit calibrate --check-idx</c>) when the service
     /// runs the settings it was calibrated under (<see cref="CheckScope"/>, applied by <see cref="DefenseLoader"/>), else 0.
+    /// Under <see cref="VerifyRule.Veto"/> it is instead how close to a view's top logit the defended answer's may come
+    /// before that view stops the window; with <see cref="VerifyComplete"/> it is also the lead a completing window's own
+    /// view needs.
     /// </summary>
     public double? VerifyMargin { get; set; }
 

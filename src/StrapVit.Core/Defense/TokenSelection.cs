@@ -8,7 +8,10 @@ namespace StrapVit.Core.Defense;
 /// </summary>
 public static class TokenSelection
 {
-    /// <summary>Flagged positions among <paramref name="candidates"/>, most anomalous first, and how many passed the threshold.</summary>
+    /// <summary>
+    /// Flagged positions among <paramref name="candidates"/>, most anomalous first, and how many passed the threshold:
+    /// the first AboveThreshold of them are exactly the tokens over threshold (the masking check's completion relies on it).
+    /// </summary>
     public static (int[] Flagged, int AboveThreshold) Select(
         ReadOnlySpan<double> scores, ReadOnlySpan<float> thresholds, IReadOnlyList<int> candidates, int minTokens, double scale) =>
         Select(Ratios(scores, thresholds, candidates, scale), candidates, minTokens);

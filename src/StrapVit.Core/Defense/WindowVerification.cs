@@ -9,7 +9,9 @@ namespace StrapVit.Core.Defense;
 /// inside the window cannot vote in any of those views, while a clean image whose answer one occlusion happened to
 /// flip rarely keeps the flipped answer under a second occlusion. The first window (strongest evidence first) that
 /// passes gives the answer; if none does, the defended answer stands. With <see cref="DefenseOptions.VerifyMargin"/>
-/// a second-round view counts as giving an answer only when it leads the runner-up by that margin.
+/// a second-round view counts as giving an answer only when it leads the runner-up by that margin; under
+/// <see cref="VerifyRule.Veto"/> a view stops the window only when the defended answer comes within that margin of the
+/// view's top logit.
 /// </summary>
 public static class WindowVerification
 {
@@ -85,7 +87,7 @@ public static class WindowVerification
         return window.Any(w => others.Any(c => Math.Abs((w / cols) - (c / cols)) <= 1 && Math.Abs((w % cols) - (c % cols)) <= 1));
     }
 
-        private static int Overlap(int r1, int c1, int r2, int c2, int h, int w) =>
+    private static int Overlap(int r1, int c1, int r2, int c2, int h, int w) =>
         Math.Max(0, Math.Min(r1, r2) + h - Math.Max(r1, r2)) * Math.Max(0, Math.Min(c1, c2) + w - Math.Max(c1, c2));
 
     /// <summary>Patch-grid indices (row-major) of the <paramref name="h"/> x <paramref name="w"/> window at (<paramref name="row"/>, <paramref name="col"/>) on a grid of <paramref name="cols"/> columns.</summary>
@@ -115,7 +117,7 @@ public sealed record VerificationReport(int Windows, int Partners, int WindowRow
     /// <summary>First-round windows hidden together in one view (Defense:VerifyGroup); a group whose view changed the answer was asked again window by window.</summary>
     public int Group { get; init; } = 1;
 
-    /// <summary>Logit margin by which every second-round view had to give a window's answer for it to pass (Defense:VerifyMargin, or the calibration's for its clean replacement rate; 0: PatchCleanser's rule).</summary>
+    /// <summary>Logit margin by which every second-round view had to give a window's answer for it to pass (Defense:VerifyMargin, or the calibration's for its clean replacement rate; 0: PatchCleanser's rule). Under the veto rule: how close to a view's top logit the defended answer's may come before that view stops the window.</summary>
     public double Margin { get; init; }
 
     /// <summary>The second round's rule (Defense:VerifyRule): "unanimous" (every pair view gives the window's answer by the margin) or "veto" (no pair view gives the defended answer within it).</summary>

@@ -137,7 +137,7 @@ public sealed record EvaluationRow(string Section, string Scenario, string Defen
     public int? Count { get; init; }
 
     /// <summary>Loss rows by the patch's tokens: the images (clean version answered right) whose patch sits over that many tokens.</summary>
-    public int? Of { get; init; }
+    public int? OutOf { get; init; }
 
     /// <summary>Loss rows of patched images: of <see cref="Count"/>, how many the same neutralisation of the true patch's tokens (oracle flags) answers right.</summary>
     public int? OracleRight { get; init; }
@@ -283,8 +283,8 @@ public sealed class DefenseEvaluation(
     /// Where the defense loses: the images it answers wrong whose clean version the undefended model answers right, by
     /// what the detector found (on a patched image: the patch's tokens all flagged, some, none; on a clean image: a token
     /// over threshold or only the forced K minimum and window) and by the masking check's outcome ("agreed": no window
-    /// changed the answer; "kept": some did, none passed its second round; "recovered": it replaced the answer, here
-    /// wrongly). Each such row's accuracy is the category's share of the set. On patched images, rows by the tokens the
+    /// changed the answer; "kept": some did, none passed its second round; "recovered" or, with
+    /// <see cref="DefenseOptions.VerifyComplete"/>, "completed": it replaced the answer, here wrongly). Each such row's accuracy is the category's share of the set. On patched images, rows by the tokens the
     /// patch straddles follow, each with the share of those images lost; a last row counts the images gained the other way.
     /// </summary>
     internal static IEnumerable<EvaluationRow> Losses(string scenario, DefenseScore s, bool[] cleanCorrect, DefenseScore? oracle)
@@ -307,7 +307,7 @@ public sealed class DefenseEvaluation(
             yield return new EvaluationRow("losses", scenario, $"token: patch over {sits.Key} tokens, share lost", lostHere / (double)sits.Count(), null, null, null)
             {
                 Count = lostHere,
-                Of = sits.Count(),
+                OutOf = sits.Count(),
             };
         }
 
@@ -316,7 +316,7 @@ public sealed class DefenseEvaluation(
     }
 
     private static string LossLine(IEnumerable<EvaluationRow> losses) =>
-        "    losses: " + string.Join("; ", losses.Select(r => $"{r.Defense["token: ".Length..]} {r.Count}" + (r.Of is { } of ? $" of {of}" : "")
+        "    losses: " + string.Join("; ", losses.Select(r => $"{r.Defense["token: ".Length..]} {r.Count}" + (r.OutOf is { } of ? $" of {of}" : "")
             + (r.OracleRight is { } right ? $" (oracle right on {right})" : "")));
 
     private static string LossScenario(string section, string scenario) => section == scenario ? scenario : $"{section} {scenario}";

@@ -77,7 +77,7 @@ public static class DefenseScoring
         double? top = null;
         if (patches is not null)
         {
-            var cols = (int)Math.Round(Math.Sqrt(results[0].Scores.Length));
+            var cols = Cols(results[0]);
             top = results.Select((r, i) =>
             {
                 var best = Enumerable.Range(0, r.Scores.Length).MaxBy(k => r.Scores[k] / Math.Max(r.Thresholds[k], 1e-12));
@@ -106,9 +106,10 @@ public static class DefenseScoring
         };
     }
 
+    /// <summary>The patch grid's columns, from one image's scores (the grids of the models here are square).</summary>
     private static int Cols(DefendedLogits r) => (int)Math.Round(Math.Sqrt(r.Scores.Length));
 
-        /// <summary>Scores the token defense's neutralisation on tokens chosen by <paramref name="flagsOf"/> (oracle and random baselines).</summary>
+    /// <summary>Scores the token defense's neutralisation on tokens chosen by <paramref name="flagsOf"/> (oracle and random baselines).</summary>
     public static DefenseScore WithFlags(TokenPatchDefense defense, EvaluationSet set, Func<int, IReadOnlyList<int>> flagsOf, int seed, int classes)
     {
         var logits = new List<float>(set.Count * classes);

@@ -66,7 +66,7 @@ public sealed class DefenseScoreTests
         // By the patch's tokens, over the five images whose clean version was right: 1 token 0 of 1, 2 tokens 1 of 1, 4 tokens 3 of 3.
         Assert.Equal(
             [("token: patch over 1 tokens, share lost", 0, 1), ("token: patch over 2 tokens, share lost", 1, 1), ("token: patch over 4 tokens, share lost", 3, 3)],
-            rows[3..^1].Select(r => (r.Defense, r.Count!.Value, r.Of!.Value)).ToArray());
+            rows[3..^1].Select(r => (r.Defense, r.Count!.Value, r.OutOf!.Value)).ToArray());
         Assert.Equal(("token: gained (clean answered wrong, defended right)", 1), (rows[^1].Defense, rows[^1].Count!.Value));
         Assert.All(rows, r => Assert.Equal(("losses", "6x6"), (r.Section, r.Scenario)));
     }
