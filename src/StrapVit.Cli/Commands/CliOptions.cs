@@ -55,6 +55,10 @@ internal static class CliOptions
         where T : struct, Enum =>
         List(name, fallback, TryEnum, description, $"names among {string.Join(", ", Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}");
 
+    /// <summary>A comma-separated list of <c>off</c> (false) and/or <c>on</c> (true), e.g. <c>--strong-occlusion off,on</c>.</summary>
+    public static ListOption<bool> OnOffList(string name, bool[] fallback, string description) =>
+        List(name, fallback, (string text, out bool value) => (value = text == "on") || text == "off", description, "off or on");
+
     /// <summary>One of fixed words, <paramref name="fallback"/> when not given.</summary>
     public static Option<string> Choice(string name, string fallback, string description, params string[] words)
     {
@@ -116,7 +120,12 @@ internal static class CliOptions
         return values;
     }
 
-    private static string? Show<T>(T value) => value is Enum ? value.ToString()!.ToLowerInvariant() : Convert.ToString(value, CultureInfo.InvariantCulture);
+    private static string? Show<T>(T value) => value switch
+    {
+        Enum => value.ToString()!.ToLowerInvariant(),
+        bool on => on ? "on" : "off",
+        _ => Convert.ToString(value, CultureInfo.InvariantCulture),
+    };
 
     private static string NumberKind<T>() => typeof(T) == typeof(float) || typeof(T) == typeof(double) || typeof(T) == typeof(decimal) ? "number" : "integer";
 

@@ -50,8 +50,7 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly ListOption<VerifyRule> sweepVerifyRule = CliOptions.EnumList("--sweep-verify-rule", [Defaults.VerifyRule], "second-round rules of the sweep, for checked configurations");
     private readonly Option<string> verifyComplete = CliOptions.Choice("--verify-complete", Defaults.VerifyComplete ? "on" : "off",
         "when no window passes the masking check's second round, take the first disagreeing window next to a token over threshold (Defense:VerifyComplete)", "off", "on");
-    private readonly ListOption<string> sweepVerifyComplete = CliOptions.List("--sweep-verify-complete", [Defaults.VerifyComplete ? "on" : "off"], (string text, out string value) => (value = text) is "off" or "on",
-        "Defense:VerifyComplete values of the sweep, for checked configurations", "off or on");
+    private readonly ListOption<bool> sweepVerifyComplete = CliOptions.OnOffList("--sweep-verify-complete", [Defaults.VerifyComplete], "Defense:VerifyComplete values of the sweep, for checked configurations");
     private readonly Option<Neutralization> neutralize = new("--neutralize") { Description = "what a flagged token becomes (Defense:Neutralization)", DefaultValueFactory = _ => Defaults.Neutralization };
     private readonly Option<int> bankChoices = CliOptions.Number("--bank-choices", Defaults.BankChoices, 1, 64, "bank entries a neutralised token picks from (Defense:BankChoices)");
     private readonly Option<bool> sweep = new("--sweep") { Description = "also run the grid the defaults are chosen from (run it on the tune split)" };
@@ -72,8 +71,8 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly ListOption<double> sweepVerifyCleanRate = CliOptions.NumberList("--sweep-verify-clean-rate", [0.0], 0, 0.99, "clean replacement rates of the sweep, each calibrated to a masking-check margin (0: --verify-margin)");
     private readonly ListOption<string> sweepWindowWhen = CliOptions.List("--sweep-window-when", ["always"], (string text, out string value) => (value = text) is "always" or "over-threshold",
         "when the sweep's windows are flagged: always (whenever anything is flagged) and/or over-threshold (only when a token is over its threshold)", "always or over-threshold");
-    private readonly ListOption<string> strongOcclusion = CliOptions.List("--strong-occlusion", ["off"], (string text, out string value) => (value = text) is "off" or "on",
-        "strong attacks without (off) and/or with (on) occlusion views aimed at the masking check: every check-sized window over the patch hidden must leave the same wrong answer", "off or on");
+    private readonly ListOption<bool> strongOcclusion = CliOptions.OnOffList("--strong-occlusion", [false],
+        "strong attacks without (off) and/or with (on) occlusion views aimed at the masking check: every check-sized window over the patch hidden must leave the same wrong answer");
     private readonly ListOption<int> sweepChoices = CliOptions.NumberList("--sweep-choices", [1], 1, 64, "bank choices of the sweep");
     private readonly Option<int> bankSize = CliOptions.Number("--bank-size", BankDefaults.Size, 16, 1_000_000, "clean tokens kept in the bank");
     private readonly Option<int> neighbors = CliOptions.Number("--neighbors", BankDefaults.Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
@@ -140,14 +139,14 @@ internal sealed class EvaluateCommand : CliVerb
             SweepWindowOnlyOverThreshold = parseResult.GetList(sweepWindowWhen).Select(w => w == "over-threshold").Distinct().ToArray(),
             SweepWindowGrowRatios = parseResult.GetList(sweepWindowGrow).Distinct().ToArray(),
             SweepVerifyRules = parseResult.GetList(sweepVerifyRule).Distinct().ToArray(),
-            SweepVerifyComplete = parseResult.GetList(sweepVerifyComplete).Select(v => v == "on").Distinct().ToArray(),
+            SweepVerifyComplete = parseResult.GetList(sweepVerifyComplete).Distinct().ToArray(),
             PatchCache = parseResult.GetValue(patchCache),
             StrongSteps = parseResult.GetValue(strongSteps),
             StrongRestarts = parseResult.GetValue(strongRestarts),
             StrongEotSamples = parseResult.GetValue(strongEot),
             EvasionWeights = parseResult.GetList(evasion),
             EvasionMargins = parseResult.GetList(evasionMargins),
-            StrongOcclusion = parseResult.GetList(strongOcclusion).Select(o => o == "on").Distinct().ToArray(),
+            StrongOcclusion = parseResult.GetList(strongOcclusion).Distinct().ToArray(),
             OcclusionGroup = parseResult.GetValue(occlusionGroup) is > 0 and var g ? g : null,
             Bank = new BankSettings(Size: parseResult.GetValue(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr)),
         };

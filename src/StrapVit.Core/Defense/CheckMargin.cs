@@ -43,8 +43,7 @@ public static class CheckMargin
     /// <paramref name="replacedAt"/> runs the defense with the given margin over the clean images and counts the
     /// answers its check replaced. That count cannot grow with the margin (a larger margin only fails more
     /// second-round views, under either rule, and only refuses more completions; the first round does not depend on
-    /// it), so bisection finds the
-    /// boundary. The margin returned was itself counted and kept to the limit.
+    /// it), so bisection finds the boundary. The margin returned was itself counted and kept to the limit.
     /// </summary>
     /// <exception cref="InvalidOperationException">Even <see cref="Max"/> replaces more: some window passes with no
     /// partner to fail it (turn the check off for such a model).</exception>

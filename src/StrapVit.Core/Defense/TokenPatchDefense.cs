@@ -54,8 +54,11 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             var applied = flagged.Take(steps.Length)
                 .Select((k, j) => new AppliedTransform(k - first, steps[j].Select(step => step.Op).ToArray())).ToArray();
             pending[i] = (flagged.Select(k => Flag(k, scores[k])).ToArray(), above, applied, scores[first..].ToArray());
-            if (check) ratios[i] = TokenSelection.Ratios(scores, reference.ThresholdsFor(options.Score), candidates, options.ThresholdScale);
-            over[i] = flagged[..above];   // most anomalous first: the tokens over threshold lead
+            if (check)
+            {
+                ratios[i] = TokenSelection.Ratios(scores, reference.ThresholdsFor(options.Score), candidates, options.ThresholdScale);
+                over[i] = flagged[..above];   // most anomalous first: the tokens over threshold lead
+            }
         }
 
         var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, cancellationToken) : model.Encode(tokens, batch, cancellationToken);
@@ -185,9 +188,10 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
     /// </summary>
     private int Completing(int defended, int[] firstRound, int[][] partners, int[] over, Func<int, int, bool> clear)
     {
-        int first = model.FirstPatchToken, cols = model.GridCols;
+        var first = model.FirstPatchToken;
         return WindowVerification.Disagreeing(defended, firstRound).FirstOrDefault(m =>
-            WindowVerification.Touches(partners[m].Select(k => k - first), over.Select(k => k - first), cols) && clear(m, firstRound[m]), -1);
+            WindowVerification.Touches(partners[m].Select(k => k - first).ToArray(), over.Select(k => k - first), model.GridRows, model.GridCols)
+            && clear(m, firstRound[m]), -1);
     }
 
     /// <summary>

@@ -80,12 +80,9 @@ public static class WindowVerification
         return -1;
     }
 
-    /// <summary>Whether some cell of <paramref name="window"/> is one of <paramref name="cells"/> or 8-adjacent to one, on a grid of <paramref name="cols"/> columns (row-major indices).</summary>
-    public static bool Touches(IEnumerable<int> window, IEnumerable<int> cells, int cols)
-    {
-        var others = cells.ToArray();
-        return window.Any(w => others.Any(c => Math.Abs((w / cols) - (c / cols)) <= 1 && Math.Abs((w % cols) - (c % cols)) <= 1));
-    }
+    /// <summary>Whether some cell of <paramref name="window"/> is one of <paramref name="cells"/> or 8-adjacent to one (its <see cref="TokenSelection.Ring"/>), on a <paramref name="rows"/> x <paramref name="cols"/> grid (row-major indices).</summary>
+    public static bool Touches(IReadOnlyCollection<int> window, IEnumerable<int> cells, int rows, int cols) =>
+        window.Concat(TokenSelection.Ring(window, rows, cols)).Intersect(cells).Any();
 
     private static int Overlap(int r1, int c1, int r2, int c2, int h, int w) =>
         Math.Max(0, Math.Min(r1, r2) + h - Math.Max(r1, r2)) * Math.Max(0, Math.Min(c1, c2) + w - Math.Max(c1, c2));

@@ -210,33 +210,34 @@ public sealed class DefenseEvaluation(
             };
 
             rows.Add(Row("none", none) with { Flagged = null, TokensFlagged = null });
+            EvaluationRow[] losses = [];
             foreach (var (name, defense) in new (string, IPatchDefense)[] { ("token", token), ("token (paper)", paper), ("pixel", pixel) })
             {
                 // Flagging happens before any transform, so the mitigate run's report also gives detection and coverage.
                 var s = DefenseScoring.Defended(defense, set, DefenseMode.Mitigate, seed, patched?.Placements, package.Manifest.PatchSize);
                 rows.Add(Row(name, s));
-                if (name == "token" && patched is not null)
+                if (name != "token") continue;
+                DefenseScore? oracle = null;
+                if (patched is not null)
                 {
                     // Same neutralisation on the true patch's tokens (oracle), and on as many random tokens as the defense flagged.
-                    var oracle = DefenseScoring.WithFlags(token, set, i => OracleTokens(patched.Placements[i]), seed, classifier.ClassCount);
+                    oracle = DefenseScoring.WithFlags(token, set, i => OracleTokens(patched.Placements[i]), seed, classifier.ClassCount);
                     rows.Add(Row("token, oracle flags", oracle) with { Flagged = null, Coverage = 1.0, TokensFlagged = null });
                     var random = new Random(seed + 11);
                     var counts = RandomCounts(s, set.Count);
                     var randomFlags = counts.Select(c => RandomTokens(random, c)).ToArray();
                     var randomScore = DefenseScoring.WithFlags(token, set, i => randomFlags[i], seed, classifier.ClassCount);
                     rows.Add(Row("token, random flags", randomScore) with { Flagged = null, TokensFlagged = s.TokensFlagged });
-                    rows.AddRange(Losses(LossScenario(section, scenario), s, cleanCorrect, oracle));
                 }
-                else if (name == "token")
-                {
-                    rows.AddRange(Losses(LossScenario(section, scenario), s, cleanCorrect, null));
-                }
+
+                losses = Losses(section == scenario ? scenario : $"{section} {scenario}", s, cleanCorrect, oracle).ToArray();
             }
 
             log.WriteLine($"  {section} / {scenario}: " + string.Join(", ", rows.Where(r => r.Section == section && r.Scenario == scenario)
                 .Select(r => $"{r.Defense} {r.Accuracy:P1}" + (r.OnAttacked is { } a ? $" (attacked {a:P1})" : "")
                     + (CheckNote(r.CheckRecovered, r.CheckRecoveredCorrect) is { } note ? $" [{note}]" : ""))));
-            log.WriteLine(LossLine(rows.Where(r => r.Section == "losses" && r.Scenario == LossScenario(section, scenario))));
+            rows.AddRange(losses);
+            log.WriteLine(LossLine(losses));
         }
 
         log.WriteLine($"clean ({test.Count} images)");
@@ -284,8 +285,9 @@ public sealed class DefenseEvaluation(
     /// what the detector found (on a patched image: the patch's tokens all flagged, some, none; on a clean image: a token
     /// over threshold or only the forced K minimum and window) and by the masking check's outcome ("agreed": no window
     /// changed the answer; "kept": some did, none passed its second round; "recovered" or, with
-    /// <see cref="DefenseOptions.VerifyComplete"/>, "completed": it replaced the answer, here wrongly). Each such row's accuracy is the category's share of the set. On patched images, rows by the tokens the
-    /// patch straddles follow, each with the share of those images lost; a last row counts the images gained the other way.
+    /// <see cref="DefenseOptions.VerifyComplete"/>, "completed": it replaced the answer, here wrongly). Each such row's
+    /// accuracy is the category's share of the set. On patched images, rows by the tokens the patch straddles follow,
+    /// each with the share of those images lost; a last row counts the images gained the other way.
     /// </summary>
     internal static IEnumerable<EvaluationRow> Losses(string scenario, DefenseScore s, bool[] cleanCorrect, DefenseScore? oracle)
     {
@@ -318,8 +320,6 @@ public sealed class DefenseEvaluation(
     private static string LossLine(IEnumerable<EvaluationRow> losses) =>
         "    losses: " + string.Join("; ", losses.Select(r => $"{r.Defense["token: ".Length..]} {r.Count}" + (r.OutOf is { } of ? $" of {of}" : "")
             + (r.OracleRight is { } right ? $" (oracle right on {right})" : "")));
-
-    private static string LossScenario(string section, string scenario) => section == scenario ? scenario : $"{section} {scenario}";
 
     private static string Category(ImageOutcome o)
     {

@@ -313,12 +313,12 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
     {
         // 5 columns. The 2x2 window at (1,1): cells 6, 7, 11, 12.
         int[] window = [6, 7, 11, 12];
-        Assert.True(WindowVerification.Touches(window, [12], 5));      // shared
-        Assert.True(WindowVerification.Touches(window, [18], 5));      // (3,3), diagonal to (2,2)
-        Assert.True(WindowVerification.Touches(window, [0], 5));       // (0,0), diagonal to (1,1)
-        Assert.False(WindowVerification.Touches(window, [19], 5));     // (3,4): two columns from (2,2)
-        Assert.False(WindowVerification.Touches(window, [9, 14], 5));  // (1,4), (2,4)
-        Assert.False(WindowVerification.Touches(window, [], 5));
+        Assert.True(WindowVerification.Touches(window, [12], 5, 5));      // shared
+        Assert.True(WindowVerification.Touches(window, [18], 5, 5));      // (3,3), diagonal to (2,2)
+        Assert.True(WindowVerification.Touches(window, [0], 5, 5));       // (0,0), diagonal to (1,1)
+        Assert.False(WindowVerification.Touches(window, [19], 5, 5));     // (3,4): two columns from (2,2)
+        Assert.False(WindowVerification.Touches(window, [9, 14], 5, 5));  // (1,4), (2,4)
+        Assert.False(WindowVerification.Touches(window, [], 5, 5));
     }
 
     [Fact]
