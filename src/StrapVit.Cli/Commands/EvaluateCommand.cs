@@ -45,6 +45,8 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<string> windowWhen = CliOptions.Choice("--window-when", Defaults.WindowOnlyOverThreshold ? "over-threshold" : "always",
         "when the window is flagged: always (whenever anything is flagged, the K minimum included) or over-threshold (only when a token is over its threshold) (Defense:WindowOnlyOverThreshold)", "always", "over-threshold");
     private readonly Option<double> windowGrow = CliOptions.Number("--window-grow", Defaults.WindowGrowRatio, 0, 1e6, "grow the flagged window by each neighbouring token whose score is at least this share of its threshold (Defense:WindowGrowRatio; 0: no growth)");
+    private readonly Option<double> windowMinSum = CliOptions.Number("--window-min-sum", Defaults.WindowMinRatioSum, 0, 1e6, "when no token is over threshold, flag the window only if its score-to-threshold ratios add up to this (Defense:WindowMinRatioSum; 0: whenever anything is flagged)");
+    private readonly ListOption<double> sweepWindowMinSum = CliOptions.NumberList("--sweep-window-min-sum", [Defaults.WindowMinRatioSum], 0, 1e6, "window ratio sums of the sweep (Defense:WindowMinRatioSum; 0: whenever anything is flagged), for windows flagged not only over threshold");
     private readonly ListOption<double> sweepWindowGrow = CliOptions.NumberList("--sweep-window-grow", [Defaults.WindowGrowRatio], 0, 1e6, "window growth ratios of the sweep (Defense:WindowGrowRatio; 0: no growth)");
     private readonly Option<VerifyRule> verifyRule = new("--verify-rule") { Description = "the masking check's second-round rule (Defense:VerifyRule)", DefaultValueFactory = _ => Defaults.VerifyRule };
     private readonly ListOption<VerifyRule> sweepVerifyRule = CliOptions.EnumList("--sweep-verify-rule", [Defaults.VerifyRule], "second-round rules of the sweep, for checked configurations");
@@ -103,7 +105,7 @@ internal sealed class EvaluateCommand : CliVerb
         Option[] options =
         [
             images, calib, verifyCalib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
-            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen, windowGrow, sweepWindowGrow, verifyRule, sweepVerifyRule, verifyComplete, sweepVerifyComplete,
+            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen, windowGrow, sweepWindowGrow, windowMinSum, sweepWindowMinSum, verifyRule, sweepVerifyRule, verifyComplete, sweepVerifyComplete,
             bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
@@ -138,6 +140,7 @@ internal sealed class EvaluateCommand : CliVerb
             VerifyCleanRate = parseResult.GetValue(verifyCleanRate),
             SweepWindowOnlyOverThreshold = parseResult.GetList(sweepWindowWhen).Select(w => w == "over-threshold").Distinct().ToArray(),
             SweepWindowGrowRatios = parseResult.GetList(sweepWindowGrow).Distinct().ToArray(),
+            SweepWindowMinRatioSums = parseResult.GetList(sweepWindowMinSum).Distinct().ToArray(),
             SweepVerifyRules = parseResult.GetList(sweepVerifyRule).Distinct().ToArray(),
             SweepVerifyComplete = parseResult.GetList(sweepVerifyComplete).Distinct().ToArray(),
             PatchCache = parseResult.GetValue(patchCache),
@@ -157,6 +160,7 @@ internal sealed class EvaluateCommand : CliVerb
             WindowPixels = parseResult.GetValue(window),
             WindowOnlyOverThreshold = parseResult.GetValue(windowWhen) == "over-threshold",
             WindowGrowRatio = parseResult.GetValue(windowGrow),
+            WindowMinRatioSum = parseResult.GetValue(windowMinSum),
             VerifyRule = parseResult.GetValue(verifyRule),
             VerifyComplete = parseResult.GetValue(verifyComplete) == "on",
             Score = parseResult.GetValue(score),
@@ -197,7 +201,7 @@ internal sealed class EvaluateCommand : CliVerb
     {
         var sb = new StringBuilder();
         var o0 = report.Options;
-        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.WindowPixels} px, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}, masking check {(o0.VerifyWindows > 0 ? $"of {o0.VerifyWindows} windows{(o0.VerifyWindowPixels > 0 ? $" ({o0.VerifyWindowPixels} px)" : "")} with {o0.VerifyPartners} partners{(o0.VerifyGroup > 1 ? $", first round in groups of {o0.VerifyGroup}" : "")}{(o0.VerifyMargin > 0 ? $", second-round margin {o0.VerifyMargin:F3}" : "")}{(o0.VerifyRule == VerifyRule.Veto ? ", second round by veto" : "")}{(o0.VerifyComplete ? ", completing a patch flagged in part" : "")}" : "off")}{(o0.WindowGrowRatio > 0 ? $", window grown at {o0.WindowGrowRatio:0.###}" : "")}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"Model {report.Model}; {report.Images} images; reference from {report.CalibrationImages} clean images; token defense: score {o0.Score}, window {o0.WindowPixels} px, K={o0.MinTokens}, threshold x{o0.ThresholdScale}, neutralisation {o0.Neutralization}, masking check {(o0.VerifyWindows > 0 ? $"of {o0.VerifyWindows} windows{(o0.VerifyWindowPixels > 0 ? $" ({o0.VerifyWindowPixels} px)" : "")} with {o0.VerifyPartners} partners{(o0.VerifyGroup > 1 ? $", first round in groups of {o0.VerifyGroup}" : "")}{(o0.VerifyMargin > 0 ? $", second-round margin {o0.VerifyMargin:F3}" : "")}{(o0.VerifyRule == VerifyRule.Veto ? ", second round by veto" : "")}{(o0.VerifyComplete ? ", completing a patch flagged in part" : "")}" : "off")}{(o0.WindowGrowRatio > 0 ? $", window grown at {o0.WindowGrowRatio:0.###}" : "")}{(o0.WindowMinRatioSum > 0 ? $", window under threshold only at a ratio sum of {o0.WindowMinRatioSum:0.###}" : "")}; token (paper): JSD, K=4, random composite transforms; seed {report.Settings.Seed}.");
         sb.AppendLine();
         foreach (var section in report.Rows.GroupBy(r => r.Section))
         {

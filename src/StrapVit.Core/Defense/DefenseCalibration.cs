@@ -115,12 +115,13 @@ public sealed record CheckCalibration(double Margin, double CleanRate, int Image
 /// <summary>The defense settings that decide how often the masking check replaces an answer.</summary>
 public sealed record CheckScope(
     string Score, int WindowPixels, bool WindowOnlyOverThreshold, int MinTokens, double ThresholdScale, string Neutralization, int BankChoices,
-    int VerifyWindows, int VerifyPartners, int VerifyGroup, int VerifyWindowPixels, double WindowGrowRatio = 0, string VerifyRule = "Unanimous", bool VerifyComplete = false)
+    int VerifyWindows, int VerifyPartners, int VerifyGroup, int VerifyWindowPixels, double WindowGrowRatio = 0, string VerifyRule = "Unanimous", bool VerifyComplete = false,
+    double WindowMinRatioSum = 0)
 {
     public static CheckScope Of(DefenseOptions o)
     {
         ArgumentNullException.ThrowIfNull(o);
         return new(o.Score.ToString(), o.WindowPixels, o.WindowOnlyOverThreshold, o.MinTokens, o.ThresholdScale, o.Neutralization.ToString(), o.BankChoices,
-            o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.VerifyWindowPixels, o.WindowGrowRatio, o.VerifyRule.ToString(), o.VerifyComplete);
+            o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.VerifyWindowPixels, o.WindowGrowRatio, o.VerifyRule.ToString(), o.VerifyComplete, o.WindowMinRatioSum);
     }
 }

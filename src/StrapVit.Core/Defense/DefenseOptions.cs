@@ -132,6 +132,15 @@ public sealed class DefenseOptions
     public bool WindowOnlyOverThreshold { get; set; }
 
     /// <summary>
+    /// When no token is over its threshold, flag the window only if its sum of score-to-threshold ratios is at least this
+    /// (0: whenever the K minimum flags anything, as before). A window of clean tokens rarely adds up to much; a patch
+    /// whose tokens each stay a little under threshold still does. Between the default (0) and
+    /// <see cref="WindowOnlyOverThreshold"/> (in effect, infinity): clean images keep the window's tokens where nothing
+    /// stands out, and a patch spread under threshold over the window's tokens is still dropped whole.
+    /// </summary>
+    public double WindowMinRatioSum { get; set; }
+
+    /// <summary>
     /// Grow the flagged window by each neighbouring token (8-adjacent, outside it) whose score is at least this share of
     /// its threshold (0: no growth). A 6-pixel patch on 4-pixel tokens spans 3 tokens in a row or column almost half the
     /// time, one more than the 2x2 window; the strip it leaves outside the window raises that token's score, often
@@ -289,6 +298,7 @@ public sealed class DefenseOptions
         : VerifyWindowPixels < 0 ? "Defense:VerifyWindowPixels must be >= 0."
         : VerifyMargin is double margin && !(double.IsFinite(margin) && margin >= 0) ? "Defense:VerifyMargin must be a finite number >= 0."
         : !(double.IsFinite(WindowGrowRatio) && WindowGrowRatio >= 0) ? "Defense:WindowGrowRatio must be a finite number >= 0."
+        : !(double.IsFinite(WindowMinRatioSum) && WindowMinRatioSum >= 0) ? "Defense:WindowMinRatioSum must be a finite number >= 0."
         : !(ThresholdScale > 0) ? "Defense:ThresholdScale must be > 0."
         : Transforms == TokenTransforms.None ? "Defense:Transforms must name at least one transform."
         : !(ShrinkMin >= 0 && ShrinkMin <= ShrinkMax && ShrinkMax < 1) ? "Defense:ShrinkMin..ShrinkMax must satisfy 0 <= min <= max < 1."

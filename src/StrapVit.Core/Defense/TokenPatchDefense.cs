@@ -305,7 +305,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
         reference.Score(image, scores, options.Score, grid.First, nearest);
         var thresholds = reference.ThresholdsFor(options.Score);
         var (flagged, above) = TokenSelection.Select(scores, thresholds, candidates, options.MinTokens,
-            options.ThresholdScale, options.WindowTokens(grid.TokenSize), grid.Rows, grid.Cols, options.WindowOnlyOverThreshold, options.WindowGrowRatio);
+            options.ThresholdScale, options.WindowTokens(grid.TokenSize), grid.Rows, grid.Cols, options.WindowOnlyOverThreshold, options.WindowGrowRatio, options.WindowMinRatioSum);
         var over = flagged.Where(k => scores[k] > thresholds[k] * options.ThresholdScale).ToHashSet();
         return new Detection(flagged, above, nearest, over);
     }

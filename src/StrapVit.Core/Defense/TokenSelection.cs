@@ -35,11 +35,12 @@ public static class TokenSelection
     /// then grows by each token of the ring around it (its 8-neighbours outside it) whose score-to-threshold ratio is
     /// at least <paramref name="growRatio"/>: hysteresis, as an edge detector keeps weak edges next to strong ones. A
     /// patch that straddles one more token than the window is wide leaves a strip in that ring whose ratio is raised
-    /// without crossing the threshold.
+    /// without crossing the threshold. With <paramref name="minRatioSum"/> above 0 and no token over its threshold, the
+    /// window is flagged only if its ratios add up to at least that.
     /// </summary>
     public static (int[] Flagged, int AboveThreshold) Select(
         ReadOnlySpan<double> scores, ReadOnlySpan<float> thresholds, IReadOnlyList<int> candidates, int minTokens, double scale,
-        int window, int rows, int cols, bool onlyOverThreshold = false, double growRatio = 0)
+        int window, int rows, int cols, bool onlyOverThreshold = false, double growRatio = 0, double minRatioSum = 0)
     {
         var ratios = Ratios(scores, thresholds, candidates, scale);
         var (flagged, above) = Select(ratios, candidates, minTokens);
@@ -50,6 +51,10 @@ public static class TokenSelection
 
         var w = Math.Min(window, Math.Min(rows, cols));
         var strongest = WindowVerification.Candidates(ratios, rows, cols, w, w, 1)[0];
+        if (above == 0 && minRatioSum > 0 && strongest.Sum(cell => ratios[cell]) < minRatioSum)
+        {
+            return (flagged, above);
+        }
         var set = new HashSet<int>(flagged);
         var result = new List<int>(flagged);
         foreach (var cell in strongest)

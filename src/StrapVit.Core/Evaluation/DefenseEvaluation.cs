@@ -48,6 +48,9 @@ public sealed record EvaluationSettings
     /// <summary>Window growth ratios of the sweep (<see cref="DefenseOptions.WindowGrowRatio"/>; 0: none), for configurations with a window.</summary>
     public double[] SweepWindowGrowRatios { get; init; } = [0];
 
+    /// <summary>Window ratio sums of the sweep (<see cref="DefenseOptions.WindowMinRatioSum"/>; 0: none), for configurations with a window.</summary>
+    public double[] SweepWindowMinRatioSums { get; init; } = [0];
+
     /// <summary>Second-round rules of the sweep (<see cref="DefenseOptions.VerifyRule"/>), for checked configurations.</summary>
     public VerifyRule[] SweepVerifyRules { get; init; } = [VerifyRule.Unanimous];
 
@@ -373,17 +376,18 @@ public sealed class DefenseEvaluation(
                 .SelectMany(r => settings.SweepVerifyRules.SelectMany(rule => settings.SweepVerifyComplete.Select(complete => (v, p, g, r, rule, complete))))))).ToArray();
         foreach (var score in settings.SweepScores)
         {
-            foreach (var (window, onlyOver, grow) in settings.SweepWindows.SelectMany(w => (w == 0 ? [false] : settings.SweepWindowOnlyOverThreshold)
-                .SelectMany(x => (w == 0 ? [0.0] : settings.SweepWindowGrowRatios).Select(g => (w, x, g)))))
+            foreach (var (window, onlyOver, grow, minSum) in settings.SweepWindows.SelectMany(w => (w == 0 ? [false] : settings.SweepWindowOnlyOverThreshold)
+                .SelectMany(x => (w == 0 ? [0.0] : settings.SweepWindowGrowRatios)
+                    .SelectMany(g => (w == 0 || x ? [0.0] : settings.SweepWindowMinRatioSums).Select(m => (w, x, g, m))))))
             {
                 foreach (var k in settings.SweepK)
                 {
                     foreach (var ((neutralization, choices), (checkWindows, partners, group, cleanRate, rule, complete)) in neutralizations.SelectMany(n => checks.Select(c => (n, c))))
                     {
                         var o = options.Clone();
-                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.WindowOnlyOverThreshold, o.WindowGrowRatio, o.VerifyRule, o.VerifyComplete) =
-                            (score, window, k, neutralization, choices, checkWindows, partners, group, onlyOver, grow, rule, complete);
-                        var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens{(onlyOver ? ", only over threshold" : "")}{(grow > 0 ? $", grown at {grow.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)}" : "")}) K={k} {TokenPatchDefense.Name(neutralization)}"
+                        (o.Score, o.WindowPixels, o.MinTokens, o.Neutralization, o.BankChoices, o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.WindowOnlyOverThreshold, o.WindowGrowRatio, o.WindowMinRatioSum, o.VerifyRule, o.VerifyComplete) =
+                            (score, window, k, neutralization, choices, checkWindows, partners, group, onlyOver, grow, minSum, rule, complete);
+                        var name = $"{(score == TokenScore.Knn ? "knn" : "jsd")} window {window}px ({o.WindowTokens(package.Manifest.PatchSize)} tokens{(onlyOver ? ", only over threshold" : "")}{(grow > 0 ? $", grown at {grow.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)}" : "")}{(minSum > 0 ? $", else at a sum of {minSum.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)}" : "")}) K={k} {TokenPatchDefense.Name(neutralization)}"
                             + (neutralization is Neutralization.Bank or Neutralization.Hybrid ? $" of {choices}" : "")
                             + (checkWindows > 0 ? $" verify {checkWindows} of {partners}" + (group > 1 ? $" in groups of {group}" : "") + (rule == VerifyRule.Veto ? " by veto" : "") + (complete ? " completing" : "") : "");
                         o.VerifyMargin = configuredMargin;

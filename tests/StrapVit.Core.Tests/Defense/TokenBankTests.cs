@@ -267,6 +267,44 @@ public sealed class TokenBankTests
         Assert.Equal(expected, flagged.Order().ToArray());
     }
 
+    [Theory]
+    [InlineData(0.0, true)]   // 0: the window whenever the K minimum flags anything
+    [InlineData(2.0, true)]   // the strongest window (1,1)-(2,2) adds up to 0.9 + 0.6 + 0.7 + 0.3 = 2.5
+    [InlineData(2.45, true)]  // just under the sum: flagged
+    [InlineData(2.6, false)]  // over it: only the K = 2 strongest tokens, (1,1) at 0.9 and (2,2) at 0.7
+    public void Under_threshold_the_window_is_flagged_only_when_its_ratios_add_up(double minSum, bool window)
+    {
+        // A 4x4 grid after a class token (candidate = cell + 1); thresholds 2, so each ratio is half the score.
+        var scores = new double[17];
+        scores[1 + 5] = 1.8;   // (1,1): ratio 0.9
+        scores[1 + 6] = 1.2;   // (1,2): 0.6
+        scores[1 + 9] = 0.6;   // (2,1): 0.3
+        scores[1 + 10] = 1.4;  // (2,2): 0.7
+        scores[1 + 15] = 1.0;  // (3,3): 0.5, in no window with the others
+        var thresholds = Enumerable.Repeat(2f, 17).ToArray();
+        var candidates = Enumerable.Range(1, 16).ToArray();
+
+        var (flagged, above) = TokenSelection.Select(scores, thresholds, candidates, minTokens: 2, scale: 1, window: 2, rows: 4, cols: 4, minRatioSum: minSum);
+
+        Assert.Equal(0, above);
+        Assert.Equal(window ? new[] { 6, 7, 10, 11 } : [6, 11], flagged.Order().ToArray());
+    }
+
+    [Fact]
+    public void A_token_over_threshold_flags_the_window_whatever_its_sum()
+    {
+        // One token at ratio 1.5 on a 3x3 grid, the rest 0: every window holding it sums to 1.5, under a required 10.
+        var scores = new double[10];
+        scores[1 + 4] = 3.0;
+        var thresholds = Enumerable.Repeat(2f, 10).ToArray();
+
+        var (flagged, above) = TokenSelection.Select(scores, thresholds, Enumerable.Range(1, 9).ToArray(), minTokens: 0, scale: 1, window: 2, rows: 3, cols: 3, minRatioSum: 10);
+
+        Assert.Equal(1, above);
+        Assert.Equal(4, flagged.Length);
+        Assert.Contains(5, flagged);
+    }
+
     [Fact]
     public void Replacement_neutralisations_write_a_clean_token_and_cut_the_gradient()
     {

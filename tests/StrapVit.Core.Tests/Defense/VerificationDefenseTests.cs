@@ -278,11 +278,14 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
     }
 
     [Fact]
-    public void A_negative_or_infinite_window_growth_ratio_is_refused()
+    public void Negative_or_infinite_window_ratios_are_refused()
     {
         Assert.Equal("Defense:WindowGrowRatio must be a finite number >= 0.", new DefenseOptions { WindowGrowRatio = -0.5 }.Validate());
         Assert.Equal("Defense:WindowGrowRatio must be a finite number >= 0.", new DefenseOptions { WindowGrowRatio = double.NaN }.Validate());
         Assert.Null(new DefenseOptions { WindowGrowRatio = 0.7 }.Validate());
+        Assert.Equal("Defense:WindowMinRatioSum must be a finite number >= 0.", new DefenseOptions { WindowMinRatioSum = -1 }.Validate());
+        Assert.Equal("Defense:WindowMinRatioSum must be a finite number >= 0.", new DefenseOptions { WindowMinRatioSum = double.PositiveInfinity }.Validate());
+        Assert.Null(new DefenseOptions { WindowMinRatioSum = 2.5 }.Validate());
     }
 
     [Fact]
@@ -294,6 +297,7 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
 
         Assert.Equal(CheckScope.Of(new DefenseOptions()), check.Scope);
         Assert.NotEqual(CheckScope.Of(new DefenseOptions { WindowGrowRatio = 0.7 }), check.Scope);
+        Assert.NotEqual(CheckScope.Of(new DefenseOptions { WindowMinRatioSum = 2.5 }), check.Scope);
     }
 
     [Fact]
