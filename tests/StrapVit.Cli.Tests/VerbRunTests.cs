@@ -79,6 +79,9 @@ public sealed class VerbRunTests : IDisposable
         var calibration = DefenseCalibration.Load(Path.Combine(package, DefenseCalibration.FileName), loaded);
         var check = calibration.Check!;
         Assert.StartsWith(FormattableString.Invariant($"masking check: margin {check.Margin:F3}, 0 of 60 clean answers replaced"), stdout, StringComparison.Ordinal);
+        // None of 60 replaced bounds the rate by 1 - 0.05^(1/60) = 4.9%, which the command says is loose.
+        Assert.Contains(FormattableString.Invariant($"95% upper bound on the rate {1 - Math.Pow(0.05, 1.0 / 60):P1})"), stdout, StringComparison.Ordinal);
+        Assert.Contains("60 clean images bound the check's replacement rate only by", stderr, StringComparison.Ordinal);
         Assert.Equal((0.0, 60, 0), (check.CleanRate, check.Images, check.Replaced));
         Assert.True(check.Margin > 0, "the check replaced no answer without a margin: the test needs one that it must set");
 

@@ -15,7 +15,7 @@ import sys
 
 
 # Defense options that results written before they existed lack, with the values the defense then ran with.
-OPTION_DEFAULTS = {"windowGrowRatio": 0, "verifyRule": "Unanimous", "verifyComplete": False}
+OPTION_DEFAULTS = {"windowGrowRatio": 0, "verifyRule": "Unanimous", "verifyComplete": False, "windowMinRatioSum": 0}
 
 
 def main() -> int:

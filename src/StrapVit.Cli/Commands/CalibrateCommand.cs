@@ -81,7 +81,12 @@ internal sealed class CalibrateCommand : CliVerb
                 var clean = parseResult.GetValue(checkIdx) is not null ? LoadIdx(checkPath, input) : LoadFolder(checkPath, input);
                 if (clean.Count == 0) throw new IOException($"no PNG or JPEG images in '{checkPath}'");
                 calibration = calibration with { Check = CalibrateCheck(tokenModel, tokenReference, clean, parseResult.GetValue(checkRate)) };
-                stdout.WriteLine($"masking check: margin {calibration.Check.Margin:F3}, {calibration.Check.Replaced} of {clean.Count} clean answers replaced (at most {calibration.Check.CleanRate:P1})");
+                var bound = CheckMargin.UpperBound(calibration.Check.Replaced, clean.Count);
+                stdout.WriteLine($"masking check: margin {calibration.Check.Margin:F3}, {calibration.Check.Replaced} of {clean.Count} clean answers replaced (at most {calibration.Check.CleanRate:P1}; 95% upper bound on the rate {bound:P1})");
+                if (bound > 2 * Math.Max(calibration.Check.CleanRate, 1.0 / clean.Count))
+                {
+                    stderr.WriteLine($"strapvit calibrate: {clean.Count} clean images bound the check's replacement rate only by {bound:P1}; count it on more (--check-idx) to know it better");
+                }
             }
             else if (checkPath is not null)
             {

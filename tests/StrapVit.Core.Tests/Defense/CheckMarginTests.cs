@@ -45,4 +45,30 @@ public sealed class CheckMarginTests
         Assert.Throws<ArgumentOutOfRangeException>(() => CheckMargin.For(Replaced, -1, 0.1));
         Assert.Throws<ArgumentOutOfRangeException>(() => CheckMargin.For(Replaced, 8, 0.1, precision: 0));
     }
+
+    [Theory]
+    [InlineData(5, 500, 0.020910322942267)]    // the embedded model's calibration: 5 of 500 replaced
+    [InlineData(39, 4000, 0.012715902800769)]  // its check on held-out half A
+    [InlineData(43, 4500, 0.012304933301562)]  // and on half B
+    public void The_upper_bound_on_the_clean_rate_matches_an_exact_binomial_sum(int replaced, int images, double expected)
+    {
+        // Expected values: bisection on the exact binomial sum in Python (integer binomials, 200 halvings), not this code.
+        Assert.Equal(expected, CheckMargin.UpperBound(replaced, images), 1e-9);
+    }
+
+    [Theory]
+    [InlineData(500)]
+    [InlineData(60)]
+    public void With_nothing_replaced_the_bound_is_the_closed_form(int images) =>
+        // P(X = 0) = (1 - p)^n = 0.05 at the bound.
+        Assert.Equal(1 - Math.Pow(0.05, 1.0 / images), CheckMargin.UpperBound(0, images), 1e-12);
+
+    [Fact]
+    public void The_bound_is_one_when_every_answer_was_replaced_and_refuses_impossible_counts()
+    {
+        Assert.Equal(1.0, CheckMargin.UpperBound(10, 10));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CheckMargin.UpperBound(11, 10));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CheckMargin.UpperBound(-1, 10));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CheckMargin.UpperBound(1, 10, confidence: 1));
+    }
 }

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Offline study: does a kNN token score taken after the first transformer blocks find a patch better than the
+score on the embedded tokens that the service uses?
+
+A PyTorch copy of a model package (weights read from its model.onnx by tools/model/vitlib.py) scores every token
+at depth L (0: the tokens after position embedding, the service's detector; L >= 1: the same sequence after L
+blocks) by its mean distance to the k nearest tokens of the same position in a bank of clean calibration images,
+over a per-position threshold (the 99% quantile of clean scores on images outside the bank). Flagging is the
+service's default rule (every token over threshold, at least the K = 2 strongest, and the 2x2 window with the largest
+sum of ratios), and flagged tokens are dropped from attention at the input; so only the ranking changes with L, and
+the cost would be L blocks of one more pass. Patches are per-image patches at a seeded random place, made by 100
+steps of signed-gradient ascent on the undefended model's cross-entropy (not the evaluation's attack; the same
+patches for every row). With --attention, the attention each token receives in each block is scored the same way.
+Tuning data only: the bank from the 500 calibration images, thresholds from tuning images
+0-249, every figure on tuning images 250-499.
+
+    /usr/bin/python3 tools/evaluation/layer_detector_study.py models/fashion-vit-tiny --depth 6 --stem-channels 32 \
+        --stem-kind local --patch-size 4
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "model"))
+from vitlib import ViT, load_onnx_weights  # noqa: E402
+
+
+def read_idx(path: str) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    magic = struct.unpack(">I", data[:4])[0]
+    dims = magic & 0xFF
+    shape = struct.unpack(">" + "I" * dims, data[4:4 + 4 * dims])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def tokens_at(model: ViT, x: torch.Tensor, depth: int) -> torch.Tensor:
+    """Patch tokens [B, P, D] after `depth` blocks of the full sequence (0: after position embedding)."""
+    b = x.shape[0]
+    t = model.patch_embed(model.stem(x)).flatten(2).transpose(1, 2)
+    t = torch.cat([model.cls_token.expand(b, 1, model.dim), t], dim=1) + model.pos_embed
+    for blk in model.blocks[:depth]:
+        t = blk(t)
+    return t[:, 1:]
+
+
+def attention_received(model: ViT, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per block, the attention each patch token receives ([B, P], mean over heads): from every query, and from the
+    class token alone."""
+    b = x.shape[0]
+    t = model.patch_embed(model.stem(x)).flatten(2).transpose(1, 2)
+    t = torch.cat([model.cls_token.expand(b, 1, model.dim), t], dim=1) + model.pos_embed
+    from_all, from_cls = [], []
+    for blk in model.blocks:
+        a, h = blk.attn, blk.norm1(t)
+        qkv = a.qkv(h).reshape(b, h.shape[1], 3, a.heads, a.head_dim).permute(2, 0, 3, 1, 4)
+        att = torch.softmax(torch.matmul(qkv[0] * a.scale, qkv[1].transpose(-2, -1)), dim=-1).mean(1)  # [B, T, T]
+        from_all.append(att.mean(1)[:, 1:])
+        from_cls.append(att[:, 0, 1:])
+        t = blk(t)
+    return from_all, from_cls
+
+
+def knn_scores(feats: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean distance of each token to its k nearest bank tokens of the same position: [B, P]."""
+    out = torch.empty(feats.shape[:2])
+    for p in range(feats.shape[1]):
+        d = torch.cdist(feats[:, p], bank[:, p])  # [B, N]
+        out[:, p] = d.topk(k, dim=1, largest=False).values.mean(dim=1)
+    return out
+
+
+def flag(ratios: torch.Tensor, grid: int, min_tokens: int = 2, window: int = 2) -> torch.Tensor:
+    """The service's default flagging on [B, P] ratios: over 1, at least the K strongest, and the strongest window."""
+    b, p = ratios.shape
+    flags = ratios > 1.0
+    top = ratios.topk(min_tokens, dim=1).indices
+    flags.scatter_(1, top, True)
+    r = ratios.view(b, 1, grid, grid)
+    sums = torch.nn.functional.avg_pool2d(r, window, stride=1) * window * window  # [B, 1, g-w+1, g-w+1]
+    side = grid - window + 1
+    best = sums.view(b, -1).argmax(dim=1)
+    rows, cols = best // side, best % side
+    for i in range(b):
+        for dr in range(window):
+            for dc in range(window):
+                flags[i, (rows[i] + dr) * grid + cols[i] + dc] = True
+    return flags
+
+
+def patch_mask(places: np.ndarray, size: int, image: int, token: int) -> torch.Tensor:
+    """[B, P] bool: the tokens each patch touches."""
+    grid = image // token
+    m = torch.zeros(len(places), grid * grid, dtype=torch.bool)
+    for i, (y, x) in enumerate(places):
+        for r in range(y // token, (y + size - 1) // token + 1):
+            for c in range(x // token, (x + size - 1) // token + 1):
+                m[i, r * grid + c] = True
+    return m
+
+
+def make_patches(model, images, labels, size, steps, mean, std, seed):
+    """Per-image patches: pixels in [0, 1] at a seeded random place, signed-gradient ascent on cross-entropy."""
+    gen = np.random.default_rng(seed)
+    n, h, w = images.shape[0], images.shape[2], images.shape[3]
+    places = np.stack([gen.integers(0, h - size + 1, n), gen.integers(0, w - size + 1, n)], axis=1)
+    mask = torch.zeros_like(images)
+    for i, (y, x) in enumerate(places):
+        mask[i, :, y:y + size, x:x + size] = 1
+    patch = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed))
+    for step in range(steps):
+        patch.requires_grad_(True)
+        adv = images * (1 - mask) + patch * mask
+        loss = torch.nn.functional.cross_entropy(model((adv - mean) / std), labels)
+        grad, = torch.autograd.grad(loss, patch)
+        with torch.no_grad():
+            lr = 0.1 * (1 - step / steps) + 0.01
+            patch = (patch + lr * grad.sign()).clamp(0, 1)
+    return (images * (1 - mask) + patch.detach() * mask), places
+
+
+def accuracy_dropped(model, x, labels, drop: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(x, key_mask=drop).argmax(1) == labels).float().mean().item()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("package")
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--mlp-ratio", type=float, default=2.0)
+    p.add_argument("--stem-channels", type=int, default=32)
+    p.add_argument("--stem-kind", default="local")
+    p.add_argument("--patch-size", type=int, default=4)
+    p.add_argument("--layers", default="0,1,2,3")
+    p.add_argument("--sizes", default="4,6")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--quantile", type=float, default=0.99)
+    p.add_argument("--samples", default="samples/fashion-mnist")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--attention", action="store_true",
+                   help="also score each token by the attention it receives in each block (from every query, and from "
+                        "the class token), over the same per-position clean quantile")
+    p.add_argument("--output", help="write the figures as JSON here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    manifest = json.load(open(os.path.join(args.package, "model.json")))
+    mean, std = manifest["input"]["mean"][0], manifest["input"]["std"][0]
+    model = ViT(patch_size=args.patch_size, dim=args.dim, depth=args.depth, heads=args.heads, mlp_ratio=args.mlp_ratio,
+                stem_channels=args.stem_channels, stem_kind=args.stem_kind)
+    load_onnx_weights(model, os.path.join(args.package, "model.onnx"))
+    model.eval()
+    for q in model.parameters():
+        q.requires_grad_(False)
+
+    def load(name):
+        x = torch.tensor(read_idx(f"{args.samples}/{name}-images-idx3-ubyte.gz"), dtype=torch.float32)[:, None] / 255
+        y = torch.tensor(read_idx(f"{args.samples}/{name}-labels-idx1-ubyte.gz").astype(np.int64))
+        return x, y
+
+    calib_x, _ = load("calib-500")
+    tune_x, tune_y = load("tune-500")
+    thr_x, eval_x, eval_y = tune_x[:250], tune_x[250:], tune_y[250:]
+    norm = lambda x: (x - mean) / std  # noqa: E731
+    grid = 28 // args.patch_size
+    with torch.no_grad():
+        plain = (model(norm(eval_x)).argmax(1) == eval_y).float().mean().item()
+    print(f"undefended clean accuracy on tuning images 250-499: {plain:.3f}")
+
+    sets = {"clean": (eval_x, None)}
+    for size in [int(s) for s in args.sizes.split(",")]:
+        adv, places = make_patches(model, eval_x, eval_y, size, args.steps, mean, std, seed=size)
+        sets[f"{size}x{size}"] = (adv, patch_mask(places, size, 28, args.patch_size))
+        with torch.no_grad():
+            undefended = (model(norm(adv)).argmax(1) == eval_y).float().mean().item()
+        oracle = accuracy_dropped(model, norm(adv), eval_y, sets[f"{size}x{size}"][1])
+        print(f"{size}x{size}: undefended {undefended:.3f}, oracle flags dropped {oracle:.3f}")
+
+    results = {"plain": plain, "rows": []}
+    print(f"{'depth':>5} {'set':>6} {'accuracy':>9} {'any over':>9} {'top in patch':>13} {'patch covered':>14} {'tokens':>7}")
+    for depth in [int(s) for s in args.layers.split(",")]:
+        with torch.no_grad():
+            bank = tokens_at(model, norm(calib_x), depth)
+            thresholds = torch.quantile(knn_scores(tokens_at(model, norm(thr_x), depth), bank, args.k), args.quantile, dim=0)
+            for name, (x, patch) in sets.items():
+                ratios = knn_scores(tokens_at(model, norm(x), depth), bank, args.k) / thresholds
+                flags = flag(ratios.clone(), grid)
+                acc = accuracy_dropped(model, norm(x), eval_y, flags)
+                row = {"depth": depth, "set": name, "accuracy": acc, "anyOver": (ratios > 1).any(1).float().mean().item(),
+                       "tokens": flags.sum(1).float().mean().item()}
+                if patch is not None:
+                    top = ratios.argmax(1)
+                    row["topInPatch"] = patch[torch.arange(len(top)), top].float().mean().item()
+                    row["patchCovered"] = ((flags & patch).sum(1).float() / patch.sum(1)).mean().item()
+                results["rows"].append(row)
+                print(f"{depth:5d} {name:>6} {acc:9.3f} {row['anyOver']:9.3f} {row.get('topInPatch', float('nan')):13.3f} "
+                      f"{row.get('patchCovered', float('nan')):14.3f} {row['tokens']:7.2f}")
+    if args.attention:
+        with torch.no_grad():
+            clean_all, clean_cls = attention_received(model, norm(thr_x))
+            received = {name: attention_received(model, norm(x)) for name, (x, _) in sets.items()}
+            for kind, which in (("from every query", 0), ("from the class token", 1)):
+                for block in range(len(model.blocks)):
+                    threshold = torch.quantile((clean_all, clean_cls)[which][block], args.quantile, dim=0)
+                    for name, (x, patch) in sets.items():
+                        ratios = received[name][which][block] / threshold
+                        flags = flag(ratios.clone(), grid)
+                        row = {"score": f"attention {kind}", "block": block + 1, "set": name,
+                               "accuracy": accuracy_dropped(model, norm(x), eval_y, flags),
+                               "anyOver": (ratios > 1).any(1).float().mean().item()}
+                        if patch is not None:
+                            top = ratios.argmax(1)
+                            row["topInPatch"] = patch[torch.arange(len(top)), top].float().mean().item()
+                            row["patchCovered"] = ((flags & patch).sum(1).float() / patch.sum(1)).mean().item()
+                        results["rows"].append(row)
+                        print(f"attention {kind}, block {block + 1}, {name}: accuracy {row['accuracy']:.3f}, any over "
+                              f"{row['anyOver']:.3f}, top in patch {row.get('topInPatch', float('nan')):.3f}, "
+                              f"patch covered {row.get('patchCovered', float('nan')):.3f}")
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
