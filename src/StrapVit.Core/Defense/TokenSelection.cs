@@ -55,6 +55,7 @@ public static class TokenSelection
         {
             return (flagged, above);
         }
+
         var set = new HashSet<int>(flagged);
         var result = new List<int>(flagged);
         foreach (var cell in strongest)
