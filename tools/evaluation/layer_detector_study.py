@@ -42,11 +42,15 @@ def read_idx(path: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
+def embedded(model: ViT, x: torch.Tensor) -> torch.Tensor:
+    """The [B, P+1, D] sequence after position embedding, class token first (the service's tokens tensor)."""
+    t = model.patch_embed(model.stem(x)).flatten(2).transpose(1, 2)
+    return torch.cat([model.cls_token.expand(x.shape[0], 1, model.dim), t], dim=1) + model.pos_embed
+
+
 def tokens_at(model: ViT, x: torch.Tensor, depth: int) -> torch.Tensor:
     """Patch tokens [B, P, D] after `depth` blocks of the full sequence (0: after position embedding)."""
-    b = x.shape[0]
-    t = model.patch_embed(model.stem(x)).flatten(2).transpose(1, 2)
-    t = torch.cat([model.cls_token.expand(b, 1, model.dim), t], dim=1) + model.pos_embed
+    t = embedded(model, x)
     for blk in model.blocks[:depth]:
         t = blk(t)
     return t[:, 1:]
@@ -55,9 +59,7 @@ def tokens_at(model: ViT, x: torch.Tensor, depth: int) -> torch.Tensor:
 def attention_received(model: ViT, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per block, the attention each patch token receives ([B, P], mean over heads): from every query, and from the
     class token alone."""
-    b = x.shape[0]
-    t = model.patch_embed(model.stem(x)).flatten(2).transpose(1, 2)
-    t = torch.cat([model.cls_token.expand(b, 1, model.dim), t], dim=1) + model.pos_embed
+    b, t = x.shape[0], embedded(model, x)
     from_all, from_cls = [], []
     for blk in model.blocks:
         a, h = blk.attn, blk.norm1(t)
@@ -127,6 +129,17 @@ def make_patches(model, images, labels, size, steps, mean, std, seed):
     return (images * (1 - mask) + patch.detach() * mask), places
 
 
+def scored(model, x, labels, ratios: torch.Tensor, patch: torch.Tensor | None, grid: int) -> tuple[dict, torch.Tensor]:
+    """Flags from [B, P] ratios by the service's rule, the accuracy with them dropped, and where they fall; and the flags."""
+    flags = flag(ratios.clone(), grid)
+    row = {"accuracy": accuracy_dropped(model, x, labels, flags), "anyOver": (ratios > 1).any(1).float().mean().item()}
+    if patch is not None:
+        top = ratios.argmax(1)
+        row["topInPatch"] = patch[torch.arange(len(top)), top].float().mean().item()
+        row["patchCovered"] = ((flags & patch).sum(1).float() / patch.sum(1)).mean().item()
+    return row, flags
+
+
 def accuracy_dropped(model, x, labels, drop: torch.Tensor) -> float:
     with torch.no_grad():
         return (model(x, key_mask=drop).argmax(1) == labels).float().mean().item()
@@ -180,51 +193,41 @@ def main() -> int:
         plain = (model(norm(eval_x)).argmax(1) == eval_y).float().mean().item()
     print(f"undefended clean accuracy on tuning images 250-499: {plain:.3f}")
 
-    sets = {"clean": (eval_x, None)}
+    # Every set normalised once, as the model reads it; the patches are made in pixel space.
+    sets = {"clean": (norm(eval_x), None)}
     for size in [int(s) for s in args.sizes.split(",")]:
         adv, places = make_patches(model, eval_x, eval_y, size, args.steps, mean, std, seed=size)
-        sets[f"{size}x{size}"] = (adv, patch_mask(places, size, 28, args.patch_size))
+        x, patch = norm(adv), patch_mask(places, size, 28, args.patch_size)
+        sets[f"{size}x{size}"] = (x, patch)
         with torch.no_grad():
-            undefended = (model(norm(adv)).argmax(1) == eval_y).float().mean().item()
-        oracle = accuracy_dropped(model, norm(adv), eval_y, sets[f"{size}x{size}"][1])
+            undefended = (model(x).argmax(1) == eval_y).float().mean().item()
+        oracle = accuracy_dropped(model, x, eval_y, patch)
         print(f"{size}x{size}: undefended {undefended:.3f}, oracle flags dropped {oracle:.3f}")
+    calib_n, thr_n = norm(calib_x), norm(thr_x)
 
     results = {"plain": plain, "rows": []}
     print(f"{'depth':>5} {'set':>6} {'accuracy':>9} {'any over':>9} {'top in patch':>13} {'patch covered':>14} {'tokens':>7}")
     for depth in [int(s) for s in args.layers.split(",")]:
         with torch.no_grad():
-            bank = tokens_at(model, norm(calib_x), depth)
-            thresholds = torch.quantile(knn_scores(tokens_at(model, norm(thr_x), depth), bank, args.k), args.quantile, dim=0)
+            bank = tokens_at(model, calib_n, depth)
+            thresholds = torch.quantile(knn_scores(tokens_at(model, thr_n, depth), bank, args.k), args.quantile, dim=0)
             for name, (x, patch) in sets.items():
-                ratios = knn_scores(tokens_at(model, norm(x), depth), bank, args.k) / thresholds
-                flags = flag(ratios.clone(), grid)
-                acc = accuracy_dropped(model, norm(x), eval_y, flags)
-                row = {"depth": depth, "set": name, "accuracy": acc, "anyOver": (ratios > 1).any(1).float().mean().item(),
-                       "tokens": flags.sum(1).float().mean().item()}
-                if patch is not None:
-                    top = ratios.argmax(1)
-                    row["topInPatch"] = patch[torch.arange(len(top)), top].float().mean().item()
-                    row["patchCovered"] = ((flags & patch).sum(1).float() / patch.sum(1)).mean().item()
+                ratios = knn_scores(tokens_at(model, x, depth), bank, args.k) / thresholds
+                found, flags = scored(model, x, eval_y, ratios, patch, grid)
+                row = {"depth": depth, "set": name, **found, "tokens": flags.sum(1).float().mean().item()}
                 results["rows"].append(row)
-                print(f"{depth:5d} {name:>6} {acc:9.3f} {row['anyOver']:9.3f} {row.get('topInPatch', float('nan')):13.3f} "
+                print(f"{depth:5d} {name:>6} {row['accuracy']:9.3f} {row['anyOver']:9.3f} {row.get('topInPatch', float('nan')):13.3f} "
                       f"{row.get('patchCovered', float('nan')):14.3f} {row['tokens']:7.2f}")
     if args.attention:
         with torch.no_grad():
-            clean_all, clean_cls = attention_received(model, norm(thr_x))
-            received = {name: attention_received(model, norm(x)) for name, (x, _) in sets.items()}
+            clean_all, clean_cls = attention_received(model, thr_n)
+            received = {name: attention_received(model, x) for name, (x, _) in sets.items()}
             for kind, which in (("from every query", 0), ("from the class token", 1)):
                 for block in range(len(model.blocks)):
                     threshold = torch.quantile((clean_all, clean_cls)[which][block], args.quantile, dim=0)
                     for name, (x, patch) in sets.items():
-                        ratios = received[name][which][block] / threshold
-                        flags = flag(ratios.clone(), grid)
-                        row = {"score": f"attention {kind}", "block": block + 1, "set": name,
-                               "accuracy": accuracy_dropped(model, norm(x), eval_y, flags),
-                               "anyOver": (ratios > 1).any(1).float().mean().item()}
-                        if patch is not None:
-                            top = ratios.argmax(1)
-                            row["topInPatch"] = patch[torch.arange(len(top)), top].float().mean().item()
-                            row["patchCovered"] = ((flags & patch).sum(1).float() / patch.sum(1)).mean().item()
+                        found, _ = scored(model, x, eval_y, received[name][which][block] / threshold, patch, grid)
+                        row = {"score": f"attention {kind}", "block": block + 1, "set": name, **found}
                         results["rows"].append(row)
                         print(f"attention {kind}, block {block + 1}, {name}: accuracy {row['accuracy']:.3f}, any over "
                               f"{row['anyOver']:.3f}, top in patch {row.get('topInPatch', float('nan')):.3f}, "

@@ -22,6 +22,8 @@ import json
 import sys
 from math import comb
 
+from worst_case import adaptive_masks
+
 
 def sign_test(only_a: int, only_b: int) -> float:
     """Exact two-sided binomial test of only_a against only_b at p = 1/2 (1.0 when there is nothing discordant)."""
@@ -37,14 +39,7 @@ def attack_rows(path: str) -> tuple[dict, dict[str, str], dict[str, str]]:
     """The report, its defended adaptive rows (scenario -> per-image mask) and its undefended ones."""
     with open(path, encoding="utf-8") as f:
         report = json.load(f)
-    defended: dict[str, str] = {}
-    undefended: dict[str, str] = {}
-    for row in report["rows"]:
-        mask = row.get("correctImages")
-        if not mask or "worst case" in row["scenario"]:
-            continue
-        (undefended if row["defense"] == "none" else defended)[row["scenario"]] = mask
-    return report, defended, undefended
+    return report, adaptive_masks(report), adaptive_masks(report, defended=False)
 
 
 def main() -> int:

@@ -18,6 +18,13 @@ import sys
 OPTION_DEFAULTS = {"windowGrowRatio": 0, "verifyRule": "Unanimous", "verifyComplete": False, "windowMinRatioSum": 0}
 
 
+def adaptive_masks(report: dict, defended: bool = True) -> dict[str, str]:
+    """Per-image answers (`correctImages`) of the report's adaptive attacks, by scenario: under the defense, or
+    (defended=False) on the undefended model. The rows' own worst case is left out."""
+    return {row["scenario"]: row["correctImages"] for row in report["rows"]
+            if row.get("correctImages") and "worst case" not in row["scenario"] and (row["defense"] != "none") == defended}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="+", help="results-*.json files written by `strapvit evaluate --output`")
@@ -35,10 +42,7 @@ def main() -> int:
         elif key != first:
             print(f"{path}: another model, image count or defense options than {args.results[0]}", file=sys.stderr)
             return 2
-        for row in report["rows"]:
-            mask = row.get("correctImages")
-            if row["defense"] != "none" and mask and "worst case" not in row["scenario"]:
-                attacks.append((path, row["scenario"], mask))
+        attacks.extend((path, scenario, mask) for scenario, mask in adaptive_masks(report).items())
     if not attacks:
         print("no adaptive rows with correctImages (runs older than session 11 do not have them)", file=sys.stderr)
         return 2

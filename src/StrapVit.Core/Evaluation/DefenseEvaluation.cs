@@ -368,17 +368,26 @@ public sealed class DefenseEvaluation(
         log.WriteLine("sweep: score x window x K x neutralisation");
         var baseline = DefenseScoring.Undefended(classifier, clean).Accuracy;
         var results = new List<(string Name, double Clean, double Flagged, double Tokens, double Patched)>();
-        // Bank choices vary only the neutralisations that pick from the bank, partner counts only a check that runs.
+        // Bank choices vary only the neutralisations that pick from the bank.
         var neutralizations = settings.SweepNeutralizations
             .SelectMany(n => n is Neutralization.Bank or Neutralization.Hybrid ? settings.SweepBankChoices.Select(c => (n, c)) : [(n, 1)]).ToArray();
-        var checks = settings.SweepVerify.SelectMany(v => v == 0 ? [(v, 1, 1, 0.0, VerifyRule.Unanimous, false)]
-            : settings.SweepVerifyPartners.SelectMany(p => settings.SweepVerifyGroups.SelectMany(g => settings.SweepVerifyCleanRates
-                .SelectMany(r => settings.SweepVerifyRules.SelectMany(rule => settings.SweepVerifyComplete.Select(complete => (v, p, g, r, rule, complete))))))).ToArray();
+        // The check's settings vary only a check that runs; the window's only a window (and its ratio sum only a window
+        // flagged not just over threshold).
+        var checks = (from v in settings.SweepVerify
+                      from p in v == 0 ? [1] : settings.SweepVerifyPartners
+                      from g in v == 0 ? [1] : settings.SweepVerifyGroups
+                      from r in v == 0 ? [0.0] : settings.SweepVerifyCleanRates
+                      from rule in v == 0 ? [VerifyRule.Unanimous] : settings.SweepVerifyRules
+                      from complete in v == 0 ? [false] : settings.SweepVerifyComplete
+                      select (v, p, g, r, rule, complete)).ToArray();
+        var windows = (from w in settings.SweepWindows
+                       from onlyOver in w == 0 ? [false] : settings.SweepWindowOnlyOverThreshold
+                       from grow in w == 0 ? [0.0] : settings.SweepWindowGrowRatios
+                       from minSum in w == 0 || onlyOver ? [0.0] : settings.SweepWindowMinRatioSums
+                       select (w, onlyOver, grow, minSum)).ToArray();
         foreach (var score in settings.SweepScores)
         {
-            foreach (var (window, onlyOver, grow, minSum) in settings.SweepWindows.SelectMany(w => (w == 0 ? [false] : settings.SweepWindowOnlyOverThreshold)
-                .SelectMany(x => (w == 0 ? [0.0] : settings.SweepWindowGrowRatios)
-                    .SelectMany(g => (w == 0 || x ? [0.0] : settings.SweepWindowMinRatioSums).Select(m => (w, x, g, m))))))
+            foreach (var (window, onlyOver, grow, minSum) in windows)
             {
                 foreach (var k in settings.SweepK)
                 {
