@@ -3,7 +3,9 @@
 
 Each run's results-*.json lists, for every adaptive attack, which images the defense got right (`correctImages`,
 one character per image, written since session 11). An image counts for the worst case only if every attack in every
-file left it right. Runs must share the model, the images and the defense options; the script refuses otherwise.
+file left it right. Runs must share the model, the images and the defense options; the script refuses otherwise. As
+a check that they share the images, the undefended model under the non-adaptive patch (made without the defense) must
+give the same per-image answers in every run.
 
     python3 tools/evaluation/worst_case.py RUN1/results-report.json RUN2/results-report.json ...
 """
@@ -25,6 +27,12 @@ def adaptive_masks(report: dict, defended: bool = True) -> dict[str, str]:
             if row.get("correctImages") and "worst case" not in row["scenario"] and (row["defense"] != "none") == defended}
 
 
+def undefended_plain(report: dict) -> str | None:
+    """Per-image answers of the undefended model under the non-adaptive patch: made without the defense, so the same in
+    every run on the same images, and a check that runs share them."""
+    return next((m for s, m in adaptive_masks(report, defended=False).items() if "non-adaptive" in s), None)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="+", help="results-*.json files written by `strapvit evaluate --output`")
@@ -36,11 +44,11 @@ def main() -> int:
             report = json.load(f)
         # Options added after a run was written read as their defaults, so that older results still combine.
         options = {**OPTION_DEFAULTS, **report["options"]}
-        key = (report["model"], report["images"], json.dumps(options, sort_keys=True))
+        key = (report["model"], report["images"], json.dumps(options, sort_keys=True), undefended_plain(report))
         if first is None:
             first = key
         elif key != first:
-            print(f"{path}: another model, image count or defense options than {args.results[0]}", file=sys.stderr)
+            print(f"{path}: another model, image set or defense options than {args.results[0]}", file=sys.stderr)
             return 2
         attacks.extend((path, scenario, mask) for scenario, mask in adaptive_masks(report).items())
     if not attacks:

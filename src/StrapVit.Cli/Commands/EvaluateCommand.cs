@@ -82,6 +82,8 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<string> patchCache = CliOptions.Text("--patch-cache", "folder caching the per-image (non-adaptive) patches between runs; the adaptive attacks are always rerun", helpName: "folder");
     private readonly Option<int> strongSteps = CliOptions.Number("--strong-steps", 500, 0, 100_000, "steps of the strong adaptive attack");
     private readonly Option<int> strongRestarts = CliOptions.Number("--strong-restarts", 2, 1, 100, "restarts of the strong adaptive attack");
+    private readonly Option<int> strongLocation = CliOptions.Number("--strong-location-stride", 0, 0, 64,
+        "pixels the strong attacks try moving the patch by, in four directions, at every check, keeping the move the real defense answers worst (location optimisation; 0: fixed random placements)");
     private readonly Option<int> strongEot = CliOptions.Number("--strong-eot", 16, 1, 256, "EOT samples of the strong adaptive attack");
     private readonly ListOption<double> evasionMargins = CliOptions.NumberList("--evasion-margins", [0.9], 0, 1e6, "score-to-threshold ratios the evasion term pushes patch tokens under (each with each weight)");
     private readonly ListOption<double> evasion = CliOptions.NumberList("--evasion", [0.0, 1, 10], 0, 1e12, "detector-evasion weights of the strong adaptive attack");
@@ -106,7 +108,7 @@ internal sealed class EvaluateCommand : CliVerb
         [
             images, calib, verifyCalib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
             score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen, windowGrow, sweepWindowGrow, windowMinSum, sweepWindowMinSum, verifyRule, sweepVerifyRule, verifyComplete, sweepVerifyComplete,
-            bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongEot, evasion, evasionMargins, strongOcclusion,
+            bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongLocation, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
     }
@@ -146,6 +148,7 @@ internal sealed class EvaluateCommand : CliVerb
             PatchCache = parseResult.GetValue(patchCache),
             StrongSteps = parseResult.GetValue(strongSteps),
             StrongRestarts = parseResult.GetValue(strongRestarts),
+            StrongLocationStride = parseResult.GetValue(strongLocation),
             StrongEotSamples = parseResult.GetValue(strongEot),
             EvasionWeights = parseResult.GetList(evasion),
             EvasionMargins = parseResult.GetList(evasionMargins),

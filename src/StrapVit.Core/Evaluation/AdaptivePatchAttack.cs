@@ -25,9 +25,16 @@ namespace StrapVit.Core.Evaluation;
 /// windows of the current step's detector ranking that share no token with it or with each other, as the check's
 /// group would. Hiding more clean tokens leaves the rest of the patch more say, so an attacker aims at these views too.
 /// </param>
+/// <param name="LocationStride">
+/// Location optimisation (Rao et al. 2020, "Adversarial Training against Location-Optimized Adversarial Patches"): at
+/// every check the patch, as it is, is also tried this many pixels up, down, left and right, and moves to the placement
+/// the real defense answers worst (the largest margin of a wrong class over the true one) when that is worse than where
+/// it is. A candidate placement the defense already answers wrongly breaks the image there. 0 keeps each restart's
+/// random placement.
+/// </param>
 public sealed record AdaptiveAttackSettings(
     int PatchSize, int Steps = 500, int Restarts = 2, int EotSamples = 16, double EvasionWeight = 1.0, double EvasionMargin = 0.9,
-    bool StraightThrough = true, int CheckEvery = 10, bool OcclusionViews = false, int OcclusionGroup = 1);
+    bool StraightThrough = true, int CheckEvery = 10, bool OcclusionViews = false, int OcclusionGroup = 1, int LocationStride = 0);
 
 /// <summary>
 /// The strongest per-image patch attack we can build against the token defense: it knows the detector and the
@@ -99,7 +106,7 @@ public sealed class AdaptivePatchAttack(
             throw new InvalidOperationException("Occlusion views need an encoder that takes a shorter sequence; this model's does not.");
         }
 
-        // Single-window views are fixed for the restart (the patches do not move); grouped ones follow the detector.
+        // Single-window views are fixed for the restart unless the patch moves (CheckAndMove renews them); grouped ones follow the detector.
         var occlusionViews = settings.OcclusionViews && settings.OcclusionGroup <= 1 ? places.Select(p => ViewsOver(p, [], 1)).ToArray() : null;
         for (var step = 0; step < settings.Steps && active.Count > 0; step++)
         {
@@ -194,7 +201,9 @@ public sealed class AdaptivePatchAttack(
 
             if ((step + 1) % settings.CheckEvery == 0 || step == settings.Steps - 1)
             {
-                active = Check(x, active, images, labels, size, seed + step, output, placements, places, broken);
+                active = settings.LocationStride > 0
+                    ? CheckAndMove(set, x, active, images, labels, settings.LocationStride, seed + step, output, placements, places, broken, occlusionViews)
+                    : Check(x, active, images, labels, size, seed + step, output, placements, places, broken);
             }
         }
 
@@ -232,6 +241,134 @@ public sealed class AdaptivePatchAttack(
         }
 
         return still;
+    }
+
+    /// <summary>
+    /// <see cref="Check"/> with location optimisation (<see cref="AdaptiveAttackSettings.LocationStride"/>): each active
+    /// image is classified by the real defense with its patch where it is and moved by <paramref name="stride"/> pixels
+    /// in each of the four directions (inside the image). An image any placement breaks is stored broken with that
+    /// placement (the one with the largest wrong margin); otherwise the patch moves to the placement with the largest
+    /// margin z_wrong − z_true if that beats its current one. Single-window occlusion views follow the move.
+    /// </summary>
+    private List<int> CheckAndMove(EvaluationSet set, float[] x, List<int> active, int[] images, int[] labels, int stride, int seed,
+        float[] output, PatchPlacement[] placements, PatchPlacement[] places, bool[] broken, int[][][]? occlusionViews)
+    {
+        int c = model.Manifest.Input.Channels, h = model.Manifest.Input.Height, w = model.Manifest.Input.Width, size = set.SampleSize;
+        var candidates = active.Select(s => Moves(places[s], stride, w, h)).ToArray();
+        var rows = candidates.Sum(m => m.Count);
+        var batch = new float[rows * size];
+        var row = 0;
+        for (var a = 0; a < active.Count; a++)
+        {
+            var s = active[a];
+            var current = Attack.Quantize(x.AsSpan(s * size, size));
+            foreach (var to in candidates[a])
+            {
+                var target = batch.AsSpan(row++ * size, size);
+                current.CopyTo(target);
+                MovePatch(target, set.Image(images[s]), places[s], to, c, h, w);
+            }
+        }
+
+        var results = defense.Run(batch, rows, DefenseMode.Mitigate, Enumerable.Range(0, rows).Select(r => unchecked((seed * 7919) + r)).ToArray());
+        var still = new List<int>(active.Count);
+        row = 0;
+        for (var a = 0; a < active.Count; a++)
+        {
+            var s = active[a];
+            var best = 0;
+            var margins = new double[candidates[a].Count];
+            for (var k = 0; k < margins.Length; k++)
+            {
+                margins[k] = Margin(results[row + k].Logits, labels[s]);
+                if (margins[k] > margins[best]) best = k;
+            }
+
+            if (margins[best] > 0)
+            {
+                broken[images[s]] = true;
+                places[s] = candidates[a][best];
+                batch.AsSpan((row + best) * size, size).CopyTo(output.AsSpan(images[s] * size, size));
+                placements[images[s]] = places[s];
+            }
+            else
+            {
+                if (best != 0)
+                {
+                    MovePatch(x.AsSpan(s * size, size), set.Image(images[s]), places[s], candidates[a][best], c, h, w);
+                    places[s] = candidates[a][best];
+                    if (occlusionViews is not null) occlusionViews[s] = ViewsOver(places[s], [], 1);
+                }
+
+                still.Add(s);
+            }
+
+            row += margins.Length;
+        }
+
+        return still;
+    }
+
+    /// <summary>max_{j≠y} z_j − z_y: positive exactly when the answer is wrong (ties count as right).</summary>
+    private static double Margin(ReadOnlySpan<float> logits, int label)
+    {
+        var other = double.NegativeInfinity;
+        for (var j = 0; j < logits.Length; j++)
+        {
+            if (j != label) other = Math.Max(other, logits[j]);
+        }
+
+        return other - logits[label];
+    }
+
+    /// <summary>
+    /// <paramref name="start"/> first, then <paramref name="start"/> moved <paramref name="stride"/> pixels up, down, left
+    /// and right, each clamped inside a <paramref name="width"/> x <paramref name="height"/> image; placements that clamp
+    /// back onto one already listed are left out.
+    /// </summary>
+    internal static List<PatchPlacement> Moves(PatchPlacement start, int stride, int width, int height)
+    {
+        var moves = new List<PatchPlacement> { start };
+        foreach (var (dx, dy) in new[] { (0, -stride), (0, stride), (-stride, 0), (stride, 0) })
+        {
+            var to = start with
+            {
+                X = Math.Clamp(start.X + dx, 0, width - start.Size),
+                Y = Math.Clamp(start.Y + dy, 0, height - start.Size),
+            };
+            if (!moves.Contains(to)) moves.Add(to);
+        }
+
+        return moves;
+    }
+
+    /// <summary>
+    /// Moves the patch of <paramref name="image"/> (channels x height x width) from <paramref name="start"/> to
+    /// <paramref name="to"/>: the uncovered pixels get <paramref name="original"/>'s values back, and the patch's pixels
+    /// keep their place relative to its corner.
+    /// </summary>
+    internal static void MovePatch(Span<float> image, ReadOnlySpan<float> original, PatchPlacement start, PatchPlacement to, int channels, int height, int width)
+    {
+        if (start == to) return;
+        var p = start.Size;
+        var patch = new float[channels * p * p];
+        for (var ch = 0; ch < channels; ch++)
+        {
+            for (var y = 0; y < p; y++)
+            {
+                var at = (ch * height * width) + ((start.Y + y) * width) + start.X;
+                image.Slice(at, p).CopyTo(patch.AsSpan(((ch * p) + y) * p, p));
+                original.Slice(at, p).CopyTo(image.Slice(at, p));
+            }
+        }
+
+        for (var ch = 0; ch < channels; ch++)
+        {
+            for (var y = 0; y < p; y++)
+            {
+                patch.AsSpan(((ch * p) + y) * p, p).CopyTo(image.Slice((ch * height * width) + ((to.Y + y) * width) + to.X, p));
+            }
+        }
     }
 
     /// <summary>

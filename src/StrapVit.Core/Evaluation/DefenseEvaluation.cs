@@ -108,6 +108,9 @@ public sealed record EvaluationSettings
     /// <summary>Windows each occlusion view hides (<see cref="AdaptiveAttackSettings.OcclusionGroup"/>); null: as many as the check's groups.</summary>
     public int? OcclusionGroup { get; init; }
 
+    /// <summary>Pixels the strong attacks try moving the patch by at each check (<see cref="AdaptiveAttackSettings.LocationStride"/>); 0: placements stay where each restart drew them.</summary>
+    public int StrongLocationStride { get; init; }
+
     /// <summary>How the token bank is built (size, k, clean false-positive rate).</summary>
     public BankSettings Bank { get; init; } = new();
 }
@@ -484,12 +487,13 @@ public sealed class DefenseEvaluation(
             foreach (var (lambda, gamma, occlusion) in attacks)
             {
                 var s = new AdaptiveAttackSettings(size, settings.StrongSteps, settings.StrongRestarts, settings.StrongEotSamples, lambda, gamma, OcclusionViews: occlusion,
-                    OcclusionGroup: settings.OcclusionGroup ?? options.VerifyGroup);
+                    OcclusionGroup: settings.OcclusionGroup ?? options.VerifyGroup, LocationStride: settings.StrongLocationStride);
                 var started = Stopwatch.GetTimestamp();
                 var set = strong.Run(subset, s, settings.Seed + 101);
                 var margin = gamma == 0.9 ? "" : $", γ={gamma:G3}";
                 var views = !occlusion ? "" : s.OcclusionGroup > 1 ? $", occlusion views in groups of {s.OcclusionGroup}" : ", occlusion views";
-                Add($"strong adaptive (margin, straight-through{views}, λ={lambda:G3}{margin}, {s.Steps} steps x {s.Restarts} restarts, EOT {s.EotSamples})", set);
+                var moving = s.LocationStride > 0 ? $", location-optimised by {s.LocationStride} px" : "";
+                Add($"strong adaptive (margin, straight-through{views}{moving}, λ={lambda:G3}{margin}, {s.Steps} steps x {s.Restarts} restarts, EOT {s.EotSamples})", set);
                 log.WriteLine($"    {Stopwatch.GetElapsedTime(started).TotalSeconds:F0} s");
             }
         }

@@ -222,6 +222,110 @@ public sealed class AdaptiveGradientTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData(0, 0, "0,0 0,2 2,0")]
+    [InlineData(22, 10, "22,10 22,8 22,12 20,10")]
+    [InlineData(5, 7, "5,7 5,5 5,9 3,7 7,7")]
+    [InlineData(1, 21, "1,21 1,19 1,22 0,21 3,21")]
+    public void Location_moves_are_the_placement_then_each_direction_clamped_inside_the_image_without_repeats(int x, int y, string expected)
+    {
+        var moves = AdaptivePatchAttack.Moves(new PatchPlacement(x, y, 6), 2, 28, 28);
+
+        Assert.Equal(expected, string.Join(" ", moves.Select(m => $"{m.X},{m.Y}")));
+        Assert.All(moves, m => Assert.Equal(6, m.Size));
+    }
+
+    [Theory]
+    [InlineData(1, 1, 2, 2)]
+    [InlineData(3, 0, 0, 3)]
+    [InlineData(2, 2, 2, 2)]
+    public void Moving_a_patch_restores_the_pixels_it_uncovers_and_keeps_its_own_pixels_in_order(int fromX, int fromY, int toX, int toY)
+    {
+        const int C = 2, H = 5, W = 6, P = 2;
+        var original = Enumerable.Range(0, C * H * W).Select(i => (float)i).ToArray();
+        var image = (float[])original.Clone();
+        float PatchValue(int ch, int dy, int dx) => 1000 + (100 * ch) + (10 * dy) + dx;
+        for (var ch = 0; ch < C; ch++)
+        {
+            for (var dy = 0; dy < P; dy++)
+            {
+                for (var dx = 0; dx < P; dx++) image[(ch * H * W) + ((fromY + dy) * W) + fromX + dx] = PatchValue(ch, dy, dx);
+            }
+        }
+
+        AdaptivePatchAttack.MovePatch(image, original, new PatchPlacement(fromX, fromY, P), new PatchPlacement(toX, toY, P), C, H, W);
+
+        for (var ch = 0; ch < C; ch++)
+        {
+            for (var yy = 0; yy < H; yy++)
+            {
+                for (var xx = 0; xx < W; xx++)
+                {
+                    var inside = xx >= toX && xx < toX + P && yy >= toY && yy < toY + P;
+                    var expected = inside ? PatchValue(ch, yy - toY, xx - toX) : (ch * H * W) + (yy * W) + xx;
+                    Assert.Equal(expected, image[(ch * H * W) + (yy * W) + xx]);
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void The_location_optimised_attack_changes_only_the_patch_where_it_reports_it_and_keeps_it_on_the_8_bit_grid()
+    {
+        var options = new DefenseOptions { VerifyWindows = 2, VerifyPartners = 3 };
+        var defense = new TokenPatchDefense(_tokens, _reference, options);
+        var attack = new AdaptivePatchAttack(_tokens, _reference, options, _gradients, defense);
+        var set = new EvaluationSet([.. Image(11), .. Image(12), .. Image(13)], [0, 1, 2], 3 * 32 * 32);
+        for (var i = 0; i < set.Pixels.Length; i++) set.Pixels[i] = MathF.Round(set.Pixels[i] * 255) / 255;
+
+        var settings = new AdaptiveAttackSettings(8, Steps: 8, Restarts: 1, EotSamples: 1, CheckEvery: 2, OcclusionViews: true, LocationStride: 3);
+        var result = attack.Run(set, settings, seed: 4);
+        var fixedPlaces = attack.Run(set, settings with { LocationStride = 0 }, seed: 4);
+
+        // The same seed draws the same starting placements; moving the patch shows as a different final one.
+        Assert.Contains(Enumerable.Range(0, 3), n => result.Placements[n] != fixedPlaces.Placements[n]);
+
+        for (var n = 0; n < 3; n++)
+        {
+            var place = result.Placements[n];
+            Assert.Equal(8, place.Size);
+            Assert.InRange(place.X, 0, 24);
+            Assert.InRange(place.Y, 0, 24);
+            for (var i = 0; i < 3 * 32 * 32; i++)
+            {
+                int y = i % (32 * 32) / 32, x = i % 32;
+                var value = result.Images.Pixels[(n * 3 * 32 * 32) + i];
+                var inside = x >= place.X && x < place.X + 8 && y >= place.Y && y < place.Y + 8;
+                if (!inside) Assert.Equal(set.Pixels[(n * 3 * 32 * 32) + i], value);
+                else Assert.Equal(Math.Round(value * 255) / 255, value, 5);
+            }
+        }
+    }
+
+    [Fact]
+    public void Location_optimisation_moves_patches_of_images_it_has_not_broken()
+    {
+        var options = new DefenseOptions { VerifyWindows = 0 };
+        var defense = new TokenPatchDefense(_tokens, _reference, options);
+        var attack = new AdaptivePatchAttack(_tokens, _reference, options, _gradients, defense);
+        const int N = 6, Size = 3 * 32 * 32;
+        var pixels = Enumerable.Range(20, N).SelectMany(Image).Select(v => MathF.Round(v * 255) / 255).ToArray();
+        // Labels are the defense's own answers, so that each image starts right and a single step rarely breaks it.
+        var labels = defense.Run(pixels, N, DefenseMode.Mitigate, Enumerable.Range(0, N).ToArray()).Select(r => Numerics.Probabilities.ArgMax(r.Logits)).ToArray();
+        var set = new EvaluationSet(pixels, labels, Size);
+        var settings = new AdaptiveAttackSettings(4, Steps: 2, Restarts: 1, EotSamples: 1, EvasionWeight: 0, CheckEvery: 1, LocationStride: 2);
+
+        var moved = attack.Run(set, settings, seed: 9);
+        var still = attack.Run(set, settings with { LocationStride = 0 }, seed: 9);
+
+        var answers = defense.Run(moved.Images.Pixels, N, DefenseMode.Mitigate, Enumerable.Range(0, N).ToArray());
+        var unbroken = Enumerable.Range(0, N).Where(n => Numerics.Probabilities.ArgMax(answers[n].Logits) == labels[n]).ToArray();
+        Assert.NotEmpty(unbroken);
+        Assert.Contains(unbroken, n => moved.Placements[n] != still.Placements[n]);
+        // A move is by the stride along one axis per check: at most two checks, so at most 4 pixels in all.
+        Assert.All(unbroken, n => Assert.InRange(Math.Abs(moved.Placements[n].X - still.Placements[n].X) + Math.Abs(moved.Placements[n].Y - still.Placements[n].Y), 0, 4));
+    }
+
     public void Dispose()
     {
         _gradients.Dispose();

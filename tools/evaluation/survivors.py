@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Attack only the images every attack so far left right, at a larger budget, and fold the answer back.
+
+The worst case over adaptive attacks counts an image only if every attack left it right, so a stronger attack only
+needs to run on those images: the survivors. `write` reads `strapvit evaluate` results (their per-image
+`correctImages`) and writes the survivors as an IDX pair that `strapvit evaluate --images` reads, with an index file
+naming which entries of the original images they are. `count` takes the results of runs on that IDX and gives the
+worst case over the original images: an image counts only if it survived before and every new attack left it right.
+
+    # runs on entries 0-99 and on entries 100-199 of the same IDX file (each run on its own 100 images)
+    python3 tools/evaluation/survivors.py write --images samples/fashion-mnist/test-1000-images-idx3-ubyte.gz \\
+        --runs 0 RUN_A1/results-report.json RUN_A2/results-report.json --runs 100 RUN_B/results-report.json --out /tmp/surv
+    strapvit evaluate ... --images /tmp/surv-images-idx3-ubyte.gz --count <survivors> --adaptive-count <survivors> --output NEW
+    python3 tools/evaluation/survivors.py count /tmp/surv-index.json NEW/results-report.json
+
+The runs of one group must share the model, images and defense options; as a check that they share the images, the
+undefended model under the non-adaptive patch must give the same per-image answers in all of them. The new runs must
+use the same model and defense options as the old ones (checked against the index).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import struct
+import sys
+
+from worst_case import OPTION_DEFAULTS, adaptive_masks, undefended_plain
+
+
+def load(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def key(report: dict) -> tuple[str, str]:
+    """Model and defense options (options added after a run was written read as their defaults)."""
+    return report["model"], json.dumps({**OPTION_DEFAULTS, **report["options"]}, sort_keys=True)
+
+
+def worst(reports: list[dict]) -> list[bool]:
+    masks = [m for r in reports for m in adaptive_masks(r).values()]
+    if not masks or len({len(m) for m in masks}) != 1:
+        raise SystemExit("runs without adaptive rows, or on different numbers of images")
+    return [all(m[i] == "1" for m in masks) for i in range(len(masks[0]))]
+
+
+def read_idx(path: str, magic: int) -> tuple[bytes, int, int]:
+    """The file's bytes, its item count and the bytes per item."""
+    data = gzip.open(path).read() if path.endswith(".gz") else open(path, "rb").read()
+    if struct.unpack(">I", data[:4])[0] != magic:
+        raise SystemExit(f"{path}: not an IDX file of the expected kind")
+    dims = magic & 0xFF
+    shape = struct.unpack(f">{dims}I", data[4:4 + 4 * dims])
+    item = 1
+    for s in shape[1:]:
+        item *= s
+    return data, shape[0], item
+
+
+def write(args: argparse.Namespace) -> int:
+    entries: list[int] = []
+    total = 0
+    first_key = None
+    for group in args.runs:
+        start, paths = int(group[0]), group[1:]
+        reports = [load(p) for p in paths]
+        keys = {key(r) for r in reports}
+        plain = {undefended_plain(r) for r in reports}
+        if len(keys) != 1 or len(plain) != 1:
+            print(f"runs {paths}: another model, defense options or image set", file=sys.stderr)
+            return 2
+        if first_key is None:
+            first_key = keys.pop()
+        elif keys.pop() != first_key:
+            print(f"runs {paths}: another model or defense options than the first group", file=sys.stderr)
+            return 2
+        right = worst(reports)
+        print(f"entries {start}-{start + len(right) - 1}: {sum(right)} of {len(right)} right under all {len(paths)} runs' attacks")
+        entries += [start + i for i, ok in enumerate(right) if ok]
+        total += len(right)
+
+    labels_path = args.images.replace("-images-idx3-ubyte", "-labels-idx1-ubyte")
+    images, count, item = read_idx(args.images, 0x803)
+    labels, label_count, _ = read_idx(labels_path, 0x801)
+    if max(entries, default=0) >= min(count, label_count):
+        print(f"{args.images}: fewer entries than the runs name", file=sys.stderr)
+        return 2
+    rows, cols = struct.unpack(">II", images[8:16])
+    out_images = struct.pack(">IIII", 0x803, len(entries), rows, cols) + b"".join(images[16 + item * i:16 + item * (i + 1)] for i in entries)
+    out_labels = struct.pack(">II", 0x801, len(entries)) + bytes(labels[8 + i] for i in entries)
+    with gzip.open(f"{args.out}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(out_images)
+    with gzip.open(f"{args.out}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(out_labels)
+    model, options = first_key
+    with open(f"{args.out}-index.json", "w", encoding="utf-8") as f:
+        json.dump({"images": os.path.basename(args.images), "total": total, "model": model, "options": json.loads(options),
+                   "entries": entries}, f, indent=1)
+    print(f"{len(entries)} survivors of {total} ({100.0 * len(entries) / total:.1f}%) written to {args.out}-*")
+    return 0
+
+
+def count(args: argparse.Namespace) -> int:
+    index = load(args.index)
+    reports = [load(p) for p in args.results]
+    for path, report in zip(args.results, reports):
+        if report["images"] != len(index["entries"]) or key(report) != (index["model"], json.dumps(index["options"], sort_keys=True)):
+            print(f"{path}: not a run on these {len(index['entries'])} survivors with the same model and defense options", file=sys.stderr)
+            return 2
+    total = index["total"]
+    for path, report in zip(args.results, reports):
+        for scenario, mask in adaptive_masks(report).items():
+            print(f"{100.0 * mask.count('1') / total:5.1f}%  {scenario}  ({path}; {mask.count('1')} of the {len(mask)} survivors)")
+    right = worst(reports)
+    kept = [e for e, ok in zip(index["entries"], right) if ok]
+    print(f"{100.0 * len(kept) / total:5.1f}%  worst case over the earlier attacks and these: {len(kept)} of {total} images "
+          f"(was {len(index['entries'])})")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump({**index, "entries": kept}, f, indent=1)
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("write", help="write the images every attack so far left right")
+    w.add_argument("--images", required=True, help="the IDX images file the runs read (labels: the matching -labels-idx1-ubyte file)")
+    w.add_argument("--runs", nargs="+", action="append", required=True, metavar="START_OR_RUN",
+                   help="the first entry of the runs' images in --images, then their results-*.json files")
+    w.add_argument("--out", required=True, help="prefix of the IDX pair and of the index file written")
+    c = sub.add_parser("count", help="the worst case over the original images, with runs on the survivors added")
+    c.add_argument("index", help="the -index.json file `write` wrote")
+    c.add_argument("results", nargs="+", help="results-*.json of runs on the survivors")
+    c.add_argument("--out", help="write the index of the images still right (the survivors of a further round)")
+    args = p.parse_args()
+    return write(args) if args.command == "write" else count(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
