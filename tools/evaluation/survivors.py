@@ -11,7 +11,13 @@ worst case over the original images: an image counts only if it survived before 
     python3 tools/evaluation/survivors.py write --images samples/fashion-mnist/test-1000-images-idx3-ubyte.gz \\
         --runs 0 RUN_A1/results-report.json RUN_A2/results-report.json --runs 100 RUN_B/results-report.json --out /tmp/surv
     strapvit evaluate ... --images /tmp/surv-images-idx3-ubyte.gz --count <survivors> --adaptive-count <survivors> --output NEW
-    python3 tools/evaluation/survivors.py count /tmp/surv-index.json NEW/results-report.json
+    python3 tools/evaluation/survivors.py count --part /tmp/surv-index.json NEW/results-report.json \
+        --images samples/fashion-mnist/test-1000-images-idx3-ubyte.gz --out /tmp/surv2     # the next round's survivors
+
+With `write --parts 2` the survivors are split into two alike sets (PREFIX-p1-*, PREFIX-p2-*) for two runs side by
+side, and `count` takes one `--part INDEX RUN...` per set. `count` also chains rounds: an image counts as right if
+some index names it and every `--part` whose index names it left it right, so the first round's index with its runs,
+then the next round's parts with theirs, give the worst case over all rounds.
 
 The runs of one group must share the model, images and defense options; as a check that they share the images, the
 undefended model under the non-adaptive patch must give the same per-image answers in all of them. The new runs must
@@ -81,45 +87,66 @@ def write(args: argparse.Namespace) -> int:
         entries += [start + i for i, ok in enumerate(right) if ok]
         total += len(right)
 
-    labels_path = args.images.replace("-images-idx3-ubyte", "-labels-idx1-ubyte")
-    images, count, item = read_idx(args.images, 0x803)
+    model, options = first_key
+    return write_sets(args.images, entries, total, model, json.loads(options), args.out, args.parts)
+
+
+def write_sets(images_path: str, entries: list[int], total: int, model: str, options: dict, out: str, parts: int) -> int:
+    """Writes entries of images_path (and its labels) as `parts` alike IDX pairs with their index files."""
+    labels_path = images_path.replace("-images-idx3-ubyte", "-labels-idx1-ubyte")
+    images, count, item = read_idx(images_path, 0x803)
     labels, label_count, _ = read_idx(labels_path, 0x801)
     if max(entries, default=0) >= min(count, label_count):
-        print(f"{args.images}: fewer entries than the runs name", file=sys.stderr)
+        print(f"{images_path}: fewer entries than the runs name", file=sys.stderr)
         return 2
     rows, cols = struct.unpack(">II", images[8:16])
-    out_images = struct.pack(">IIII", 0x803, len(entries), rows, cols) + b"".join(images[16 + item * i:16 + item * (i + 1)] for i in entries)
-    out_labels = struct.pack(">II", 0x801, len(entries)) + bytes(labels[8 + i] for i in entries)
-    with gzip.open(f"{args.out}-images-idx3-ubyte.gz", "wb") as f:
-        f.write(out_images)
-    with gzip.open(f"{args.out}-labels-idx1-ubyte.gz", "wb") as f:
-        f.write(out_labels)
-    model, options = first_key
-    with open(f"{args.out}-index.json", "w", encoding="utf-8") as f:
-        json.dump({"images": os.path.basename(args.images), "total": total, "model": model, "options": json.loads(options),
-                   "entries": entries}, f, indent=1)
-    print(f"{len(entries)} survivors of {total} ({100.0 * len(entries) / total:.1f}%) written to {args.out}-*")
+    print(f"{len(entries)} survivors of {total} ({100.0 * len(entries) / total:.1f}%)")
+    for part in range(parts):
+        # Part k takes every parts-th survivor from the k-th, so that the parts are alike (and the runs take alike times).
+        chosen = entries[part::parts]
+        prefix = out if parts == 1 else f"{out}-p{part + 1}"
+        out_images = struct.pack(">IIII", 0x803, len(chosen), rows, cols) + b"".join(images[16 + item * i:16 + item * (i + 1)] for i in chosen)
+        out_labels = struct.pack(">II", 0x801, len(chosen)) + bytes(labels[8 + i] for i in chosen)
+        with gzip.open(f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(out_images)
+        with gzip.open(f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(out_labels)
+        with open(f"{prefix}-index.json", "w", encoding="utf-8") as f:
+            json.dump({"images": os.path.basename(images_path), "total": total, "model": model, "options": options,
+                       "entries": chosen}, f, indent=1)
+        print(f"  {len(chosen)} written to {prefix}-*")
     return 0
 
 
 def count(args: argparse.Namespace) -> int:
-    index = load(args.index)
-    reports = [load(p) for p in args.results]
-    for path, report in zip(args.results, reports):
-        if report["images"] != len(index["entries"]) or key(report) != (index["model"], json.dumps(index["options"], sort_keys=True)):
-            print(f"{path}: not a run on these {len(index['entries'])} survivors with the same model and defense options", file=sys.stderr)
-            return 2
-    total = index["total"]
-    for path, report in zip(args.results, reports):
-        for scenario, mask in adaptive_masks(report).items():
-            print(f"{100.0 * mask.count('1') / total:5.1f}%  {scenario}  ({path}; {mask.count('1')} of the {len(mask)} survivors)")
-    right = worst(reports)
-    kept = [e for e, ok in zip(index["entries"], right) if ok]
+    """An image is right if some part's index names it and every part that names it kept it: parts of one round are
+    disjoint (their answers are joined), and a later round's index names images of an earlier one (answers are met)."""
+    covered: set[int] = set()
+    lost: set[int] = set()
+    totals = set()
+    for group in args.part:
+        index, paths = load(group[0]), group[1:]
+        reports = [load(p) for p in paths]
+        for path, report in zip(paths, reports):
+            if report["images"] != len(index["entries"]) or key(report) != (index["model"], json.dumps(index["options"], sort_keys=True)):
+                print(f"{path}: not a run on the {len(index['entries'])} survivors of {group[0]} with the same model and defense options", file=sys.stderr)
+                return 2
+        totals.add(index["total"])
+        for path, report in zip(paths, reports):
+            for scenario, mask in adaptive_masks(report).items():
+                print(f"{mask.count('1'):4d} of {len(mask):4d} right  {scenario}  ({path})")
+        covered.update(index["entries"])
+        lost.update(e for e, ok in zip(index["entries"], worst(reports)) if not ok)
+    if len(totals) != 1:
+        print("parts of different image sets", file=sys.stderr)
+        return 2
+    total = totals.pop()
+    kept = sorted(covered - lost)
     print(f"{100.0 * len(kept) / total:5.1f}%  worst case over the earlier attacks and these: {len(kept)} of {total} images "
-          f"(was {len(index['entries'])})")
+          f"(the indexes named {len(covered)}, {100.0 * len(covered) / total:.1f}%)")
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({**index, "entries": kept}, f, indent=1)
+        first = load(args.part[0][0])
+        return write_sets(args.images, kept, total, first["model"], first["options"], args.out, args.parts)
     return 0
 
 
@@ -131,11 +158,16 @@ def main() -> int:
     w.add_argument("--runs", nargs="+", action="append", required=True, metavar="START_OR_RUN",
                    help="the first entry of the runs' images in --images, then their results-*.json files")
     w.add_argument("--out", required=True, help="prefix of the IDX pair and of the index file written")
+    w.add_argument("--parts", type=int, default=1, help="split the survivors into this many alike sets (PREFIX-p1-*, ...), one run per core")
     c = sub.add_parser("count", help="the worst case over the original images, with runs on the survivors added")
-    c.add_argument("index", help="the -index.json file `write` wrote")
-    c.add_argument("results", nargs="+", help="results-*.json of runs on the survivors")
-    c.add_argument("--out", help="write the index of the images still right (the survivors of a further round)")
+    c.add_argument("--part", nargs="+", action="append", required=True, metavar="INDEX_OR_RUN",
+                   help="an -index.json file `write` wrote, then the results-*.json of runs on its images")
+    c.add_argument("--out", help="write the images still right, as `write` does (the survivors for a further round); needs --images")
+    c.add_argument("--images", help="the original IDX images file (with --out)")
+    c.add_argument("--parts", type=int, default=1, help="as for write")
     args = p.parse_args()
+    if args.command == "count" and args.out and not args.images:
+        p.error("count --out needs --images")
     return write(args) if args.command == "write" else count(args)
 
 
