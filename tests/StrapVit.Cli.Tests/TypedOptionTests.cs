@@ -94,6 +94,17 @@ public sealed class TypedOptionTests
     }
 
     [Fact]
+    public void The_strong_attacks_location_stride_defaults_to_fixed_placements_and_is_bounded()
+    {
+        Assert.Equal(0, CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b").GetValue<int>("--strong-location-stride"));
+        var moving = CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b", "--strong-location-stride", "2");
+        Assert.Empty(moving.Errors);
+        Assert.Equal(2, moving.GetValue<int>("--strong-location-stride"));
+        Assert.NotEmpty(CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b", "--strong-location-stride", "-1").Errors);
+        Assert.NotEmpty(CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b", "--strong-location-stride", "65").Errors);
+    }
+
+    [Fact]
     public void Comma_lists_default_when_not_given()
     {
         var result = CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b");
