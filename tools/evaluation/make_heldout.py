@@ -17,9 +17,9 @@ then
 (only the clean rows and the ablation's clean column mean anything there: the 1-step patch is a placeholder).
 """
 import argparse
-import gzip
 import os
-import struct
+
+import idx
 
 
 def main():
@@ -28,23 +28,13 @@ def main():
     p.add_argument("--out", default="/tmp/heldout")
     p.add_argument("--part", choices=["all", "a", "b"], default="all")
     args = p.parse_args()
-    with gzip.open(os.path.join(args.source, "t10k-images-idx3-ubyte.gz")) as f:
-        images = f.read()
-    with gzip.open(os.path.join(args.source, "t10k-labels-idx1-ubyte.gz")) as f:
-        labels = f.read()
-    magic, count, rows, cols = struct.unpack(">IIII", images[:16])
-    assert magic == 2051 and count == 10000 and rows == cols == 28, "not the Fashion-MNIST test set"
+    images, shape = idx.read(os.path.join(args.source, "t10k-images-idx3-ubyte.gz"), idx.IMAGES)
+    labels, _ = idx.read(os.path.join(args.source, "t10k-labels-idx1-ubyte.gz"), idx.LABELS)
+    assert shape == (10000, 28, 28), "not the Fashion-MNIST test set"
     keep = {"all": list(range(1000, 5000)) + list(range(5500, 10000)), "a": list(range(1000, 5000)), "b": list(range(5500, 10000))}[args.part]
-    size = rows * cols
     os.makedirs(args.out, exist_ok=True)
     name = f"heldout-{len(keep)}" if args.part == "all" else f"heldout-{args.part}-{len(keep)}"
-    # mtime 0 and no file name in the gzip header: the same bytes on every run.
-    with open(os.path.join(args.out, f"{name}-images-idx3-ubyte.gz"), "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-        f.write(struct.pack(">IIII", 2051, len(keep), rows, cols))
-        f.write(b"".join(images[16 + i * size:16 + (i + 1) * size] for i in keep))
-    with open(os.path.join(args.out, f"{name}-labels-idx1-ubyte.gz"), "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-        f.write(struct.pack(">II", 2049, len(keep)))
-        f.write(bytes(labels[8 + i] for i in keep))
+    idx.write_entries(images, labels, keep, os.path.join(args.out, name))
     print(f"wrote {len(keep)} images to {args.out}/{name}-*")
 
 

@@ -26,23 +26,17 @@ use the same model and defense options as the old ones (checked against the inde
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
-import struct
 import sys
 
-from worst_case import OPTION_DEFAULTS, adaptive_masks, undefended_plain
+import idx
+from worst_case import adaptive_masks, defense_key, undefended_plain
 
 
 def load(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def key(report: dict) -> tuple[str, str]:
-    """Model and defense options (options added after a run was written read as their defaults)."""
-    return report["model"], json.dumps({**OPTION_DEFAULTS, **report["options"]}, sort_keys=True)
 
 
 def worst(reports: list[dict]) -> list[bool]:
@@ -52,19 +46,6 @@ def worst(reports: list[dict]) -> list[bool]:
     return [all(m[i] == "1" for m in masks) for i in range(len(masks[0]))]
 
 
-def read_idx(path: str, magic: int) -> tuple[bytes, int, int]:
-    """The file's bytes, its item count and the bytes per item."""
-    data = gzip.open(path).read() if path.endswith(".gz") else open(path, "rb").read()
-    if struct.unpack(">I", data[:4])[0] != magic:
-        raise SystemExit(f"{path}: not an IDX file of the expected kind")
-    dims = magic & 0xFF
-    shape = struct.unpack(f">{dims}I", data[4:4 + 4 * dims])
-    item = 1
-    for s in shape[1:]:
-        item *= s
-    return data, shape[0], item
-
-
 def write(args: argparse.Namespace) -> int:
     entries: list[int] = []
     total = 0
@@ -72,7 +53,7 @@ def write(args: argparse.Namespace) -> int:
     for group in args.runs:
         start, paths = int(group[0]), group[1:]
         reports = [load(p) for p in paths]
-        keys = {key(r) for r in reports}
+        keys = {defense_key(r) for r in reports}
         plain = {undefended_plain(r) for r in reports}
         if len(keys) != 1 or len(plain) != 1:
             print(f"runs {paths}: another model, defense options or image set", file=sys.stderr)
@@ -93,24 +74,17 @@ def write(args: argparse.Namespace) -> int:
 
 def write_sets(images_path: str, entries: list[int], total: int, model: str, options: dict, out: str, parts: int) -> int:
     """Writes entries of images_path (and its labels) as `parts` alike IDX pairs with their index files."""
-    labels_path = images_path.replace("-images-idx3-ubyte", "-labels-idx1-ubyte")
-    images, count, item = read_idx(images_path, 0x803)
-    labels, label_count, _ = read_idx(labels_path, 0x801)
-    if max(entries, default=0) >= min(count, label_count):
+    images, shape = idx.read(images_path, idx.IMAGES)
+    labels, (label_count,) = idx.read(idx.labels_path(images_path), idx.LABELS)
+    if max(entries, default=0) >= min(shape[0], label_count):
         print(f"{images_path}: fewer entries than the runs name", file=sys.stderr)
         return 2
-    rows, cols = struct.unpack(">II", images[8:16])
     print(f"{len(entries)} survivors of {total} ({100.0 * len(entries) / total:.1f}%)")
     for part in range(parts):
         # Part k takes every parts-th survivor from the k-th, so that the parts are alike (and the runs take alike times).
         chosen = entries[part::parts]
         prefix = out if parts == 1 else f"{out}-p{part + 1}"
-        out_images = struct.pack(">IIII", 0x803, len(chosen), rows, cols) + b"".join(images[16 + item * i:16 + item * (i + 1)] for i in chosen)
-        out_labels = struct.pack(">II", 0x801, len(chosen)) + bytes(labels[8 + i] for i in chosen)
-        with gzip.open(f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(out_images)
-        with gzip.open(f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-            f.write(out_labels)
+        idx.write_entries(images, labels, chosen, prefix)
         with open(f"{prefix}-index.json", "w", encoding="utf-8") as f:
             json.dump({"images": os.path.basename(images_path), "total": total, "model": model, "options": options,
                        "entries": chosen}, f, indent=1)
@@ -128,7 +102,7 @@ def count(args: argparse.Namespace) -> int:
         index, paths = load(group[0]), group[1:]
         reports = [load(p) for p in paths]
         for path, report in zip(paths, reports):
-            if report["images"] != len(index["entries"]) or key(report) != (index["model"], json.dumps(index["options"], sort_keys=True)):
+            if report["images"] != len(index["entries"]) or defense_key(report) != defense_key(index):
                 print(f"{path}: not a run on the {len(index['entries'])} survivors of {group[0]} with the same model and defense options", file=sys.stderr)
                 return 2
         totals.add(index["total"])

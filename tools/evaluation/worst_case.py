@@ -27,6 +27,12 @@ def adaptive_masks(report: dict, defended: bool = True) -> dict[str, str]:
             if row.get("correctImages") and "worst case" not in row["scenario"] and (row["defense"] != "none") == defended}
 
 
+def defense_key(report: dict) -> tuple[str, str]:
+    """Model and defense options of a run. Options added after a run was written read as their defaults, so that older
+    results still combine."""
+    return report["model"], json.dumps({**OPTION_DEFAULTS, **report["options"]}, sort_keys=True)
+
+
 def undefended_plain(report: dict) -> str | None:
     """Per-image answers of the undefended model under the non-adaptive patch: made without the defense, so the same in
     every run on the same images, and a check that runs share them."""
@@ -42,9 +48,7 @@ def main() -> int:
     for path in args.results:
         with open(path, encoding="utf-8") as f:
             report = json.load(f)
-        # Options added after a run was written read as their defaults, so that older results still combine.
-        options = {**OPTION_DEFAULTS, **report["options"]}
-        key = (report["model"], report["images"], json.dumps(options, sort_keys=True), undefended_plain(report))
+        key = (defense_key(report), report["images"], undefended_plain(report))
         if first is None:
             first = key
         elif key != first:

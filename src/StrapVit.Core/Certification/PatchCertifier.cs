@@ -157,15 +157,6 @@ public sealed class PatchCertifier
         public MaskPair[] PairsMostFragileFirst() =>
             masks.PairsByHiddenTokens.OrderBy(p => _margins[p.First] + _margins[p.Second]).ToArray();
 
-        private static double Margin(ReadOnlySpan<float> row, int top)
-        {
-            var second = float.NegativeInfinity;
-            for (var c = 0; c < row.Length; c++)
-            {
-                if (c != top && row[c] > second) second = row[c];
-            }
-
-            return row[top] - second;
-        }
+        private static double Margin(ReadOnlySpan<float> row, int top) => row[top] - row[Numerics.Probabilities.ArgMaxExcept(row, top)];
     }
 }

@@ -106,7 +106,7 @@ public sealed class AdaptivePatchAttack(
             throw new InvalidOperationException("Occlusion views need an encoder that takes a shorter sequence; this model's does not.");
         }
 
-        // Single-window views are fixed for the restart unless the patch moves (CheckAndMove renews them); grouped ones follow the detector.
+        // Single-window views are fixed for the restart unless the patch moves (Check renews them); grouped ones follow the detector.
         var occlusionViews = settings.OcclusionViews && settings.OcclusionGroup <= 1 ? places.Select(p => ViewsOver(p, [], 1)).ToArray() : null;
         for (var step = 0; step < settings.Steps && active.Count > 0; step++)
         {
@@ -147,11 +147,7 @@ public sealed class AdaptivePatchAttack(
             for (var r = 0; r < rows; r++)
             {
                 var y = labels[active[r % m]];
-                var other = -1;
-                for (var j = 0; j < classes; j++)
-                {
-                    if (j != y && (other < 0 || logits[(r * classes) + j] > logits[(r * classes) + other])) other = j;
-                }
+                var other = Numerics.Probabilities.ArgMaxExcept(logits.AsSpan(r * classes, classes), y);
 
                 cotangent[(r * classes) + other] = 1;
                 cotangent[(r * classes) + y] = -1;
@@ -201,9 +197,7 @@ public sealed class AdaptivePatchAttack(
 
             if ((step + 1) % settings.CheckEvery == 0 || step == settings.Steps - 1)
             {
-                active = settings.LocationStride > 0
-                    ? CheckAndMove(set, x, active, images, labels, settings.LocationStride, seed + step, output, placements, places, broken, occlusionViews)
-                    : Check(x, active, images, labels, size, seed + step, output, placements, places, broken);
+                active = Check(set, x, active, images, labels, settings.LocationStride, seed + step, output, placements, places, broken, occlusionViews);
             }
         }
 
@@ -215,42 +209,15 @@ public sealed class AdaptivePatchAttack(
         }
     }
 
-    /// <summary>Classifies the current 8-bit images with the real defense (fresh seeds); broken ones are stored and leave the active list.</summary>
-    private List<int> Check(float[] x, List<int> active, int[] images, int[] labels, int size, int seed, float[] output,
-        PatchPlacement[] placements, PatchPlacement[] places, bool[] broken)
-    {
-        var m = active.Count;
-        var batch = new float[m * size];
-        for (var a = 0; a < m; a++) Attack.Quantize(x.AsSpan(active[a] * size, size)).CopyTo(batch.AsSpan(a * size, size));
-        var results = defense.Run(batch, m, DefenseMode.Mitigate, Enumerable.Range(0, m).Select(a => unchecked((seed * 7919) + a)).ToArray());
-        var still = new List<int>(m);
-        for (var a = 0; a < m; a++)
-        {
-            var s = active[a];
-            var predicted = Numerics.Probabilities.ArgMax(results[a].Logits);
-            if (predicted != labels[s])
-            {
-                broken[images[s]] = true;
-                batch.AsSpan(a * size, size).CopyTo(output.AsSpan(images[s] * size, size));
-                placements[images[s]] = places[s];
-            }
-            else
-            {
-                still.Add(s);
-            }
-        }
-
-        return still;
-    }
-
     /// <summary>
-    /// <see cref="Check"/> with location optimisation (<see cref="AdaptiveAttackSettings.LocationStride"/>): each active
-    /// image is classified by the real defense with its patch where it is and moved by <paramref name="stride"/> pixels
-    /// in each of the four directions (inside the image). An image any placement breaks is stored broken with that
-    /// placement (the one with the largest wrong margin); otherwise the patch moves to the placement with the largest
-    /// margin z_wrong − z_true if that beats its current one. Single-window occlusion views follow the move.
+    /// Classifies the current 8-bit images with the real defense (fresh seeds): broken ones are stored and leave the
+    /// active list. With location optimisation (<paramref name="stride"/> &gt; 0, <see cref="AdaptiveAttackSettings.LocationStride"/>)
+    /// each image is also classified with its patch moved by <paramref name="stride"/> pixels in each of the four
+    /// directions (inside the image). The placement with the largest margin z_wrong − z_true counts: an image it breaks
+    /// is stored broken there; otherwise the patch moves there if that beats its current placement. Single-window
+    /// occlusion views follow the move.
     /// </summary>
-    private List<int> CheckAndMove(EvaluationSet set, float[] x, List<int> active, int[] images, int[] labels, int stride, int seed,
+    private List<int> Check(EvaluationSet set, float[] x, List<int> active, int[] images, int[] labels, int stride, int seed,
         float[] output, PatchPlacement[] placements, PatchPlacement[] places, bool[] broken, int[][][]? occlusionViews)
     {
         int c = model.Manifest.Input.Channels, h = model.Manifest.Input.Height, w = model.Manifest.Input.Width, size = set.SampleSize;
@@ -280,11 +247,12 @@ public sealed class AdaptivePatchAttack(
             var margins = new double[candidates[a].Count];
             for (var k = 0; k < margins.Length; k++)
             {
-                margins[k] = Margin(results[row + k].Logits, labels[s]);
+                var logits = results[row + k].Logits;
+                margins[k] = (double)logits[Numerics.Probabilities.ArgMaxExcept(logits, labels[s])] - logits[labels[s]];
                 if (margins[k] > margins[best]) best = k;
             }
 
-            if (margins[best] > 0)
+            if (Numerics.Probabilities.ArgMax(results[row + best].Logits) != labels[s])
             {
                 broken[images[s]] = true;
                 places[s] = candidates[a][best];
@@ -307,18 +275,6 @@ public sealed class AdaptivePatchAttack(
         }
 
         return still;
-    }
-
-    /// <summary>max_{j≠y} z_j − z_y: positive exactly when the answer is wrong (ties count as right).</summary>
-    private static double Margin(ReadOnlySpan<float> logits, int label)
-    {
-        var other = double.NegativeInfinity;
-        for (var j = 0; j < logits.Length; j++)
-        {
-            if (j != label) other = Math.Max(other, logits[j]);
-        }
-
-        return other - logits[label];
     }
 
     /// <summary>

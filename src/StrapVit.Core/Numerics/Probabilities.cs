@@ -28,6 +28,21 @@ public static class Probabilities
         return result;
     }
 
+    /// <summary>Index of the largest value other than the one at <paramref name="except"/> (the first on ties; −1 when there is none): the strongest rival of a class.</summary>
+    public static int ArgMaxExcept(ReadOnlySpan<float> values, int except)
+    {
+        var best = -1;
+        for (var i = 0; i < values.Length; i++)
+        {
+            if (i != except && (best < 0 || values[i] > values[best]))
+            {
+                best = i;
+            }
+        }
+
+        return best;
+    }
+
     /// <summary>Index of the largest value (the first on ties).</summary>
     public static int ArgMax(ReadOnlySpan<float> values)
     {
