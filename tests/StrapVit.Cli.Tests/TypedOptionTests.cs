@@ -64,6 +64,12 @@ public sealed class TypedOptionTests
         Assert.False(certify.GetValue<bool>("--soundness"));
         Assert.Equal("replace", certify.GetValue<string>("--masking"));
         Assert.True(CliHarness.Parse("certify-eval", "m", "--images", "a").GetValue<bool>("--soundness"));
+        // Certify mode under attack is off unless asked for; its defaults are CertifySettings'.
+        var robust = CliHarness.Parse("certify-eval", "m", "--images", "a");
+        var settings = new StrapVit.Core.Evaluation.CertifySettings();
+        Assert.Equal((settings.RobustCount, settings.RobustPlacements, settings.RobustSteps),
+            (robust.GetValue<int>("--robust-count"), robust.GetValue<int>("--robust-placements"), robust.GetValue<int>("--robust-steps")));
+        Assert.Equal(0, settings.RobustCount);
     }
 
     [Fact]

@@ -22,6 +22,7 @@ public sealed class UsageErrorTests
     [InlineData(new[] { "evaluate", "m", "--images", "a", "--calib", "b", "--sweep-neutralize", "mean,blur" }, "strapvit evaluate: ", "--sweep-neutralize must be a comma-separated list of names among")]
     [InlineData(new[] { "certify-eval", "m", "--images", "a", "--soundness", "maybe" }, "strapvit certify-eval: ", "'maybe'")]
     [InlineData(new[] { "certify-eval", "m", "--images", "a", "--strides", "0" }, "strapvit certify-eval: ", "--strides must be a comma-separated list of integers in [1, 4096], not '0'")]
+    [InlineData(new[] { "certify-eval", "m", "--images", "a", "--robust-placements", "0" }, "strapvit certify-eval: ", "--robust-placements must be an integer in [1, 1000], not '0'")]
     [InlineData(new[] { "attack-eval", "m", "--images", "a", "--labels", "b" }, "strapvit attack-eval: ", "the universal patch needs --train-images and --train-labels")]
     [InlineData(new[] { "patch-train", "m", "--images", "a", "--labels", "b", "--output", "p.png" }, "strapvit patch-train: ", "Option '--target' is required")]
     [InlineData(new[] { "patch-train", "m", "--target", "1", "--images", "a", "--labels", "b", "--output", "p.png", "--holdout-images", "h" }, "strapvit patch-train: ", "give both --holdout-images and --holdout-labels, or neither")]

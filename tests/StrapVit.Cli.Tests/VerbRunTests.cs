@@ -106,6 +106,62 @@ public sealed class VerbRunTests : IDisposable
         Replaced(new DefenseOptions { VerifyGroup = 1 }, 0);
     }
 
+    [Fact]
+    public void Certify_eval_marks_each_image_certified_with_its_label_as_every_one_and_two_mask_view_agrees()
+    {
+        // The mark is checked against PatchCleanser's condition computed here by brute force: every view hiding one
+        // mask, or two, answers the label (no early stop, no decision branches; only the mask geometry is shared).
+        const int count = 16;
+        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", "tune-500-images-idx3-ubyte.gz"));
+        var output = Path.Combine(temp, "certify");
+        var (exit, _, stderr) = CliHarness.Run("certify-eval", RepoPaths.DefaultModel, "--images", idx, "--split", "tune",
+            "--count", $"{count}", "--sizes", "6", "--soundness", "false", "--output", output);
+        Assert.True(exit == 0, stderr);
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "certify-fashion-vit-tiny-tune.json")));
+        var row = json.RootElement.GetProperty("rows")[0];
+        var marks = row.GetProperty("certifiedImages").GetString()!;
+
+        var package = ModelPackage.Load(RepoPaths.DefaultModel);
+        using var model = new TokenSpaceModel(package, new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
+        var masks = new StrapVit.Core.Certification.PatchCertifier(new StrapVit.Core.Certification.MaskedTokenClassifier(model, null), new StrapVit.Core.Certification.CertifyOptions()).MasksFor(6).Masks;
+        var views = new List<IReadOnlyCollection<int>>();
+        for (var a = 0; a < masks.Count; a++)
+        {
+            // Masks are patch-grid cells; the encoder's sequence starts with the class token.
+            for (var b = a; b < masks.Count; b++) views.Add(masks[a].Union(masks[b]).Select(c => c + model.FirstPatchToken).ToArray());
+        }
+
+        var set = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx));
+        var expected = new char[count];
+        for (var i = 0; i < count; i++)
+        {
+            var tokens = model.Embed(set.Image(i).Data, 1);
+            var all = new float[views.Count * tokens.Length];
+            for (var v = 0; v < views.Count; v++) tokens.CopyTo(all, v * tokens.Length);
+            var logits = model.EncodeDropping(all, views.Count, views);
+            var classes = logits.Length / views.Count;
+            var agree = Enumerable.Range(0, views.Count).All(v =>
+            {
+                var view = logits.AsSpan(v * classes, classes);
+                return view.IndexOf(MaxOf(view)) == set.Labels[i];
+            });
+            expected[i] = agree ? '1' : '0';
+        }
+
+        Assert.Equal(new string(expected), marks);
+        Assert.Equal(marks.Count(c => c == '1') / (double)count, row.GetProperty("certifiedAccuracy").GetDouble(), 9);
+        // Not a degenerate sample: some images are certified and some are not.
+        Assert.Contains('1', marks);
+        Assert.Contains('0', marks);
+    }
+
+    private static float MaxOf(ReadOnlySpan<float> values)
+    {
+        var max = float.NegativeInfinity;
+        foreach (var v in values) max = Math.Max(max, v);
+        return max;
+    }
+
     /// <summary>A copy of the default model's package without its calibration.</summary>
     private string UncalibratedPackage()
     {

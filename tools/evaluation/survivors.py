@@ -14,6 +14,10 @@ worst case over the original images: an image counts only if it survived before 
     python3 tools/evaluation/survivors.py count --part /tmp/surv-index.json NEW/results-report.json \
         --images samples/fashion-mnist/test-1000-images-idx3-ubyte.gz --out /tmp/surv2     # the next round's survivors
 
+With `--certified CERTIFY_JSON SIZE`, `write` and `count` also set the survivors beside certified mode on the same
+images: a `strapvit certify-eval` result (its per-image `certifiedImages` at patch side SIZE) on the first `total`
+entries of the same IDX file. A certified image keeps its label under any patch of that size, whatever the attack.
+
 With `write --parts 2` the survivors are split into two alike sets (PREFIX-p1-*, PREFIX-p2-*) for two runs side by
 side, and `count` takes one `--part INDEX RUN...` per set. `count` also chains rounds: an image counts as right if
 some index names it and every `--part` whose index names it left it right, so the first round's index with its runs,
@@ -68,6 +72,8 @@ def write(args: argparse.Namespace) -> int:
         entries += [start + i for i, ok in enumerate(right) if ok]
         total += len(right)
 
+    if args.certified and versus_certified(entries, total, *args.certified):
+        return 2
     model, options = first_key
     return write_sets(args.images, entries, total, model, json.loads(options), args.out, args.parts)
 
@@ -118,9 +124,31 @@ def count(args: argparse.Namespace) -> int:
     kept = sorted(covered - lost)
     print(f"{100.0 * len(kept) / total:5.1f}%  worst case over the earlier attacks and these: {len(kept)} of {total} images "
           f"(the indexes named {len(covered)}, {100.0 * len(covered) / total:.1f}%)")
+    if args.certified and versus_certified(kept, total, *args.certified):
+        return 2
     if args.out:
         first = load(args.part[0][0])
         return write_sets(args.images, kept, total, first["model"], first["options"], args.out, args.parts)
+    return 0
+
+
+def versus_certified(kept: list[int], total: int, path: str, size: str) -> int:
+    """Prints the images right under every attack beside the images certified mode certifies (with their label) against
+    SIZE-pixel patches, on the same `total` images; 2 if the certify-eval run is on another number of images."""
+    report = load(path)
+    rows = [r for r in report["rows"] if r["patchSize"] == int(size) and r.get("certifiedImages")]
+    if report["images"] != total or not rows:
+        print(f"{path}: not a certify-eval run on the same {total} images with per-image marks at {size}x{size}", file=sys.stderr)
+        return 2
+    certified = {i for i, c in enumerate(rows[0]["certifiedImages"]) if c == "1"}
+    right = set(kept)
+    pct = lambda n: f"{n:4d} ({100.0 * n / total:5.1f}%)"
+    print(f"certified mode, {size}x{size} ({rows[0]['masks']} masks), on the same {total} images:")
+    print(f"  certified                              {pct(len(certified))}")
+    print(f"  right under every attack               {pct(len(right))}")
+    print(f"  both                                   {pct(len(certified & right))}")
+    print(f"  certified, broken by an attack         {pct(len(certified - right))}")
+    print(f"  right under every attack, uncertified  {pct(len(right - certified))}")
     return 0
 
 
@@ -133,12 +161,14 @@ def main() -> int:
                    help="the first entry of the runs' images in --images, then their results-*.json files")
     w.add_argument("--out", required=True, help="prefix of the IDX pair and of the index file written")
     w.add_argument("--parts", type=int, default=1, help="split the survivors into this many alike sets (PREFIX-p1-*, ...), one run per core")
+    w.add_argument("--certified", nargs=2, metavar=("CERTIFY_JSON", "SIZE"), help="set the survivors beside certified mode's certificates on the same images")
     c = sub.add_parser("count", help="the worst case over the original images, with runs on the survivors added")
     c.add_argument("--part", nargs="+", action="append", required=True, metavar="INDEX_OR_RUN",
                    help="an -index.json file `write` wrote, then the results-*.json of runs on its images")
     c.add_argument("--out", help="write the images still right, as `write` does (the survivors for a further round); needs --images")
     c.add_argument("--images", help="the original IDX images file (with --out)")
     c.add_argument("--parts", type=int, default=1, help="as for write")
+    c.add_argument("--certified", nargs=2, metavar=("CERTIFY_JSON", "SIZE"), help="as for write")
     args = p.parse_args()
     if args.command == "count" and args.out and not args.images:
         p.error("count --out needs --images")

@@ -36,6 +36,9 @@ internal sealed class CertifyEvalCommand : CliVerb
     private readonly Option<int> soundnessCount = CliOptions.Number("--soundness-count", 100, 0, 100_000, "images of the soundness check");
     private readonly Option<int> adaptiveCount = CliOptions.Number("--adaptive-count", 25, 0, 100_000, "soundness images also attacked on the certify surrogate");
     private readonly Option<int> adaptiveSteps = CliOptions.Number("--adaptive-steps", 50, 1, 10_000, "steps of the attack on the certify surrogate");
+    private readonly Option<int> robustCount = CliOptions.Number("--robust-count", 0, 0, 100_000, "images (the first ones) whose certify-mode answer is attacked at placements no sound mask covers (0: none)");
+    private readonly Option<int> robustPlacements = CliOptions.Number("--robust-placements", 4, 1, 1000, "vulnerable placements tried per image under --robust-count");
+    private readonly Option<int> robustSteps = CliOptions.Number("--robust-steps", 200, 1, 10_000, "steps of each attack on the certify surrogate under --robust-count");
     private readonly Option<bool> soundness = new("--soundness") { Description = "run the soundness check (true or false)", DefaultValueFactory = _ => true };
     private readonly Option<string> masking = CliOptions.Choice("--masking", "auto", "drop masked tokens, or replace them by the clean mean token (needs the package's defense calibration); auto: the package's choice", "auto", "drop", "replace");
     private readonly Option<string> output = CliOptions.Text("--output", "folder for certify-<model>-<split>.json and .md (default docs/evaluation)", helpName: "folder");
@@ -52,7 +55,11 @@ internal sealed class CertifyEvalCommand : CliVerb
             soundness check: the first --soundness-count images certified with their label get per-image patch attacks of that size (--steps
             signed steps, --placements random places) optimised on the plain model and, for the first --adaptive-count,
             on the certify surrogate (mean of the one-mask views, --adaptive-steps steps); each patched 8-bit image is certified again and any
-            changed answer is counted as an exception (must be 0). --split names the run: report (test-1000) or tune
+            changed answer is counted as an exception (must be 0). With --robust-count, certify mode is attacked where
+            it can be: a mask is sound when every view hiding it gives the label, and a patch inside a sound mask cannot
+            change the answer, so each uncertified image answered right is patched at up to --robust-placements of the
+            placements no sound mask covers (--robust-steps steps on the certify surrogate there) and answered again
+            in certify mode; certified images count as right. --split names the run: report (test-1000) or tune
             (tune-500, where the stride is chosen). --masking forces dropping masked tokens or replacing them by the
             clean mean token (needs the package's defense calibration). Writes <output>/certify-<model>-<split>.json and .md.
 
@@ -60,7 +67,7 @@ internal sealed class CertifyEvalCommand : CliVerb
             """)
     {
         Arguments.Add(modelDir);
-        Option[] options = [images, count, split, sizes, strides, rowBorderStrides, colBorderStrides, steps, placements, soundnessCount, adaptiveCount, adaptiveSteps, soundness, masking, output, seed];
+        Option[] options = [images, count, split, sizes, strides, rowBorderStrides, colBorderStrides, steps, placements, soundnessCount, adaptiveCount, adaptiveSteps, robustCount, robustPlacements, robustSteps, soundness, masking, output, seed];
         foreach (var option in options) Options.Add(option);
     }
 
@@ -83,6 +90,9 @@ internal sealed class CertifyEvalCommand : CliVerb
             AdaptiveCount = parseResult.GetValue(adaptiveCount),
             AdaptiveSteps = parseResult.GetValue(adaptiveSteps),
             Soundness = parseResult.GetValue(soundness),
+            RobustCount = parseResult.GetValue(robustCount),
+            RobustPlacements = parseResult.GetValue(robustPlacements),
+            RobustSteps = parseResult.GetValue(robustSteps),
         };
         var masking = parseResult.GetRequiredValue(this.masking) switch
         {
@@ -131,6 +141,20 @@ internal sealed class CertifyEvalCommand : CliVerb
             var cases = string.Join(", ", r.Cases.OrderBy(c => c.Key, StringComparer.Ordinal).Select(c => $"{c.Key} {c.Value}"));
             sb.AppendLine(CultureInfo.InvariantCulture,
                 $"| {r.PatchSize}x{r.PatchSize} | {r.AreaPercent:F1}% | {r.Stride} | {r.RowBorderStride}x{r.ColBorderStride} | {r.Masks} | {r.MaskRows}x{r.MaskCols}; {r.LargestRows}x{r.LargestCols} | {r.CleanAccuracy:P1} | {r.CertifiedAccuracy:P1} | {r.CertifiedRate:P1} | {r.ForwardsPerImage:F0} | {r.MsPerImage:F1} / {r.MedianMsPerImage:F1} / {r.CertifiedMsPerImage:F1} | {cases} |");
+        }
+
+        if (report.UnderAttack.Count > 0)
+        {
+            sb.AppendLine();
+            sb.AppendLine("Certify mode under attack where a patch can change it: uncertified images answered right, patched at placements no sound mask covers (the patch optimised on the certify surrogate there), answered again in certify mode.");
+            sb.AppendLine();
+            sb.AppendLine("| patch | images | certified | attacked | broken | right under attack | attacked with no vulnerable placement | vulnerable share of placements | placements x steps | surrogate fooled |");
+            sb.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
+            foreach (var a in report.UnderAttack)
+            {
+                sb.AppendLine(CultureInfo.InvariantCulture,
+                    $"| {a.PatchSize}x{a.PatchSize} | {a.Images} | {a.Certified} | {a.Attacked} | {a.Broken} | **{a.Accuracy:P1}** | {a.NoVulnerable} | {a.VulnerableShare:P1} | {a.Placements} x {a.Steps} | {a.SurrogateFooled:P1} |");
+            }
         }
 
         if (report.Soundness.Count > 0)

@@ -42,6 +42,19 @@ public sealed record CertifySettings
 
     /// <summary>Run the soundness check (patch attacks on certified images).</summary>
     public bool Soundness { get; init; } = true;
+
+    /// <summary>
+    /// Images (the first ones) whose certify-mode answer is attacked where a patch can change it (0: none): every
+    /// uncertified image answered right is patched at up to <see cref="RobustPlacements"/> of its vulnerable placements
+    /// (<see cref="PlacementAnalysis"/>), each optimised on the certify surrogate, and classified again in certify mode.
+    /// </summary>
+    public int RobustCount { get; init; }
+
+    /// <summary>Vulnerable placements tried per image, drawn at random among all of them.</summary>
+    public int RobustPlacements { get; init; } = 4;
+
+    /// <summary>Signed steps of each attack on the certify surrogate at a vulnerable placement.</summary>
+    public int RobustSteps { get; init; } = 200;
 }
 
 /// <summary>
@@ -71,6 +84,30 @@ public sealed record CertifyRow(
 
     /// <summary>Mean wall time per image certified (whatever its label), ms.</summary>
     public double CertifiedMsPerImage { get; init; }
+
+    /// <summary>
+    /// One character per image, in order: <c>1</c> where the image is certified with its label (no patch of this size
+    /// can change that answer), else <c>0</c>. The same form as an evaluation row's correct images, so that a
+    /// certificate can be set beside the empirical defense's worst case on the same images.
+    /// </summary>
+    public string? CertifiedImages { get; init; }
+}
+
+/// <summary>
+/// Certified mode's answer under attack at one patch size (<see cref="CertifySettings.RobustCount"/>): Images attacked
+/// (the first ones); Certified: certified with their label (no patch of this size changes that answer, so not attacked);
+/// Attacked: the other images answered right, patched at their vulnerable placements; Broken: of those, answered
+/// otherwise in certify mode under some patch; Accuracy: right under every patch tried, over Images (an image answered
+/// wrong clean counts as wrong); NoVulnerable: attacked images with no placement to attack (robust by the placement
+/// argument); VulnerableShare: mean share of all placements that are vulnerable on the attacked images;
+/// SurrogateFooled: share of the patches that fooled the surrogate they were optimised on (8-bit image).
+/// </summary>
+public sealed record CertifyAttackRow(
+    int PatchSize, int Images, int Certified, int Attacked, int Broken, double Accuracy, int NoVulnerable, double VulnerableShare,
+    int Placements, int Steps, double SurrogateFooled)
+{
+    /// <summary>One character per image: <c>1</c> where certify mode answered right under every patch tried.</summary>
+    public string? RightImages { get; init; }
 }
 
 /// <summary>
@@ -84,7 +121,11 @@ public sealed record SoundnessRow(int PatchSize, string Attack, int Images, int 
 
 public sealed record CertifyEvaluationReport(
     string Model, string Split, int Images, string Method, ReceptiveField ReceptiveField, double PlainAccuracy, double PlainMsPerImage,
-    CertifySettings Settings, IReadOnlyList<CertifyRow> Rows, IReadOnlyList<SoundnessRow> Soundness, double Seconds);
+    CertifySettings Settings, IReadOnlyList<CertifyRow> Rows, IReadOnlyList<SoundnessRow> Soundness, double Seconds)
+{
+    /// <summary>Certified mode under attack where a patch can change it (<see cref="CertifySettings.RobustCount"/>).</summary>
+    public IReadOnlyList<CertifyAttackRow> UnderAttack { get; init; } = [];
+}
 
 /// <summary>
 /// Certified mode (PatchCleanser) measured: clean and certified accuracy, forwards and time per image, per patch size
@@ -103,6 +144,7 @@ public sealed class CertifyEvaluation(
         log.WriteLine($"  plain model: {plain:P1}, {plainMs:F2} ms/image");
         var rows = new List<CertifyRow>();
         var soundness = new List<SoundnessRow>();
+        var underAttack = new List<CertifyAttackRow>();
         var input = package.Manifest.Input;
         // Patch sizes that reach as many tokens share one mask set, and so every answer: certify each set once.
         var byMasks = new Dictionary<string, CertifiedClassification[]>(StringComparer.Ordinal);
@@ -143,6 +185,7 @@ public sealed class CertifyEvaluation(
                     LargestCols = masks.LargestCols,
                     MedianMsPerImage = DefenseScoring.Median(results.Select(r => r.Report.ElapsedMs).ToArray()),
                     CertifiedMsPerImage = results.Any(r => r.Report.Certified) ? results.Where(r => r.Report.Certified).Average(r => r.Report.ElapsedMs) : 0,
+                    CertifiedImages = EvaluationRow.Mask(Enumerable.Range(0, set.Count).Select(i => results[i].Report.Certified && results[i].Label == set.Labels[i]).ToArray()),
                 };
                 rows.Add(row);
                 log.WriteLine($"  {size}x{size} stride {stride}, border strides {masks.RowBorderStride}x{masks.ColBorderStride}: {masks.Count} masks of {masks.WindowRows}x{masks.WindowCols} (largest {masks.LargestRows}x{masks.LargestCols}); "
@@ -158,11 +201,16 @@ public sealed class CertifyEvaluation(
                         soundness.Add(Soundness(set.Subset(certified.Take(settings.AdaptiveCount).ToArray()), masks, surrogate, "certify-surrogate"));
                     }
                 }
+
+                if (settings.RobustCount > 0 && stride == settings.Strides[0] && rowBorder == settings.RowBorderStrides[0] && colBorder == settings.ColBorderStrides[0])
+                {
+                    underAttack.Add(UnderAttack(set, masks, results));
+                }
             }
         }
 
         return new CertifyEvaluationReport(package.Manifest.Name, split, set.Count, certifier.Classifier.MethodName, certifier.Field, plain, plainMs,
-            settings, rows, soundness, Math.Round(total.Elapsed.TotalSeconds, 1));
+            settings, rows, soundness, Math.Round(total.Elapsed.TotalSeconds, 1)) { UnderAttack = underAttack };
     }
 
     private CertifiedClassification[] CertifyAll(EvaluationSet set, MaskSet masks)
@@ -175,6 +223,64 @@ public sealed class CertifyEvaluation(
         }
 
         return results;
+    }
+
+    /// <summary>
+    /// Certify mode attacked where it can be: each uncertified image answered right is patched at up to
+    /// <see cref="CertifySettings.RobustPlacements"/> of its vulnerable placements, the patch optimised on the certify
+    /// surrogate (mean of the one-mask views) there, and certified again; the image is broken at its first changed answer.
+    /// </summary>
+    private CertifyAttackRow UnderAttack(EvaluationSet set, MaskSet masks, CertifiedClassification[] results)
+    {
+        var n = Math.Min(settings.RobustCount, set.Count);
+        var input = package.Manifest.Input;
+        using var surrogate = new CertifySurrogateClassifier(package, certifier.Classifier, masks, embeddingVjp, sessions);
+        var right = new bool[n];
+        int certified = 0, attacked = 0, broken = 0, none = 0, patches = 0, fooled = 0;
+        double vulnerableShare = 0;
+        var all = (input.Height - masks.PatchSize + 1) * (input.Width - masks.PatchSize + 1);
+        for (var i = 0; i < n; i++)
+        {
+            var label = set.Labels[i];
+            if (results[i].Label != label) continue;
+            if (results[i].Report.Certified)
+            {
+                certified++;
+                right[i] = true;
+                continue;
+            }
+
+            attacked++;
+            var pixels = set.Image(i);
+            var sound = PlacementAnalysis.SoundMasks(certifier.Classifier, masks, pixels, label);
+            var vulnerable = PlacementAnalysis.Vulnerable(masks, certifier.Field, input.Height, input.Width, sound);
+            vulnerableShare += vulnerable.Length / (double)all;
+            if (vulnerable.Length == 0) none++;
+            right[i] = true;
+            var rng = new Random(settings.Seed + i);
+            foreach (var place in vulnerable.OrderBy(_ => rng.Next()).Take(settings.RobustPlacements))
+            {
+                var attack = new PatchAttack(masks.PatchSize, place.X, place.Y, settings.RobustSteps);
+                var result = attack.Run(surrogate, pixels, 1, AttackGoal.Untargeted([label]), settings.Seed + i);
+                patches++;
+                fooled += result.Samples[0].SuccessQuantized ? 1 : 0;
+                if (certifier.Certify(result.QuantizedOf(0), masks).Label != label)
+                {
+                    right[i] = false;
+                    broken++;
+                    break;
+                }
+            }
+        }
+
+        var row = new CertifyAttackRow(masks.PatchSize, n, certified, attacked, broken, right.Count(r => r) / (double)n, none,
+            attacked > 0 ? vulnerableShare / attacked : 0, settings.RobustPlacements, settings.RobustSteps, fooled / (double)Math.Max(1, patches))
+        {
+            RightImages = EvaluationRow.Mask(right),
+        };
+        log.WriteLine($"  certify mode under attack, {masks.PatchSize}x{masks.PatchSize}: {row.Accuracy:P1} right of {n} ({certified} certified; {attacked} attacked at up to "
+            + $"{settings.RobustPlacements} vulnerable placements, {broken} broken, {none} with none; vulnerable share {row.VulnerableShare:P1}; surrogate fooled by {row.SurrogateFooled:P1} of {patches} patches)");
+        return row;
     }
 
     private (double Accuracy, double MsPerImage) PlainAccuracy(EvaluationSet set)
