@@ -104,8 +104,10 @@ def count(args: argparse.Namespace) -> int:
     covered: set[int] = set()
     lost: set[int] = set()
     totals = set()
+    first = None
     for group in args.part:
         index, paths = load(group[0]), group[1:]
+        first = first or index
         reports = [load(p) for p in paths]
         for path, report in zip(paths, reports):
             if report["images"] != len(index["entries"]) or defense_key(report) != defense_key(index):
@@ -127,7 +129,6 @@ def count(args: argparse.Namespace) -> int:
     if args.certified and versus_certified(kept, total, *args.certified):
         return 2
     if args.out:
-        first = load(args.part[0][0])
         return write_sets(args.images, kept, total, first["model"], first["options"], args.out, args.parts)
     return 0
 

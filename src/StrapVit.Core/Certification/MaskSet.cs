@@ -88,12 +88,16 @@ public sealed class MaskSet
 
     public int Count => Masks.Count;
 
+    /// <summary>The patch-grid cells a view hides: one mask (<c>First == Second</c>) or the union of two.</summary>
+    public IReadOnlyCollection<int> Hidden(MaskPair view) =>
+        view.First == view.Second ? Masks[view.First] : Masks[view.First].Union(Masks[view.Second]).ToArray();
+
     /// <summary>
     /// Every pair i &lt; j, those hiding the most tokens together (least overlap) first: the views likeliest to
     /// disagree, so the certificate check of an uncertified image stops early.
     /// </summary>
     public IReadOnlyList<MaskPair> PairsByHiddenTokens => _pairs ??= PatchCleanser.AllPairs(Count)
-        .OrderByDescending(p => Masks[p.First].Union(Masks[p.Second]).Count())
+        .OrderByDescending(p => Hidden(p).Count)
         .ThenBy(p => p.First).ThenBy(p => p.Second)
         .ToArray();
 

@@ -137,9 +137,7 @@ public sealed class PatchCertifier
 
         public int[] Predict(IReadOnlyList<MaskPair> views)
         {
-            var hidden = views.Select(v => (IReadOnlyCollection<int>)(v.First == v.Second
-                ? masks.Masks[v.First]
-                : masks.Masks[v.First].Union(masks.Masks[v.Second]).ToArray())).ToArray();
+            var hidden = views.Select(masks.Hidden).ToArray();
             var logits = classifier.Logits(tokens, hidden, cancellationToken);
             var k = classifier.Classes;
             var labels = new int[views.Count];

@@ -21,26 +21,16 @@ public static class PlacementAnalysis
     {
         ArgumentNullException.ThrowIfNull(views);
         ArgumentNullException.ThrowIfNull(masks);
-        var k = masks.Count;
-        var hidden = new List<IReadOnlyCollection<int>>();
-        var pairs = new List<(int A, int B)>();
-        for (var a = 0; a < k; a++)
-        {
-            for (var b = a; b < k; b++)
-            {
-                hidden.Add(a == b ? masks.Masks[a] : masks.Masks[a].Union(masks.Masks[b]).ToArray());
-                pairs.Add((a, b));
-            }
-        }
-
-        var logits = views.Logits(views.Model.Embed(pixels, 1, cancellationToken), hidden, cancellationToken);
+        // Every one-mask view (a mask paired with itself) and every two-mask view.
+        var pairs = Enumerable.Range(0, masks.Count).Select(m => new MaskPair(m, m)).Concat(PatchCleanser.AllPairs(masks.Count)).ToArray();
+        var logits = views.Logits(views.Model.Embed(pixels, 1, cancellationToken), pairs.Select(masks.Hidden).ToArray(), cancellationToken);
         var classes = views.Classes;
-        var sound = Enumerable.Repeat(true, k).ToArray();
-        for (var v = 0; v < pairs.Count; v++)
+        var sound = Enumerable.Repeat(true, masks.Count).ToArray();
+        for (var v = 0; v < pairs.Length; v++)
         {
             if (Probabilities.ArgMax(logits.AsSpan(v * classes, classes)) == label) continue;
-            sound[pairs[v].A] = false;
-            sound[pairs[v].B] = false;
+            sound[pairs[v].First] = false;
+            sound[pairs[v].Second] = false;
         }
 
         return sound;

@@ -191,7 +191,9 @@ public sealed class CertifyEvaluation(
                 log.WriteLine($"  {size}x{size} stride {stride}, border strides {masks.RowBorderStride}x{masks.ColBorderStride}: {masks.Count} masks of {masks.WindowRows}x{masks.WindowCols} (largest {masks.LargestRows}x{masks.LargestCols}); "
                     + $"clean {row.CleanAccuracy:P1}, certified {row.CertifiedAccuracy:P1}, {row.ForwardsPerImage:F0} forwards, {row.MsPerImage:F1} ms/image (median {row.MedianMsPerImage:F1}, certified images {row.CertifiedMsPerImage:F1})");
 
-                if (settings.Soundness && stride == settings.Strides[0] && rowBorder == settings.RowBorderStrides[0] && colBorder == settings.ColBorderStrides[0])
+                // The soundness check and the attack run on the first mask set of each size.
+                var firstSet = stride == settings.Strides[0] && rowBorder == settings.RowBorderStrides[0] && colBorder == settings.ColBorderStrides[0];
+                if (settings.Soundness && firstSet)
                 {
                     var certified = Enumerable.Range(0, set.Count).Where(i => results[i].Report.Certified && results[i].Label == set.Labels[i]).ToArray();
                     soundness.Add(Soundness(set.Subset(certified.Take(settings.SoundnessCount).ToArray()), masks, undefended, "undefended"));
@@ -202,7 +204,7 @@ public sealed class CertifyEvaluation(
                     }
                 }
 
-                if (settings.RobustCount > 0 && stride == settings.Strides[0] && rowBorder == settings.RowBorderStrides[0] && colBorder == settings.ColBorderStrides[0])
+                if (settings.RobustCount > 0 && firstSet)
                 {
                     underAttack.Add(UnderAttack(set, masks, results));
                 }
