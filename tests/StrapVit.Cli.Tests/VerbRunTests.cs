@@ -151,6 +151,69 @@ public sealed class VerbRunTests : IDisposable
         Assert.Contains('0', marks);
     }
 
+    [Fact]
+    public void Evaluate_saves_each_adaptive_attacks_images_placements_and_answers()
+    {
+        // What --save-attacks writes is read back here with ONNX Runtime on the raw model.onnx (normalised by hand), not
+        // the service's classifier: the saved bytes must be the attacked images, the source outside each patch.
+        const int count = 10;
+        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", "tune-500-images-idx3-ubyte.gz"));
+        var calib = RepoPaths.Sample(Path.Combine("fashion-mnist", "calib-500-images-idx3-ubyte.gz"));
+        var saved = Path.Combine(temp, "attacks");
+        var (exit, _, stderr) = CliHarness.Run("evaluate", RepoPaths.DefaultModel, "--images", idx, "--calib", calib, "--split", "tune",
+            "--count", $"{count}", "--sizes", "4", "--steps", "5", "--universal-steps", "0", "--adaptive-count", $"{count}", "--strong-steps", "0",
+            "--sweep", "--sweep-scores", "knn", "--sweep-windows", "6", "--sweep-k", "2", "--sweep-neutralize", "drop", "--sweep-verify", "0",
+            "--output", Path.Combine(temp, "evaluate"), "--save-attacks", saved);
+        Assert.True(exit == 0, stderr);
+
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(saved, "attacks.json")));
+        Assert.Equal("fashion-vit-tiny", json.RootElement.GetProperty("model").GetString());
+        var attacks = json.RootElement.GetProperty("attacks").EnumerateArray().ToArray();
+        Assert.Equal(["4x4 (2.0%) non-adaptive", "4x4 (2.0%) EOT through the defense (4 draws, 5 steps)"], attacks.Select(a => a.GetProperty("scenario").GetString()));
+
+        var source = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx));
+        var manifest = ModelPackage.Load(RepoPaths.DefaultModel).Manifest;
+        using var raw = new Microsoft.ML.OnnxRuntime.InferenceSession(Path.Combine(RepoPaths.DefaultModel, "model.onnx"));
+        foreach (var attack in attacks)
+        {
+            var file = Path.Combine(saved, attack.GetProperty("images").GetString()!);
+            var images = IdxDataset.Load(file, IdxDataset.LabelsBeside(file));
+            Assert.Equal(source.Labels[..count], images.Labels);
+            var placements = attack.GetProperty("placements").EnumerateArray().ToArray();
+            Assert.Equal(count, placements.Length);
+            var changedInside = 0;
+            var answers = new char[count];
+            for (var i = 0; i < count; i++)
+            {
+                int x0 = placements[i].GetProperty("x").GetInt32(), y0 = placements[i].GetProperty("y").GetInt32();
+                Assert.Equal(4, placements[i].GetProperty("size").GetInt32());
+                Assert.InRange(x0, 0, 24);
+                Assert.InRange(y0, 0, 24);
+                for (var y = 0; y < 28; y++)
+                {
+                    for (var x = 0; x < 28; x++)
+                    {
+                        byte got = images.Pixels[(i * 784) + (y * 28) + x], was = source.Pixels[(i * 784) + (y * 28) + x];
+                        var inside = x >= x0 && x < x0 + 4 && y >= y0 && y < y0 + 4;
+                        if (!inside) Assert.Equal(was, got);
+                        else if (got != was) changedInside++;
+                    }
+                }
+
+                var input = new float[784];
+                for (var j = 0; j < 784; j++) input[j] = ((images.Pixels[(i * 784) + j] / 255f) - manifest.Input.Mean[0]) / manifest.Input.Std[0];
+                using var results = raw.Run([Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor("input",
+                    new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(input, [1, 1, 28, 28]))]);
+                var logits = results[0].AsEnumerable<float>().ToArray();
+                answers[i] = Array.IndexOf(logits, logits.Max()) == images.Labels[i] ? '1' : '0';
+            }
+
+            Assert.True(changedInside > count * 4, $"only {changedInside} patch pixels differ from the source");
+            Assert.Equal(new string(answers), attack.GetProperty("undefendedCorrect").GetString());
+            Assert.Matches($"^[01]{{{count}}}$", attack.GetProperty("defendedCorrect").GetString());
+        }
+    }
+
     /// <summary>A copy of the default model's package without its calibration.</summary>
     private string UncalibratedPackage()
     {

@@ -16,6 +16,14 @@ Tuning data only: the bank from the 500 calibration images, thresholds from tuni
 
     /usr/bin/python3 tools/evaluation/layer_detector_study.py models/fashion-vit-tiny --depth 6 --stem-channels 32 \
         --stem-kind local --patch-size 4
+
+With --adversarial, the images scored are instead those an evaluation's attacks made (`strapvit evaluate
+--save-attacks FOLDER`; several folders are joined in order, one attack per folder chosen by --attack-match), with
+the placements it wrote. Those attacks are made on tuning images 0-99, so the thresholds then come from tuning images
+250-499 and the clean rows from tuning images 100-249, and no study patches are made unless --sizes is given.
+
+    /usr/bin/python3 tools/evaluation/layer_detector_study.py models/fashion-vit-tiny --layers 0,1,2,3,4 --sizes "" \
+        --adversarial run-1/attacks,run-2/attacks --attack-match "location-optimised"
 """
 from __future__ import annotations
 
@@ -71,9 +79,17 @@ def attention_received(model: ViT, x: torch.Tensor) -> tuple[list[torch.Tensor],
     return from_all, from_cls
 
 
-def knn_scores(feats: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean distance of each token to its k nearest bank tokens of the same position: [B, P]."""
+def knn_scores(feats: torch.Tensor, bank: torch.Tensor, k: int, offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean distance of each token to its k nearest bank tokens of the same position: [B, P]. With `offset` ([P, D],
+    the tokens of a blank image) the bank is pooled instead, as the service's is: every token has its position's
+    offset subtracted and is compared with the contents of every position."""
     out = torch.empty(feats.shape[:2])
+    if offset is not None:
+        pooled = (bank - offset).reshape(-1, bank.shape[-1])
+        for p in range(feats.shape[1]):
+            d = torch.cdist(feats[:, p] - offset[p], pooled)
+            out[:, p] = d.topk(k, dim=1, largest=False).values.mean(dim=1)
+        return out
     for p in range(feats.shape[1]):
         d = torch.cdist(feats[:, p], bank[:, p])  # [B, N]
         out[:, p] = d.topk(k, dim=1, largest=False).values.mean(dim=1)
@@ -129,6 +145,28 @@ def make_patches(model, images, labels, size, steps, mean, std, seed):
     return (images * (1 - mask) + patch.detach() * mask), places
 
 
+def load_attacks(folders: list[str], match: str, image: int, token: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """The images [N, 1, H, W] in [0, 1], labels, patch-token masks and the saved answers of the one attack per folder
+    whose scenario contains `match`, joined in folder order."""
+    xs, ys, masks, answers = [], [], [], {"undefendedCorrect": "", "defendedCorrect": ""}
+    for folder in folders:
+        saved = json.load(open(os.path.join(folder, "attacks.json"), encoding="utf-8"))
+        chosen = [a for a in saved["attacks"] if match in a["scenario"]]
+        if len(chosen) != 1:
+            raise SystemExit(f"{folder}: {len(chosen)} attacks match '{match}'; name one")
+        attack = chosen[0]
+        path = os.path.join(folder, attack["images"])
+        xs.append(torch.tensor(read_idx(path), dtype=torch.float32)[:, None] / 255)
+        ys.append(torch.tensor(read_idx(path.replace("-images-idx3-ubyte", "-labels-idx1-ubyte")).astype(np.int64)))
+        size = attack["placements"][0]["size"]
+        places = np.array([[q["y"], q["x"]] for q in attack["placements"]])
+        masks.append(patch_mask(places, size, image, token))
+        for key in answers:
+            answers[key] += attack[key]
+        answers["scenario"] = attack["scenario"]
+    return torch.cat(xs), torch.cat(ys), torch.cat(masks), answers
+
+
 def scored(model, x, labels, ratios: torch.Tensor, patch: torch.Tensor | None, grid: int) -> tuple[dict, torch.Tensor]:
     """Flags from [B, P] ratios by the service's rule, the accuracy with them dropped, and where they fall; and the flags."""
     flags = flag(ratios.clone(), grid)
@@ -165,6 +203,11 @@ def main() -> int:
     p.add_argument("--attention", action="store_true",
                    help="also score each token by the attention it receives in each block (from every query, and from "
                         "the class token), over the same per-position clean quantile")
+    p.add_argument("--adversarial", help="comma-separated folders written by `strapvit evaluate --save-attacks`: score "
+                                         "those images instead (thresholds from tuning images 250-499, clean rows on 100-249)")
+    p.add_argument("--attack-match", default="location-optimised", help="text of the scenario to take from each folder")
+    p.add_argument("--pooled", action="store_true", help="also score depth 0 against one bank pooled over positions "
+                                                          "(position offsets subtracted), the service's kind of bank")
     p.add_argument("--output", help="write the figures as JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -186,47 +229,76 @@ def main() -> int:
 
     calib_x, _ = load("calib-500")
     tune_x, tune_y = load("tune-500")
-    thr_x, eval_x, eval_y = tune_x[:250], tune_x[250:], tune_y[250:]
+    if args.adversarial:
+        thr_x, eval_x, eval_y, clean_name = tune_x[250:], tune_x[100:250], tune_y[100:250], "tuning images 100-249"
+    else:
+        thr_x, eval_x, eval_y, clean_name = tune_x[:250], tune_x[250:], tune_y[250:], "tuning images 250-499"
     norm = lambda x: (x - mean) / std  # noqa: E731
     grid = 28 // args.patch_size
     with torch.no_grad():
         plain = (model(norm(eval_x)).argmax(1) == eval_y).float().mean().item()
-    print(f"undefended clean accuracy on tuning images 250-499: {plain:.3f}")
+    print(f"undefended clean accuracy on {clean_name}: {plain:.3f}")
 
-    # Every set normalised once, as the model reads it; the patches are made in pixel space.
-    sets = {"clean": (norm(eval_x), None)}
-    for size in [int(s) for s in args.sizes.split(",")]:
+    # Every set normalised once, as the model reads it; the patches are made in pixel space. Each set has its labels.
+    sets = {"clean": (norm(eval_x), None, eval_y)}
+    results = {"plain": plain, "rows": []}
+    if args.adversarial:
+        adv_x, adv_y, adv_patch, answers = load_attacks(args.adversarial.split(","), args.attack_match, 28, args.patch_size)
+        x = norm(adv_x)
+        with torch.no_grad():
+            undefended = (model(x).argmax(1) == adv_y).float().mean().item()
+        oracle = accuracy_dropped(model, x, adv_y, adv_patch)
+        defended = np.mean([c == "1" for c in answers["defendedCorrect"]])
+        service_none = np.mean([c == "1" for c in answers["undefendedCorrect"]])
+        print(f"attack: {answers['scenario']}\n{len(adv_y)} images: undefended {undefended:.3f} (the evaluation's: "
+              f"{service_none:.3f}), the service's defense {defended:.3f}, oracle flags dropped {oracle:.3f}")
+        results["adversarial"] = {"scenario": answers["scenario"], "images": len(adv_y), "undefended": undefended,
+                                  "serviceDefended": defended, "oracle": oracle}
+        sets["adaptive"] = (x, adv_patch, adv_y)
+    for size in [int(s) for s in args.sizes.split(",") if s]:
         adv, places = make_patches(model, eval_x, eval_y, size, args.steps, mean, std, seed=size)
         x, patch = norm(adv), patch_mask(places, size, 28, args.patch_size)
-        sets[f"{size}x{size}"] = (x, patch)
+        sets[f"{size}x{size}"] = (x, patch, eval_y)
         with torch.no_grad():
             undefended = (model(x).argmax(1) == eval_y).float().mean().item()
         oracle = accuracy_dropped(model, x, eval_y, patch)
         print(f"{size}x{size}: undefended {undefended:.3f}, oracle flags dropped {oracle:.3f}")
     calib_n, thr_n = norm(calib_x), norm(thr_x)
 
-    results = {"plain": plain, "rows": []}
     print(f"{'depth':>5} {'set':>6} {'accuracy':>9} {'any over':>9} {'top in patch':>13} {'patch covered':>14} {'tokens':>7}")
     for depth in [int(s) for s in args.layers.split(",")]:
         with torch.no_grad():
             bank = tokens_at(model, calib_n, depth)
             thresholds = torch.quantile(knn_scores(tokens_at(model, thr_n, depth), bank, args.k), args.quantile, dim=0)
-            for name, (x, patch) in sets.items():
+            for name, (x, patch, y) in sets.items():
                 ratios = knn_scores(tokens_at(model, x, depth), bank, args.k) / thresholds
-                found, flags = scored(model, x, eval_y, ratios, patch, grid)
+                found, flags = scored(model, x, y, ratios, patch, grid)
                 row = {"depth": depth, "set": name, **found, "tokens": flags.sum(1).float().mean().item()}
                 results["rows"].append(row)
                 print(f"{depth:5d} {name:>6} {row['accuracy']:9.3f} {row['anyOver']:9.3f} {row.get('topInPatch', float('nan')):13.3f} "
                       f"{row.get('patchCovered', float('nan')):14.3f} {row['tokens']:7.2f}")
+    if args.pooled:
+        with torch.no_grad():
+            blank = tokens_at(model, norm(torch.zeros(1, 1, 28, 28)), 0)[0]
+            bank = tokens_at(model, calib_n, 0)
+            for k in sorted({3, args.k}):
+                thresholds = torch.quantile(knn_scores(tokens_at(model, thr_n, 0), bank, k, blank), args.quantile, dim=0)
+                for name, (x, patch, y) in sets.items():
+                    ratios = knn_scores(tokens_at(model, x, 0), bank, k, blank) / thresholds
+                    found, flags = scored(model, x, y, ratios, patch, grid)
+                    row = {"depth": 0, "bank": f"pooled, k={k}", "set": name, **found, "tokens": flags.sum(1).float().mean().item()}
+                    results["rows"].append(row)
+                    print(f"pooled bank, k={k}, {name}: accuracy {row['accuracy']:.3f}, any over {row['anyOver']:.3f}, top in patch "
+                          f"{row.get('topInPatch', float('nan')):.3f}, patch covered {row.get('patchCovered', float('nan')):.3f}, tokens {row['tokens']:.2f}")
     if args.attention:
         with torch.no_grad():
             clean_all, clean_cls = attention_received(model, thr_n)
-            received = {name: attention_received(model, x) for name, (x, _) in sets.items()}
+            received = {name: attention_received(model, x) for name, (x, _, _) in sets.items()}
             for kind, which in (("from every query", 0), ("from the class token", 1)):
                 for block in range(len(model.blocks)):
                     threshold = torch.quantile((clean_all, clean_cls)[which][block], args.quantile, dim=0)
-                    for name, (x, patch) in sets.items():
-                        found, _ = scored(model, x, eval_y, received[name][which][block] / threshold, patch, grid)
+                    for name, (x, patch, y) in sets.items():
+                        found, _ = scored(model, x, y, received[name][which][block] / threshold, patch, grid)
                         row = {"score": f"attention {kind}", "block": block + 1, "set": name, **found}
                         results["rows"].append(row)
                         print(f"attention {kind}, block {block + 1}, {name}: accuracy {row['accuracy']:.3f}, any over "

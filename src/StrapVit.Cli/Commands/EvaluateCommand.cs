@@ -80,6 +80,7 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<int> neighbors = CliOptions.Number("--neighbors", BankDefaults.Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
     private readonly Option<double> fpr = CliOptions.Number("--fpr", BankDefaults.FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
     private readonly Option<string> patchCache = CliOptions.Text("--patch-cache", "folder caching the per-image (non-adaptive) patches between runs; the adaptive attacks are always rerun", helpName: "folder");
+    private readonly Option<string> saveAttacks = CliOptions.Text("--save-attacks", "folder to write each adaptive attack's images to (gzipped IDX with labels, and attacks.json: scenario, placements, which images each side answers right), for offline study", helpName: "folder");
     private readonly Option<int> strongSteps = CliOptions.Number("--strong-steps", 500, 0, 100_000, "steps of the strong adaptive attack");
     private readonly Option<int> strongRestarts = CliOptions.Number("--strong-restarts", 2, 1, 100, "restarts of the strong adaptive attack");
     private readonly Option<int> strongLocation = CliOptions.Number("--strong-location-stride", 0, 0, 64,
@@ -108,7 +109,7 @@ internal sealed class EvaluateCommand : CliVerb
         [
             images, calib, verifyCalib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
             score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen, windowGrow, sweepWindowGrow, windowMinSum, sweepWindowMinSum, verifyRule, sweepVerifyRule, verifyComplete, sweepVerifyComplete,
-            bankSize, neighbors, fpr, patchCache, strongSteps, strongRestarts, strongLocation, strongEot, evasion, evasionMargins, strongOcclusion,
+            bankSize, neighbors, fpr, patchCache, saveAttacks, strongSteps, strongRestarts, strongLocation, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
     }
@@ -146,6 +147,7 @@ internal sealed class EvaluateCommand : CliVerb
             SweepVerifyRules = parseResult.GetList(sweepVerifyRule).Distinct().ToArray(),
             SweepVerifyComplete = parseResult.GetList(sweepVerifyComplete).Distinct().ToArray(),
             PatchCache = parseResult.GetValue(patchCache),
+            SaveAttacks = parseResult.GetValue(saveAttacks),
             StrongSteps = parseResult.GetValue(strongSteps),
             StrongRestarts = parseResult.GetValue(strongRestarts),
             StrongLocationStride = parseResult.GetValue(strongLocation),

@@ -72,6 +72,42 @@ public sealed class IdxDataset
         return new ImageTensor(data, 1, Rows, Cols);
     }
 
+    /// <summary>
+    /// Writes images <c>[count * rows * cols]</c> (one byte per pixel) and their labels as a gzipped IDX pair, the format
+    /// <see cref="Load"/> reads: <paramref name="imagesPath"/> and the labels file <see cref="LabelsBeside"/> names.
+    /// </summary>
+    public static void Write(string imagesPath, ReadOnlySpan<byte> pixels, ReadOnlySpan<byte> labels, int rows, int cols)
+    {
+        if (pixels.Length != labels.Length * rows * cols)
+        {
+            throw new ArgumentException($"{pixels.Length} pixels are not {labels.Length} images of {rows}x{cols}.", nameof(pixels));
+        }
+
+        var labelsPath = LabelsBeside(imagesPath);
+        if (labelsPath == imagesPath)
+        {
+            throw new ArgumentException("The images file must be named *images-idx3* so that its labels file can sit beside it.", nameof(imagesPath));
+        }
+
+        Span<byte> header = stackalloc byte[16];
+        BinaryPrimitives.WriteInt32BigEndian(header, 0x803);
+        BinaryPrimitives.WriteInt32BigEndian(header[4..], labels.Length);
+        BinaryPrimitives.WriteInt32BigEndian(header[8..], rows);
+        BinaryPrimitives.WriteInt32BigEndian(header[12..], cols);
+        WriteGzip(imagesPath, header, pixels);
+        BinaryPrimitives.WriteInt32BigEndian(header, 0x801);
+        BinaryPrimitives.WriteInt32BigEndian(header[4..], labels.Length);
+        WriteGzip(labelsPath, header[..8], labels);
+    }
+
+    private static void WriteGzip(string path, ReadOnlySpan<byte> header, ReadOnlySpan<byte> body)
+    {
+        using var file = File.Create(path);
+        using var gz = new GZipStream(file, CompressionLevel.Optimal);
+        gz.Write(header);
+        gz.Write(body);
+    }
+
     private static byte[] ReadAll(string path)
     {
         using var file = File.OpenRead(path);

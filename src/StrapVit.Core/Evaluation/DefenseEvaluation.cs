@@ -111,6 +111,14 @@ public sealed record EvaluationSettings
     /// <summary>Pixels the strong attacks try moving the patch by at each check (<see cref="AdaptiveAttackSettings.LocationStride"/>); 0: placements stay where each restart drew them.</summary>
     public int StrongLocationStride { get; init; }
 
+    /// <summary>
+    /// Folder the adaptive section writes each attack's images to (null: none): gzipped IDX images and labels per attack
+    /// and <c>attacks.json</c> (scenario, placements, which images the undefended model and the defense answer right),
+    /// for offline study of what the attacks made. A path of the machine that ran it: left out of the results file.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string? SaveAttacks { get; init; }
+
     /// <summary>How the token bank is built (size, k, clean false-positive rate).</summary>
     public BankSettings Bank { get; init; } = new();
 }
@@ -456,6 +464,7 @@ public sealed class DefenseEvaluation(
         var clean = DefenseScoring.Undefended(classifier, subset).Correct;
         var worst = Enumerable.Repeat(true, subset.Count).ToArray();
         var eot = new EotTokenDefenseClassifier(tokens, reference.Tokens!, options, tokenGradients, settings.EotSamples, settings.Seed);
+        var saved = new List<SavedAttack>();
 
         void Add(string name, PatchedSet set)
         {
@@ -475,6 +484,10 @@ public sealed class DefenseEvaluation(
             var losses = Losses($"{section} {Label(size)} {name}", defended, clean, oracle).ToArray();
             rows.AddRange(losses);
             log.WriteLine(LossLine(losses));
+            if (settings.SaveAttacks is { } folder)
+            {
+                saved.Add(SaveAttack(folder, saved.Count, $"{Label(size)} {name}", set, none.Correct, defended.Correct));
+            }
         }
 
         log.WriteLine($"adaptive per-image patch {size}x{size} against the token defense ({subset.Count} images)");
@@ -499,6 +512,12 @@ public sealed class DefenseEvaluation(
         }
 
         rows.Add(new(section, $"{Label(size)} worst case over all attacks above", "token", worst.Average(b => b ? 1.0 : 0.0), null, null, null) { CorrectImages = EvaluationRow.Mask(worst) });
+        if (settings.SaveAttacks is { } savedTo)
+        {
+            File.WriteAllText(Path.Combine(savedTo, "attacks.json"), System.Text.Json.JsonSerializer.Serialize(
+                new SavedAttacks(package.Manifest.Name, options, saved), SavedJson));
+            log.WriteLine($"  {saved.Count} attacks' images written to {savedTo}");
+        }
         log.WriteLine($"  worst case over all attacks: token {worst.Average(b => b ? 1.0 : 0.0):P1}");
 
         if (settings.UniversalSteps == 0)
@@ -512,6 +531,33 @@ public sealed class DefenseEvaluation(
         rows.Add(new("adaptive universal patch", $"{Label(size)} adaptive (EOT)", "none", DefenseScoring.Undefended(classifier, universal.Images).Accuracy, null, null, universal.AttackSuccessRate));
         rows.Add(new("adaptive universal patch", $"{Label(size)} adaptive (EOT)", "token", u.Accuracy, null, null, universal.AttackSuccessRate));
         log.WriteLine($"  token {u.Accuracy:P1}");
+    }
+
+    private static readonly System.Text.Json.JsonSerializerOptions SavedJson = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.CamelCase,
+        Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter() },
+    };
+
+    /// <summary>
+    /// Writes one attack's images as <c>attack-N-images-idx3-ubyte.gz</c> (and its labels beside it), each pixel rounded
+    /// to 8 bits: the strong attacks' images are on the 8-bit grid already. One-channel models only (IDX is gray).
+    /// </summary>
+    private SavedAttack SaveAttack(string folder, int index, string scenario, PatchedSet set, bool[] undefendedCorrect, bool[] defendedCorrect)
+    {
+        var input = package.Manifest.Input;
+        if (input.Channels != 1)
+        {
+            throw new InvalidOperationException($"Saving attacks writes gray IDX images; {package.Manifest.Name} takes {input.Channels} channels.");
+        }
+
+        Directory.CreateDirectory(folder);
+        var file = $"attack-{index}-images-idx3-ubyte.gz";
+        var pixels = set.Images.Pixels.Select(v => (byte)Math.Clamp(Math.Round(v * 255.0), 0, 255)).ToArray();
+        var labels = set.Images.Labels.Select(l => (byte)l).ToArray();
+        Datasets.IdxDataset.Write(Path.Combine(folder, file), pixels, labels, input.Height, input.Width);
+        return new SavedAttack(scenario, file, set.Placements.ToArray(), EvaluationRow.Mask(undefendedCorrect), EvaluationRow.Mask(defendedCorrect));
     }
 
     /// <summary>What the masking check did to a row's answers, for the log; null without a check.</summary>
@@ -607,3 +653,12 @@ public sealed class DefenseEvaluation(
         return $"{size}x{size} ({100.0 * size * size / (input.Height * input.Width):F1}%)";
     }
 }
+
+/// <summary>What <see cref="EvaluationSettings.SaveAttacks"/> writes beside the images: the model, the defense attacked, and each attack.</summary>
+public sealed record SavedAttacks(string Model, DefenseOptions Defense, IReadOnlyList<SavedAttack> Attacks);
+
+/// <summary>
+/// One saved attack: its scenario (as in the results file), its images file, each image's patch placement, and which
+/// images the undefended model and the defense answer right ('1'/'0' per image, as <see cref="EvaluationRow.CorrectImages"/>).
+/// </summary>
+public sealed record SavedAttack(string Scenario, string Images, PatchPlacement[] Placements, string UndefendedCorrect, string DefendedCorrect);
