@@ -96,18 +96,27 @@ def knn_scores(feats: torch.Tensor, bank: torch.Tensor, k: int, offset: torch.Te
     return out
 
 
-def flag(ratios: torch.Tensor, grid: int, min_tokens: int = 2, window: int = 2) -> torch.Tensor:
-    """The service's default flagging on [B, P] ratios: over 1, at least the K strongest, and the strongest window."""
+# The flagging rule every score is given (set from --min-tokens and --window-over-threshold): the service's default.
+RULE = {"min_tokens": 2, "window_over_threshold_only": False}
+
+
+def flag(ratios: torch.Tensor, grid: int, window: int = 2) -> torch.Tensor:
+    """The service's flagging on [B, P] ratios: over 1, at least the K strongest (RULE), and the strongest window
+    (with RULE's window_over_threshold_only, only on images with a token over 1)."""
     b, p = ratios.shape
     flags = ratios > 1.0
-    top = ratios.topk(min_tokens, dim=1).indices
-    flags.scatter_(1, top, True)
+    over = flags.any(1)
+    if RULE["min_tokens"] > 0:
+        top = ratios.topk(RULE["min_tokens"], dim=1).indices
+        flags.scatter_(1, top, True)
     r = ratios.view(b, 1, grid, grid)
     sums = torch.nn.functional.avg_pool2d(r, window, stride=1) * window * window  # [B, 1, g-w+1, g-w+1]
     side = grid - window + 1
     best = sums.view(b, -1).argmax(dim=1)
     rows, cols = best // side, best % side
     for i in range(b):
+        if RULE["window_over_threshold_only"] and not over[i]:
+            continue
         for dr in range(window):
             for dc in range(window):
                 flags[i, (rows[i] + dr) * grid + cols[i] + dc] = True
@@ -143,6 +152,27 @@ def make_patches(model, images, labels, size, steps, mean, std, seed):
             lr = 0.1 * (1 - step / steps) + 0.01
             patch = (patch + lr * grad.sign()).clamp(0, 1)
     return (images * (1 - mask) + patch.detach() * mask), places
+
+
+def kcenter(points: torch.Tensor, size: int) -> torch.Tensor:
+    """Greedy k-center coreset of `size` rows (PatchCore's subsampling, without the projection), first pick row 0."""
+    if size >= len(points):
+        return points
+    chosen = [0]
+    nearest = torch.cdist(points, points[:1])[:, 0]
+    for _ in range(size - 1):
+        pick = int(nearest.argmax())
+        chosen.append(pick)
+        nearest = torch.minimum(nearest, torch.cdist(points, points[pick:pick + 1])[:, 0])
+    return points[chosen]
+
+
+def pooled_scores(feats: torch.Tensor, bank: torch.Tensor, k: int, offset: torch.Tensor) -> torch.Tensor:
+    """knn_scores against a pooled bank already of contents ([M, D], offsets subtracted)."""
+    out = torch.empty(feats.shape[:2])
+    for p in range(feats.shape[1]):
+        out[:, p] = torch.cdist(feats[:, p] - offset[p], bank).topk(k, dim=1, largest=False).values.mean(dim=1)
+    return out
 
 
 def load_attacks(folders: list[str], match: str, image: int, token: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
@@ -208,9 +238,15 @@ def main() -> int:
     p.add_argument("--attack-match", default="location-optimised", help="text of the scenario to take from each folder")
     p.add_argument("--pooled", action="store_true", help="also score depth 0 against one bank pooled over positions "
                                                           "(position offsets subtracted), the service's kind of bank")
+    p.add_argument("--pooled-coreset", default="", help="with --pooled: also pooled banks cut to these sizes by greedy "
+                                                        "k-center (comma-separated; the service keeps 1024), k = 3")
+    p.add_argument("--min-tokens", type=int, default=2, help="K: tokens always flagged (the service's Defense:MinTokens)")
+    p.add_argument("--window-over-threshold", action="store_true",
+                   help="flag the window only on images with a token over threshold (Defense:WindowOnlyOverThreshold)")
     p.add_argument("--output", help="write the figures as JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    RULE.update(min_tokens=args.min_tokens, window_over_threshold_only=args.window_over_threshold)
     torch.manual_seed(0)
 
     manifest = json.load(open(os.path.join(args.package, "model.json")))
@@ -290,6 +326,18 @@ def main() -> int:
                     results["rows"].append(row)
                     print(f"pooled bank, k={k}, {name}: accuracy {row['accuracy']:.3f}, any over {row['anyOver']:.3f}, top in patch "
                           f"{row.get('topInPatch', float('nan')):.3f}, patch covered {row.get('patchCovered', float('nan')):.3f}, tokens {row['tokens']:.2f}")
+    for size in [int(v) for v in args.pooled_coreset.split(",") if v] if args.pooled else []:
+        with torch.no_grad():
+            contents = (tokens_at(model, calib_n, 0) - blank).reshape(-1, model.dim)
+            core = kcenter(contents, size)
+            thresholds = torch.quantile(pooled_scores(tokens_at(model, thr_n, 0), core, 3, blank), args.quantile, dim=0)
+            for name, (x, patch, y) in sets.items():
+                ratios = pooled_scores(tokens_at(model, x, 0), core, 3, blank) / thresholds
+                found, flags = scored(model, x, y, ratios, patch, grid)
+                row = {"depth": 0, "bank": f"pooled coreset {size}, k=3", "set": name, **found, "tokens": flags.sum(1).float().mean().item()}
+                results["rows"].append(row)
+                print(f"pooled coreset of {size}, k=3, {name}: accuracy {row['accuracy']:.3f}, any over {row['anyOver']:.3f}, top in patch "
+                      f"{row.get('topInPatch', float('nan')):.3f}, patch covered {row.get('patchCovered', float('nan')):.3f}, tokens {row['tokens']:.2f}")
     if args.attention:
         with torch.no_grad():
             clean_all, clean_cls = attention_received(model, thr_n)
