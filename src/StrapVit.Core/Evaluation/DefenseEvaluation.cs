@@ -465,6 +465,11 @@ public sealed class DefenseEvaluation(
         var worst = Enumerable.Repeat(true, subset.Count).ToArray();
         var eot = new EotTokenDefenseClassifier(tokens, reference.Tokens!, options, tokenGradients, settings.EotSamples, settings.Seed);
         var saved = new List<SavedAttack>();
+        if (settings.SaveAttacks is not null && package.Manifest.Input.Channels != 1)
+        {
+            // Checked before any attack runs: IDX holds gray images only.
+            throw new InvalidOperationException($"--save-attacks writes gray IDX images; {package.Manifest.Name} takes {package.Manifest.Input.Channels} channels.");
+        }
 
         void Add(string name, PatchedSet set)
         {
@@ -542,16 +547,12 @@ public sealed class DefenseEvaluation(
 
     /// <summary>
     /// Writes one attack's images as <c>attack-N-images-idx3-ubyte.gz</c> (and its labels beside it), each pixel rounded
-    /// to 8 bits: the strong attacks' images are on the 8-bit grid already. One-channel models only (IDX is gray).
+    /// to 8 bits: the strong attacks' images are on the 8-bit grid already. One-channel models only (IDX is gray; checked
+    /// before the attacks run).
     /// </summary>
     private SavedAttack SaveAttack(string folder, int index, string scenario, PatchedSet set, bool[] undefendedCorrect, bool[] defendedCorrect)
     {
         var input = package.Manifest.Input;
-        if (input.Channels != 1)
-        {
-            throw new InvalidOperationException($"Saving attacks writes gray IDX images; {package.Manifest.Name} takes {input.Channels} channels.");
-        }
-
         Directory.CreateDirectory(folder);
         var file = $"attack-{index}-images-idx3-ubyte.gz";
         var pixels = set.Images.Pixels.Select(v => (byte)Math.Clamp(Math.Round(v * 255.0), 0, 255)).ToArray();
