@@ -79,17 +79,9 @@ def attention_received(model: ViT, x: torch.Tensor) -> tuple[list[torch.Tensor],
     return from_all, from_cls
 
 
-def knn_scores(feats: torch.Tensor, bank: torch.Tensor, k: int, offset: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean distance of each token to its k nearest bank tokens of the same position: [B, P]. With `offset` ([P, D],
-    the tokens of a blank image) the bank is pooled instead, as the service's is: every token has its position's
-    offset subtracted and is compared with the contents of every position."""
+def knn_scores(feats: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean distance of each token to its k nearest bank tokens of the same position: [B, P]."""
     out = torch.empty(feats.shape[:2])
-    if offset is not None:
-        pooled = (bank - offset).reshape(-1, bank.shape[-1])
-        for p in range(feats.shape[1]):
-            d = torch.cdist(feats[:, p] - offset[p], pooled)
-            out[:, p] = d.topk(k, dim=1, largest=False).values.mean(dim=1)
-        return out
     for p in range(feats.shape[1]):
         d = torch.cdist(feats[:, p], bank[:, p])  # [B, N]
         out[:, p] = d.topk(k, dim=1, largest=False).values.mean(dim=1)
@@ -168,7 +160,9 @@ def kcenter(points: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def pooled_scores(feats: torch.Tensor, bank: torch.Tensor, k: int, offset: torch.Tensor) -> torch.Tensor:
-    """knn_scores against a pooled bank already of contents ([M, D], offsets subtracted)."""
+    """knn_scores against one bank pooled over positions, as the service's is: `bank` holds token contents ([M, D],
+    each with its position's offset subtracted), and every token has its own position's offset ([P, D], the tokens of
+    a blank image) subtracted before it is compared with the contents of every position."""
     out = torch.empty(feats.shape[:2])
     for p in range(feats.shape[1]):
         out[:, p] = torch.cdist(feats[:, p] - offset[p], bank).topk(k, dim=1, largest=False).values.mean(dim=1)
@@ -316,28 +310,19 @@ def main() -> int:
     if args.pooled:
         with torch.no_grad():
             blank = tokens_at(model, norm(torch.zeros(1, 1, 28, 28)), 0)[0]
-            bank = tokens_at(model, calib_n, 0)
-            for k in sorted({3, args.k}):
-                thresholds = torch.quantile(knn_scores(tokens_at(model, thr_n, 0), bank, k, blank), args.quantile, dim=0)
-                for name, (x, patch, y) in sets.items():
-                    ratios = knn_scores(tokens_at(model, x, 0), bank, k, blank) / thresholds
-                    found, flags = scored(model, x, y, ratios, patch, grid)
-                    row = {"depth": 0, "bank": f"pooled, k={k}", "set": name, **found, "tokens": flags.sum(1).float().mean().item()}
-                    results["rows"].append(row)
-                    print(f"pooled bank, k={k}, {name}: accuracy {row['accuracy']:.3f}, any over {row['anyOver']:.3f}, top in patch "
-                          f"{row.get('topInPatch', float('nan')):.3f}, patch covered {row.get('patchCovered', float('nan')):.3f}, tokens {row['tokens']:.2f}")
-    for size in [int(v) for v in args.pooled_coreset.split(",") if v] if args.pooled else []:
-        with torch.no_grad():
             contents = (tokens_at(model, calib_n, 0) - blank).reshape(-1, model.dim)
-            core = kcenter(contents, size)
-            thresholds = torch.quantile(pooled_scores(tokens_at(model, thr_n, 0), core, 3, blank), args.quantile, dim=0)
-            for name, (x, patch, y) in sets.items():
-                ratios = pooled_scores(tokens_at(model, x, 0), core, 3, blank) / thresholds
-                found, flags = scored(model, x, y, ratios, patch, grid)
-                row = {"depth": 0, "bank": f"pooled coreset {size}, k=3", "set": name, **found, "tokens": flags.sum(1).float().mean().item()}
-                results["rows"].append(row)
-                print(f"pooled coreset of {size}, k=3, {name}: accuracy {row['accuracy']:.3f}, any over {row['anyOver']:.3f}, top in patch "
-                      f"{row.get('topInPatch', float('nan')):.3f}, patch covered {row.get('patchCovered', float('nan')):.3f}, tokens {row['tokens']:.2f}")
+            banks = [(f"pooled, k={k}", contents, k) for k in sorted({3, args.k})]
+            banks += [(f"pooled coreset {size}, k=3", kcenter(contents, size), 3) for size in [int(v) for v in args.pooled_coreset.split(",") if v]]
+            thr_tokens = tokens_at(model, thr_n, 0)
+            set_tokens = {name: tokens_at(model, x, 0) for name, (x, _, _) in sets.items()}
+            for label, bank, k in banks:
+                thresholds = torch.quantile(pooled_scores(thr_tokens, bank, k, blank), args.quantile, dim=0)
+                for name, (x, patch, y) in sets.items():
+                    found, flags = scored(model, x, y, pooled_scores(set_tokens[name], bank, k, blank) / thresholds, patch, grid)
+                    row = {"depth": 0, "bank": label, "set": name, **found, "tokens": flags.sum(1).float().mean().item()}
+                    results["rows"].append(row)
+                    print(f"{label}, {name}: accuracy {row['accuracy']:.3f}, any over {row['anyOver']:.3f}, top in patch "
+                          f"{row.get('topInPatch', float('nan')):.3f}, patch covered {row.get('patchCovered', float('nan')):.3f}, tokens {row['tokens']:.2f}")
     if args.attention:
         with torch.no_grad():
             clean_all, clean_cls = attention_received(model, thr_n)

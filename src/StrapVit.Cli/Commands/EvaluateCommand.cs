@@ -14,13 +14,6 @@ namespace StrapVit.Cli.Commands;
 /// <summary><c>strapvit evaluate MODEL-DIR</c>: the defense evaluation behind docs/EVALUATION.md.</summary>
 internal sealed class EvaluateCommand : CliVerb
 {
-    private static readonly JsonSerializerOptions JsonOptions = new()
-    {
-        WriteIndented = true,
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter() },
-    };
-
     private static readonly DefenseOptions Defaults = new();
     private static readonly BankSettings BankDefaults = new();
 
@@ -195,7 +188,7 @@ internal sealed class EvaluateCommand : CliVerb
 
         Directory.CreateDirectory(output);
         var json = Path.Combine(output, $"results-{split}.json");
-        File.WriteAllText(json, JsonSerializer.Serialize(report, JsonOptions));
+        File.WriteAllText(json, JsonSerializer.Serialize(report, EvaluationReport.Json));
         var tables = Path.Combine(output, $"tables-{split}.md");
         File.WriteAllText(tables, Tables(report));
         stdout.WriteLine($"wrote {json} and {tables} in {report.Seconds:F0} s");

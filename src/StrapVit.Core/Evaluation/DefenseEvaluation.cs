@@ -169,7 +169,16 @@ public sealed record EvaluationRow(string Section, string Scenario, string Defen
 /// <summary>Everything one run measured.</summary>
 public sealed record EvaluationReport(
     string Model, int Images, int CalibrationImages, DefenseOptions Options, EvaluationSettings Settings,
-    IReadOnlyList<EvaluationRow> Rows, IReadOnlyDictionary<string, double> OverheadMs, double Seconds);
+    IReadOnlyList<EvaluationRow> Rows, IReadOnlyDictionary<string, double> OverheadMs, double Seconds)
+{
+    /// <summary>How the evaluation's JSON files are written (results, saved attacks): indented, camelCase, enums by name.</summary>
+    public static System.Text.Json.JsonSerializerOptions Json { get; } = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.CamelCase,
+        Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter() },
+    };
+}
 
 /// <summary>
 /// The evaluation of issue 5: clean and attacked accuracy without and with both defense variants, per-image and
@@ -465,10 +474,15 @@ public sealed class DefenseEvaluation(
         var worst = Enumerable.Repeat(true, subset.Count).ToArray();
         var eot = new EotTokenDefenseClassifier(tokens, reference.Tokens!, options, tokenGradients, settings.EotSamples, settings.Seed);
         var saved = new List<SavedAttack>();
-        if (settings.SaveAttacks is not null && package.Manifest.Input.Channels != 1)
+        if (settings.SaveAttacks is { } saveTo)
         {
             // Checked before any attack runs: IDX holds gray images only.
-            throw new InvalidOperationException($"--save-attacks writes gray IDX images; {package.Manifest.Name} takes {package.Manifest.Input.Channels} channels.");
+            if (package.Manifest.Input.Channels != 1)
+            {
+                throw new InvalidOperationException($"--save-attacks writes gray IDX images; {package.Manifest.Name} takes {package.Manifest.Input.Channels} channels.");
+            }
+
+            Directory.CreateDirectory(saveTo);
         }
 
         void Add(string name, PatchedSet set)
@@ -520,7 +534,7 @@ public sealed class DefenseEvaluation(
         if (settings.SaveAttacks is { } savedTo)
         {
             File.WriteAllText(Path.Combine(savedTo, "attacks.json"), System.Text.Json.JsonSerializer.Serialize(
-                new SavedAttacks(package.Manifest.Name, options, saved), SavedJson));
+                new SavedAttacks(package.Manifest.Name, options, saved), EvaluationReport.Json));
             log.WriteLine($"  {saved.Count} attacks' images written to {savedTo}");
         }
         log.WriteLine($"  worst case over all attacks: token {worst.Average(b => b ? 1.0 : 0.0):P1}");
@@ -538,24 +552,16 @@ public sealed class DefenseEvaluation(
         log.WriteLine($"  token {u.Accuracy:P1}");
     }
 
-    private static readonly System.Text.Json.JsonSerializerOptions SavedJson = new()
-    {
-        WriteIndented = true,
-        PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.CamelCase,
-        Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter() },
-    };
-
     /// <summary>
-    /// Writes one attack's images as <c>attack-N-images-idx3-ubyte.gz</c> (and its labels beside it), each pixel rounded
-    /// to 8 bits: the strong attacks' images are on the 8-bit grid already. One-channel models only (IDX is gray; checked
-    /// before the attacks run).
+    /// Writes one attack's images as <c>attack-N-images-idx3-ubyte.gz</c> (and its labels beside it) in <paramref name="folder"/>,
+    /// each pixel rounded to 8 bits: the strong attacks' images are on the 8-bit grid already. One-channel models only (IDX
+    /// is gray; checked, and the folder made, before the attacks run).
     /// </summary>
     private SavedAttack SaveAttack(string folder, int index, string scenario, PatchedSet set, bool[] undefendedCorrect, bool[] defendedCorrect)
     {
         var input = package.Manifest.Input;
-        Directory.CreateDirectory(folder);
         var file = $"attack-{index}-images-idx3-ubyte.gz";
-        var pixels = set.Images.Pixels.Select(v => (byte)Math.Clamp(Math.Round(v * 255.0), 0, 255)).ToArray();
+        var pixels = set.Images.Pixels.Select(Imaging.PngEncoding.ToByte).ToArray();
         var labels = set.Images.Labels.Select(l => (byte)l).ToArray();
         Datasets.IdxDataset.Write(Path.Combine(folder, file), pixels, labels, input.Height, input.Width);
         return new SavedAttack(scenario, file, set.Placements.ToArray(), EvaluationRow.Mask(undefendedCorrect), EvaluationRow.Mask(defendedCorrect));

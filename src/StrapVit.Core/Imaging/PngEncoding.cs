@@ -50,5 +50,6 @@ public static class PngEncoding
         return ms.ToArray();
     }
 
-    private static byte ToByte(float v) => (byte)MathF.Round(Math.Clamp(v, 0f, 1f) * 255f);
+    /// <summary>A [0, 1] value as an 8-bit pixel: clamped, scaled by 255 and rounded.</summary>
+    internal static byte ToByte(float v) => (byte)MathF.Round(Math.Clamp(v, 0f, 1f) * 255f);
 }
