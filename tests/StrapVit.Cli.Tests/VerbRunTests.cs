@@ -72,17 +72,19 @@ public sealed class VerbRunTests : IDisposable
         var package = UncalibratedPackage();
         // A small bank flags more, so the check disagrees on some of the other clean images.
         var clean = Pngs("clean", "calib-500-images-idx3-ubyte.gz", 40);
-        var other = Pngs("other", "tune-500-images-idx3-ubyte.gz", 60);
+        // The default drops nothing from a clean image without a token over threshold, so the check disagrees on few.
+        const int Others = 500;
+        var other = Pngs("other", "tune-500-images-idx3-ubyte.gz", Others);
         var (exit, stdout, stderr) = CliHarness.Run("calibrate", package, "--images", clean, "--bank-size", "64", "--check-images", other, "--check-rate", "0");
         Assert.True(exit == 0, stderr);
         var loaded = ModelPackage.Load(package);
         var calibration = DefenseCalibration.Load(Path.Combine(package, DefenseCalibration.FileName), loaded);
         var check = calibration.Check!;
-        Assert.StartsWith(FormattableString.Invariant($"masking check: margin {check.Margin:F3}, 0 of 60 clean answers replaced"), stdout, StringComparison.Ordinal);
-        // None of 60 replaced bounds the rate by 1 - 0.05^(1/60) = 4.9%, which the command says is loose.
-        Assert.Contains(FormattableString.Invariant($"95% upper bound on the rate {1 - Math.Pow(0.05, 1.0 / 60):P1})"), stdout, StringComparison.Ordinal);
-        Assert.Contains("60 clean images bound the check's replacement rate only by", stderr, StringComparison.Ordinal);
-        Assert.Equal((0.0, 60, 0), (check.CleanRate, check.Images, check.Replaced));
+        Assert.StartsWith(FormattableString.Invariant($"masking check: margin {check.Margin:F3}, 0 of {Others} clean answers replaced"), stdout, StringComparison.Ordinal);
+        // None of them replaced bounds the rate by 1 - 0.05^(1/n), which the command says is loose.
+        Assert.Contains(FormattableString.Invariant($"95% upper bound on the rate {1 - Math.Pow(0.05, 1.0 / Others):P1})"), stdout, StringComparison.Ordinal);
+        Assert.Contains($"{Others} clean images bound the check's replacement rate only by", stderr, StringComparison.Ordinal);
+        Assert.Equal((0.0, Others, 0), (check.CleanRate, check.Images, check.Replaced));
         Assert.True(check.Margin > 0, "the check replaced no answer without a margin: the test needs one that it must set");
 
         // The service's loader applies it unless Defense:VerifyMargin is set; count what the check replaces its own way.
@@ -244,10 +246,18 @@ public sealed class VerbRunTests : IDisposable
     public void Defense_flags_writes_each_image_and_its_mirror_as_bitmasks_and_exits_0()
     {
         // Images 2 and 3 are images 0 and 1 mirrored, so what the verb writes as the mirror of one must be what it
-        // writes for the other: the mirroring and the file layout are checked against pixels mirrored here.
-        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", "calib-500-images-idx3-ubyte.gz"));
+        // writes for the other: the mirroring and the file layout are checked against pixels mirrored here. Image 0
+        // has an 8x8 checkerboard drawn on it (pixels 2-9 of rows and columns), so that it has tokens to flag.
+        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
         var set = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx));
-        var images = new List<byte[]> { Slice(set, 0), Slice(set, 1) };
+        var marked = Slice(set, 0);
+        for (var p = 0; p < 28 * 28; p++)
+        {
+            int y = p / 28, x = p % 28;
+            if (y is >= 2 and < 10 && x is >= 2 and < 10) marked[p] = ((x + y) & 1) == 0 ? (byte)255 : (byte)0;
+        }
+
+        var images = new List<byte[]> { marked, Slice(set, 1) };
         images.AddRange(images.Select(image => Enumerable.Range(0, 28 * 28).Select(p => image[(p / 28 * 28) + 27 - (p % 28)]).ToArray()).ToList());
         var file = Path.Combine(temp, "four-images-idx3-ubyte");
         File.WriteAllBytes(file, [0, 0, 8, 3, 0, 0, 0, 4, 0, 0, 0, 28, 0, 0, 0, 28, .. images.SelectMany(b => b)]);
@@ -270,11 +280,14 @@ public sealed class VerbRunTests : IDisposable
         var package = ModelPackage.Load(RepoPaths.DefaultModel);
         using var tokens = new TokenSpaceModel(package, new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
         var reference = DefenseCalibration.Load(Path.Combine(package.Directory, DefenseCalibration.FileName), package).Tokens!;
-        var report = new TokenPatchDefense(tokens, reference, new DefenseOptions()).Run(set.Image(0).Data, 1, DefenseMode.Detect, [0])[0].Report;
+        var report = new TokenPatchDefense(tokens, reference, new DefenseOptions()).Run(marked.Select(b => b / 255f).ToArray(), 1, DefenseMode.Detect, [0])[0].Report;
         Assert.Equal(report.FlaggedTokens.Aggregate(0UL, (bits, f) => bits | (1UL << ((f.Row * 7) + f.Col))), words[0]);
-        // The default defense flags at least K = 2 tokens and a 2x2 window on every image.
-        Assert.All(words, w => Assert.InRange(System.Numerics.BitOperations.PopCount(w), 4, 49));
-        Assert.NotEqual(words[0], words[1]);
+        // The checkerboard is flagged: a 2x2 window or more among tokens 0-2 of rows and columns (of columns 4-6 mirrored).
+        Assert.InRange(System.Numerics.BitOperations.PopCount(words[0]), 4, 49);
+        Assert.NotEqual(0UL, words[0] & 0b0000111_0000111_0000111UL);
+        Assert.NotEqual(0UL, words[1] & 0b1110000_1110000_1110000UL);
+        // The default flags nothing unless a token is over its threshold, and then its 2x2 window: never 1 to 3 tokens.
+        Assert.All(words, w => Assert.True(System.Numerics.BitOperations.PopCount(w) is 0 or >= 4, $"{System.Numerics.BitOperations.PopCount(w)} tokens flagged"));
     }
 
     [Fact]

@@ -20,7 +20,7 @@ internal sealed class CalibrateCommand : CliVerb
     private readonly Option<double> temperature = CliOptions.Number("--temperature", 1.0, 1e-3, 1e3, "softmax temperature T");
     private readonly Option<double> quantile = CliOptions.Number("--quantile", 0.99, 0.5, 1.0, "clean-score quantile used as threshold");
     private readonly Option<int> bins = CliOptions.Number("--bins", 16, 2, 256, "pixel histogram bins");
-    private readonly Option<int> bankSize = CliOptions.Number("--bank-size", new BankSettings().Size, 16, 1_000_000, "clean tokens kept in the bank by greedy coreset subsampling");
+    private readonly Option<int> bankSize = CliOptions.OptionalNumber("--bank-size", 16, 1_000_000, "clean tokens kept in the bank by greedy coreset subsampling (default: 8,192, fewer for tokens wider than 128 so that the bank holds at most 1,048,576 values)");
     private readonly Option<int> neighbors = CliOptions.Number("--neighbors", new BankSettings().Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
     private readonly Option<double> fpr = CliOptions.Number("--fpr", new BankSettings().FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
     private readonly Option<string> checkIdx = CliOptions.Text("--check-idx", "other clean images (gzipped IDX, not the calibration ones) on which the masking check's margin is set for --check-rate", helpName: "images-idx3-ubyte[.gz]");
@@ -56,7 +56,7 @@ internal sealed class CalibrateCommand : CliVerb
         var temperature = parseResult.GetValue(this.temperature);
         var quantile = parseResult.GetValue(this.quantile);
         var bins = parseResult.GetValue(this.bins);
-        var bank = new BankSettings(Size: parseResult.GetValue(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr));
+        var bank = new BankSettings(Size: parseResult.GetOptional(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr));
 
         try
         {

@@ -21,6 +21,14 @@ internal static class CliOptions
         return option;
     }
 
+    /// <summary>A number in [<paramref name="min"/>, <paramref name="max"/>] that may be left out; read it with <see cref="GetOptional{T}"/>.</summary>
+    public static Option<T> OptionalNumber<T>(string name, T min, T max, string description)
+        where T : struct, INumber<T> => Number(name, min, max, description);
+
+    /// <summary>The value of an <see cref="OptionalNumber{T}"/>, or null when it was not given.</summary>
+    public static T? GetOptional<T>(this ParseResult parseResult, Option<T> option)
+        where T : struct => parseResult.GetResult(option) is null ? null : parseResult.GetValue(option);
+
     /// <summary>A required number in [<paramref name="min"/>, <paramref name="max"/>].</summary>
     public static Option<T> RequiredNumber<T>(string name, T min, T max, string description)
         where T : struct, INumber<T>

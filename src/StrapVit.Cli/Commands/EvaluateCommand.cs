@@ -64,12 +64,12 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<double> verifyCleanRate = CliOptions.Number("--verify-clean-rate", 0.0, 0, 0.99, "share of clean answers (--verify-calib's images, else --calib's) the masking check may replace: sets Defense:VerifyMargin for it before anything runs (0: --verify-margin)");
     private readonly Option<double> verifyMargin = CliOptions.Number("--verify-margin", 0.0, 0, 1e6, "logit margin each second-round view of the masking check needs (Defense:VerifyMargin)");
     private readonly ListOption<double> sweepVerifyCleanRate = CliOptions.NumberList("--sweep-verify-clean-rate", [0.0], 0, 0.99, "clean replacement rates of the sweep, each calibrated to a masking-check margin (0: --verify-margin)");
-    private readonly ListOption<string> sweepWindowWhen = CliOptions.List("--sweep-window-when", ["always"], (string text, out string value) => (value = text) is "always" or "over-threshold",
+    private readonly ListOption<string> sweepWindowWhen = CliOptions.List("--sweep-window-when", [Defaults.WindowOnlyOverThreshold ? "over-threshold" : "always"], (string text, out string value) => (value = text) is "always" or "over-threshold",
         "when the sweep's windows are flagged: always (whenever anything is flagged) and/or over-threshold (only when a token is over its threshold)", "always or over-threshold");
     private readonly ListOption<bool> strongOcclusion = CliOptions.OnOffList("--strong-occlusion", [false],
         "strong attacks without (off) and/or with (on) occlusion views aimed at the masking check: every check-sized window over the patch hidden must leave the same wrong answer");
     private readonly ListOption<int> sweepChoices = CliOptions.NumberList("--sweep-choices", [1], 1, 64, "bank choices of the sweep");
-    private readonly Option<int> bankSize = CliOptions.Number("--bank-size", BankDefaults.Size, 16, 1_000_000, "clean tokens kept in the bank");
+    private readonly Option<int> bankSize = CliOptions.OptionalNumber("--bank-size", 16, 1_000_000, "clean tokens kept in the bank by greedy coreset subsampling (default: 8,192, fewer for tokens wider than 128 so that the bank holds at most 1,048,576 values)");
     private readonly Option<int> neighbors = CliOptions.Number("--neighbors", BankDefaults.Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
     private readonly Option<double> fpr = CliOptions.Number("--fpr", BankDefaults.FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
     private readonly Option<string> patchCache = CliOptions.Text("--patch-cache", "folder caching the per-image (non-adaptive) patches between runs; the adaptive attacks are always rerun", helpName: "folder");
@@ -149,7 +149,7 @@ internal sealed class EvaluateCommand : CliVerb
             EvasionMargins = parseResult.GetList(evasionMargins),
             StrongOcclusion = parseResult.GetList(strongOcclusion).Distinct().ToArray(),
             OcclusionGroup = parseResult.GetValue(occlusionGroup) is > 0 and var g ? g : null,
-            Bank = new BankSettings(Size: parseResult.GetValue(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr)),
+            Bank = new BankSettings(Size: parseResult.GetOptional(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr)),
         };
         var options = new DefenseOptions
         {

@@ -24,8 +24,8 @@ public enum DefenseProfile
 
     /// <summary>
     /// The configured detector and neutralisation without the masking check, the window flagged only when a token is
-    /// over its threshold: what the defaults' selection rule picks when its clean-cost limit is measured on 4,000
-    /// held-out images. About a third of the clean-accuracy cost and of the compute of the default (session 12); less
+    /// over its threshold (now the default too): what the defaults' selection rule picked in session 12 when its
+    /// clean-cost limit was measured on 4,000 held-out images. About a third of the clean-accuracy cost and of the compute of the default (session 12); less
     /// recovery under patches, and less against an attacker who knows it (docs/EVALUATION.md, session 8).
     /// </summary>
     Light,
@@ -119,17 +119,19 @@ public sealed class DefenseOptions
 
     /// <summary>
     /// The patch budget, in pixels, that sizes the square window of tokens flagged as a whole around the strongest
-    /// evidence whenever anything is flagged (a token over its threshold, or the K minimum): the window with the
+    /// evidence when a token is over its threshold (or when the K minimum flags something, with
+    /// <see cref="WindowOnlyOverThreshold"/> off): the window with the
     /// largest sum of score-to-threshold ratios, <see cref="WindowTokens"/> tokens on a side. 0 flags single tokens only.
     /// </summary>
     public int WindowPixels { get; set; } = 6;
 
     /// <summary>
-    /// Flag the window only when some token is over its threshold, not when the K minimum alone flags something. Clean
-    /// images rarely have a token over threshold (about one in five), so they lose fewer tokens; a patch whose tokens
-    /// all stay under threshold still gets its K strongest tokens dropped and faces the masking check.
+    /// Flag the window only when some token is over its threshold, not when the K minimum alone flags something (the
+    /// default since session 19, with <see cref="MinTokens"/> = 0). Clean images rarely have a token over threshold, so
+    /// they lose fewer tokens; a patch whose tokens all stay under threshold still faces the masking check (and, with
+    /// K above 0, gets its K strongest tokens dropped). Set false for the window around the K minimum as well.
     /// </summary>
-    public bool WindowOnlyOverThreshold { get; set; }
+    public bool WindowOnlyOverThreshold { get; set; } = true;
 
     /// <summary>
     /// When no token is over its threshold, flag the window only if its sum of score-to-threshold ratios is at least this
@@ -230,8 +232,13 @@ public sealed class DefenseOptions
     private static int TokensFor(int pixels, int tokenSize) =>
         Math.Max(1, (int)Math.Round(pixels / (double)tokenSize, MidpointRounding.AwayFromZero));
 
-    /// <summary>Minimum number of tokens flagged (and transformed) per image: the paper's K.</summary>
-    public int MinTokens { get; set; } = 2;
+    /// <summary>
+    /// Minimum number of tokens flagged (and neutralised) per image: the paper's K. 0 by default (session 19): an
+    /// attacker who keeps the patch under threshold turned the K minimum against the defense (it dropped clean tokens
+    /// and confirmed the wrong answer), and without it clean images lose nothing unless a token stands out. The paper's
+    /// K = 4 is part of <see cref="DefenseProfile.Paper"/>.
+    /// </summary>
+    public int MinTokens { get; set; }
 
     /// <summary>A token is also flagged when its score exceeds <c>ThresholdScale</c> x the clean quantile at its position.</summary>
     public double ThresholdScale { get; set; } = 1.0;

@@ -134,7 +134,7 @@ public sealed record TokenReference
             }
         }
 
-        var chosen = TokenBank.Coreset(contents, d, settings.Size, settings.Seed);
+        var chosen = TokenBank.Coreset(contents, d, settings.EntriesFor(d), settings.Seed);
         var vectors = new float[chosen.Length * d];
         var source = new int[chosen.Length];
         for (var j = 0; j < chosen.Length; j++)
@@ -211,9 +211,23 @@ public sealed record TokenReference
 }
 
 /// <summary>How the token bank is built at calibration.</summary>
-/// <param name="Size">Coreset entries kept (bounds memory and the search: one <c>[T, D] x [D, Size]</c> product per image).</param>
+/// <param name="Size">
+/// Coreset entries kept (bounds memory and the search: one <c>[T, D] x [D, Size]</c> product per image). Null: the
+/// automatic size, <see cref="DefaultEntries"/> entries or fewer for wide tokens, so that the bank holds at most
+/// <see cref="AutoValueBudget"/> values (64-wide tokens: 8,192 entries; ViT-B/16's 768-wide: 1,365, about 4 MB).
+/// </param>
 /// <param name="Neighbors">k: nearest entries averaged into a score.</param>
 /// <param name="FalsePositiveRate">Target share of clean images with any token over its threshold.</param>
 /// <param name="PositionQuantile">Quantile of clean scores that sets each position's threshold before the common factor.</param>
 /// <param name="Seed">Seed of the coreset's first pick and projection.</param>
-public sealed record BankSettings(int Size = 1024, int Neighbors = 3, double FalsePositiveRate = 0.3, double PositionQuantile = 0.95, int Seed = 0);
+public sealed record BankSettings(int? Size = null, int Neighbors = 3, double FalsePositiveRate = 0.3, double PositionQuantile = 0.95, int Seed = 0)
+{
+    /// <summary>Entries of the automatic size where the tokens are narrow enough.</summary>
+    public const int DefaultEntries = 8192;
+
+    /// <summary>Values (entries x token width) the automatic size keeps the bank under.</summary>
+    public const int AutoValueBudget = 1 << 20;
+
+    /// <summary>The entries kept for tokens <paramref name="dim"/> wide: <see cref="Size"/>, or the automatic size.</summary>
+    public int EntriesFor(int dim) => Size ?? Math.Clamp(AutoValueBudget / Math.Max(1, dim), 16, DefaultEntries);
+}

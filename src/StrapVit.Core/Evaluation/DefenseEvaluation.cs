@@ -42,8 +42,8 @@ public sealed record EvaluationSettings
     /// <summary>Masking-check candidate counts of the sweep (<see cref="DefenseOptions.VerifyWindows"/>; 0: no check).</summary>
     public int[] SweepVerify { get; init; } = [0];
 
-    /// <summary>Window triggers of the sweep: false (whenever anything is flagged) and/or true (only over threshold).</summary>
-    public bool[] SweepWindowOnlyOverThreshold { get; init; } = [false];
+    /// <summary>Window triggers of the sweep: false (whenever anything is flagged) and/or true (only over threshold, the service default).</summary>
+    public bool[] SweepWindowOnlyOverThreshold { get; init; } = [new DefenseOptions().WindowOnlyOverThreshold];
 
     /// <summary>Window growth ratios of the sweep (<see cref="DefenseOptions.WindowGrowRatio"/>; 0: none), for configurations with a window.</summary>
     public double[] SweepWindowGrowRatios { get; init; } = [0];

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
 using StrapVit.Api.Tests.Deployment;
 using StrapVit.Api.Tests.Support;
 using StrapVit.Testing;
@@ -14,19 +15,53 @@ public sealed class DefenseTests(ServiceFactory factory) : IClassFixture<Service
 
     private static byte[] Bag => File.ReadAllBytes(RepoPaths.Sample("bag.png"));
 
+    /// <summary>The bag with an 8x8 checkerboard in its empty top-left corner: tokens no clean image has.</summary>
+    private static byte[] BagWithCheckerboard()
+    {
+        using var image = Image.Load<L8>(Bag);
+        for (var y = 2; y < 10; y++)
+        {
+            for (var x = 2; x < 10; x++) image[x, y] = new L8(((x + y) & 1) == 0 ? (byte)255 : (byte)0);
+        }
+
+        using var png = new MemoryStream();
+        image.SaveAsPng(png);
+        return png.ToArray();
+    }
+
     [Fact]
-    public async Task The_defense_mitigates_by_default_and_reports_what_it_did()
+    public async Task A_clean_image_loses_no_token_by_default_and_still_faces_the_check()
     {
         using var response = await _client.PostAsync("/v1/classify?seed=42", Http.Multipart(Bag));
 
         var body = await response.JsonAsync();
         var defense = body.GetProperty("defense");
         Assert.Equal("mitigate", defense.GetProperty("mode").GetString());
+        Assert.Equal((0, 0), (defense.GetProperty("k").GetInt32(), defense.GetProperty("flaggedAboveThreshold").GetInt32()));
+        Assert.Empty(defense.GetProperty("flaggedTokens").EnumerateArray());
+        Assert.Empty(defense.GetProperty("transforms").EnumerateArray());
+        Assert.Equal("agreed", defense.GetProperty("verification").GetProperty("outcome").GetString());
+        Assert.Equal("Bag", body.GetProperty("predictions")[0].GetProperty("label").GetString());
+    }
+
+    [Fact]
+    public async Task The_defense_mitigates_by_default_and_reports_what_it_did()
+    {
+        using var response = await _client.PostAsync("/v1/classify?seed=42", Http.Multipart(BagWithCheckerboard()));
+
+        var body = await response.JsonAsync();
+        var defense = body.GetProperty("defense");
+        Assert.Equal("mitigate", defense.GetProperty("mode").GetString());
         Assert.Equal("token", defense.GetProperty("variant").GetString());
         Assert.Equal(42, defense.GetProperty("seed").GetInt32());
-        var k = defense.GetProperty("k").GetInt32();
+        Assert.Equal(0, defense.GetProperty("k").GetInt32());
         var flagged = defense.GetProperty("flaggedTokens").EnumerateArray().ToArray();
-        Assert.True(flagged.Length >= k && k >= 1, $"{flagged.Length} flagged with K={k}");
+        var over = flagged.Count(f => f.GetProperty("score").GetDouble() > f.GetProperty("threshold").GetDouble());
+        Assert.True(over >= 1, "the checkerboard's tokens should be over their thresholds");
+        Assert.Equal(over, defense.GetProperty("flaggedAboveThreshold").GetInt32());
+        // The checkerboard covers pixels 2-9 of rows and columns: tokens 0-2 of each (4x4 pixels each).
+        Assert.All(flagged.Where(f => f.GetProperty("score").GetDouble() > f.GetProperty("threshold").GetDouble()),
+            f => Assert.True(f.GetProperty("row").GetInt32() <= 2 && f.GetProperty("col").GetInt32() <= 2));
         Assert.Equal("knn", defense.GetProperty("score").GetString());
         Assert.Equal("drop", defense.GetProperty("neutralization").GetString());
         var window = defense.GetProperty("window").GetInt32();
@@ -57,7 +92,7 @@ public sealed class DefenseTests(ServiceFactory factory) : IClassFixture<Service
         Assert.Equal((9, 3, 24), (verification.GetProperty("windows").GetInt32(), verification.GetProperty("group").GetInt32(), verification.GetProperty("partners").GetInt32()));
         using var calibration = JsonDocument.Parse(File.ReadAllText(Path.Combine(RepoPaths.DefaultModel, "defense-calibration.json")));
         var stored = calibration.RootElement.GetProperty("check").GetProperty("margin").GetDouble();
-        Assert.InRange(stored, 0.1, 0.3);
+        Assert.InRange(stored, 0.05, 0.3);
         Assert.Equal(stored, verification.GetProperty("margin").GetDouble());
     }
 

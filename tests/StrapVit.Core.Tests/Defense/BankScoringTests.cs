@@ -3,7 +3,7 @@ using StrapVit.Core.Inference;
 
 namespace StrapVit.Core.Tests.Defense;
 
-/// <summary>The whole-image bank search on the embedded model's real calibration (1024 entries of 64 channels) and real tokens.</summary>
+/// <summary>The whole-image bank search on the embedded model's real calibration (8,192 entries of 64 channels) and real tokens.</summary>
 public sealed class BankScoringTests(DefaultModelTokens fixture) : IClassFixture<DefaultModelTokens>
 {
     private readonly TokenSpaceModel _model = fixture.Model;
@@ -15,7 +15,7 @@ public sealed class BankScoringTests(DefaultModelTokens fixture) : IClassFixture
         var set = fixture.TestSet;
         var bank = _reference.Bank!;
         int t = _model.TokenCount, d = _model.Dim, k = bank.Neighbors;
-        Assert.Equal((64, 1024), (bank.Dim, bank.Count));
+        Assert.Equal((64, 8192), (bank.Dim, bank.Count));
         for (var i = 0; i < 5; i++)
         {
             var tokens = _model.Embed(set.Image(i).Data, 1);

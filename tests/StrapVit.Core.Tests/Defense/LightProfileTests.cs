@@ -15,7 +15,7 @@ public sealed class LightProfileTests(DefaultModelTokens fixture) : IClassFixtur
     [Fact]
     public void Light_turns_the_check_off_and_keeps_every_other_setting()
     {
-        var configured = new DefenseOptions { MinTokens = 3, WindowPixels = 10, Profile = DefenseProfile.Light };
+        var configured = new DefenseOptions { MinTokens = 3, WindowPixels = 10, WindowOnlyOverThreshold = false, Profile = DefenseProfile.Light };
 
         var light = configured.Resolved();
 
@@ -33,7 +33,8 @@ public sealed class LightProfileTests(DefaultModelTokens fixture) : IClassFixtur
         const int n = 40;
         var pixels = fixture.TestSet.Pixels.Take(n * 784).Select(b => b / 255f).ToArray();
         var seeds = Enumerable.Range(0, n).ToArray();
-        var configuredOptions = new DefenseOptions();
+        // The defaults before session 19: K = 2, the window flagged around it as well.
+        var configuredOptions = new DefenseOptions { MinTokens = 2, WindowOnlyOverThreshold = false };
         var configured = new TokenPatchDefense(_model, _reference, configuredOptions);
         var light = new TokenPatchDefense(_model, _reference, configuredOptions.Light());
 
@@ -66,5 +67,39 @@ public sealed class LightProfileTests(DefaultModelTokens fixture) : IClassFixtur
 
         // About four in five clean images have no token over threshold.
         Assert.InRange(quiet, n / 2, n);
+    }
+
+    [Fact]
+    public void By_default_a_clean_image_loses_nothing_unless_a_token_is_over_threshold_and_then_its_window()
+    {
+        const int n = 40;
+        var pixels = fixture.TestSet.Pixels.Take(n * 784).Select(b => b / 255f).ToArray();
+        var results = new TokenPatchDefense(_model, _reference, new DefenseOptions()).Run(pixels, n, DefenseMode.Mitigate, Enumerable.Range(0, n).ToArray());
+
+        var quiet = 0;
+        foreach (var report in results.Select(r => r.Report))
+        {
+            Assert.Equal(0, report.K);
+            Assert.NotNull(report.Verification);
+            // Over threshold, recounted from the reported scores and thresholds.
+            var over = report.FlaggedTokens.Count(t => t.Score > t.Threshold);
+            Assert.Equal(report.FlaggedAboveThreshold, over);
+            if (over == 0)
+            {
+                quiet++;
+                Assert.Empty(report.FlaggedTokens);
+                Assert.Empty(report.Transforms);
+                continue;
+            }
+
+            // The 2x2 window around the strongest evidence is flagged whole, with every token over threshold.
+            var cells = report.FlaggedTokens.Select(t => (t.Row, t.Col)).ToHashSet();
+            Assert.Contains(
+                from r in Enumerable.Range(0, 6) from c in Enumerable.Range(0, 6) select (r, c),
+                sq => cells.Contains(sq) && cells.Contains((sq.r + 1, sq.c)) && cells.Contains((sq.r, sq.c + 1)) && cells.Contains((sq.r + 1, sq.c + 1)));
+        }
+
+        // The thresholds let about 30% of clean images have a token over them (calibration images; these are test images).
+        Assert.InRange(quiet, n / 2, n - 1);
     }
 }

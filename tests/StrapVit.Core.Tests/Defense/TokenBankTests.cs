@@ -119,6 +119,18 @@ public sealed class TokenBankTests
         Assert.Equal([0, 1, 2], chosen.Select(i => i % 3).Order().ToArray());
     }
 
+    [Theory]
+    [InlineData(64, 8192)] // the embedded model: 8,192 entries, 524,288 values
+    [InlineData(128, 8192)] // the widest that still gets all 8,192
+    [InlineData(192, 5461)] // ViT-Tiny: floor(1,048,576 / 192)
+    [InlineData(768, 1365)] // ViT-B/16: about 4 MB of float32
+    [InlineData(1 << 17, 16)] // never fewer than 16
+    public void The_automatic_bank_size_keeps_8192_entries_or_a_million_values(int dim, int entries)
+    {
+        Assert.Equal(entries, new BankSettings().EntriesFor(dim));
+        Assert.Equal(300, new BankSettings(Size: 300).EntriesFor(dim)); // a size given is kept as given
+    }
+
     [Fact]
     public void Coreset_of_wide_tokens_through_a_random_projection_still_separates_clusters()
     {
