@@ -70,6 +70,8 @@ internal sealed class EvaluateCommand : CliVerb
         "strong attacks without (off) and/or with (on) occlusion views aimed at the masking check: every check-sized window over the patch hidden must leave the same wrong answer");
     private readonly ListOption<int> sweepChoices = CliOptions.NumberList("--sweep-choices", [1], 1, 64, "bank choices of the sweep");
     private readonly Option<int> bankSize = CliOptions.OptionalNumber("--bank-size", 16, 1_000_000, "clean tokens kept in the bank by greedy coreset subsampling (default: 8,192, fewer for tokens wider than 128 so that the bank holds at most 1,048,576 values)");
+    private readonly Option<string> bankLayout = CliOptions.Choice("--bank-layout", "pooled",
+        "pooled (one bank over all positions, each token's position offset removed) or per-position (each position its own share of the entries; a token is compared with its own position's clean contents only)", "pooled", "per-position");
     private readonly Option<int> neighbors = CliOptions.Number("--neighbors", BankDefaults.Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
     private readonly Option<double> fpr = CliOptions.Number("--fpr", BankDefaults.FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
     private readonly Option<string> patchCache = CliOptions.Text("--patch-cache", "folder caching the per-image (non-adaptive) patches between runs; the adaptive attacks are always rerun", helpName: "folder");
@@ -102,7 +104,7 @@ internal sealed class EvaluateCommand : CliVerb
         [
             images, calib, verifyCalib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
             score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen, windowGrow, sweepWindowGrow, windowMinSum, sweepWindowMinSum, verifyRule, sweepVerifyRule, verifyComplete, sweepVerifyComplete,
-            bankSize, neighbors, fpr, patchCache, saveAttacks, strongSteps, strongRestarts, strongLocation, strongEot, evasion, evasionMargins, strongOcclusion,
+            bankSize, bankLayout, neighbors, fpr, patchCache, saveAttacks, strongSteps, strongRestarts, strongLocation, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
     }
@@ -149,7 +151,7 @@ internal sealed class EvaluateCommand : CliVerb
             EvasionMargins = parseResult.GetList(evasionMargins),
             StrongOcclusion = parseResult.GetList(strongOcclusion).Distinct().ToArray(),
             OcclusionGroup = parseResult.GetValue(occlusionGroup) is > 0 and var g ? g : null,
-            Bank = new BankSettings(Size: parseResult.GetOptional(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr)),
+            Bank = new BankSettings(Size: parseResult.GetOptional(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr), PerPosition: parseResult.GetValue(bankLayout) == "per-position"),
         };
         var options = new DefenseOptions
         {

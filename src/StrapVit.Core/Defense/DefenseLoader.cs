@@ -80,9 +80,10 @@ public static class DefenseLoader
 
         // On a GPU the bank search runs there too (BankSearch); on the CPU, or if that session cannot open, the
         // calibration's own kernel does. (With Defense:Score = Jsd the bank only serves bank replacement: CPU kernel.)
+        // A per-position bank searches a few hundred entries per token: the CPU kernel too.
         var reference = calibration.Tokens;
         BankSearch? search = null;
-        if (options.Score == TokenScore.Knn && tokenModel.ExecutionProvider == OnnxSessionFactory.Cuda)
+        if (options.Score == TokenScore.Knn && tokenModel.ExecutionProvider == OnnxSessionFactory.Cuda && reference.Bank!.PositionStarts is null)
         {
             try
             {

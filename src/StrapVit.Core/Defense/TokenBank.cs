@@ -12,7 +12,8 @@ namespace StrapVit.Core.Defense;
 /// offset subtracted first, the tokens of a blank (all-zero) image, which for a linear patch embedding is exactly the
 /// position embedding plus the embedding of a blank patch, so what remains is the content alone and clean contents
 /// from every position enrich one bank. Greedy coreset (k-center) subsampling bounds it to a stated size; the
-/// nearest-neighbour search is one matrix product against it.
+/// nearest-neighbour search is one matrix product against it. With <see cref="PositionStarts"/> the bank is per
+/// position instead: a token is compared only with clean contents seen at its own position.
 /// </summary>
 public sealed record TokenBank
 {
@@ -35,6 +36,13 @@ public sealed record TokenBank
     [JsonIgnore]
     public BankSearch? Search { get; init; }
 
+    /// <summary>
+    /// Per position <c>[T+1]</c>, or null for a pooled bank: the entries of position p are
+    /// <c>PositionStarts[p] .. PositionStarts[p+1] - 1</c>, and a token at p is searched against those only.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public int[]? PositionStarts { get; init; }
+
     /// <summary>Entries in the bank.</summary>
     [JsonIgnore]
     public int Count => Vectors.Length / Dim;
@@ -49,7 +57,6 @@ public sealed record TokenBank
     /// </summary>
     public double Score(ReadOnlySpan<float> token, int position, Span<int> nearest = default, Func<int, bool>? exclude = null)
     {
-        var k = Math.Min(Neighbors, Count);
         Span<float> x = Dim <= 1024 ? stackalloc float[Dim] : new float[Dim];
         var offset = Offset[position];
         for (var c = 0; c < Dim; c++)
@@ -57,7 +64,34 @@ public sealed record TokenBank
             x[c] = token[c] - offset[c];
         }
 
-        return ScoreContent(x, k, nearest, exclude);
+        return PositionStarts is { } starts
+            ? ScoreAtPosition(x, starts[position], starts[position + 1], nearest, exclude)
+            : ScoreContent(x, Math.Min(Neighbors, Count), nearest, exclude);
+    }
+
+    /// <summary>
+    /// The per-position search: content <paramref name="x"/> against entries <paramref name="from"/> .. <paramref name="to"/> - 1,
+    /// one entry at a time (about 500 entries of a position, not the whole bank). Indices in <paramref name="nearest"/> are the bank's.
+    /// </summary>
+    private double ScoreAtPosition(ReadOnlySpan<float> x, int from, int to, Span<int> nearest, Func<int, bool>? exclude)
+    {
+        var k = Math.Min(Neighbors, to - from);
+        if (k <= 0) throw new InvalidOperationException("The token bank has no entry at this position.");
+        var acc = Scratch(to - from);
+        var norms = SquaredNorms;
+        for (var j = from; j < to; j++)
+        {
+            acc[j - from] = norms[j] - (2 * Dot(x, Vectors.AsSpan(j * Dim, Dim)));
+        }
+
+        Span<int> local = stackalloc int[k];
+        var score = Nearest(acc, Dot(x, x), k, local, exclude is null ? null : j => exclude(j + from));
+        if (!nearest.IsEmpty)
+        {
+            for (var i = 0; i < Math.Min(k, nearest.Length); i++) nearest[i] = local[i] < 0 ? -1 : local[i] + from;
+        }
+
+        return score;
     }
 
     /// <summary>Bank entry <paramref name="index"/> put back at <paramref name="position"/> (offset added).</summary>
@@ -119,6 +153,16 @@ public sealed record TokenBank
         if (Search is { } onDevice)
         {
             onDevice.ScoreImage(tokens, first, scores, nearest);
+            return;
+        }
+
+        if (PositionStarts is not null)
+        {
+            for (var p = first; p < tokens.Length / Dim; p++)
+            {
+                scores[p] = Score(tokens.Slice(p * Dim, Dim), p, nearest.IsEmpty ? default : nearest.Slice(p * Neighbors, Neighbors));
+            }
+
             return;
         }
 

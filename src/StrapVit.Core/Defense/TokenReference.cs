@@ -134,7 +134,32 @@ public sealed record TokenReference
             }
         }
 
-        var chosen = TokenBank.Coreset(contents, d, settings.EntriesFor(d), settings.Seed);
+        int[] chosen;
+        int[]? starts = null;
+        if (settings.PerPosition)
+        {
+            // Each position's own coreset, its share of the bank's entries, grouped by position.
+            var perPosition = Math.Max(settings.Neighbors + 1, settings.EntriesFor(d) / patches);
+            var picked = new List<int>();
+            starts = new int[t + 1];
+            for (var k = 0; k < t; k++)
+            {
+                starts[k] = picked.Count;
+                if (k < first) continue;
+                var rows = Enumerable.Range(0, n).Select(i => (i * patches) + (k - first)).ToArray();
+                var points = new float[n * d];
+                for (var i = 0; i < n; i++) contents.AsSpan(rows[i] * d, d).CopyTo(points.AsSpan(i * d, d));
+                picked.AddRange(TokenBank.Coreset(points, d, Math.Min(perPosition, n), settings.Seed + k).Select(i => rows[i]));
+            }
+
+            starts[t] = picked.Count;
+            chosen = picked.ToArray();
+        }
+        else
+        {
+            chosen = TokenBank.Coreset(contents, d, settings.EntriesFor(d), settings.Seed);
+        }
+
         var vectors = new float[chosen.Length * d];
         var source = new int[chosen.Length];
         for (var j = 0; j < chosen.Length; j++)
@@ -143,7 +168,7 @@ public sealed record TokenReference
             source[j] = chosen[j] / patches;
         }
 
-        var bank = new TokenBank { Dim = d, Neighbors = settings.Neighbors, Offset = offset, Vectors = vectors };
+        var bank = new TokenBank { Dim = d, Neighbors = settings.Neighbors, Offset = offset, Vectors = vectors, PositionStarts = starts };
         var scores = new double[n, t];
         Parallel.For(0, n, i =>
         {
@@ -220,7 +245,11 @@ public sealed record TokenReference
 /// <param name="FalsePositiveRate">Target share of clean images with any token over its threshold.</param>
 /// <param name="PositionQuantile">Quantile of clean scores that sets each position's threshold before the common factor.</param>
 /// <param name="Seed">Seed of the coreset's first pick and projection.</param>
-public sealed record BankSettings(int? Size = null, int Neighbors = 3, double FalsePositiveRate = 0.3, double PositionQuantile = 0.95, int Seed = 0)
+/// <param name="PerPosition">
+/// One bank per position instead of one pooled over positions: each position keeps its share of the entries (a
+/// coreset of its own clean contents), and a token is compared only with those.
+/// </param>
+public sealed record BankSettings(int? Size = null, int Neighbors = 3, double FalsePositiveRate = 0.3, double PositionQuantile = 0.95, int Seed = 0, bool PerPosition = false)
 {
     /// <summary>Entries of the automatic size where the tokens are narrow enough.</summary>
     public const int DefaultEntries = 8192;

@@ -88,6 +88,39 @@ public sealed class TokenBankTests
     }
 
     [Fact]
+    public void A_per_position_bank_searches_only_the_entries_of_the_tokens_own_position()
+    {
+        // Positions 1-3 own entries 0-39, 40-99 and 100-159; position 0 (the class token) owns none.
+        var pooled = RandomBank(entries: 160, positions: 4, neighbors: 3, seed: 21);
+        var bank = pooled with { PositionStarts = [0, 0, 40, 100, 160] };
+        var rng = new Random(22);
+        var tokens = Enumerable.Range(0, 4 * Dim).Select(_ => (float)((rng.NextDouble() * 3) - 1.5)).ToArray();
+        var scores = new double[4];
+        var nearest = new int[4 * 3];
+
+        bank.ScoreImage(tokens, 1, scores, nearest);
+
+        int[] from = [0, 0, 40, 100], to = [0, 40, 100, 160];
+        for (var t = 1; t < 4; t++)
+        {
+            // Brute force over the position's own entries only, as a bank of just those.
+            var own = pooled with { Vectors = pooled.Vectors[(from[t] * Dim)..(to[t] * Dim)] };
+            var (expected, indices) = Reference(own, tokens.AsSpan(t * Dim, Dim), t);
+            Assert.Equal(expected, scores[t], 4);
+            Assert.Equal(indices.Select(i => i + from[t]), nearest.AsSpan(t * 3, 3).ToArray());
+            var single = new int[3];
+            Assert.Equal(bank.Score(tokens.AsSpan(t * Dim, Dim), t, single), scores[t]);
+            Assert.Equal(single, nearest.AsSpan(t * 3, 3).ToArray());
+        }
+
+        // Leave-one-out works in the bank's indices: excluding a position's nearest entry moves to the next.
+        var first = nearest[3];
+        var withoutIt = new int[3];
+        bank.Score(tokens.AsSpan(Dim, Dim), 1, withoutIt, j => j == first);
+        Assert.Equal(nearest.AsSpan(4, 2).ToArray(), withoutIt[..2]);
+    }
+
+    [Fact]
     public void Excluded_entries_are_skipped_so_a_bank_member_is_not_its_own_neighbour()
     {
         var bank = RandomBank(entries: 50, positions: 1, neighbors: 1, seed: 3);
@@ -187,6 +220,9 @@ public sealed class TokenBankTests
         Assert.Equal(bank.Vectors, back.Vectors);
         Assert.Equal(bank.Offset[1], back.Offset[1]);
         Assert.Equal(10, back.Count);
+        Assert.Null(back.PositionStarts);
+        var perPosition = JsonSerializer.Deserialize<TokenBank>(JsonSerializer.Serialize(bank with { PositionStarts = [0, 4, 10] }, options), options)!;
+        Assert.Equal([0, 4, 10], perPosition.PositionStarts!);
     }
 
     [Fact]

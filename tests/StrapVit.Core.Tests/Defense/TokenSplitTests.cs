@@ -93,6 +93,44 @@ public sealed class TokenSplitTests : IDisposable
         Assert.Equal((1, 2), (p.Report.FlaggedTokens[0].Row, p.Report.FlaggedTokens[0].Col));
     }
 
+    [Fact]
+    public void A_per_position_bank_keeps_each_positions_own_clean_contents_and_flags_the_planted_patch()
+    {
+        var clean = Enumerable.Range(0, 40).Select(i => Smooth(i)).ToList();
+        var settings = new BankSettings(Size: 160, PerPosition: true);   // 160 / 16 positions: 10 entries each
+        var bank = DefenseCalibration.Compute(_package, _tokens, clean, 1.0, 16, 0.99, settings).Tokens!.Bank!;
+
+        int t = _tokens.TokenCount, d = _tokens.Dim;
+        Assert.Equal([0, 0, .. Enumerable.Range(1, 16).Select(p => 10 * p)], bank.PositionStarts!);
+        // Every entry of position p is the content (token minus a blank image's token) of some clean image at p.
+        var blank = _tokens.Embed(new float[3 * 32 * 32], 1);
+        var all = _tokens.Embed(clean.SelectMany(image => image.Data).ToArray(), clean.Count);
+        for (var p = 1; p < t; p++)
+        {
+            for (var j = bank.PositionStarts![p]; j < bank.PositionStarts[p + 1]; j++)
+            {
+                var entry = bank.Vectors.AsSpan(j * d, d).ToArray();
+                Assert.Contains(Enumerable.Range(0, clean.Count), i =>
+                    Enumerable.Range(0, d).All(c => Math.Abs(all[(((i * t) + p) * d) + c] - blank[(p * d) + c] - entry[c]) < 1e-5));
+            }
+        }
+
+        var patched = Smooth(0);
+        for (var c = 0; c < 3; c++)
+        {
+            for (var y = 8; y < 16; y++)
+            {
+                for (var x = 16; x < 24; x++) patched.Data[(((c * 32) + y) * 32) + x] = (x + y + c) % 2;
+            }
+        }
+
+        var reference = DefenseCalibration.Compute(_package, _tokens, clean, 1.0, 16, 0.99, settings).Tokens!;
+        var report = new TokenPatchDefense(_tokens, reference, new DefenseOptions()).Run(patched.Data, 1, DefenseMode.Detect, [5])[0].Report;
+        var top = report.FlaggedTokens.MaxBy(f => f.Score / f.Threshold)!;
+        Assert.Equal((1, 2), (top.Row, top.Col));
+        Assert.True(top.Score > top.Threshold);
+    }
+
     private static ImageTensor Smooth(int seed)
     {
         var rng = new Random(seed);
