@@ -106,6 +106,9 @@ public sealed class VerbRunTests : IDisposable
         Assert.True(Replaced(new DefenseOptions { VerifyMargin = check.Margin - 0.002 }, check.Margin - 0.002) > 0, "the margin is not the smallest that keeps to the rate");
         // Counted under other settings, the margin does not carry over: the check keeps PatchCleanser's rule there.
         Replaced(new DefenseOptions { VerifyGroup = 1 }, 0);
+        Assert.True(check.AppliesTo(new DefenseOptions()));
+        Assert.False(check.AppliesTo(new DefenseOptions { VerifyGroup = 1 }));
+        Assert.False(check.AppliesTo(new DefenseOptions { MinTokens = 2, WindowOnlyOverThreshold = false }));   // the defaults before session 19
     }
 
     [Fact]

@@ -208,6 +208,11 @@ public sealed partial class ModelRuntime(
         if (runtime.Defense is { Defense: { } defense, Calibration: { } calibration })
         {
             LogDefenseReady(logger, defense.Variant, defenseOptions.Value.MinTokens, calibration.Images);
+            var resolved = defenseOptions.Value.Resolved();
+            if (resolved is { VerifyMargin: null, VerifyWindows: > 0 } && calibration.Check is { } check && !check.AppliesTo(resolved))
+            {
+                LogCheckMarginNotApplied(logger, check.Margin);
+            }
         }
         else if (runtime.Defense?.UnavailableReason is { } defenseReason)
         {
@@ -230,6 +235,10 @@ public sealed partial class ModelRuntime(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Gradient graphs unavailable (attacks and saliency disabled): {ErrorType}: {Reason}")]
     private static partial void LogGradientsUnavailable(ILogger logger, string errorType, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "The calibration's masking-check margin {Margin} was counted under other defense settings and is not applied: the check keeps PatchCleanser's rule (margin 0) and may replace more clean answers. Run `strapvit calibrate <model-dir> --images <clean> --check-images <other clean>` again, or set Defense:VerifyMargin")]
+    private static partial void LogCheckMarginNotApplied(ILogger logger, double margin);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Patch defense ready: {Variant} space, K={MinTokens}, calibrated on {Images} clean images")]
     private static partial void LogDefenseReady(ILogger logger, string variant, int minTokens, int images);

@@ -110,7 +110,11 @@ public sealed record DefenseCalibration
 /// <param name="Images">Clean images it was counted on.</param>
 /// <param name="Replaced">Answers the check replaced on them at that margin.</param>
 /// <param name="Scope">The settings it was calibrated under; the service applies the margin only under the same.</param>
-public sealed record CheckCalibration(double Margin, double CleanRate, int Images, int Replaced, CheckScope Scope);
+public sealed record CheckCalibration(double Margin, double CleanRate, int Images, int Replaced, CheckScope Scope)
+{
+    /// <summary>Whether the margin holds for <paramref name="options"/> (resolved): they are the settings it was counted under.</summary>
+    public bool AppliesTo(DefenseOptions options) => Margin >= 0 && Scope == CheckScope.Of(options);
+}
 
 /// <summary>The defense settings that decide how often the masking check replaces an answer.</summary>
 public sealed record CheckScope(

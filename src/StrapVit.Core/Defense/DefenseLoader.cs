@@ -46,7 +46,7 @@ public static class DefenseLoader
 
         var calibration = DefenseCalibration.Load(path, package);
         // The calibrated margin holds for the settings it was counted under; under others the check keeps PatchCleanser's rule.
-        if (options.VerifyMargin is null && calibration.Check is { } check && check.Scope == CheckScope.Of(options) && check.Margin >= 0)
+        if (options.VerifyMargin is null && calibration.Check is { } check && check.AppliesTo(options))
         {
             options = options.Clone();
             options.VerifyMargin = check.Margin;
