@@ -16,6 +16,9 @@ public sealed class TypedOptionTests
         Assert.Equal(32, result.GetValue<int>("--bins"));
         Assert.Null(result.GetResult("--bank-size"));
         Assert.Null(new BankSettings().Size);
+        Assert.Equal("pooled", result.GetValue<string>("--bank-layout"));
+        Assert.Equal("per-position", CliHarness.Parse("calibrate", "m", "--images", "a", "--bank-layout", "per-position").GetValue<string>("--bank-layout"));
+        Assert.NotEmpty(CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b", "--bank-layout", "per-token").Errors);
         Assert.Equal(new BankSettings().FalsePositiveRate, result.GetValue<double>("--fpr"));
         Assert.Equal("a", result.GetValue<string>("--images"));
         Assert.Null(result.GetValue<string>("--idx"));
