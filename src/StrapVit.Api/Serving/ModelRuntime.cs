@@ -208,10 +208,9 @@ public sealed partial class ModelRuntime(
         if (runtime.Defense is { Defense: { } defense, Calibration: { } calibration })
         {
             LogDefenseReady(logger, defense.Variant, defenseOptions.Value.MinTokens, calibration.Images);
-            var resolved = defenseOptions.Value.Resolved();
-            if (resolved is { VerifyMargin: null, VerifyWindows: > 0 } && calibration.Check is { } check && !check.AppliesTo(resolved))
+            if (runtime.Defense.UnappliedCheckMargin is { } margin)
             {
-                LogCheckMarginNotApplied(logger, check.Margin);
+                LogCheckMarginNotApplied(logger, margin);
             }
         }
         else if (runtime.Defense?.UnavailableReason is { } defenseReason)

@@ -20,11 +20,7 @@ internal sealed class CalibrateCommand : CliVerb
     private readonly Option<double> temperature = CliOptions.Number("--temperature", 1.0, 1e-3, 1e3, "softmax temperature T");
     private readonly Option<double> quantile = CliOptions.Number("--quantile", 0.99, 0.5, 1.0, "clean-score quantile used as threshold");
     private readonly Option<int> bins = CliOptions.Number("--bins", 16, 2, 256, "pixel histogram bins");
-    private readonly Option<int> bankSize = CliOptions.OptionalNumber("--bank-size", 16, 1_000_000, "clean tokens kept in the bank by greedy coreset subsampling (default: 8,192, fewer for tokens wider than 128 so that the bank holds at most 1,048,576 values)");
-    private readonly Option<string> bankLayout = CliOptions.Choice("--bank-layout", "pooled",
-        "pooled (one bank over all positions, each token's position offset removed) or per-position (each position its own share of the entries; a token is compared with its own position's clean contents only)", "pooled", "per-position");
-    private readonly Option<int> neighbors = CliOptions.Number("--neighbors", new BankSettings().Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
-    private readonly Option<double> fpr = CliOptions.Number("--fpr", new BankSettings().FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
+    private readonly BankOptions bankOptions = new();
     private readonly Option<string> checkIdx = CliOptions.Text("--check-idx", "other clean images (gzipped IDX, not the calibration ones) on which the masking check's margin is set for --check-rate", helpName: "images-idx3-ubyte[.gz]");
     private readonly Option<string> checkImages = CliOptions.Text("--check-images", "or a folder of them (PNG/JPEG)", helpName: "folder");
     private readonly Option<double> checkRate = CliOptions.Number("--check-rate", 0.01, 0, 0.99, "share of those clean answers the masking check (the service's default) may replace");
@@ -41,7 +37,8 @@ internal sealed class CalibrateCommand : CliVerb
             """)
     {
         Arguments.Add(modelDir);
-        foreach (var option in new Option[] { images, idx, output, cache, temperature, quantile, bins, bankSize, bankLayout, neighbors, fpr, checkIdx, checkImages, checkRate }) Options.Add(option);
+        Option[] options = [images, idx, output, cache, temperature, quantile, bins, .. bankOptions.All, checkIdx, checkImages, checkRate];
+        foreach (var option in options) Options.Add(option);
         Validators.Add(result =>
         {
             if ((result.GetResult(images) is null) == (result.GetResult(idx) is null)) result.AddError("give exactly one of --images or --idx");
@@ -58,7 +55,7 @@ internal sealed class CalibrateCommand : CliVerb
         var temperature = parseResult.GetValue(this.temperature);
         var quantile = parseResult.GetValue(this.quantile);
         var bins = parseResult.GetValue(this.bins);
-        var bank = new BankSettings(Size: parseResult.GetOptional(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr), PerPosition: parseResult.GetValue(bankLayout) == "per-position");
+        var bank = bankOptions.Read(parseResult);
 
         try
         {

@@ -15,7 +15,6 @@ namespace StrapVit.Cli.Commands;
 internal sealed class EvaluateCommand : CliVerb
 {
     private static readonly DefenseOptions Defaults = new();
-    private static readonly BankSettings BankDefaults = new();
 
     private readonly Argument<string> modelDir = CliOptions.ModelDir();
     private readonly Option<string> images = CliOptions.Text("--images", "test images: a gzipped IDX file (labels in the *labels-idx1* file beside it) or an ImageFolder tree", required: true, helpName: "test-images-idx3.gz");
@@ -69,11 +68,7 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly ListOption<bool> strongOcclusion = CliOptions.OnOffList("--strong-occlusion", [false],
         "strong attacks without (off) and/or with (on) occlusion views aimed at the masking check: every check-sized window over the patch hidden must leave the same wrong answer");
     private readonly ListOption<int> sweepChoices = CliOptions.NumberList("--sweep-choices", [1], 1, 64, "bank choices of the sweep");
-    private readonly Option<int> bankSize = CliOptions.OptionalNumber("--bank-size", 16, 1_000_000, "clean tokens kept in the bank by greedy coreset subsampling (default: 8,192, fewer for tokens wider than 128 so that the bank holds at most 1,048,576 values)");
-    private readonly Option<string> bankLayout = CliOptions.Choice("--bank-layout", "pooled",
-        "pooled (one bank over all positions, each token's position offset removed) or per-position (each position its own share of the entries; a token is compared with its own position's clean contents only)", "pooled", "per-position");
-    private readonly Option<int> neighbors = CliOptions.Number("--neighbors", BankDefaults.Neighbors, 1, 64, "k of the bank's nearest-neighbour score");
-    private readonly Option<double> fpr = CliOptions.Number("--fpr", BankDefaults.FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
+    private readonly BankOptions bankOptions = new();
     private readonly Option<string> patchCache = CliOptions.Text("--patch-cache", "folder caching the per-image (non-adaptive) patches between runs; the adaptive attacks are always rerun", helpName: "folder");
     private readonly Option<string> saveAttacks = CliOptions.Text("--save-attacks", "folder to write each adaptive attack's images to (gzipped IDX with labels, and attacks.json: scenario, placements, which images each side answers right), for offline study", helpName: "folder");
     private readonly Option<int> strongSteps = CliOptions.Number("--strong-steps", 500, 0, 100_000, "steps of the strong adaptive attack");
@@ -104,7 +99,7 @@ internal sealed class EvaluateCommand : CliVerb
         [
             images, calib, verifyCalib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
             score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen, windowGrow, sweepWindowGrow, windowMinSum, sweepWindowMinSum, verifyRule, sweepVerifyRule, verifyComplete, sweepVerifyComplete,
-            bankSize, bankLayout, neighbors, fpr, patchCache, saveAttacks, strongSteps, strongRestarts, strongLocation, strongEot, evasion, evasionMargins, strongOcclusion,
+            .. bankOptions.All, patchCache, saveAttacks, strongSteps, strongRestarts, strongLocation, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
     }
@@ -151,7 +146,7 @@ internal sealed class EvaluateCommand : CliVerb
             EvasionMargins = parseResult.GetList(evasionMargins),
             StrongOcclusion = parseResult.GetList(strongOcclusion).Distinct().ToArray(),
             OcclusionGroup = parseResult.GetValue(occlusionGroup) is > 0 and var g ? g : null,
-            Bank = new BankSettings(Size: parseResult.GetOptional(bankSize), Neighbors: parseResult.GetValue(neighbors), FalsePositiveRate: parseResult.GetValue(fpr), PerPosition: parseResult.GetValue(bankLayout) == "per-position"),
+            Bank = bankOptions.Read(parseResult),
         };
         var options = new DefenseOptions
         {

@@ -15,6 +15,12 @@ public sealed record DefenseSetup(IPatchDefense? Defense, string? UnavailableRea
     /// <summary>The bank search on the model's GPU, if the defense uses one (null on the CPU).</summary>
     public BankSearch? Search { get; internal init; }
 
+    /// <summary>
+    /// The calibration's masking-check margin when the token defense runs the check without it, because it was counted
+    /// under other settings (the check then keeps PatchCleanser's rule); null when it is applied or not needed.
+    /// </summary>
+    public double? UnappliedCheckMargin { get; internal init; }
+
     public void Dispose()
     {
         Search?.Dispose();
@@ -46,10 +52,18 @@ public static class DefenseLoader
 
         var calibration = DefenseCalibration.Load(path, package);
         // The calibrated margin holds for the settings it was counted under; under others the check keeps PatchCleanser's rule.
-        if (options.VerifyMargin is null && calibration.Check is { } check && check.AppliesTo(options))
+        double? unapplied = null;
+        if (options.VerifyMargin is null && calibration.Check is { } check)
         {
-            options = options.Clone();
-            options.VerifyMargin = check.Margin;
+            if (check.AppliesTo(options))
+            {
+                options = options.Clone();
+                options.VerifyMargin = check.Margin;
+            }
+            else if (options.VerifyWindows > 0)
+            {
+                unapplied = check.Margin;
+            }
         }
         var wantToken = options.Variant == DefenseVariant.Token
             || (options.Variant == DefenseVariant.Auto && package.Manifest.Tokens is not null && calibration.Tokens is not null);
@@ -101,6 +115,7 @@ public static class DefenseLoader
             TokenModel = tokenModel,
             OwnsTokenModel = tokens is null,
             Search = search,
+            UnappliedCheckMargin = unapplied,
         };
     }
 }
