@@ -175,7 +175,13 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             }
 
             reports[i] = new VerificationReport(rounds[i], partners[i].Length, side, side, forwards[i], outcome,
-                chosen >= 0 ? partners[i][chosen].Select(k => k - first).ToArray() : null) { Group = group, Margin = options.VerifyMargin ?? 0, Rule = options.VerifyRule == VerifyRule.Veto ? "veto" : "unanimous" };
+                chosen >= 0 ? partners[i][chosen].Select(k => k - first).ToArray() : null)
+            {
+                Group = group,
+                Margin = options.VerifyMargin ?? 0,
+                Rule = options.VerifyRule == VerifyRule.Veto ? "veto" : "unanimous",
+                FirstRound = Enumerable.Range(0, rounds[i]).Select(m => (partners[i][m].Select(k => k - first).ToArray(), firstRound[i][m], oneWindow.ContainsKey((image, m)))).ToArray(),
+            };
         }
 
         return reports;

@@ -119,4 +119,11 @@ public sealed record VerificationReport(int Windows, int Partners, int WindowRow
 
     /// <summary>The second round's rule (Defense:VerifyRule): "unanimous" (every pair view gives the window's answer by the margin) or "veto" (no pair view gives the defended answer within it).</summary>
     public string Rule { get; init; } = "unanimous";
+
+    /// <summary>
+    /// The first-round windows (patch-grid indices, row-major) in candidate order, what each one's view answered, and
+    /// whether it was hidden alone (a window of a group whose view kept the defended answer answers that, from the group's
+    /// view). For the evaluation's losses; not serialised.
+    /// </summary>
+    internal IReadOnlyList<(int[] Cells, int Answer, bool Alone)>? FirstRound { get; init; }
 }

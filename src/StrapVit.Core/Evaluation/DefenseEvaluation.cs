@@ -308,7 +308,9 @@ public sealed class DefenseEvaluation(
     /// what the detector found (on a patched image: the patch's tokens all flagged, some, none; on a clean image: a token
     /// over threshold or only the forced K minimum and window) and by the masking check's outcome ("agreed": no window
     /// changed the answer; "kept": some did, none passed its second round; "recovered" or, with
-    /// <see cref="DefenseOptions.VerifyComplete"/>, "completed": it replaced the answer, here wrongly). Each such row's
+    /// <see cref="DefenseOptions.VerifyComplete"/>, "completed": it replaced the answer, here wrongly); where it kept or
+    /// agreed on a patched image, also by what its first round made of the patch (<see cref="ImageOutcome.PatchView"/>:
+    /// no checked window on it, or the window over most of it and whether hiding that gave the label). Each such row's
     /// accuracy is the category's share of the set. On patched images, rows by the tokens the patch straddles follow,
     /// each with the share of those images lost; a last row counts the images gained the other way.
     /// </summary>
@@ -353,7 +355,9 @@ public sealed class DefenseEvaluation(
             > 0 => "patch flagged in part",
             _ => "patch missed",
         };
-        return $"{found}, check {o.Check ?? "off"}";
+        // Where the check kept a wrong answer or saw nothing to change, what its first round made of the patch.
+        var view = o.PatchView is { } v && o.Check is "kept" or "agreed" ? $" ({v})" : "";
+        return $"{found}, check {o.Check ?? "off"}{view}";
     }
 
     /// <summary>Token indices whose cell shares a pixel with the patch.</summary>

@@ -46,6 +46,14 @@ public sealed record ImageOutcome(double? Coverage, int Above, string? Check)
 {
     /// <summary>Token cells the patch shares a pixel with (null when clean): how the patch sits on the token grid.</summary>
     public int? PatchTokens { get; init; }
+
+    /// <summary>
+    /// On a patched image with a masking check: what its first round saw of the patch. The checked window that covers most
+    /// of the patch's pixels, whether it covers all of them, and whether hiding it gave the true label ("its view right"),
+    /// or hiding it with the rest of its group kept a wrong answer ("its group's view wrong"); or that no checked window
+    /// touched the patch. Null when clean or unchecked.
+    /// </summary>
+    public string? PatchView { get; init; }
 }
 
 /// <summary>Runs a defense (or none) over an evaluation set and scores it.</summary>
@@ -102,6 +110,7 @@ public static class DefenseScoring
             Images = results.Select((r, i) => new ImageOutcome(coverage?[i], r.Report.FlaggedAboveThreshold, r.Report.Verification?.Outcome)
             {
                 PatchTokens = patches is null ? null : Enumerable.Range(0, r.Scores.Length).Count(k => Overlaps(k / Cols(r), k % Cols(r), patches[i], patchSize)),
+                PatchView = patches is null ? null : PatchView(r.Report.Verification?.FirstRound, patches[i], patchSize, Cols(r), set.Labels[i]),
             }).ToArray(),
         };
     }
@@ -130,6 +139,34 @@ public static class DefenseScoring
         patch.Size > 0
         && col * tokenSize < patch.X + patch.Size && patch.X < (col + 1) * tokenSize
         && row * tokenSize < patch.Y + patch.Size && patch.Y < (row + 1) * tokenSize;
+
+    /// <summary>
+    /// <see cref="ImageOutcome.PatchView"/>: among the check's first-round windows (<paramref name="firstRound"/>: cells of a
+    /// grid <paramref name="cols"/> wide, and each view's answer), the one over most of the patch's pixels (the first such).
+    /// </summary>
+    internal static string? PatchView(IReadOnlyList<(int[] Cells, int Answer, bool Alone)>? firstRound, PatchPlacement patch, int tokenSize, int cols, int label)
+    {
+        if (firstRound is null || patch.Size == 0) return null;
+        int best = -1, bestPixels = 0;
+        for (var m = 0; m < firstRound.Count; m++)
+        {
+            var pixels = firstRound[m].Cells.Sum(c => OverlapPixels(c / cols, c % cols, patch, tokenSize));
+            if (pixels > bestPixels) (best, bestPixels) = (m, pixels);
+        }
+
+        if (best < 0) return "no checked window on the patch";
+        var over = bestPixels == patch.Size * patch.Size ? "all" : "part";
+        var (_, answer, alone) = firstRound[best];
+        return $"a checked window over {over} of the patch, its {(alone ? "" : "group's ")}view {(answer == label ? "right" : "wrong")}";
+    }
+
+    /// <summary>Pixels the patch shares with the token cell at (<paramref name="row"/>, <paramref name="col"/>).</summary>
+    private static int OverlapPixels(int row, int col, PatchPlacement patch, int tokenSize)
+    {
+        var w = Math.Min((col + 1) * tokenSize, patch.X + patch.Size) - Math.Max(col * tokenSize, patch.X);
+        var h = Math.Min((row + 1) * tokenSize, patch.Y + patch.Size) - Math.Max(row * tokenSize, patch.Y);
+        return Math.Max(0, w) * Math.Max(0, h);
+    }
 
     /// <summary>Share of the patch's pixels that lie in flagged token cells.</summary>
     public static double Coverage(IReadOnlyList<FlaggedToken> flagged, PatchPlacement patch, int tokenSize)

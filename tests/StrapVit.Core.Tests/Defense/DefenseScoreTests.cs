@@ -1,4 +1,5 @@
 using System.Text.Json;
+using StrapVit.Core.Attacks;
 using StrapVit.Core.Evaluation;
 
 namespace StrapVit.Core.Tests.Defense;
@@ -69,6 +70,49 @@ public sealed class DefenseScoreTests
             rows[3..^1].Select(r => (r.Defense, r.Count!.Value, r.OutOf!.Value)).ToArray());
         Assert.Equal(("token: gained (clean answered wrong, defended right)", 1), (rows[^1].Defense, rows[^1].Count!.Value));
         Assert.All(rows, r => Assert.Equal(("losses", "6x6"), (r.Section, r.Scenario)));
+    }
+
+    [Fact]
+    public void The_patch_view_names_the_checked_window_over_most_of_the_patch_and_whether_hiding_it_gave_the_label()
+    {
+        // 4-pixel tokens on a 7-column grid; a 4x4 patch at (5, 5) spans cells (1,1) 3x3 px, (1,2) 1x3, (2,1) 3x1, (2,2) 1x1.
+        var patch = new PatchPlacement(5, 5, 4);
+        int[] whole = [8, 9, 15, 16];   // (1,1) (1,2) (2,1) (2,2): all 16 pixels
+        int[] corner = [0, 1, 7, 8];    // (0,0) (0,1) (1,0) (1,1): 9 of them
+        int[] far = [40, 41, 47, 48];   // rows 5-6: none
+
+        Assert.Equal("a checked window over all of the patch, its view right",
+            DefenseScoring.PatchView([(corner, 3, true), (whole, 5, true)], patch, 4, 7, label: 5));
+        Assert.Equal("a checked window over part of the patch, its view wrong",
+            DefenseScoring.PatchView([(far, 5, true), (corner, 3, true)], patch, 4, 7, label: 5));
+        Assert.Equal("a checked window over part of the patch, its group's view wrong",
+            DefenseScoring.PatchView([(far, 5, false), (corner, 3, false)], patch, 4, 7, label: 5));
+        Assert.Equal("no checked window on the patch", DefenseScoring.PatchView([(far, 5, true)], patch, 4, 7, label: 5));
+        Assert.Null(DefenseScoring.PatchView(null, patch, 4, 7, label: 5));
+    }
+
+    [Fact]
+    public void Losses_where_the_check_kept_or_agreed_say_what_its_first_round_made_of_the_patch()
+    {
+        var defended = new DefenseScore(0, 0, 0, [false, false, false])
+        {
+            Images =
+            [
+                new ImageOutcome(0.0, 0, "kept") { PatchTokens = 4, PatchView = "a checked window over all of the patch, its view right" },
+                new ImageOutcome(0.0, 0, "agreed") { PatchTokens = 4, PatchView = "no checked window on the patch" },
+                new ImageOutcome(0.0, 0, "recovered") { PatchTokens = 4, PatchView = "no checked window on the patch" },
+            ],
+        };
+
+        var rows = DefenseEvaluation.Losses("4x4", defended, [true, true, true], null).ToArray();
+
+        Assert.Equal(
+            [
+                "token: patch missed, check agreed (no checked window on the patch)",
+                "token: patch missed, check kept (a checked window over all of the patch, its view right)",
+                "token: patch missed, check recovered",
+            ],
+            rows[..3].Select(r => r.Defense).ToArray());
     }
 
     [Fact]

@@ -52,6 +52,17 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
             Assert.Null(baseline[i].Report.Verification);
             Assert.Equal((2, 4, 2, 2), (report.Windows, report.Partners, report.WindowRows, report.WindowCols));
             outcomes.Add(report.Outcome);
+            // What the evaluation's losses read: each first-round window hidden on its own (groups of 1) and its view's
+            // answer, which the oracle path gives independently with the flagged tokens and that window dropped.
+            Assert.Equal(2, report.FirstRound!.Count);
+            foreach (var (cells, answer, alone) in report.FirstRound)
+            {
+                Assert.True(alone);
+                Assert.Equal(4, cells.Length);
+                var hiddenView = results[i].Report.FlaggedTokens.Select(f => f.Index).Concat(cells).Distinct().Select(p => p + _model.FirstPatchToken).ToArray();
+                Assert.Equal(ArgMax(plain.RunWithFlags(pixels.AsSpan(i * 784, 784), 1, _ => hiddenView, [seeds[i]])), answer);
+            }
+
             if (report.Outcome == "recovered")
             {
                 // Independently: the flagged tokens and the window dropped through the oracle path.
