@@ -42,8 +42,9 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly ListOption<double> sweepWindowGrow = CliOptions.NumberList("--sweep-window-grow", [Defaults.WindowGrowRatio], 0, 1e6, "window growth ratios of the sweep (Defense:WindowGrowRatio; 0: no growth)");
     private readonly Option<VerifyRule> verifyRule = new("--verify-rule") { Description = "the masking check's second-round rule (Defense:VerifyRule)", DefaultValueFactory = _ => Defaults.VerifyRule };
     private readonly ListOption<VerifyRule> sweepVerifyRule = CliOptions.EnumList("--sweep-verify-rule", [Defaults.VerifyRule], "second-round rules of the sweep, for checked configurations");
-    private readonly Option<string> verifyComplete = CliOptions.Choice("--verify-complete", Defaults.VerifyComplete ? "on" : "off",
-        "when no window passes the masking check's second round, take the first disagreeing window next to a token over threshold (Defense:VerifyComplete)", "off", "on");
+    private readonly Option<string> verifyComplete = CliOptions.Choice("--verify-complete", Defaults.VerifyComplete ? (Defaults.VerifyCompleteUnflagged ? "unflagged" : "on") : "off",
+        "when no window passes the masking check's second round, take the first disagreeing window next to a token over threshold (on: Defense:VerifyComplete), or with no token over threshold any disagreeing window (unflagged: and Defense:VerifyCompleteUnflagged)",
+        "off", "on", "unflagged");
     private readonly ListOption<bool> sweepVerifyComplete = CliOptions.OnOffList("--sweep-verify-complete", [Defaults.VerifyComplete], "Defense:VerifyComplete values of the sweep, for checked configurations");
     private readonly Option<Neutralization> neutralize = new("--neutralize") { Description = "what a flagged token becomes (Defense:Neutralization)", DefaultValueFactory = _ => Defaults.Neutralization };
     private readonly Option<int> bankChoices = CliOptions.Number("--bank-choices", Defaults.BankChoices, 1, 64, "bank entries a neutralised token picks from (Defense:BankChoices)");
@@ -157,7 +158,8 @@ internal sealed class EvaluateCommand : CliVerb
             WindowGrowRatio = parseResult.GetValue(windowGrow),
             WindowMinRatioSum = parseResult.GetValue(windowMinSum),
             VerifyRule = parseResult.GetValue(verifyRule),
-            VerifyComplete = parseResult.GetValue(verifyComplete) == "on",
+            VerifyComplete = parseResult.GetValue(verifyComplete) is "on" or "unflagged",
+            VerifyCompleteUnflagged = parseResult.GetValue(verifyComplete) == "unflagged",
             Score = parseResult.GetValue(score),
             Neutralization = parseResult.GetValue(neutralize),
             BankChoices = parseResult.GetValue(bankChoices),

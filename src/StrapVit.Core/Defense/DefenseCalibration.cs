@@ -120,12 +120,13 @@ public sealed record CheckCalibration(double Margin, double CleanRate, int Image
 public sealed record CheckScope(
     string Score, int WindowPixels, bool WindowOnlyOverThreshold, int MinTokens, double ThresholdScale, string Neutralization, int BankChoices,
     int VerifyWindows, int VerifyPartners, int VerifyGroup, int VerifyWindowPixels, double WindowGrowRatio = 0, string VerifyRule = "Unanimous", bool VerifyComplete = false,
-    double WindowMinRatioSum = 0)
+    double WindowMinRatioSum = 0, bool VerifyCompleteUnflagged = false)
 {
     public static CheckScope Of(DefenseOptions o)
     {
         ArgumentNullException.ThrowIfNull(o);
         return new(o.Score.ToString(), o.WindowPixels, o.WindowOnlyOverThreshold, o.MinTokens, o.ThresholdScale, o.Neutralization.ToString(), o.BankChoices,
-            o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.VerifyWindowPixels, o.WindowGrowRatio, o.VerifyRule.ToString(), o.VerifyComplete, o.WindowMinRatioSum);
+            o.VerifyWindows, o.VerifyPartners, o.VerifyGroup, o.VerifyWindowPixels, o.WindowGrowRatio, o.VerifyRule.ToString(), o.VerifyComplete, o.WindowMinRatioSum,
+            o.VerifyComplete && o.VerifyCompleteUnflagged);
     }
 }

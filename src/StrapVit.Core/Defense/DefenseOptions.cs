@@ -218,6 +218,15 @@ public sealed class DefenseOptions
     public bool VerifyComplete { get; set; }
 
     /// <summary>
+    /// With <see cref="VerifyComplete"/>, complete also where no token is over its threshold: take the first disagreeing
+    /// window, wherever it is, whose own view gives its answer by <see cref="VerifyMargin"/>. Aimed at a patch the
+    /// detector missed whose window's view is right but fails the second round (on a 4x4 token grid, where the
+    /// calibrated margin is large, the commonest loss). Where a token is over threshold the rule stays
+    /// <see cref="VerifyComplete"/>'s.
+    /// </summary>
+    public bool VerifyCompleteUnflagged { get; set; }
+
+    /// <summary>
     /// The patch budget, in pixels, that sizes the masking check's windows (<see cref="VerifyWindowTokens"/> on a side);
     /// 0 uses <see cref="WindowPixels"/>, the flagging window's. A window wide enough to hide a whole patch leaves an
     /// attacker no part of it that survives the check's view.

@@ -159,7 +159,7 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             var image = i;
             var chosen = WindowVerification.Decide(defended[i], firstRound[i], partners[i].Length, (m, j) => secondRound[(image, m, j)]);
             var outcome = chosen >= 0 ? "recovered" : firstRound[i].All(l => l == defended[i]) ? "agreed" : "kept";
-            if (outcome == "kept" && options.VerifyComplete && over[i].Length > 0)
+            if (outcome == "kept" && options.VerifyComplete && (over[i].Length > 0 || options.VerifyCompleteUnflagged))
             {
                 chosen = Completing(defended[i], firstRound[i], partners[i], over[i], (m, answer) =>
                 {
@@ -195,8 +195,10 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
     private int Completing(int defended, int[] firstRound, int[][] partners, int[] over, Func<int, int, bool> clear)
     {
         var first = model.FirstPatchToken;
+        // With nothing over threshold (Defense:VerifyCompleteUnflagged), any disagreeing window may complete.
         return WindowVerification.Disagreeing(defended, firstRound).FirstOrDefault(m =>
-            WindowVerification.Touches(partners[m].Select(k => k - first).ToArray(), over.Select(k => k - first), model.GridRows, model.GridCols)
+            (over.Length == 0
+                || WindowVerification.Touches(partners[m].Select(k => k - first).ToArray(), over.Select(k => k - first), model.GridRows, model.GridCols))
             && clear(m, firstRound[m]), -1);
     }
 

@@ -183,18 +183,22 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
     [InlineData(1, 0.0, VerifyRule.Unanimous, true)]
     [InlineData(3, 0.0, VerifyRule.Unanimous, true)]
     [InlineData(1, 2.0, VerifyRule.Unanimous, true)]
-    public void Grouped_and_staged_the_check_decides_as_the_rule_computed_view_by_view(int group, double margin, VerifyRule rule, bool complete = false)
+    [InlineData(1, 0.0, VerifyRule.Unanimous, true, true)]
+    [InlineData(3, 2.0, VerifyRule.Unanimous, true, true)]
+    public void Grouped_and_staged_the_check_decides_as_the_rule_computed_view_by_view(int group, double margin, VerifyRule rule, bool complete = false, bool unflagged = false)
     {
         const int n = 30, windows = 4, partnerCount = 6;
         var pixels = PatchedImages(n);
         var seeds = Enumerable.Range(0, n).ToArray();
-        var options = new DefenseOptions { VerifyWindows = windows, VerifyPartners = partnerCount, VerifyGroup = group, VerifyMargin = margin, VerifyRule = rule, VerifyComplete = complete };
+        var options = new DefenseOptions { VerifyWindows = windows, VerifyPartners = partnerCount, VerifyGroup = group, VerifyMargin = margin, VerifyRule = rule, VerifyComplete = complete, VerifyCompleteUnflagged = unflagged };
+        // Unflagged completion acts only where nothing is over threshold: here no token is, whatever the checkerboard does.
+        if (unflagged) options.ThresholdScale = 1e6;
         var plainOptions = options.Clone();
         plainOptions.VerifyWindows = 0;
         var results = new TokenPatchDefense(_model, _reference, options).Run(pixels, n, DefenseMode.Mitigate, seeds);
         var plain = new TokenPatchDefense(_model, _reference, plainOptions);
         var baseline = plain.Run(pixels, n, DefenseMode.Mitigate, seeds);
-        int first = _model.FirstPatchToken, masked = 0, recovered = 0, tightened = 0, completed = 0, ruled = 0;
+        int first = _model.FirstPatchToken, masked = 0, recovered = 0, tightened = 0, completed = 0, ruled = 0, completedUnflagged = 0;
         for (var i = 0; i < n; i++)
         {
             var flagged = results[i].Report.FlaggedTokens.Select(f => f.Index + first).ToArray();
@@ -244,6 +248,16 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
                     && Holds(one[m], ArgMax(one[m]), margin), -1);
                 if (chosen >= 0) expectedOutcome = "completed";
             }
+            else if (complete && unflagged && expectedOutcome == "kept")
+            {
+                // Nothing over threshold: the first disagreeing window anywhere whose own view gives its answer by the margin.
+                chosen = Enumerable.Range(0, windows).Where(m => ArgMax(one[m]) != defended).FirstOrDefault(m => Holds(one[m], ArgMax(one[m]), margin), -1);
+                if (chosen >= 0)
+                {
+                    expectedOutcome = "completed";
+                    completedUnflagged++;
+                }
+            }
             if (report.Outcome != expectedOutcome || (chosen >= 0 && !report.Window!.SequenceEqual(cells[chosen].Select(c => c - first))))
             {
                 // Only a group whose view kept the defended answer may have hidden a disagreeing window.
@@ -269,6 +283,7 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
         Assert.True(recovered > 0, "no image exercised the second round");
         if (margin > 0 && rule == VerifyRule.Unanimous) Assert.True(tightened > 0, "the margin changed no decision");
         if (complete && group == 1 && margin == 0) Assert.True(completed > 0, "no image was completed");
+        if (unflagged && group == 1 && margin == 0) Assert.True(completedUnflagged > 0, "no image with nothing over threshold was completed");
         if (rule == VerifyRule.Veto && margin > 0) Assert.True(ruled > 0, "no pair view that the two rules read differently");
         Assert.True(masked <= n / 5, $"{masked} of {n} decisions changed by grouping");
     }
