@@ -238,6 +238,12 @@ public sealed class VerificationDefenseTests(StemModelTokens fixture) : IClassFi
             if (margin > 0 && Chosen(0) >= 0 && chosen != Chosen(0)) tightened++;
 
             var report = results[i].Report.Verification!;
+            // The first round as recorded for the evaluation's losses: a window hidden alone answers its own view (computed
+            // here), one whose group's view kept the defended answer answers that.
+            var recorded = report.FirstRound!;
+            Assert.Equal(cells.Take(windows).Select(w => w.Select(c => c - first).ToArray()), recorded.Select(w => w.Cells));
+            for (var m = 0; m < windows; m++) Assert.Equal(recorded[m].Alone ? ArgMax(one[m]) : defended, recorded[m].Answer);
+            if (group == 1) Assert.All(recorded, w => Assert.True(w.Alone));
             var expectedOutcome = chosen >= 0 ? "recovered" : one.All(v => ArgMax(v) == defended) ? "agreed" : "kept";
             // Completion, written out: tokens over threshold from the report's own scores, neighbours by row and column.
             var overCells = results[i].Report.FlaggedTokens.Where(f => f.Score > f.Threshold).Select(f => (f.Row, f.Col)).ToArray();
