@@ -135,10 +135,7 @@ public static class DefenseScoring
     }
 
     /// <summary>Whether the token cell at (<paramref name="row"/>, <paramref name="col"/>) shares a pixel with the patch.</summary>
-    public static bool Overlaps(int row, int col, PatchPlacement patch, int tokenSize) =>
-        patch.Size > 0
-        && col * tokenSize < patch.X + patch.Size && patch.X < (col + 1) * tokenSize
-        && row * tokenSize < patch.Y + patch.Size && patch.Y < (row + 1) * tokenSize;
+    public static bool Overlaps(int row, int col, PatchPlacement patch, int tokenSize) => OverlapPixels(row, col, patch, tokenSize) > 0;
 
     /// <summary>
     /// <see cref="ImageOutcome.PatchView"/>: among the check's first-round windows (<paramref name="firstRound"/>: cells of a
@@ -169,28 +166,10 @@ public static class DefenseScoring
     }
 
     /// <summary>Share of the patch's pixels that lie in flagged token cells.</summary>
-    public static double Coverage(IReadOnlyList<FlaggedToken> flagged, PatchPlacement patch, int tokenSize)
-    {
-        if (patch.Size == 0)
-        {
-            return 0;
-        }
-
-        var covered = 0;
-        for (var y = patch.Y; y < patch.Y + patch.Size; y++)
-        {
-            for (var x = patch.X; x < patch.X + patch.Size; x++)
-            {
-                int row = y / tokenSize, col = x / tokenSize;
-                if (flagged.Any(f => f.Row == row && f.Col == col))
-                {
-                    covered++;
-                }
-            }
-        }
-
-        return covered / (double)(patch.Size * patch.Size);
-    }
+    public static double Coverage(IReadOnlyList<FlaggedToken> flagged, PatchPlacement patch, int tokenSize) =>
+        patch.Size == 0
+            ? 0
+            : flagged.Select(f => (f.Row, f.Col)).Distinct().Sum(c => OverlapPixels(c.Row, c.Col, patch, tokenSize)) / (double)(patch.Size * patch.Size);
 
     public static double Accuracy(ReadOnlySpan<float> logits, IReadOnlyList<int> labels, int classes) =>
         CorrectOf(logits, labels, classes).Average(c => c ? 1.0 : 0.0);
