@@ -74,6 +74,11 @@ public sealed class TypedOptionTests
         Assert.Equal((settings.RobustCount, settings.RobustPlacements, settings.RobustSteps),
             (robust.GetValue<int>("--robust-count"), robust.GetValue<int>("--robust-placements"), robust.GetValue<int>("--robust-steps")));
         Assert.Equal(0, settings.RobustCount);
+        // Plain patches are off unless asked for; their steps are evaluate's, so that the two share a patch cache.
+        Assert.Empty(CliHarness.List<int>(robust, "--plain-patches"));
+        Assert.Equal(settings.PlainPatchSteps, robust.GetValue<int>("--plain-patch-steps"));
+        Assert.Equal(CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b").GetValue<int>("--steps"), settings.PlainPatchSteps);
+        Assert.Equal([4, 6], CliHarness.List<int>(CliHarness.Parse("certify-eval", "m", "--images", "a", "--plain-patches", "4,6"), "--plain-patches"));
     }
 
     [Fact]

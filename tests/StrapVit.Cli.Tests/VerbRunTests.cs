@@ -157,6 +157,95 @@ public sealed class VerbRunTests : IDisposable
     }
 
     [Fact]
+    public void Certify_eval_answers_evaluates_plain_patches_by_double_masking()
+    {
+        // evaluate makes the plain per-image patches and caches them; certify-eval reads the same file and answers each
+        // patched image in certify mode. The answers are checked against Algorithm 1 of PatchCleanser written out here
+        // from the paper over every one- and two-mask view (majority label, smallest on a tie; the first minority mask,
+        // in mask order, whose two-mask views all give its label; else the majority), on the cached pixels themselves.
+        const int count = 24;
+        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", "tune-500-images-idx3-ubyte.gz"));
+        var calib = RepoPaths.Sample(Path.Combine("fashion-mnist", "calib-500-images-idx3-ubyte.gz"));
+        var cache = Path.Combine(temp, "patches");
+        var (exit, _, stderr) = CliHarness.Run("evaluate", RepoPaths.DefaultModel, "--images", idx, "--calib", calib, "--split", "tune",
+            "--count", $"{count}", "--sizes", "6", "--steps", "100", "--universal-steps", "0", "--adaptive-count", "0", "--bank-size", "256",
+            "--output", Path.Combine(temp, "evaluate"), "--patch-cache", cache);
+        Assert.True(exit == 0, stderr);
+        var output = Path.Combine(temp, "certify");
+        (exit, _, stderr) = CliHarness.Run("certify-eval", RepoPaths.DefaultModel, "--images", idx, "--split", "tune", "--count", $"{count}",
+            "--sizes", "6", "--soundness", "false", "--plain-patches", "6", "--plain-patch-steps", "100", "--patch-cache", cache, "--output", output);
+        Assert.True(exit == 0, stderr);
+
+        // One cached set: certify-eval found evaluate's patches rather than making its own.
+        var cached = Assert.Single(Directory.GetFiles(cache));
+        using var cacheJson = System.Text.Json.JsonDocument.Parse(File.ReadAllText(cached));
+        var pixels = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(cacheJson.RootElement.GetProperty("Pixels").GetBytesFromBase64()).ToArray();
+        using var evaluation = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(temp, "evaluate", "results-tune.json")));
+        var undefended = evaluation.RootElement.GetProperty("rows").EnumerateArray()
+            .Single(r => r.GetProperty("section").GetString() == "per-image patch" && r.GetProperty("defense").GetString() == "none");
+        // The defense's per-image check outcomes, which tools/evaluation/modes.py sets beside certify mode's answers.
+        var token = evaluation.RootElement.GetProperty("rows").EnumerateArray()
+            .Single(r => r.GetProperty("section").GetString() == "per-image patch" && r.GetProperty("defense").GetString() == "token");
+        var outcomes = token.GetProperty("checkOutcomes").GetString()!;
+        Assert.Equal(count, outcomes.Length);
+        Assert.All(outcomes, c => Assert.Contains(c, "akrc-"));
+        Assert.Equal(token.GetProperty("checkRecovered").GetInt32(), outcomes.Count(c => c is 'r' or 'c'));
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "certify-fashion-vit-tiny-tune.json")));
+        var row = Assert.Single(json.RootElement.GetProperty("plainPatches").EnumerateArray());
+        Assert.Equal((6, 6, count), (row.GetProperty("maskSize").GetInt32(), row.GetProperty("patchSize").GetInt32(), row.GetProperty("images").GetInt32()));
+        Assert.Equal(undefended.GetProperty("accuracy").GetDouble(), row.GetProperty("undefended").GetDouble(), 9);
+
+        var package = ModelPackage.Load(RepoPaths.DefaultModel);
+        using var model = new TokenSpaceModel(package, new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
+        var masks = new StrapVit.Core.Certification.PatchCertifier(new StrapVit.Core.Certification.MaskedTokenClassifier(model, null), new StrapVit.Core.Certification.CertifyOptions()).MasksFor(6).Masks;
+        var labels = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx)).Labels;
+        var k = masks.Count;
+        var right = new char[count];
+        var cases = new char[count];
+        var certified = 0;
+        var sample = pixels.Length / count;
+        for (var i = 0; i < count; i++)
+        {
+            var views = new List<IReadOnlyCollection<int>>();
+            for (var a = 0; a < k; a++)
+            {
+                for (var b = 0; b < k; b++) views.Add(masks[a].Union(masks[b]).Select(c => c + model.FirstPatchToken).ToArray());
+            }
+
+            var tokens = model.Embed(pixels.AsSpan(i * sample, sample).ToArray(), 1);
+            var all = new float[views.Count * tokens.Length];
+            for (var v = 0; v < views.Count; v++) tokens.CopyTo(all, v * tokens.Length);
+            var logits = model.EncodeDropping(all, views.Count, views);
+            var classes = logits.Length / views.Count;
+            int Label(int a, int b) => StrapVit.Core.Numerics.Probabilities.ArgMax(logits.AsSpan(((a * k) + b) * classes, classes));
+            var first = Enumerable.Range(0, k).Select(a => Label(a, a)).ToArray();
+            var counts = new int[classes];
+            foreach (var l in first) counts[l]++;
+            var majority = Array.IndexOf(counts, counts.Max());
+            var (answer, branch) = first.All(l => l == majority) ? (majority, 'a') : (majority, 'm');
+            for (var a = 0; a < k && branch == 'm'; a++)
+            {
+                if (first[a] != majority && Enumerable.Range(0, k).All(b => Label(a, b) == first[a]))
+                {
+                    (answer, branch) = (first[a], 's');
+                }
+            }
+
+            right[i] = answer == labels[i] ? '1' : '0';
+            var everyView = Enumerable.Range(0, k).All(a => Enumerable.Range(0, k).All(b => Label(a, b) == answer));
+            cases[i] = everyView ? char.ToUpperInvariant(branch) : branch;
+            certified += everyView && answer == labels[i] ? 1 : 0;
+        }
+
+        Assert.Equal(new string(right), row.GetProperty("correctImages").GetString());
+        Assert.Equal(new string(cases), row.GetProperty("caseImages").GetString());
+        // Not a degenerate sample: the patches pushed some images past the first round.
+        Assert.Contains(cases, c => c is 's' or 'm');
+        Assert.Equal(right.Count(c => c == '1') / (double)count, row.GetProperty("accuracy").GetDouble(), 9);
+        Assert.Equal(certified / (double)count, row.GetProperty("certified").GetDouble(), 9);
+    }
+
+    [Fact]
     public void Evaluate_saves_each_adaptive_attacks_images_placements_and_answers()
     {
         // What --save-attacks writes is read back here with ONNX Runtime on the raw model.onnx (normalised by hand), not

@@ -24,7 +24,8 @@ def adaptive_masks(report: dict, defended: bool = True) -> dict[str, str]:
     """Per-image answers (`correctImages`) of the report's adaptive attacks, by scenario: under the defense, or
     (defended=False) on the undefended model. The rows' own worst case is left out."""
     return {row["scenario"]: row["correctImages"] for row in report["rows"]
-            if row.get("correctImages") and "worst case" not in row["scenario"] and (row["defense"] != "none") == defended}
+            if row.get("correctImages") and row["section"].startswith("adaptive") and "worst case" not in row["scenario"]
+            and (row["defense"] != "none") == defended}
 
 
 def defense_key(report: dict) -> tuple[str, str]:

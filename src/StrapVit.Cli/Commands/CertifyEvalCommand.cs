@@ -39,6 +39,9 @@ internal sealed class CertifyEvalCommand : CliVerb
     private readonly Option<int> robustCount = CliOptions.Number("--robust-count", 0, 0, 100_000, "images (the first ones) whose certify-mode answer is attacked at placements no sound mask covers (0: none)");
     private readonly Option<int> robustPlacements = CliOptions.Number("--robust-placements", 4, 1, 1000, "vulnerable placements tried per image under --robust-count");
     private readonly Option<int> robustSteps = CliOptions.Number("--robust-steps", 200, 1, 10_000, "steps of each attack on the certify surrogate under --robust-count");
+    private readonly ListOption<int> plainPatches = CliOptions.NumberList("--plain-patches", [], 1, 4096, "sides (pixels) of plain per-image patches (made on the undefended model, as evaluate's) that certify mode's answer is scored on, with every mask set; none by default");
+    private readonly Option<int> plainPatchSteps = CliOptions.Number("--plain-patch-steps", 100, 1, 10_000, "signed steps of the plain per-image patches (evaluate's --steps)");
+    private readonly Option<string> patchCache = CliOptions.Text("--patch-cache", "folder caching the plain per-image patches between runs, shared with evaluate's --patch-cache", helpName: "folder");
     private readonly Option<bool> soundness = new("--soundness") { Description = "run the soundness check (true or false)", DefaultValueFactory = _ => true };
     private readonly Option<string> masking = CliOptions.Choice("--masking", "auto", "drop masked tokens, or replace them by the clean mean token (needs the package's defense calibration); auto: the package's choice", "auto", "drop", "replace");
     private readonly Option<string> output = CliOptions.Text("--output", "folder for certify-<model>-<split>.json and .md (default docs/evaluation)", helpName: "folder");
@@ -59,7 +62,9 @@ internal sealed class CertifyEvalCommand : CliVerb
             it can be: a mask is sound when every view hiding it gives the label, and a patch inside a sound mask cannot
             change the answer, so each uncertified image answered right is patched at up to --robust-placements of the
             placements no sound mask covers (--robust-steps steps on the certify surrogate there) and answered again
-            in certify mode; certified images count as right. --split names the run: report (test-1000) or tune
+            in certify mode; certified images count as right. With --plain-patches, certify mode's answer is also
+            scored, with every mask set, on the plain per-image patches that evaluate scores the empirical defense on
+            (the same attack, steps and seed, and with the same --patch-cache the very same images). --split names the run: report (test-1000) or tune
             (tune-500, where the stride is chosen). --masking forces dropping masked tokens or replacing them by the
             clean mean token (needs the package's defense calibration). Writes <output>/certify-<model>-<split>.json and .md.
 
@@ -67,7 +72,7 @@ internal sealed class CertifyEvalCommand : CliVerb
             """)
     {
         Arguments.Add(modelDir);
-        Option[] options = [images, count, split, sizes, strides, rowBorderStrides, colBorderStrides, steps, placements, soundnessCount, adaptiveCount, adaptiveSteps, robustCount, robustPlacements, robustSteps, soundness, masking, output, seed];
+        Option[] options = [images, count, split, sizes, strides, rowBorderStrides, colBorderStrides, steps, placements, soundnessCount, adaptiveCount, adaptiveSteps, robustCount, robustPlacements, robustSteps, plainPatches, plainPatchSteps, patchCache, soundness, masking, output, seed];
         foreach (var option in options) Options.Add(option);
     }
 
@@ -93,6 +98,9 @@ internal sealed class CertifyEvalCommand : CliVerb
             RobustCount = parseResult.GetValue(robustCount),
             RobustPlacements = parseResult.GetValue(robustPlacements),
             RobustSteps = parseResult.GetValue(robustSteps),
+            PlainPatchSizes = parseResult.GetList(plainPatches),
+            PlainPatchSteps = parseResult.GetValue(plainPatchSteps),
+            PatchCache = parseResult.GetValue(patchCache),
         };
         var masking = parseResult.GetRequiredValue(this.masking) switch
         {
@@ -154,6 +162,21 @@ internal sealed class CertifyEvalCommand : CliVerb
             {
                 sb.AppendLine(CultureInfo.InvariantCulture,
                     $"| {a.PatchSize}x{a.PatchSize} | {a.Images} | {a.Certified} | {a.Attacked} | {a.Broken} | **{a.Accuracy:P1}** | {a.NoVulnerable} | {a.VulnerableShare:P1} | {a.Placements} x {a.Steps} | {a.SurrogateFooled:P1} |");
+            }
+        }
+
+        if (report.PlainPatches.Count > 0)
+        {
+            sb.AppendLine();
+            sb.AppendLine(CultureInfo.InvariantCulture, $"Certify mode on plain per-image patches ({report.PlainPatches[0].Steps} signed steps on the undefended model, seed {report.Settings.Seed}, the 8-bit image: the patches evaluate scores the empirical defense on).");
+            sb.AppendLine();
+            sb.AppendLine("| masks for | patch | images | undefended | certify mode | certified with the label | forwards/image | ms/image | cases |");
+            sb.AppendLine("|---|---|---|---|---|---|---|---|---|");
+            foreach (var p in report.PlainPatches)
+            {
+                var cases = string.Join(", ", p.Cases.OrderBy(c => c.Key, StringComparer.Ordinal).Select(c => $"{c.Key} {c.Value}"));
+                sb.AppendLine(CultureInfo.InvariantCulture,
+                    $"| {p.MaskSize}x{p.MaskSize} | {p.PatchSize}x{p.PatchSize} | {p.Images} | {p.Undefended:P1} | **{p.Accuracy:P1}** | {p.Certified:P1} | {p.ForwardsPerImage:F0} | {p.MsPerImage:F1} | {cases} |");
             }
         }
 

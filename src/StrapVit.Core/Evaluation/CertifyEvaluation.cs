@@ -55,6 +55,19 @@ public sealed record CertifySettings
 
     /// <summary>Signed steps of each attack on the certify surrogate at a vulnerable placement.</summary>
     public int RobustSteps { get; init; } = 200;
+
+    /// <summary>
+    /// Sides (pixels) of the plain per-image patches certify mode's answer is scored on, with every mask set (empty:
+    /// none). They are the patches <see cref="DefenseEvaluation"/> scores the empirical defense on: LaVAN-style,
+    /// optimised on the undefended model (<see cref="PlainPatchSteps"/> signed steps, <see cref="Seed"/>), the 8-bit image.
+    /// </summary>
+    public IReadOnlyList<int> PlainPatchSizes { get; init; } = [];
+
+    /// <summary>Steps of the plain per-image patch attack.</summary>
+    public int PlainPatchSteps { get; init; } = 100;
+
+    /// <summary>Folder the plain per-image patches are cached in, shared with <see cref="DefenseEvaluation"/> (null: none).</summary>
+    public string? PatchCache { get; init; }
 }
 
 /// <summary>
@@ -85,12 +98,45 @@ public sealed record CertifyRow(
     /// <summary>Mean wall time per image certified (whatever its label), ms.</summary>
     public double CertifiedMsPerImage { get; init; }
 
+    /// <summary>One character per image, in order: <c>1</c> where certify mode answers the clean image with its label.</summary>
+    public string? CorrectImages { get; init; }
+
+    /// <summary>One character per clean image, in order: which branch answered (<see cref="CaseLetters"/>).</summary>
+    public string? CaseImages { get; init; }
+
+    /// <summary>
+    /// Each answer's branch of the double-masking algorithm as one character: <c>a</c> agreement, <c>s</c> second round,
+    /// <c>m</c> majority; upper case where the answer is certified (whatever its label).
+    /// </summary>
+    public static string CaseLetters(IEnumerable<CertifiedClassification> results) => string.Concat(results.Select(r =>
+    {
+        var letter = r.Report.Case switch { "agreement" => 'a', "second-round" => 's', "majority" => 'm', _ => '?' };
+        return r.Report.Certified ? char.ToUpperInvariant(letter) : letter;
+    }));
+
     /// <summary>
     /// One character per image, in order: <c>1</c> where the image is certified with its label (no patch of this size
     /// can change that answer), else <c>0</c>. The same form as an evaluation row's correct images, so that a
     /// certificate can be set beside the empirical defense's worst case on the same images.
     /// </summary>
     public string? CertifiedImages { get; init; }
+}
+
+/// <summary>
+/// Certify mode's answer on the plain per-image patches (<see cref="CertifySettings.PlainPatchSizes"/>): masks sized for
+/// MaskSize, patches of PatchSize optimised on the undefended model. Undefended: the plain model's accuracy on the same
+/// patched images; Accuracy: certify mode answers the label; Certified: certified with the label although patched;
+/// Cases: images per branch of the double-masking algorithm.
+/// </summary>
+public sealed record CertifyPatchedRow(
+    int MaskSize, int PatchSize, int Images, int Steps, double Undefended, double Accuracy, double Certified, double ForwardsPerImage, double MsPerImage,
+    IReadOnlyDictionary<string, int> Cases)
+{
+    /// <summary>One character per image: <c>1</c> where certify mode answers the patched image with its label.</summary>
+    public string? CorrectImages { get; init; }
+
+    /// <summary>One character per patched image, in order: which branch answered (<see cref="CertifyRow.CaseLetters"/>).</summary>
+    public string? CaseImages { get; init; }
 }
 
 /// <summary>
@@ -125,6 +171,9 @@ public sealed record CertifyEvaluationReport(
 {
     /// <summary>Certified mode under attack where a patch can change it (<see cref="CertifySettings.RobustCount"/>).</summary>
     public IReadOnlyList<CertifyAttackRow> UnderAttack { get; init; } = [];
+
+    /// <summary>Certify mode's answer on the plain per-image patches (<see cref="CertifySettings.PlainPatchSizes"/>).</summary>
+    public IReadOnlyList<CertifyPatchedRow> PlainPatches { get; init; } = [];
 }
 
 /// <summary>
@@ -145,6 +194,8 @@ public sealed class CertifyEvaluation(
         var rows = new List<CertifyRow>();
         var soundness = new List<SoundnessRow>();
         var underAttack = new List<CertifyAttackRow>();
+        var plainPatches = new List<CertifyPatchedRow>();
+        var patchedSets = new Dictionary<int, PatchedSet>();
         var input = package.Manifest.Input;
         // Patch sizes that reach as many tokens share one mask set, and so every answer: certify each set once.
         var byMasks = new Dictionary<string, CertifiedClassification[]>(StringComparer.Ordinal);
@@ -186,6 +237,8 @@ public sealed class CertifyEvaluation(
                     MedianMsPerImage = DefenseScoring.Median(results.Select(r => r.Report.ElapsedMs).ToArray()),
                     CertifiedMsPerImage = results.Any(r => r.Report.Certified) ? results.Where(r => r.Report.Certified).Average(r => r.Report.ElapsedMs) : 0,
                     CertifiedImages = EvaluationRow.Mask(Enumerable.Range(0, set.Count).Select(i => results[i].Report.Certified && results[i].Label == set.Labels[i]).ToArray()),
+                    CorrectImages = EvaluationRow.Mask(Enumerable.Range(0, set.Count).Select(i => results[i].Label == set.Labels[i]).ToArray()),
+                    CaseImages = CertifyRow.CaseLetters(results),
                 };
                 rows.Add(row);
                 log.WriteLine($"  {size}x{size} stride {stride}, border strides {masks.RowBorderStride}x{masks.ColBorderStride}: {masks.Count} masks of {masks.WindowRows}x{masks.WindowCols} (largest {masks.LargestRows}x{masks.LargestCols}); "
@@ -208,11 +261,49 @@ public sealed class CertifyEvaluation(
                 {
                     underAttack.Add(UnderAttack(set, masks, results));
                 }
+
+                foreach (var patchSize in settings.PlainPatchSizes)
+                {
+                    if (!patchedSets.TryGetValue(patchSize, out var patched))
+                    {
+                        log.WriteLine($"  plain per-image patches {patchSize}x{patchSize} ({settings.PlainPatchSteps} steps on the undefended model)");
+                        patched = PatchScenarios.PerImageCached(undefended, package.Sha256, set, patchSize, settings.PlainPatchSteps, settings.Seed, settings.PatchCache);
+                        patchedSets[patchSize] = patched;
+                    }
+
+                    plainPatches.Add(PlainPatched(masks, patched));
+                }
             }
         }
 
         return new CertifyEvaluationReport(package.Manifest.Name, split, set.Count, certifier.Classifier.MethodName, certifier.Field, plain, plainMs,
-            settings, rows, soundness, Math.Round(total.Elapsed.TotalSeconds, 1)) { UnderAttack = underAttack };
+            settings, rows, soundness, Math.Round(total.Elapsed.TotalSeconds, 1)) { UnderAttack = underAttack, PlainPatches = plainPatches };
+    }
+
+    /// <summary>Certify mode (one mask set) on one set of plain per-image patches, beside the undefended model on the same images.</summary>
+    private CertifyPatchedRow PlainPatched(MaskSet masks, PatchedSet patched)
+    {
+        var images = patched.Images;
+        var undefendedRight = 0;
+        for (var i = 0; i < images.Count; i++)
+        {
+            undefendedRight += Probabilities.ArgMax(classifier.Logits(images.Image(i), 1)) == images.Labels[i] ? 1 : 0;
+        }
+
+        var results = CertifyAll(images, masks);
+        var right = Enumerable.Range(0, images.Count).Select(i => results[i].Label == images.Labels[i]).ToArray();
+        var row = new CertifyPatchedRow(masks.PatchSize, patched.PatchSize, images.Count, settings.PlainPatchSteps,
+            undefendedRight / (double)images.Count, right.Count(r => r) / (double)images.Count,
+            Enumerable.Range(0, images.Count).Count(i => right[i] && results[i].Report.Certified) / (double)images.Count,
+            results.Average(r => r.Report.Forwards), results.Average(r => r.Report.ElapsedMs),
+            results.GroupBy(r => r.Report.Case).ToDictionary(g => g.Key, g => g.Count()))
+        {
+            CorrectImages = EvaluationRow.Mask(right),
+            CaseImages = CertifyRow.CaseLetters(results),
+        };
+        log.WriteLine($"  certify mode ({masks.PatchSize}x{masks.PatchSize} masks) on plain {patched.PatchSize}x{patched.PatchSize} patches: {row.Accuracy:P1} right "
+            + $"(undefended {row.Undefended:P1}; certified with the label {row.Certified:P1}), {row.ForwardsPerImage:F0} forwards, {row.MsPerImage:F1} ms/image");
+        return row;
     }
 
     private CertifiedClassification[] CertifyAll(EvaluationSet set, MaskSet masks)

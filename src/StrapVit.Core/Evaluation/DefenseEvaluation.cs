@@ -157,10 +157,22 @@ public sealed record EvaluationRow(string Section, string Scenario, string Defen
     public int? OracleRight { get; init; }
 
     /// <summary>
-    /// Adaptive rows: one character per image of the subset, in order, <c>1</c> where the answer was right: so that
-    /// runs of different attacks on the same images can be combined into one worst case (tools/evaluation/worst_case.py).
+    /// One character per image of the row's images, in order, <c>1</c> where the answer was right: on adaptive rows so
+    /// that runs of different attacks on the same images can be combined into one worst case
+    /// (tools/evaluation/worst_case.py); on the clean and per-image rows so that two runs (or another mode, as
+    /// certify-eval's rows) can be paired image by image on the same images (tools/evaluation/paired.py).
     /// </summary>
     public string? CorrectImages { get; init; }
+
+    /// <summary>
+    /// Rows of a defense with a masking check: one character per image, in order, for the check's outcome (the first
+    /// letter of agreed, kept, recovered or completed; <c>-</c> where it did not run), so that another mode's answers
+    /// can be set beside it where the check could not decide (tools/evaluation/modes.py).
+    /// </summary>
+    public string? CheckOutcomes { get; init; }
+
+    /// <summary>The first letter of each image's check outcome, <c>-</c> where none ran.</summary>
+    public static string Outcomes(IReadOnlyList<ImageOutcome> images) => string.Concat(images.Select(o => o.Check is { Length: > 0 } c ? c[0] : '-'));
 
     /// <summary><c>1</c> for each right answer, <c>0</c> for each wrong one.</summary>
     public static string Mask(IReadOnlyList<bool> correct) => string.Concat(correct.Select(c => c ? '1' : '0'));
@@ -230,6 +242,8 @@ public sealed class DefenseEvaluation(
                 CheckRecovered = s.CheckRecovered,
                 CheckRecoveredCorrect = s.CheckRecoveredCorrect,
                 CheckForwards = s.CheckForwards,
+                CorrectImages = EvaluationRow.Mask(s.Correct),
+                CheckOutcomes = s.CheckRecovered is null ? null : EvaluationRow.Outcomes(s.Images),
             };
 
             rows.Add(Row("none", none) with { Flagged = null, TokensFlagged = null });
