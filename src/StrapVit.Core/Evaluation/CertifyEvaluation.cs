@@ -66,7 +66,11 @@ public sealed record CertifySettings
     /// <summary>Steps of the plain per-image patch attack.</summary>
     public int PlainPatchSteps { get; init; } = 100;
 
-    /// <summary>Folder the plain per-image patches are cached in, shared with <see cref="DefenseEvaluation"/> (null: none).</summary>
+    /// <summary>
+    /// Folder the plain per-image patches are cached in, shared with <see cref="DefenseEvaluation"/> (null: none). A path
+    /// of the machine that ran it: left out of the report file.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public string? PatchCache { get; init; }
 }
 
