@@ -288,16 +288,11 @@ public sealed class CertifyEvaluation(
     private CertifyPatchedRow PlainPatched(MaskSet masks, PatchedSet patched)
     {
         var images = patched.Images;
-        var undefendedRight = 0;
-        for (var i = 0; i < images.Count; i++)
-        {
-            undefendedRight += Probabilities.ArgMax(classifier.Logits(images.Image(i), 1)) == images.Labels[i] ? 1 : 0;
-        }
-
+        var plainAccuracy = DefenseScoring.Undefended(classifier, images).Accuracy;
         var results = CertifyAll(images, masks);
         var right = Enumerable.Range(0, images.Count).Select(i => results[i].Label == images.Labels[i]).ToArray();
         var row = new CertifyPatchedRow(masks.PatchSize, patched.PatchSize, images.Count, settings.PlainPatchSteps,
-            undefendedRight / (double)images.Count, right.Count(r => r) / (double)images.Count,
+            plainAccuracy, right.Count(r => r) / (double)images.Count,
             Enumerable.Range(0, images.Count).Count(i => right[i] && results[i].Report.Certified) / (double)images.Count,
             results.Average(r => r.Report.Forwards), results.Average(r => r.Report.ElapsedMs),
             results.GroupBy(r => r.Report.Case).ToDictionary(g => g.Key, g => g.Count()))

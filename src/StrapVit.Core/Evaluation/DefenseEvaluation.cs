@@ -160,7 +160,7 @@ public sealed record EvaluationRow(string Section, string Scenario, string Defen
     /// One character per image of the row's images, in order, <c>1</c> where the answer was right: on adaptive rows so
     /// that runs of different attacks on the same images can be combined into one worst case
     /// (tools/evaluation/worst_case.py); on the clean and per-image rows so that two runs (or another mode, as
-    /// certify-eval's rows) can be paired image by image on the same images (tools/evaluation/paired.py).
+    /// certify-eval's rows) can be paired image by image on the same images (tools/evaluation/modes.py).
     /// </summary>
     public string? CorrectImages { get; init; }
 
