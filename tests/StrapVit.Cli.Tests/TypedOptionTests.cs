@@ -62,6 +62,8 @@ public sealed class TypedOptionTests
         Assert.Equal(new DefenseOptions().MinTokens, defaults.GetValue<int>("--k"));
         Assert.Equal("report", defaults.GetValue<string>("--split"));
         Assert.False(defaults.GetValue<bool>("--sweep"));
+        Assert.True(defaults.GetValue<bool>("--ablation"));
+        Assert.False(CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b", "--ablation", "false").GetValue<bool>("--ablation"));
 
         var certify = CliHarness.Parse("certify-eval", "m", "--images", "a", "--soundness", "false", "--masking", "replace");
         Assert.Empty(certify.Errors);

@@ -169,7 +169,7 @@ public sealed class VerbRunTests : IDisposable
         var cache = Path.Combine(temp, "patches");
         var (exit, _, stderr) = CliHarness.Run("evaluate", RepoPaths.DefaultModel, "--images", idx, "--calib", calib, "--split", "tune",
             "--count", $"{count}", "--sizes", "6", "--steps", "100", "--universal-steps", "0", "--adaptive-count", "0", "--bank-size", "256",
-            "--output", Path.Combine(temp, "evaluate"), "--patch-cache", cache);
+            "--ablation", "false", "--output", Path.Combine(temp, "evaluate"), "--patch-cache", cache);
         Assert.True(exit == 0, stderr);
         var output = Path.Combine(temp, "certify");
         (exit, _, stderr) = CliHarness.Run("certify-eval", RepoPaths.DefaultModel, "--images", idx, "--split", "tune", "--count", $"{count}",
@@ -181,6 +181,7 @@ public sealed class VerbRunTests : IDisposable
         using var cacheJson = System.Text.Json.JsonDocument.Parse(File.ReadAllText(cached));
         var pixels = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(cacheJson.RootElement.GetProperty("Pixels").GetBytesFromBase64()).ToArray();
         using var evaluation = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(temp, "evaluate", "results-tune.json")));
+        Assert.DoesNotContain(evaluation.RootElement.GetProperty("rows").EnumerateArray(), r => r.GetProperty("section").GetString() == "ablation");
         var undefended = evaluation.RootElement.GetProperty("rows").EnumerateArray()
             .Single(r => r.GetProperty("section").GetString() == "per-image patch" && r.GetProperty("defense").GetString() == "none");
         // The defense's per-image check outcomes, which tools/evaluation/modes.py sets beside certify mode's answers.

@@ -49,6 +49,7 @@ internal sealed class EvaluateCommand : CliVerb
     private readonly Option<Neutralization> neutralize = new("--neutralize") { Description = "what a flagged token becomes (Defense:Neutralization)", DefaultValueFactory = _ => Defaults.Neutralization };
     private readonly Option<int> bankChoices = CliOptions.Number("--bank-choices", Defaults.BankChoices, 1, 64, "bank entries a neutralised token picks from (Defense:BankChoices)");
     private readonly Option<bool> sweep = new("--sweep") { Description = "also run the grid the defaults are chosen from (run it on the tune split)" };
+    private readonly Option<bool> ablation = new("--ablation") { Description = "run the one-knob ablation when there is no --sweep (true or false; on thousands of images it takes most of the run)", DefaultValueFactory = _ => true };
     private readonly ListOption<TokenScore> sweepScores = CliOptions.EnumList("--sweep-scores", [TokenScore.Jsd, TokenScore.Knn], "token scores of the sweep");
     private readonly ListOption<int> sweepWindows = CliOptions.NumberList("--sweep-windows", [0, 6, 10], 0, 100_000, "scoring windows (pixels) of the sweep");
     private readonly ListOption<int> sweepK = CliOptions.NumberList("--sweep-k", [0, 2, 4], 0, 10_000, "K values of the sweep");
@@ -99,7 +100,7 @@ internal sealed class EvaluateCommand : CliVerb
         Option[] options =
         [
             images, calib, verifyCalib, count, split, output, seed, sizes, steps, universalSteps, target, adaptiveCount, eotSamples, k, thresholdScale,
-            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen, windowGrow, sweepWindowGrow, windowMinSum, sweepWindowMinSum, verifyRule, sweepVerifyRule, verifyComplete, sweepVerifyComplete,
+            score, window, windowWhen, neutralize, bankChoices, verify, partners, verifyWindow, verifyGroup, sweep, ablation, sweepScores, sweepWindows, sweepK, sweepNeutralize, sweepChoices, sweepVerify, sweepPartners, sweepVerifyGroup, verifyCleanRate, verifyMargin, sweepVerifyCleanRate, occlusionGroup, sweepWindowWhen, windowGrow, sweepWindowGrow, windowMinSum, sweepWindowMinSum, verifyRule, sweepVerifyRule, verifyComplete, sweepVerifyComplete,
             .. bankOptions.All, patchCache, saveAttacks, strongSteps, strongRestarts, strongLocation, strongEot, evasion, evasionMargins, strongOcclusion,
         ];
         foreach (var option in options) Options.Add(option);
@@ -122,6 +123,7 @@ internal sealed class EvaluateCommand : CliVerb
             AdaptiveCount = parseResult.GetValue(adaptiveCount),
             EotSamples = parseResult.GetValue(eotSamples),
             Sweep = parseResult.GetValue(sweep),
+            Ablation = parseResult.GetValue(ablation),
             SweepScores = parseResult.GetList(sweepScores),
             SweepWindows = parseResult.GetList(sweepWindows),
             SweepK = parseResult.GetList(sweepK),

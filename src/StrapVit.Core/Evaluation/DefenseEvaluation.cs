@@ -28,6 +28,12 @@ public sealed record EvaluationSettings
     /// <summary>Run the grid of defense configurations (score x window x K x neutralisation) on clean and every per-image patch size.</summary>
     public bool Sweep { get; init; }
 
+    /// <summary>
+    /// Run the one-knob ablation (about two dozen configurations, each on clean and patched images) when there is no
+    /// sweep. On thousands of images it takes most of the run.
+    /// </summary>
+    public bool Ablation { get; init; } = true;
+
     public TokenScore[] SweepScores { get; init; } = [TokenScore.Jsd, TokenScore.Knn];
 
     /// <summary>Window budgets in pixels.</summary>
@@ -306,7 +312,7 @@ public sealed class DefenseEvaluation(
             Adaptive(rows, test, calibration, reference, token);
         }
 
-        if (!settings.Sweep)
+        if (!settings.Sweep && settings.Ablation)
         {
             // On the tuning split the sweep supersedes the one-knob ablation.
             Ablation(rows, test, perImage.GetValueOrDefault(settings.AdaptivePatchSize) ?? perImage.Values.First(), calibration, reference);
