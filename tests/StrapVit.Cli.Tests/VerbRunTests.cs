@@ -111,6 +111,14 @@ public sealed class VerbRunTests : IDisposable
         Assert.False(check.AppliesTo(new DefenseOptions { MinTokens = 2, WindowOnlyOverThreshold = false }));   // the defaults before session 19
     }
 
+    /// <summary>The embedded model's token-space encoder on CPU, as the certifier runs it.</summary>
+    private static TokenSpaceModel DefaultTokenModel() =>
+        new(ModelPackage.Load(RepoPaths.DefaultModel), new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
+
+    /// <summary>The service's mask set (default certify options) for patches of <paramref name="patchSize"/> pixels: patch-grid cells per mask.</summary>
+    private static IReadOnlyList<int[]> ServiceMasks(TokenSpaceModel model, int patchSize) =>
+        new StrapVit.Core.Certification.PatchCertifier(new StrapVit.Core.Certification.MaskedTokenClassifier(model, null), new StrapVit.Core.Certification.CertifyOptions()).MasksFor(patchSize).Masks;
+
     [Fact]
     public void Certify_eval_marks_each_image_certified_with_its_label_as_every_one_and_two_mask_view_agrees()
     {
@@ -126,9 +134,8 @@ public sealed class VerbRunTests : IDisposable
         var row = json.RootElement.GetProperty("rows")[0];
         var marks = row.GetProperty("certifiedImages").GetString()!;
 
-        var package = ModelPackage.Load(RepoPaths.DefaultModel);
-        using var model = new TokenSpaceModel(package, new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
-        var masks = new StrapVit.Core.Certification.PatchCertifier(new StrapVit.Core.Certification.MaskedTokenClassifier(model, null), new StrapVit.Core.Certification.CertifyOptions()).MasksFor(6).Masks;
+        using var model = DefaultTokenModel();
+        var masks = ServiceMasks(model, 6);
         var views = new List<IReadOnlyCollection<int>>();
         for (var a = 0; a < masks.Count; a++)
         {
@@ -196,23 +203,23 @@ public sealed class VerbRunTests : IDisposable
         Assert.Equal((6, 6, count), (row.GetProperty("maskSize").GetInt32(), row.GetProperty("patchSize").GetInt32(), row.GetProperty("images").GetInt32()));
         Assert.Equal(undefended.GetProperty("accuracy").GetDouble(), row.GetProperty("undefended").GetDouble(), 9);
 
-        var package = ModelPackage.Load(RepoPaths.DefaultModel);
-        using var model = new TokenSpaceModel(package, new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
-        var masks = new StrapVit.Core.Certification.PatchCertifier(new StrapVit.Core.Certification.MaskedTokenClassifier(model, null), new StrapVit.Core.Certification.CertifyOptions()).MasksFor(6).Masks;
+        using var model = DefaultTokenModel();
+        var masks = ServiceMasks(model, 6);
         var labels = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx)).Labels;
         var k = masks.Count;
         var right = new char[count];
         var cases = new char[count];
         var certified = 0;
         var sample = pixels.Length / count;
+        // Every ordered pair (a, b) of masks, a one-mask view where a = b; masks are patch-grid cells, after the class token.
+        var views = new List<IReadOnlyCollection<int>>();
+        for (var a = 0; a < k; a++)
+        {
+            for (var b = 0; b < k; b++) views.Add(masks[a].Union(masks[b]).Select(c => c + model.FirstPatchToken).ToArray());
+        }
+
         for (var i = 0; i < count; i++)
         {
-            var views = new List<IReadOnlyCollection<int>>();
-            for (var a = 0; a < k; a++)
-            {
-                for (var b = 0; b < k; b++) views.Add(masks[a].Union(masks[b]).Select(c => c + model.FirstPatchToken).ToArray());
-            }
-
             var tokens = model.Embed(pixels.AsSpan(i * sample, sample).ToArray(), 1);
             var all = new float[views.Count * tokens.Length];
             for (var v = 0; v < views.Count; v++) tokens.CopyTo(all, v * tokens.Length);

@@ -108,6 +108,10 @@ public sealed record CertifyRow(
     /// <summary>One character per clean image, in order: which branch answered (<see cref="CaseLetters"/>).</summary>
     public string? CaseImages { get; init; }
 
+    /// <summary>Answers per branch of the double-masking algorithm (<see cref="Cases"/>).</summary>
+    public static IReadOnlyDictionary<string, int> CaseCounts(IEnumerable<CertifiedClassification> results) =>
+        results.GroupBy(r => r.Report.Case).ToDictionary(g => g.Key, g => g.Count());
+
     /// <summary>
     /// Each answer's branch of the double-masking algorithm as one character: <c>a</c> agreement, <c>s</c> second round,
     /// <c>m</c> majority; upper case where the answer is certified (whatever its label).
@@ -232,7 +236,7 @@ public sealed class CertifyEvaluation(
                 var row = new CertifyRow(size, Math.Round(100.0 * size * size / (input.Height * input.Width), 1), stride, masks.Count, masks.WindowRows, masks.WindowCols,
                     correct / (double)set.Count, certifiedCorrect / (double)set.Count, results.Count(r => r.Report.Certified) / (double)set.Count,
                     results.Average(r => r.Report.Forwards), results.Average(r => r.Report.ElapsedMs),
-                    results.GroupBy(r => r.Report.Case).ToDictionary(g => g.Key, g => g.Count()))
+                    CertifyRow.CaseCounts(results))
                 {
                     RowBorderStride = masks.RowBorderStride,
                     ColBorderStride = masks.ColBorderStride,
@@ -295,7 +299,7 @@ public sealed class CertifyEvaluation(
             plainAccuracy, right.Count(r => r) / (double)images.Count,
             Enumerable.Range(0, images.Count).Count(i => right[i] && results[i].Report.Certified) / (double)images.Count,
             results.Average(r => r.Report.Forwards), results.Average(r => r.Report.ElapsedMs),
-            results.GroupBy(r => r.Report.Case).ToDictionary(g => g.Key, g => g.Count()))
+            CertifyRow.CaseCounts(results))
         {
             CorrectImages = EvaluationRow.Mask(right),
             CaseImages = CertifyRow.CaseLetters(results),
