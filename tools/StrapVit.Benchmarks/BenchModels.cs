@@ -60,7 +60,8 @@ public static class BenchModels
     /// graphs cached in <see cref="CacheDir"/>. <c>STRAPVIT_SHARE_WEIGHTS=0</c> gives every session its own prepacked
     /// weights instead; <c>STRAPVIT_FUSE_ATTENTION=0</c> keeps the standard-op attention; <c>STRAPVIT_ALLOW_SPINNING=1</c>
     /// lets idle intra-op threads spin (ONNX Runtime's default); <c>STRAPVIT_VIEW_PARALLELISM</c> sets
-    /// <c>Inference:ViewParallelism</c> (1: masked views as one run on the intra-op pool, as before session 7).
+    /// <c>Inference:ViewParallelism</c> (1: masked views as one run on the intra-op pool, as before session 7);
+    /// <c>STRAPVIT_VIEW_MASKING</c> sets <c>Inference:ViewMasking</c> (<c>Drop</c>, the default, or <c>KeyMask</c>).
     /// <paramref name="defense"/> loads the patch defense with those options; <paramref name="device"/> overrides <see cref="Device"/>.
     /// </summary>
     public static ModelRuntime Runtime(string packageDir, int threads, bool tokenSplit = false, DefenseOptions? defense = null, InferenceDevice? device = null) =>
@@ -74,6 +75,7 @@ public static class BenchModels
                 FuseAttention = Environment.GetEnvironmentVariable("STRAPVIT_FUSE_ATTENTION") != "0",
                 AllowSpinning = Environment.GetEnvironmentVariable("STRAPVIT_ALLOW_SPINNING") == "1",
                 ViewParallelism = EnvInt("STRAPVIT_VIEW_PARALLELISM", 0),
+                ViewMasking = Enum.TryParse<ViewMasking>(Environment.GetEnvironmentVariable("STRAPVIT_VIEW_MASKING"), ignoreCase: true, out var masking) ? masking : ViewMasking.Drop,
             },
             CacheDirectory = CacheDir,
             TokenSplit = tokenSplit,

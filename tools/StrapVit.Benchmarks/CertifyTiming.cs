@@ -58,7 +58,7 @@ public static class CertifyTiming
                 var cpuMs = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalMilliseconds / pixels.Count;
                 wall.Sort();
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"| {package.Manifest.Name} ({certifier.Classifier.MethodName}) | {side} | {stride} | {border.Rows}x{border.Cols} | {certifier.MasksFor(side).Count} | {forwards / (double)pixels.Count:F0} | {wall.Average():F1} | {wall[wall.Count / 2]:F1} | {cpuMs:F1} |"));
+                    $"| {package.Manifest.Name} ({certifier.Classifier.MethodName}{(own.MasksKeys ? ", key mask" : "")}) | {side} | {stride} | {border.Rows}x{border.Cols} | {certifier.MasksFor(side).Count} | {forwards / (double)pixels.Count:F0} | {wall.Average():F1} | {wall[wall.Count / 2]:F1} | {cpuMs:F1} |"));
             }
         }
     }

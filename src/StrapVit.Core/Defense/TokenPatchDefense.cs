@@ -61,8 +61,29 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             }
         }
 
-        var logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, cancellationToken) : model.Encode(tokens, batch, cancellationToken);
-        var verification = check ? Verify(tokens, batch, dropped, ratios, over, logits, cancellationToken) : null;
+        float[] logits;
+        VerificationReport[]? verification = null;
+        if (check && model.MasksKeys && model.AcceptsShorterSequences)
+        {
+            // With a key mask, sequences of every length share a run: the defended views and the check's first round go
+            // in one (on CUDA a run costs about the same for one view or a few, docs/BENCHMARKS.md session 22).
+            var plan = PlanFirstRound(batch, dropped, ratios);
+            var views = dropped.Select((h, i) => (i, h.ToArray())).Concat(plan.Views).ToList();
+            var all = EncodeHiding(tokens, views, cancellationToken);
+            var split = batch * model.Manifest.Labels.Count;
+            logits = all[..split];
+            verification = Verify(tokens, batch, dropped, over, logits, plan, all[split..], cancellationToken);
+        }
+        else
+        {
+            logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, cancellationToken) : model.Encode(tokens, batch, cancellationToken);
+            if (check)
+            {
+                var plan = PlanFirstRound(batch, dropped, ratios);
+                verification = Verify(tokens, batch, dropped, over, logits, plan, EncodeHiding(tokens, plan.Views, cancellationToken), cancellationToken);
+            }
+        }
+
         var perImageMs = sw.Elapsed.TotalMilliseconds / batch;
         var k2 = logits.Length / batch;
         var modeName = mode == DefenseMode.Detect ? "detect" : "mitigate";
@@ -80,6 +101,34 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             thresholds)).ToArray();
     }
 
+    /// <summary>The masking check's first round: each image's candidate windows (partners), how many it checks, and its groups' views.</summary>
+    private sealed record FirstRoundPlan(int[][][] Partners, int[] Rounds, List<(int Image, int[] Windows)> Groups, List<(int Image, int[] Hidden)> Views);
+
+    /// <summary>
+    /// Plans the first round from the token ratios alone (the defended answer is not needed), so that its views can
+    /// share a run with the defended views themselves.
+    /// </summary>
+    private FirstRoundPlan PlanFirstRound(int batch, IReadOnlyCollection<int>[] dropped, double[][] ratios)
+    {
+        int first = model.FirstPatchToken, side = VerifySide;
+        int count = options.VerifyWindows, partnerCount = Math.Max(count, options.VerifyPartners), group = Math.Max(1, options.VerifyGroup);
+        var plan = new FirstRoundPlan(new int[batch][][], new int[batch], [], []);
+        for (var i = 0; i < batch; i++)
+        {
+            // The first-round windows are the strongest few of the partners (same order, same suppression).
+            var partners = plan.Partners[i] = WindowVerification.Candidates(ratios[i], model.GridRows, model.GridCols, side, side, partnerCount)
+                .Select(w => w.Select(c => c + first).ToArray()).ToArray();
+            plan.Rounds[i] = Math.Min(count, partners.Length);
+            foreach (var windows in Enumerable.Range(0, plan.Rounds[i]).Chunk(group))
+            {
+                plan.Groups.Add((i, windows));
+                plan.Views.Add((i, Hide(dropped[i], windows.Select(m => partners[m]).ToArray())));
+            }
+        }
+
+        return plan;
+    }
+
     /// <summary>The side in tokens of the windows the masking check hides (<see cref="DefenseOptions.VerifyWindowTokens"/>), at most the grid's.</summary>
     internal int VerifySide => Math.Min(Math.Min(model.GridRows, model.GridCols), options.VerifyWindowTokens(model.Manifest.PatchSize));
 
@@ -90,33 +139,15 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
     /// above 1 the first round hides its windows that many at a time; only a group whose view disagrees with the
     /// defended answer is asked again window by window, so the decision is taken on one-window answers as before.
     /// </summary>
-    private VerificationReport[] Verify(float[] tokens, int batch, IReadOnlyCollection<int>[] dropped, double[][] ratios, int[][] over, float[] logits, CancellationToken cancellationToken)
+    private VerificationReport[] Verify(float[] tokens, int batch, IReadOnlyCollection<int>[] dropped, int[][] over, float[] logits, FirstRoundPlan plan,
+        float[] groupLogits, CancellationToken cancellationToken)
     {
-        int first = model.FirstPatchToken, classes = logits.Length / batch, side = VerifySide;
-        int count = options.VerifyWindows, partnerCount = Math.Max(count, options.VerifyPartners), group = Math.Max(1, options.VerifyGroup);
-        var partners = new int[batch][][];
-        var groupViews = new List<(int Image, int[] Hidden)>();
-        var groupsOf = new List<(int Image, int[] Windows)>();
-        var rounds = new int[batch];
-        var defended = new int[batch];
-        for (var i = 0; i < batch; i++)
-        {
-            // The first-round windows are the strongest few of the partners (same order, same suppression).
-            partners[i] = WindowVerification.Candidates(ratios[i], model.GridRows, model.GridCols, side, side, partnerCount)
-                .Select(w => w.Select(c => c + first).ToArray()).ToArray();
-            rounds[i] = Math.Min(count, partners[i].Length);
-            defended[i] = Numerics.Probabilities.ArgMax(logits.AsSpan(i * classes, classes));
-            var image = i;
-            foreach (var windows in Enumerable.Range(0, rounds[i]).Chunk(group))
-            {
-                groupsOf.Add((i, windows));
-                groupViews.Add((i, Hide(dropped[i], windows.Select(m => partners[image][m]).ToArray())));
-            }
-        }
+        int first = model.FirstPatchToken, classes = logits.Length / batch, side = VerifySide, group = Math.Max(1, options.VerifyGroup);
+        var (partners, rounds, groupsOf) = (plan.Partners, plan.Rounds, plan.Groups);
+        var defended = Enumerable.Range(0, batch).Select(i => Numerics.Probabilities.ArgMax(logits.AsSpan(i * classes, classes))).ToArray();
 
         // One-window answers: a group of one is its window's view; a group that agrees answers for its windows;
         // a group that disagrees is asked window by window.
-        var groupLogits = EncodeHiding(tokens, groupViews, cancellationToken);
         var firstRound = Enumerable.Range(0, batch).Select(i => Enumerable.Repeat(defended[i], rounds[i]).ToArray()).ToArray();
         var oneWindow = new Dictionary<(int Image, int M), (float[] Logits, int Row)>();
         var singleViews = new List<(int Image, int[] Hidden)>();

@@ -13,6 +13,20 @@ public enum InferenceDevice
     Cpu,
 }
 
+/// <summary>How masked views (certified mode, the defense's masking check) leave their hidden tokens out of the encoder.</summary>
+public enum ViewMasking
+{
+    /// <summary>Hidden tokens are cut from the sequence; views of each length run as their own batch.</summary>
+    Drop,
+
+    /// <summary>
+    /// The sequence stays whole and a key mask keeps hidden tokens out of every attention (<see cref="Onnx.KeyMask"/>):
+    /// the same logits, all views in one batch, and the defended view shares it with the masking check's first round.
+    /// Needs fused attention and a class-token readout, else views drop their tokens.
+    /// </summary>
+    KeyMask,
+}
+
 /// <summary>Configuration section <c>Inference</c>.</summary>
 public sealed class InferenceOptions
 {
@@ -59,4 +73,11 @@ public sealed class InferenceOptions
     /// ops fill the pool); 1 = one run on the pool. Ignored on CUDA.
     /// </summary>
     public int ViewParallelism { get; set; }
+
+    /// <summary>
+    /// How masked views hide tokens. <see cref="ViewMasking.Drop"/> by default: on CPU the shorter sequences are less
+    /// work. <see cref="ViewMasking.KeyMask"/> is meant for CUDA, where a run's cost follows the number of runs more than
+    /// their size; it becomes CUDA's default once a GPU sitting has measured it (docs/BENCHMARKS.md, session 22).
+    /// </summary>
+    public ViewMasking ViewMasking { get; set; } = ViewMasking.Drop;
 }

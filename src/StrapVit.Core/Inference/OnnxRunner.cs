@@ -88,6 +88,10 @@ public sealed class OnnxRunner : IDisposable
     public static unsafe OrtValue Pinned(long* data, int length, long[] shape) =>
         OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, shape, (IntPtr)data, (long)length * sizeof(long));
 
+    /// <summary>An int32 tensor over pinned memory the caller keeps pinned while the value lives.</summary>
+    public static unsafe OrtValue Pinned(int* data, int length, long[] shape) =>
+        OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int32, shape, (IntPtr)data, (long)length * sizeof(int));
+
     /// <summary>An output tensor over <paramref name="buffer"/>, which it pins until disposed.</summary>
     public static OrtValue Output(Memory<float> buffer, long[] shape) =>
         OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer, shape);

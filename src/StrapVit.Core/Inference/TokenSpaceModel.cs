@@ -19,6 +19,7 @@ public sealed class TokenSpaceModel : IDisposable
     private readonly OnnxRunner _embed;
     private readonly OnnxRunner _encode;
     private readonly Lazy<OnnxRunner>? _encodeSingleThreaded;
+    private readonly Lazy<OnnxRunner?>? _encodeKeyMasked;
 
     /// <exception cref="ModelPackageException">The package has no tokens tensor, or the split fails.</exception>
     public TokenSpaceModel(ModelPackage package, OnnxSessionFactory factory)
@@ -70,7 +71,20 @@ public sealed class TokenSpaceModel : IDisposable
             var encoder = split.Encoder;
             _encodeSingleThreaded = new Lazy<OnnxRunner>(() => factory.Create(encoder, "token encoder, one thread per run", intraOpThreads: 1));
         }
+
+        if (factory.Options.ViewMasking == ViewMasking.KeyMask && KeyMask.CanApply(split.Encoder))
+        {
+            // Opened on first use, like the single-threaded encoder, and only kept if it gives the dropped sequences' logits.
+            var encoder = split.Encoder;
+            _encodeKeyMasked = new Lazy<OnnxRunner?>(() => OpenKeyMasked(factory, encoder));
+        }
     }
+
+    /// <summary>
+    /// Whether masked views run as whole sequences with a key mask (<see cref="ViewMasking.KeyMask"/>, all views in one
+    /// batch) rather than with their hidden tokens dropped. Opens the key-masked encoder on first call.
+    /// </summary>
+    public bool MasksKeys => _encodeKeyMasked?.Value is not null;
 
     /// <summary>Token widths from which the automatic choice leaves masked views to the intra-op pool.</summary>
     internal const int ParallelViewsBelowDim = 256;
@@ -197,6 +211,17 @@ public sealed class TokenSpaceModel : IDisposable
     /// </summary>
     public float[] EncodeKept(ReadOnlySpan<float> tokens, IReadOnlyList<int> source, IReadOnlyList<int[]> kept, int maxBatch, CancellationToken cancellationToken = default)
     {
+        // Rows of one length already share a run; rows of several lengths share one with a key mask, where it applies.
+        if (kept.Count > 1 && kept.Any(k => k.Length != kept[0].Length) && KeepsInOrder(kept) && _encodeKeyMasked?.Value is { } masked)
+        {
+            return EncodeKeyMasked(masked, tokens, source, kept, maxBatch, cancellationToken);
+        }
+
+        return EncodeKeptDropping(tokens, source, kept, maxBatch, cancellationToken);
+    }
+
+    private float[] EncodeKeptDropping(ReadOnlySpan<float> tokens, IReadOnlyList<int> source, IReadOnlyList<int[]> kept, int maxBatch, CancellationToken cancellationToken)
+    {
         int t = TokenCount, d = Dim, classes = Manifest.Labels.Count;
         var logits = new float[kept.Count * classes];
         foreach (var group in Enumerable.Range(0, kept.Count).GroupBy(r => kept[r].Length))
@@ -237,6 +262,104 @@ public sealed class TokenSpaceModel : IDisposable
         }
 
         return logits;
+    }
+
+    /// <summary>
+    /// Whether each row keeps distinct positions in increasing order, and the class token: then its key mask is the same
+    /// sequence (attention does not depend on the tokens' order once their positions are embedded).
+    /// </summary>
+    private bool KeepsInOrder(IReadOnlyList<int[]> kept)
+    {
+        foreach (var row in kept)
+        {
+            if (row.Length == 0 || (HasClassToken && row[0] != 0) || row[^1] >= TokenCount) return false;
+            for (var j = 1; j < row.Length; j++)
+            {
+                if (row[j] <= row[j - 1]) return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>Logits of the rows as whole sequences with a key mask, at most <paramref name="maxBatch"/> rows per run; hidden tokens are zeroed.</summary>
+    private unsafe float[] EncodeKeyMasked(OnnxRunner session, ReadOnlySpan<float> tokens, IReadOnlyList<int> source, IReadOnlyList<int[]> kept, int maxBatch, CancellationToken cancellationToken)
+    {
+        int t = TokenCount, d = Dim, classes = Manifest.Labels.Count;
+        var logits = new float[kept.Count * classes];
+        for (var start = 0; start < kept.Count; start += maxBatch)
+        {
+            var n = Math.Min(maxBatch, kept.Count - start);
+            var batch = ArrayPool<float>.Shared.Rent(n * t * d);
+            var mask = ArrayPool<int>.Shared.Rent(n * t);
+            try
+            {
+                Array.Clear(batch, 0, n * t * d);
+                Array.Clear(mask, 0, n * t);
+                for (var v = 0; v < n; v++)
+                {
+                    var image = source[start + v] * t;
+                    foreach (var k in kept[start + v])
+                    {
+                        mask[(v * t) + k] = 1;
+                        tokens.Slice((image + k) * d, d).CopyTo(batch.AsSpan(((v * t) + k) * d, d));
+                    }
+                }
+
+                fixed (float* tokenPointer = batch)
+                fixed (int* maskPointer = mask)
+                {
+                    using var tokenValue = OnnxRunner.Pinned(tokenPointer, n * t * d, [n, t, d]);
+                    using var maskValue = OnnxRunner.Pinned(maskPointer, n * t, [n, t]);
+                    using var result = OnnxRunner.Output(logits.AsMemory(start * classes, n * classes), [n, classes]);
+                    using var activity = CoreActivities.OnnxRun("encoder", n, session.ExecutionProvider);
+                    session.Run(KeyMaskedNames, [tokenValue, maskValue], LogitNames, [result], cancellationToken);
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(batch);
+                ArrayPool<int>.Shared.Return(mask);
+            }
+        }
+
+        return logits;
+    }
+
+    private static readonly string[] KeyMaskedNames = [TokenGraphSplitter.TokensName, KeyMask.InputName];
+
+    /// <summary>
+    /// The encoder with a key mask, kept only if it gives the dropped sequences' logits on a probe (seeded random tokens,
+    /// views hiding one to three tokens): the equivalence <see cref="KeyMask"/> relies on, checked on this very model.
+    /// </summary>
+    private OnnxRunner? OpenKeyMasked(OnnxSessionFactory factory, global::Onnx.ModelProto encoder)
+    {
+        var graph = encoder.Clone();
+        if (!KeyMask.Apply(graph)) return null;
+        var runner = factory.Create(graph, "token encoder, key mask");
+        try
+        {
+            var random = new Random(20261201);
+            var tokens = Enumerable.Range(0, 2 * TokenCount * Dim).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+            var first = FirstPatchToken;
+            int[][] kept =
+            [
+                .. Enumerable.Range(1, 3).Select(h => Enumerable.Range(0, TokenCount).Where(k => k < first || k >= first + h).ToArray()),
+                Enumerable.Range(0, TokenCount).ToArray(),
+            ];
+            int[] sources = [0, 1, 0, 1];
+            var dropped = EncodeKeptDropping(tokens, sources, kept, int.MaxValue, CancellationToken.None);
+            var masked = EncodeKeyMasked(runner, tokens, sources, kept, int.MaxValue, CancellationToken.None);
+            var scale = 1 + dropped.Max(Math.Abs);
+            if (dropped.Zip(masked).All(p => Math.Abs(p.First - p.Second) <= 1e-3 * scale)) return runner;
+        }
+        catch (OnnxRuntimeException)
+        {
+            // An execution provider without the mask inputs: views keep dropping their tokens.
+        }
+
+        runner.Dispose();
+        return null;
     }
 
     /// <summary>Fewest views worth a run of their own on the single-threaded encoder.</summary>
@@ -328,5 +451,6 @@ public sealed class TokenSpaceModel : IDisposable
         _embed.Dispose();
         _encode.Dispose();
         if (_encodeSingleThreaded is { IsValueCreated: true }) _encodeSingleThreaded.Value.Dispose();
+        if (_encodeKeyMasked is { IsValueCreated: true }) _encodeKeyMasked.Value?.Dispose();
     }
 }

@@ -42,6 +42,14 @@ public static class ClassTokenReadout
             .All(n => rankOf(n.Input[0]) == 3);
     }
 
+    /// <summary>The fused attention this pass created for the class-token query (<c>com.microsoft.MultiHeadAttention</c>).</summary>
+    public static bool IsNarrowedAttention(NodeProto node)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        return node.Domain == AttentionFusion.MicrosoftDomain && node.OpType == "MultiHeadAttention"
+            && node.Name.StartsWith("strapvit_cls_", StringComparison.Ordinal) && node.Name.EndsWith("_attention", StringComparison.Ordinal);
+    }
+
     /// <summary>Rewrites <paramref name="model"/> in place; true when some of the last block now runs for the class token only.</summary>
     public static bool Apply(ModelProto model)
     {

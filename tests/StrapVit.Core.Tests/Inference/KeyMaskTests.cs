@@ -1,0 +1,171 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using StrapVit.Core.Datasets;
+using StrapVit.Core.Defense;
+using StrapVit.Core.Inference;
+using StrapVit.Core.Runtime;
+using StrapVit.Core.Models;
+using StrapVit.Core.Onnx;
+using StrapVit.Testing;
+
+namespace StrapVit.Core.Tests.Inference;
+
+/// <summary>
+/// Masked views as whole sequences with a key mask (<see cref="KeyMask"/>, <see cref="ViewMasking.KeyMask"/>) against
+/// the same views with their hidden tokens cut from the sequence, on real images of the shipped models.
+/// </summary>
+public sealed class KeyMaskTests
+{
+    private static TokenSpaceModel Model(string dir, ViewMasking masking) =>
+        new(ModelPackage.Load(dir), new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu, ViewMasking = masking, ViewParallelism = 1 }, NullLogger<OnnxSessionFactory>.Instance));
+
+    private static float[] TestImages(int count)
+    {
+        var path = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
+        var data = IdxDataset.Load(path, IdxDataset.LabelsBeside(path));
+        return Enumerable.Range(0, count).SelectMany(i => data.Image(i).Data.ToArray()).ToArray();
+    }
+
+    [Theory]
+    [InlineData("fashion-vit-tiny")]
+    [InlineData("fashion-vit-p7")]
+    public void Views_with_a_key_mask_give_the_logits_of_their_dropped_sequences(string name)
+    {
+        var dir = Path.Combine(RepoPaths.Root, "models", name);
+        using var dropping = Model(dir, ViewMasking.Drop);
+        using var masking = Model(dir, ViewMasking.KeyMask);
+        var tokens = dropping.Embed(TestImages(3), 3);
+        var rng = new Random(11);
+        var patches = dropping.TokenCount - 1;
+        // 40 views of three images hiding 0 to a quarter of the patch tokens: many lengths, which drop in separate runs.
+        var sources = Enumerable.Range(0, 40).Select(v => v % 3).ToArray();
+        var hidden = sources.Select(_ => (IReadOnlyCollection<int>)Enumerable.Range(1, patches).OrderBy(_ => rng.Next()).Take(rng.Next((patches / 4) + 1)).ToHashSet()).ToArray();
+
+        var expected = dropping.EncodeHiding(tokens, sources, hidden, null, 256);
+        var actual = masking.EncodeHiding(tokens, sources, hidden, null, 256);
+
+        Assert.False(dropping.MasksKeys);
+        Assert.True(masking.MasksKeys);
+        Assert.True(hidden.Select(h => h.Count).Distinct().Count() > 3);
+        // Each view alone, its kept tokens as one shorter sequence: the definition the batch is checked against.
+        var classes = dropping.Manifest.Labels.Count;
+        for (var v = 0; v < sources.Length; v++)
+        {
+            var kept = Enumerable.Range(0, dropping.TokenCount).Where(k => !hidden[v].Contains(k)).ToArray();
+            var sequence = kept.SelectMany(k => tokens.AsSpan(((sources[v] * dropping.TokenCount) + k) * dropping.Dim, dropping.Dim).ToArray()).ToArray();
+            var alone = dropping.Encode(sequence, 1, kept.Length);
+            for (var c = 0; c < classes; c++)
+            {
+                Assert.True(Math.Abs(alone[c] - expected[(v * classes) + c]) <= 1e-4f, $"view {v} class {c}: dropped batch {expected[(v * classes) + c]} vs alone {alone[c]}");
+                Assert.True(Math.Abs(alone[c] - actual[(v * classes) + c]) <= 1e-4f, $"view {v} class {c}: key mask {actual[(v * classes) + c]} vs alone {alone[c]}");
+            }
+        }
+    }
+
+    [Fact]
+    public void The_pass_gives_every_fused_attention_the_mask_and_the_graph_one_more_input()
+    {
+        var graph = ForwardGraph.LoadNormalized(ModelPackage.Load(RepoPaths.DefaultModel));
+        var split = TokenGraphSplitter.Split(graph, ModelPackage.Load(RepoPaths.DefaultModel).Manifest.Tokens!.Tensor).Encoder;
+        Assert.False(KeyMask.CanApply(split));
+        var inputs = split.Graph.Input.Count;
+        Assert.Equal(6, AttentionFusion.Optimize(split));
+
+        Assert.True(KeyMask.Apply(split));
+
+        var attention = split.Graph.Node.Where(n => n.OpType == "Attention").ToList();
+        var narrowed = split.Graph.Node.Single(n => n.OpType == "MultiHeadAttention");
+        Assert.Equal(5, attention.Count);
+        Assert.All(attention, n => Assert.Equal(KeyMask.InputName, n.Input[3]));
+        Assert.Equal(KeyMask.InputName, narrowed.Input[4]);
+        Assert.Equal(6, split.Graph.Node.Count(n => n.Input.Contains(KeyMask.InputName)));
+        Assert.Equal(inputs + 1, split.Graph.Input.Count);
+        Assert.Equal(global::Onnx.TensorProto.Types.DataType.Int32, (global::Onnx.TensorProto.Types.DataType)split.Graph.Input.Single(i => i.Name == KeyMask.InputName).Type.TensorType.ElemType);
+    }
+
+    [Fact]
+    public void A_graph_that_keeps_one_attention_in_standard_ops_gets_no_mask()
+    {
+        var package = ModelPackage.Load(RepoPaths.DefaultModel);
+        var split = TokenGraphSplitter.Split(ForwardGraph.LoadNormalized(package), package.Manifest.Tokens!.Tensor).Encoder;
+        AttentionFusion.Optimize(split);
+        // Put a Softmax back, as an attention the fusion did not recognise would leave one: it would see hidden tokens.
+        split.Graph.Node.Add(new global::Onnx.NodeProto { OpType = "Softmax", Input = { "x" }, Output = { "y" }, Name = "unfused" });
+        var before = split.Clone();
+
+        Assert.False(KeyMask.Apply(split));
+        Assert.Equal(before, split);
+    }
+
+    [Fact]
+    public void Views_drop_their_tokens_unless_a_key_mask_is_configured()
+    {
+        using var standard = new TokenSpaceModel(ModelPackage.Load(RepoPaths.DefaultModel), new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu }, NullLogger<OnnxSessionFactory>.Instance));
+        using var configured = Model(RepoPaths.DefaultModel, ViewMasking.KeyMask);
+
+        Assert.Equal(ViewMasking.Drop, new InferenceOptions().ViewMasking);
+        Assert.False(standard.MasksKeys);
+        Assert.True(configured.MasksKeys);
+    }
+
+    [Fact]
+    public void Rows_that_hide_the_class_token_or_repeat_a_position_keep_the_dropped_sequences()
+    {
+        using var dropping = Model(RepoPaths.DefaultModel, ViewMasking.Drop);
+        using var masking = Model(RepoPaths.DefaultModel, ViewMasking.KeyMask);
+        var tokens = dropping.Embed(TestImages(1), 1);
+        var all = Enumerable.Range(0, dropping.TokenCount).ToArray();
+        // A sequence without the class token, and one that repeats token 5: no key mask can express either.
+        int[][] kept = [all[1..], [.. all, 5], all[..^3]];
+
+        var expected = dropping.EncodeKept(tokens, [0, 0, 0], kept, 256);
+        var actual = masking.EncodeKept(tokens, [0, 0, 0], kept, 256);
+
+        Assert.Equal(expected, actual);
+    }
+
+    [Fact]
+    public void The_defense_answers_the_same_with_key_masked_views_in_one_run_as_with_dropped_ones()
+    {
+        ModelRuntime Runtime(ViewMasking masking) => new ModelRuntimeFactory(NullLoggerFactory.Instance).Create(ModelPackage.Load(RepoPaths.DefaultModel), new ModelRuntimeOptions
+        {
+            Inference = new InferenceOptions { Device = InferenceDevice.Cpu, ViewMasking = masking },
+            CacheDirectory = Path.Combine(Path.GetTempPath(), "strapvit-key-mask-test"),
+            Defense = new DefenseOptions(),
+        });
+        using var dropping = Runtime(ViewMasking.Drop);
+        using var masking = Runtime(ViewMasking.KeyMask);
+        // 24 test images and the same with a white 6x6 square (a crude patch: more flags, more disagreeing views).
+        var clean = TestImages(24);
+        var patched = (float[])clean.Clone();
+        var rng = new Random(7);
+        for (var i = 0; i < 24; i++)
+        {
+            int top = rng.Next(23), left = rng.Next(23);
+            for (var r = 0; r < 6; r++) patched.AsSpan((i * 784) + ((top + r) * 28) + left, 6).Fill(1f);
+        }
+
+        var pixels = clean.Concat(patched).ToArray();
+        var seeds = Enumerable.Range(0, 48).ToArray();
+        var expected = dropping.Defense!.Defense!.Run(pixels, 48, DefenseMode.Mitigate, seeds);
+        var actual = masking.Defense!.Defense!.Run(pixels, 48, DefenseMode.Mitigate, seeds);
+        // One image at a time too: the defended view and the first round share a run per image.
+        var alone = Enumerable.Range(0, 48).Select(i => masking.Defense.Defense.Run(pixels.AsSpan(i * 784, 784), 1, DefenseMode.Mitigate, [i])[0]).ToArray();
+
+        Assert.True(masking.TokenModel!.MasksKeys);
+        Assert.False(dropping.TokenModel!.MasksKeys);
+        Assert.Contains(expected, e => e.Report.Verification!.Outcome != "agreed");
+        for (var i = 0; i < 48; i++)
+        {
+            foreach (var got in new[] { actual[i], alone[i] })
+            {
+                Assert.Equal(expected[i].Report.Verification!.Outcome, got.Report.Verification!.Outcome);
+                Assert.Equal(expected[i].Report.Verification!.Forwards, got.Report.Verification!.Forwards);
+                Assert.Equal(expected[i].Report.Verification!.Window, got.Report.Verification!.Window);
+                for (var c = 0; c < expected[i].Logits.Length; c++)
+                {
+                    Assert.True(Math.Abs(expected[i].Logits[c] - got.Logits[c]) <= 1e-4f, $"image {i} class {c}: {got.Logits[c]} vs {expected[i].Logits[c]}");
+                }
+            }
+        }
+    }
+}
