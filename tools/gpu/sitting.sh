@@ -1,39 +1,45 @@
 #!/usr/bin/env bash
 # The GPU machine's side of a sitting packed by tools/gpu/prepare.sh (docs/BENCHMARKS.md, 'GPU').
-#   tools/gpu/sitting.sh unpack   moves whichever of .gpu/c1 and .gpu/c2 travelled into /tmp/stash
-#   tools/gpu/sitting.sh          with .gpu/c3: gpu-check (Inference:Device Cuda and Auto, device-parity), then the
-#                                 defense's cost on CUDA: the embedded model over 300 test images (groups of 3, one
-#                                 window at a time, groups of 3 without the calibrated margin, no check) and, when its graph travelled, ViT-B/16 (random weights)
+#   tools/gpu/sitting.sh   stores whichever kit pieces (.gpu/pN) travelled in /tmp/stash; once all have arrived, unpacks
+#                          the kit and runs gpu-check (Inference:Device Cuda and Auto, device-parity), device-parity with
+#                          key-masked views, then the defense's cost on CUDA: the embedded model over 300 test images
+#                          (groups of 3, the default, and one window at a time, each with key-masked and with dropped
+#                          views; no check), certified mode per image (both view kinds), and, when its graph travelled,
+#                          ViT-B/16 (random weights). STRAPVIT_SITTING_LOG names a file that gets a copy of the output.
 # STRAPVIT_CUDA_LIBS: folders holding CUDA 13's and cuDNN 9's libraries (default: those of the machine's PyTorch).
-# Exit status: 0 everything ran and gpu-check passed; 1 a step failed (each says FAIL); 2 nothing to unpack or run.
+# Exit status: 0 everything ran and gpu-check passed; 1 a step failed (each says FAIL); 2 nothing travelled or the
+# kit is broken; 3 pieces stored, more to come (the message says which).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+[ -n "${STRAPVIT_SITTING_LOG:-}" ] && exec > >(tee -a "$STRAPVIT_SITTING_LOG") 2>&1
 S=/tmp/stash
-mkdir -p "$S"
+mkdir -p "$S/pieces"
 failures=0
 fail() { echo "sitting: FAIL  $*"; failures=$((failures + 1)); }
 
-if [ "${1:-}" = unpack ]; then
-  found=0
-  if [ -f .gpu/c1/cuda.so.xz ]; then
-    found=1
-    xz -dc .gpu/c1/cuda.so.xz > "$S/libonnxruntime_providers_cuda.so" || fail "unpacking the CUDA provider"
+if [ ! -f "$S/kit/c3/builds.tar.xz" ]; then
+  shopt -s nullglob
+  travelled=(.gpu/p*/kit.tar.*)
+  [ ${#travelled[@]} -gt 0 ] || { echo "sitting: no kit piece travelled (name a .gpu/pN folder in the call's carry)"; exit 2; }
+  cp "${travelled[@]}" "$S/pieces/" && cat .gpu/p*/pieces | head -1 > "$S/pieces/count" || { echo "sitting: storing the pieces failed"; exit 2; }
+  stored=("$S"/pieces/kit.tar.*)
+  want="$(cat "$S/pieces/count")"
+  if [ "${#stored[@]}" -lt "$want" ]; then
+    echo "sitting: stored ${#stored[@]} of $want kit pieces ($(cd "$S/pieces" && echo kit.tar.*)); carry the next .gpu/pN"
+    exit 3
   fi
-  if [ -f .gpu/c2/runtime.tar.xz ]; then
-    found=1
-    { mkdir -p "$S/dotnet" && tar -C "$S/dotnet" -xJf .gpu/c2/runtime.tar.xz; } || fail "unpacking the .NET runtime"
-    xz -dc .gpu/c2/libonnxruntime.so.xz > "$S/libonnxruntime.so" || fail "unpacking libonnxruntime.so"
-    cp .gpu/c2/libonnxruntime_providers_shared.so "$S/" || fail "copying libonnxruntime_providers_shared.so"
-  fi
-  ls -la "$S"
-  [ "$found" -eq 1 ] || { echo "sitting: neither .gpu/c1 nor .gpu/c2 travelled (name one in the call's carry)"; exit 2; }
-  exit $((failures > 0 ? 1 : 0))
+  mkdir -p "$S/kit" && cat "${stored[@]}" | tar -C "$S/kit" -xf - || { echo "sitting: the kit's pieces do not make a tar"; exit 2; }
+  rm -rf "$S/pieces"
+  xz -dc "$S/kit/c1/cuda.so.xz" > "$S/libonnxruntime_providers_cuda.so" || fail "unpacking the CUDA provider"
+  { mkdir -p "$S/dotnet" && tar -C "$S/dotnet" -xJf "$S/kit/c2/runtime.tar.xz"; } || fail "unpacking the .NET runtime"
+  xz -dc "$S/kit/c2/libonnxruntime.so.xz" > "$S/libonnxruntime.so" || fail "unpacking libonnxruntime.so"
+  cp "$S/kit/c2/libonnxruntime_providers_shared.so" "$S/" || fail "copying libonnxruntime_providers_shared.so"
+  [ "$failures" -eq 0 ] || exit 2
 fi
 
-C=.gpu/c3
-[ -f "$C/builds.tar.xz" ] || { echo "sitting: .gpu/c3 did not travel (name it in the call's carry)"; exit 2; }
+C="$S/kit/c3"
 for f in dotnet/dotnet libonnxruntime.so libonnxruntime_providers_cuda.so libonnxruntime_providers_shared.so; do
-  [ -e "$S/$f" ] || { echo "sitting: $S/$f is missing: run 'tools/gpu/sitting.sh unpack' with .gpu/c1, then .gpu/c2, first"; exit 2; }
+  [ -e "$S/$f" ] || { echo "sitting: $S/$f is missing"; exit 2; }
 done
 export DOTNET_ROOT="$S/dotnet" PATH="$S/dotnet:$PATH" DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
 if [ -z "${STRAPVIT_CUDA_LIBS:-}" ]; then
@@ -63,9 +69,22 @@ bench() { # bench LINES ARGS...
 }
 export STRAPVIT_BENCH_DEVICE=Cuda
 T=samples/fashion-mnist/test-1000-images-idx3-ubyte.gz
-for g in 3 1; do step "embedded model, groups of $g, 300 images"; STRAPVIT_DEFENSE_GROUP=$g bench 1 defense-cost models/fashion-vit-tiny 300 "$T"; done
-step "embedded model, groups of 3, no second-round margin"; STRAPVIT_DEFENSE_MARGIN=0 bench 1 defense-cost models/fashion-vit-tiny 300 "$T"
+step "device parity with key-masked views (CPU and CUDA both KeyMask; CPU KeyMask = CPU Drop is a CI test)"
+STRAPVIT_VIEW_MASKING=KeyMask bench 6 device-parity models/fashion-vit-tiny "$T" 200
+# Masked views with a key mask (all of an image's views in one run) against dropped tokens (a run per length).
+for masking in KeyMask Drop; do
+  for g in 3 1; do
+    step "embedded model, groups of $g, views $masking, 300 images"
+    STRAPVIT_VIEW_MASKING=$masking STRAPVIT_DEFENSE_GROUP=$g bench 1 defense-cost models/fashion-vit-tiny 300 "$T"
+  done
+done
 step "embedded model, no check"; bench 1 defense-cost models/fashion-vit-tiny 300 "$T" 0
+for masking in KeyMask Drop; do
+  for side in 4 6; do
+    step "embedded model, certified mode, ${side}x$side masks, views $masking, 100 images"
+    STRAPVIT_VIEW_MASKING=$masking STRAPVIT_BENCH_MODELS=fashion-vit-tiny bench 1 certify 100 "$side" 1
+  done
+done
 
 if [ -f "$C/vitb16-graph.onnx" ]; then
   step "ViT-B/16: weights and calibration"
