@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -208,8 +209,10 @@ public sealed record TokenBank
 
     /// <summary>
     /// <c>acc[i][j] = |b_j|² + Σ_c scaled[i][c]·b_j[c]</c> for <paramref name="n"/> tokens, summed over c in channel
-    /// order with a multiply then an add. Four tokens at a time keep their partial sums for one vector of entries in
-    /// registers over all channels, so each panel of the bank is read once per four tokens.
+    /// order with a multiply then an add. Four tokens at a time keep their partial sums for two vectors of entries in
+    /// registers over all channels (eight accumulators), so each panel of the bank is read once per four tokens and
+    /// each token's channel once per two panels. Every sum takes the same operations in the same order however the
+    /// loops are tiled, so the result does not depend on the tiling, bit for bit.
     /// </summary>
     private void Accumulate(ReadOnlySpan<float> scaled, int n, Span<float> acc)
     {
@@ -220,25 +223,54 @@ public sealed record TokenBank
         var i = 0;
         for (; i + 4 <= n; i += 4)
         {
-            var s0 = scaled.Slice(i * d, d);
-            var s1 = scaled.Slice((i + 1) * d, d);
-            var s2 = scaled.Slice((i + 2) * d, d);
-            var s3 = scaled.Slice((i + 3) * d, d);
+            ref readonly var s0 = ref scaled[i * d];
+            ref readonly var s1 = ref scaled[(i + 1) * d];
+            ref readonly var s2 = ref scaled[(i + 2) * d];
+            ref readonly var s3 = ref scaled[(i + 3) * d];
             var r0 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice(i * m, blocks * w));
             var r1 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice((i + 1) * m, blocks * w));
             var r2 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice((i + 2) * m, blocks * w));
             var r3 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice((i + 3) * m, blocks * w));
-            for (var v = 0; v < blocks; v++)
+            var v = 0;
+            for (; v + 2 <= blocks; v += 2)
+            {
+                Vector<float> a0 = normVectors[v], a1 = a0, a2 = a0, a3 = a0;
+                Vector<float> b0 = normVectors[v + 1], b1 = b0, b2 = b0, b3 = b0;
+                ref readonly var panelA = ref panels[v * d];
+                ref readonly var panelB = ref panels[(v + 1) * d];
+                for (var c = 0; c < d; c++)
+                {
+                    var colA = Unsafe.Add(ref Unsafe.AsRef(in panelA), c);
+                    var colB = Unsafe.Add(ref Unsafe.AsRef(in panelB), c);
+                    var x0 = new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s0), c));
+                    var x1 = new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s1), c));
+                    var x2 = new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s2), c));
+                    var x3 = new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s3), c));
+                    a0 += x0 * colA;
+                    b0 += x0 * colB;
+                    a1 += x1 * colA;
+                    b1 += x1 * colB;
+                    a2 += x2 * colA;
+                    b2 += x2 * colB;
+                    a3 += x3 * colA;
+                    b3 += x3 * colB;
+                }
+
+                (r0[v], r1[v], r2[v], r3[v]) = (a0, a1, a2, a3);
+                (r0[v + 1], r1[v + 1], r2[v + 1], r3[v + 1]) = (b0, b1, b2, b3);
+            }
+
+            for (; v < blocks; v++)
             {
                 Vector<float> a0 = normVectors[v], a1 = a0, a2 = a0, a3 = a0;
                 var panel = panels.Slice(v * d, d);
                 for (var c = 0; c < panel.Length; c++)
                 {
                     var col = panel[c];
-                    a0 += new Vector<float>(s0[c]) * col;
-                    a1 += new Vector<float>(s1[c]) * col;
-                    a2 += new Vector<float>(s2[c]) * col;
-                    a3 += new Vector<float>(s3[c]) * col;
+                    a0 += new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s0), c)) * col;
+                    a1 += new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s1), c)) * col;
+                    a2 += new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s2), c)) * col;
+                    a3 += new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s3), c)) * col;
                 }
 
                 (r0[v], r1[v], r2[v], r3[v]) = (a0, a1, a2, a3);
@@ -302,21 +334,24 @@ public sealed record TokenBank
         Span<int> bestIndex = stackalloc int[k];
         best.Fill(float.PositiveInfinity);
         bestIndex.Fill(-1);
-        for (var j = 0; j < acc.Length; j++)
+        var j = 0;
+        if (Vector.IsHardwareAccelerated)
         {
-            var d2 = acc[j] + xx;
-            if (d2 >= best[k - 1] || (exclude is not null && exclude(j))) continue;
-            var p = k - 1;
-            while (p > 0 && best[p - 1] > d2)
+            // A vector of entries none of which comes under the k-th best so far is passed over whole: the same test
+            // as below, lane by lane (a NaN lane fails it and goes to the entry-by-entry scan, as it would there).
+            int w = Vector<float>.Count;
+            var shift = new Vector<float>(xx);
+            var lanes = MemoryMarshal.Cast<float, Vector<float>>(acc);
+            for (var v = 0; v < lanes.Length; v++)
             {
-                best[p] = best[p - 1];
-                bestIndex[p] = bestIndex[p - 1];
-                p--;
+                if (Vector.GreaterThanOrEqualAll(lanes[v] + shift, new Vector<float>(best[k - 1]))) continue;
+                for (var e = v * w; e < (v + 1) * w; e++) Insert(acc[e] + xx, e, best, bestIndex, exclude);
             }
 
-            best[p] = d2;
-            bestIndex[p] = j;
+            j = lanes.Length * w;
         }
+
+        for (; j < acc.Length; j++) Insert(acc[j] + xx, j, best, bestIndex, exclude);
 
         double sum = 0;
         for (var i = 0; i < k; i++)
@@ -330,6 +365,23 @@ public sealed record TokenBank
         }
 
         return sum / k;
+    }
+
+    /// <summary>Entry <paramref name="j"/> at squared distance <paramref name="d2"/> into the sorted k best, unless it is no nearer than the k-th or excluded.</summary>
+    private static void Insert(float d2, int j, Span<float> best, Span<int> bestIndex, Func<int, bool>? exclude)
+    {
+        var k = best.Length;
+        if (d2 >= best[k - 1] || (exclude is not null && exclude(j))) return;
+        var p = k - 1;
+        while (p > 0 && best[p - 1] > d2)
+        {
+            best[p] = best[p - 1];
+            bestIndex[p] = bestIndex[p - 1];
+            p--;
+        }
+
+        best[p] = d2;
+        bestIndex[p] = j;
     }
 
     internal static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
