@@ -88,8 +88,11 @@ public static class DefenseCost
             }
         }
 
-        Console.WriteLine($"{runtime.Package.Manifest.Name}: defense {defense.Variant}, {flagged} tokens flagged{check}, views {(runtime.TokenModel?.MasksKeys == true ? "key-masked" : "dropped")}, {runs} runs, 1 intra-op thread: classify CPU ms {p:F2} (wall min {pWall.Min():F2}), mitigate CPU ms {d:F2} (wall min {dWall.Min():F2}), mitigate / off {d / p:F2} (CPU), {dWall.Min() / pWall.Min():F2} (wall min)");
+        Console.WriteLine($"{runtime.Package.Manifest.Name}: defense {defense.Variant}, {flagged} tokens flagged{check}, views {Views(runtime)}, {runs} runs, 1 intra-op thread: classify CPU ms {p:F2} (wall min {pWall.Min():F2}), mitigate CPU ms {d:F2} (wall min {dWall.Min():F2}), mitigate / off {d / p:F2} (CPU), {dWall.Min() / pWall.Min():F2} (wall min)");
     }
+
+    /// <summary>How the masking check's views hide tokens in this runtime (Inference:ViewMasking, as it came out).</summary>
+    private static string Views(ModelRuntime runtime) => runtime.TokenModel?.MasksKeys == true ? "key-masked" : "dropped";
 
     /// <summary>
     /// The mean cost over the first <paramref name="count"/> images of an IDX set, each image's median of three interleaved
@@ -126,6 +129,6 @@ public static class DefenseCost
         Console.WriteLine($"{runtime.Package.Manifest.Name}: defense {defense.Variant} over {set.Count} images of {Path.GetFileName(file)}, 1 intra-op thread: "
             + $"classify CPU ms {plain.Average():F3}, mitigate CPU ms {defended.Average():F3}, mitigate / off {defended.Average() / plain.Average():F2} (CPU, means of per-image medians); "
             + $"wall ms {plainWall.Average():F3} / {defendedWall.Average():F3} = {defendedWall.Average() / plainWall.Average():F2} (means of per-image minima); "
-            + $"masked forwards per image {forwards.Average():F2}, views {(runtime.TokenModel?.MasksKeys == true ? "key-masked" : "dropped")}; outcomes {string.Join(", ", outcomes.OrderBy(o => o.Key).Select(o => $"{o.Key} {o.Value}"))}");
+            + $"masked forwards per image {forwards.Average():F2}, views {Views(runtime)}; outcomes {string.Join(", ", outcomes.OrderBy(o => o.Key).Select(o => $"{o.Key} {o.Value}"))}");
     }
 }

@@ -6,9 +6,10 @@
 #   c3  Release builds of src/StrapVit.Api, tools/StrapVit.Benchmarks and src/StrapVit.Cli without the native libraries;
 #       with STRAPVIT_VIT_B16=<folder of tools/gradients/export_vit_b16.py> also ViT-B/16's graph without its large
 #       weights (tools/gpu/timing_package.py), refilled and calibrated there
-# The kit travels as pieces .gpu/p1..pN (one tar split in pieces of STRAPVIT_GPU_PART_MB, default 30 MB, so that a
-# piece and the repository fit one call's 64 MiB). On the GPU machine, in the repository root, one piece carried per
-# call while the machine stays warm, the same command each time:
+# The kit travels as pieces .gpu/p1..pN: one tar cut so that a piece and the repository fit one call's 64 MiB with
+# 4 MiB to spare (STRAPVIT_GPU_PART_MB sets another size); each piece's folder names the count and the tar's sha256.
+# On the GPU machine, in the repository root, one piece carried per call while the machine stays warm, the same
+# command each time:
 #   tools/gpu/sitting.sh           (stores the piece in /tmp/stash; with the last one, unpacks and runs the sitting)
 # STRAPVIT_PYTHON: a Python with the onnx package for the ViT-B/16 step (default Debian's, python3-onnx).
 set -euo pipefail
@@ -20,8 +21,7 @@ cd "$root"
 sm="${STRAPVIT_GPU_SM:-90}"
 work="$(mktemp -d -t strapvit-gpu-prepare.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-part_mb="${STRAPVIT_GPU_PART_MB:-30}"
-rm -rf .gpu && mkdir -p "$work/kit/c1" "$work/kit/c2" "$work/kit/c3"
+mkdir -p "$work/kit/c1" "$work/kit/c2" "$work/kit/c3"
 kit="$work/kit"
 for build in api:src/StrapVit.Api bench:tools/StrapVit.Benchmarks cli:src/StrapVit.Cli; do
   dotnet build -c Release "${build#*:}" -o "$work/${build%%:*}" > "$work/build.log" 2>&1 || { tail -20 "$work/build.log"; exit 1; }
@@ -48,15 +48,21 @@ if [ -n "$vit_b16" ]; then
   for f in samples/*.png samples/*.jpg; do for i in 0 1 2; do cp "$f" "$kit/c3/calib-images/$i-$(basename "$f")"; done; done
 fi
 du -sh "$kit"/c1 "$kit"/c2 "$kit"/c3
-# One tar (its parts are compressed already), cut into pieces; each piece's folder names the count.
+# One tar (its parts are compressed already), cut into pieces. A piece travels with the repository (tracked and
+# untracked files git does not ignore): together at most 64 MiB, less 4 MiB to spare.
 tar -C "$kit" -cf "$work/kit.tar" c1 c2 c3
-split -b "${part_mb}000000" -d -a 2 "$work/kit.tar" "$work/piece."
+repo_bytes="$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2> /dev/null | awk '{s += $1} END {print s + 0}')"
+part_bytes=$(( ${STRAPVIT_GPU_PART_MB:-0} > 0 ? STRAPVIT_GPU_PART_MB * 1000000 : (60 << 20) - repo_bytes ))
+[ "$part_bytes" -ge $((8 << 20)) ] || { echo "prepare: the repository takes $repo_bytes bytes, too little room left for a piece"; exit 1; }
+split -b "$part_bytes" -d -a 2 "$work/kit.tar" "$work/piece."
+hash="$(sha256sum "$work/kit.tar" | cut -d' ' -f1)"
 pieces=("$work"/piece.*)
 n=${#pieces[@]}
+rm -rf .gpu
 for i in "${!pieces[@]}"; do
   mkdir -p ".gpu/p$((i + 1))"
   mv "${pieces[$i]}" ".gpu/p$((i + 1))/kit.tar.$(printf %02d "$i")"
-  echo "$n" > ".gpu/p$((i + 1))/pieces"
+  echo "$n $hash" > ".gpu/p$((i + 1))/kit"
 done
 du -sh .gpu/p*
 echo "each call carries one piece folder (.gpu/p1 .. .gpu/p$n); the repository itself travels too (64 MiB in all)"

@@ -11,31 +11,41 @@
 # kit is broken; 3 pieces stored, more to come (the message says which).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-[ -n "${STRAPVIT_SITTING_LOG:-}" ] && exec > >(tee -a "$STRAPVIT_SITTING_LOG") 2>&1
+if [ -n "${STRAPVIT_SITTING_LOG:-}" ] && [ -z "${STRAPVIT_SITTING_TEED:-}" ]; then
+  # The whole output into the log as well, every line of it before this script returns.
+  STRAPVIT_SITTING_TEED=1 "$0" "$@" 2>&1 | tee -a "$STRAPVIT_SITTING_LOG"
+  exit "${PIPESTATUS[0]}"
+fi
 S=/tmp/stash
-mkdir -p "$S/pieces"
 failures=0
 fail() { echo "sitting: FAIL  $*"; failures=$((failures + 1)); }
 
-if [ ! -f "$S/kit/c3/builds.tar.xz" ]; then
-  shopt -s nullglob
-  travelled=(.gpu/p*/kit.tar.*)
-  [ ${#travelled[@]} -gt 0 ] || { echo "sitting: no kit piece travelled (name a .gpu/pN folder in the call's carry)"; exit 2; }
-  cp "${travelled[@]}" "$S/pieces/" && cat .gpu/p*/pieces | head -1 > "$S/pieces/count" || { echo "sitting: storing the pieces failed"; exit 2; }
-  stored=("$S"/pieces/kit.tar.*)
-  want="$(cat "$S/pieces/count")"
-  if [ "${#stored[@]}" -lt "$want" ]; then
-    echo "sitting: stored ${#stored[@]} of $want kit pieces ($(cd "$S/pieces" && echo kit.tar.*)); carry the next .gpu/pN"
-    exit 3
+# Each piece's folder names its kit ("kit": the piece count and the whole tar's sha256). Pieces are kept per kit, and a
+# kit is unpacked only when all its pieces have come and their concatenation has that hash.
+shopt -s nullglob
+travelled=(.gpu/p*/kit.tar.*)
+if [ ${#travelled[@]} -gt 0 ]; then
+  read -r want hash < "${travelled[0]%/*}/kit" || { echo "sitting: ${travelled[0]%/*}/kit is missing: pack with tools/gpu/prepare.sh"; exit 2; }
+  if [ "$(cat "$S/ready" 2> /dev/null)" != "$hash" ]; then
+    rm -rf "$S/kit" "$S/ready"
+    mkdir -p "$S/pieces/$hash" && cp "${travelled[@]}" "$S/pieces/$hash/" || { echo "sitting: storing the pieces failed"; exit 2; }
+    stored=("$S/pieces/$hash"/kit.tar.*)
+    if [ "${#stored[@]}" -lt "$want" ]; then
+      echo "sitting: stored ${#stored[@]} of $want kit pieces ($(cd "$S/pieces/$hash" && echo kit.tar.*)); carry the next .gpu/pN"
+      exit 3
+    fi
+    [ "$(cat "${stored[@]}" | sha256sum | cut -d' ' -f1)" = "$hash" ] || { echo "sitting: the pieces do not make the kit they name (sha256)"; exit 2; }
+    mkdir -p "$S/kit" && cat "${stored[@]}" | tar -C "$S/kit" -xf - || { echo "sitting: the kit does not unpack"; exit 2; }
+    rm -rf "$S/pieces"
+    xz -dc "$S/kit/c1/cuda.so.xz" > "$S/libonnxruntime_providers_cuda.so" || fail "unpacking the CUDA provider"
+    { rm -rf "$S/dotnet" && mkdir -p "$S/dotnet" && tar -C "$S/dotnet" -xJf "$S/kit/c2/runtime.tar.xz"; } || fail "unpacking the .NET runtime"
+    xz -dc "$S/kit/c2/libonnxruntime.so.xz" > "$S/libonnxruntime.so" || fail "unpacking libonnxruntime.so"
+    cp "$S/kit/c2/libonnxruntime_providers_shared.so" "$S/" || fail "copying libonnxruntime_providers_shared.so"
+    [ "$failures" -eq 0 ] || exit 2
+    echo "$hash" > "$S/ready"
   fi
-  mkdir -p "$S/kit" && cat "${stored[@]}" | tar -C "$S/kit" -xf - || { echo "sitting: the kit's pieces do not make a tar"; exit 2; }
-  rm -rf "$S/pieces"
-  xz -dc "$S/kit/c1/cuda.so.xz" > "$S/libonnxruntime_providers_cuda.so" || fail "unpacking the CUDA provider"
-  { mkdir -p "$S/dotnet" && tar -C "$S/dotnet" -xJf "$S/kit/c2/runtime.tar.xz"; } || fail "unpacking the .NET runtime"
-  xz -dc "$S/kit/c2/libonnxruntime.so.xz" > "$S/libonnxruntime.so" || fail "unpacking libonnxruntime.so"
-  cp "$S/kit/c2/libonnxruntime_providers_shared.so" "$S/" || fail "copying libonnxruntime_providers_shared.so"
-  [ "$failures" -eq 0 ] || exit 2
 fi
+[ -f "$S/ready" ] || { echo "sitting: no kit piece travelled (name a .gpu/pN folder in the call's carry)"; exit 2; }
 
 C="$S/kit/c3"
 for f in dotnet/dotnet libonnxruntime.so libonnxruntime_providers_cuda.so libonnxruntime_providers_shared.so; do
@@ -50,7 +60,7 @@ fi
 export LD_LIBRARY_PATH="$STRAPVIT_CUDA_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 t0=$(date +%s)
 step() { echo "[t+$(($(date +%s) - t0))s] $*"; }
-{ mkdir -p "$S/b" && tar -C "$S/b" -xJf "$C/builds.tar.xz"; } || { echo "sitting: unpacking the builds failed"; exit 1; }
+{ rm -rf "$S/b" && mkdir -p "$S/b" && tar -C "$S/b" -xJf "$C/builds.tar.xz"; } || { echo "sitting: unpacking the builds failed"; exit 1; }
 for d in api bench cli; do cp "$S"/libonnxruntime*.so "$S/b/$d/" || exit 1; done
 nvidia-smi -L
 

@@ -223,10 +223,11 @@ public sealed record TokenBank
         var i = 0;
         for (; i + 4 <= n; i += 4)
         {
-            ref readonly var s0 = ref scaled[i * d];
-            ref readonly var s1 = ref scaled[(i + 1) * d];
-            ref readonly var s2 = ref scaled[(i + 2) * d];
-            ref readonly var s3 = ref scaled[(i + 3) * d];
+            // Refs into bounds-checked slices: the four tokens' channels, and below two panels' worth of the bank.
+            ref readonly var s0 = ref MemoryMarshal.GetReference(scaled.Slice(i * d, 4 * d));
+            ref readonly var s1 = ref Unsafe.Add(ref Unsafe.AsRef(in s0), d);
+            ref readonly var s2 = ref Unsafe.Add(ref Unsafe.AsRef(in s0), 2 * d);
+            ref readonly var s3 = ref Unsafe.Add(ref Unsafe.AsRef(in s0), 3 * d);
             var r0 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice(i * m, blocks * w));
             var r1 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice((i + 1) * m, blocks * w));
             var r2 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice((i + 2) * m, blocks * w));
@@ -236,8 +237,8 @@ public sealed record TokenBank
             {
                 Vector<float> a0 = normVectors[v], a1 = a0, a2 = a0, a3 = a0;
                 Vector<float> b0 = normVectors[v + 1], b1 = b0, b2 = b0, b3 = b0;
-                ref readonly var panelA = ref panels[v * d];
-                ref readonly var panelB = ref panels[(v + 1) * d];
+                ref readonly var panelA = ref MemoryMarshal.GetReference(panels.Slice(v * d, 2 * d));
+                ref readonly var panelB = ref Unsafe.Add(ref Unsafe.AsRef(in panelA), d);
                 for (var c = 0; c < d; c++)
                 {
                     var colA = Unsafe.Add(ref Unsafe.AsRef(in panelA), c);

@@ -21,8 +21,9 @@ public enum ViewMasking
 
     /// <summary>
     /// The sequence stays whole and a key mask keeps hidden tokens out of every attention (<see cref="Onnx.KeyMask"/>):
-    /// the same logits, all views in one batch, and the defended view shares it with the masking check's first round.
-    /// Needs fused attention and a class-token readout, else views drop their tokens.
+    /// the same logits up to float rounding (about 1e-5, and which views share a batch can move them that much), all
+    /// views in one batch, and the defended view shares it with the masking check's first round. Needs fused attention
+    /// and a class-token readout, else views drop their tokens.
     /// </summary>
     KeyMask,
 }

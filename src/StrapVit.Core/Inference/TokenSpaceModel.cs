@@ -82,7 +82,8 @@ public sealed class TokenSpaceModel : IDisposable
 
     /// <summary>
     /// Whether masked views run as whole sequences with a key mask (<see cref="ViewMasking.KeyMask"/>, all views in one
-    /// batch) rather than with their hidden tokens dropped. Opens the key-masked encoder on first call.
+    /// batch) rather than with their hidden tokens dropped. The first call opens the key-masked encoder and checks it
+    /// on a probe (a session and a few runs); false when it is not configured, does not apply or fails the probe.
     /// </summary>
     public bool MasksKeys => _encodeKeyMasked?.Value is not null;
 
@@ -212,7 +213,8 @@ public sealed class TokenSpaceModel : IDisposable
     public float[] EncodeKept(ReadOnlySpan<float> tokens, IReadOnlyList<int> source, IReadOnlyList<int[]> kept, int maxBatch, CancellationToken cancellationToken = default)
     {
         // Rows of one length already share a run; rows of several lengths share one with a key mask, where it applies.
-        if (kept.Count > 1 && kept.Any(k => k.Length != kept[0].Length) && KeepsInOrder(kept) && _encodeKeyMasked?.Value is { } masked)
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBatch);
+        if (_encodeKeyMasked is not null && kept.Count > 1 && kept.Any(k => k.Length != kept[0].Length) && KeepsInOrder(kept) && _encodeKeyMasked.Value is { } masked)
         {
             return EncodeKeyMasked(masked, tokens, source, kept, maxBatch, cancellationToken);
         }
@@ -272,7 +274,7 @@ public sealed class TokenSpaceModel : IDisposable
     {
         foreach (var row in kept)
         {
-            if (row.Length == 0 || (HasClassToken && row[0] != 0) || row[^1] >= TokenCount) return false;
+            if (row.Length == 0 || row[0] < 0 || (HasClassToken && row[0] != 0) || row[^1] >= TokenCount) return false;
             for (var j = 1; j < row.Length; j++)
             {
                 if (row[j] <= row[j - 1]) return false;
@@ -334,11 +336,12 @@ public sealed class TokenSpaceModel : IDisposable
     /// </summary>
     private OnnxRunner? OpenKeyMasked(OnnxSessionFactory factory, global::Onnx.ModelProto encoder)
     {
-        var graph = encoder.Clone();
-        if (!KeyMask.Apply(graph)) return null;
-        var runner = factory.Create(graph, "token encoder, key mask");
+        OnnxRunner? runner = null;
         try
         {
+            var graph = encoder.Clone();
+            if (!KeyMask.Apply(graph)) return null;
+            runner = factory.Create(graph, "token encoder, key mask");
             var random = new Random(20261201);
             var tokens = Enumerable.Range(0, 2 * TokenCount * Dim).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
             var first = FirstPatchToken;
@@ -353,12 +356,13 @@ public sealed class TokenSpaceModel : IDisposable
             var scale = 1 + dropped.Max(Math.Abs);
             if (dropped.Zip(masked).All(p => Math.Abs(p.First - p.Second) <= 1e-3 * scale)) return runner;
         }
-        catch (OnnxRuntimeException)
+        catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            // An execution provider without the mask inputs: views keep dropping their tokens.
+            // A provider that rejects the mask inputs, or a session that cannot open: views keep dropping their tokens
+            // (the Lazy must not keep an exception, which it would rethrow to every later request).
         }
 
-        runner.Dispose();
+        runner?.Dispose();
         return null;
     }
 

@@ -1,6 +1,8 @@
+using System.Diagnostics;
 using Microsoft.Extensions.Logging.Abstractions;
 using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
+using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Runtime;
 using StrapVit.Core.Models;
@@ -25,6 +27,31 @@ public sealed class KeyMaskTests
         return Enumerable.Range(0, count).SelectMany(i => data.Image(i).Data.ToArray()).ToArray();
     }
 
+    /// <summary>The encoder runs <paramref name="action"/> makes (Core's "onnx encoder" spans under a span of its own).</summary>
+    private static int EncoderRuns(Action action)
+    {
+        using var source = new ActivitySource("strapvit-key-mask-test");
+        var runs = 0;
+        var trace = default(ActivityTraceId);
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = s => s.Name == source.Name || s.Name == CoreActivities.SourceName,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllData,
+            ActivityStarted = a =>
+            {
+                if (a.TraceId == trace && a.OperationName == "onnx encoder") Interlocked.Increment(ref runs);
+            },
+        };
+        ActivitySource.AddActivityListener(listener);
+        using (var parent = source.StartActivity("test"))
+        {
+            trace = parent!.TraceId;
+            action();
+        }
+
+        return runs;
+    }
+
     [Theory]
     [InlineData("fashion-vit-tiny")]
     [InlineData("fashion-vit-p7")]
@@ -40,12 +67,21 @@ public sealed class KeyMaskTests
         var sources = Enumerable.Range(0, 40).Select(v => v % 3).ToArray();
         var hidden = sources.Select(_ => (IReadOnlyCollection<int>)Enumerable.Range(1, patches).OrderBy(_ => rng.Next()).Take(rng.Next((patches / 4) + 1)).ToHashSet()).ToArray();
 
-        var expected = dropping.EncodeHiding(tokens, sources, hidden, null, 256);
-        var actual = masking.EncodeHiding(tokens, sources, hidden, null, 256);
+        // Opening the key-masked encoder runs its probe: done before the runs are counted.
+        Assert.True(masking.MasksKeys);
+        float[] expected = [], actual = [], chunked = [];
+        var droppedRuns = EncoderRuns(() => expected = dropping.EncodeHiding(tokens, sources, hidden, null, 256));
+        var maskedRuns = EncoderRuns(() => actual = masking.EncodeHiding(tokens, sources, hidden, null, 256));
+        // At most 7 views a run: 6 runs, each writing its own rows.
+        var chunkedRuns = EncoderRuns(() => chunked = masking.EncodeHiding(tokens, sources, hidden, null, 7));
 
         Assert.False(dropping.MasksKeys);
-        Assert.True(masking.MasksKeys);
-        Assert.True(hidden.Select(h => h.Count).Distinct().Count() > 3);
+        var lengths = hidden.Select(h => h.Count).Distinct().Count();
+        Assert.True(lengths > 3);
+        Assert.Equal(lengths, droppedRuns);
+        Assert.Equal(1, maskedRuns);
+        Assert.Equal(6, chunkedRuns);
+        Assert.Equal(actual, chunked);
         // Each view alone, its kept tokens as one shorter sequence: the definition the batch is checked against.
         var classes = dropping.Manifest.Labels.Count;
         for (var v = 0; v < sources.Length; v++)
@@ -146,14 +182,28 @@ public sealed class KeyMaskTests
 
         var pixels = clean.Concat(patched).ToArray();
         var seeds = Enumerable.Range(0, 48).ToArray();
+        Assert.True(masking.TokenModel!.MasksKeys);
+        Assert.False(dropping.TokenModel!.MasksKeys);
         var expected = dropping.Defense!.Defense!.Run(pixels, 48, DefenseMode.Mitigate, seeds);
         var actual = masking.Defense!.Defense!.Run(pixels, 48, DefenseMode.Mitigate, seeds);
         // One image at a time too: the defended view and the first round share a run per image.
-        var alone = Enumerable.Range(0, 48).Select(i => masking.Defense.Defense.Run(pixels.AsSpan(i * 784, 784), 1, DefenseMode.Mitigate, [i])[0]).ToArray();
+        var alone = new DefendedLogits[48];
+        var maskedRuns = new int[48];
+        var droppedRuns = new int[48];
+        for (var i = 0; i < 48; i++)
+        {
+            var image = i;
+            maskedRuns[i] = EncoderRuns(() => alone[image] = masking.Defense.Defense.Run(pixels.AsSpan(image * 784, 784), 1, DefenseMode.Mitigate, [image])[0]);
+            droppedRuns[i] = EncoderRuns(() => dropping.Defense.Defense.Run(pixels.AsSpan(image * 784, 784), 1, DefenseMode.Mitigate, [image]));
+        }
 
-        Assert.True(masking.TokenModel!.MasksKeys);
-        Assert.False(dropping.TokenModel!.MasksKeys);
         Assert.Contains(expected, e => e.Report.Verification!.Outcome != "agreed");
+        // Where the check agreed, one run with key masks; dropped, the defended view and each length of group view.
+        var agreed = Enumerable.Range(0, 48).Where(i => expected[i].Report.Verification!.Outcome == "agreed").ToArray();
+        Assert.NotEmpty(agreed);
+        Assert.All(agreed, i => Assert.Equal(1, maskedRuns[i]));
+        Assert.All(agreed, i => Assert.True(droppedRuns[i] >= 2, $"image {i}: {droppedRuns[i]} dropped runs"));
+        Assert.True(maskedRuns.Sum() < droppedRuns.Sum());
         for (var i = 0; i < 48; i++)
         {
             foreach (var got in new[] { actual[i], alone[i] })
