@@ -5,7 +5,8 @@
 #   c2  the .NET runtime (dotnet, host, NETCore.App and AspNetCore.App) and ONNX Runtime's own libraries
 #   c3  Release builds of src/StrapVit.Api, tools/StrapVit.Benchmarks and src/StrapVit.Cli without the native libraries;
 #       with STRAPVIT_VIT_B16=<folder of tools/gradients/export_vit_b16.py> also ViT-B/16's graph without its large
-#       weights (tools/gpu/timing_package.py), refilled and calibrated there
+#       weights (tools/gpu/timing_package.py), refilled and calibrated there; with STRAPVIT_VIT_B16_TIMM=<folder of
+#       export_vit_b16.py --model vit-b16-timm> the same for ViT-B/16 in timm's layout (fused attention, key masks)
 # The kit travels as pieces .gpu/p1..pN: one tar cut so that a piece and the repository fit one call's 64 MiB with
 # 4 MiB to spare (STRAPVIT_GPU_PART_MB sets another size); each piece's folder names the count and the tar's sha256.
 # On the GPU machine, in the repository root, one piece carried per call while the machine stays warm, the same
@@ -15,6 +16,7 @@
 set -euo pipefail
 shopt -s nullglob
 vit_b16="${STRAPVIT_VIT_B16:+$(cd "$STRAPVIT_VIT_B16" && pwd)}"
+vit_b16_timm="${STRAPVIT_VIT_B16_TIMM:+$(cd "$STRAPVIT_VIT_B16_TIMM" && pwd)}"
 python="${STRAPVIT_PYTHON:-/usr/bin/python3}"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -38,11 +40,17 @@ tar -C "$dotnet_root" -cf - dotnet host "shared/Microsoft.NETCore.App/$version" 
 xz -9 -T2 -c "$native/libonnxruntime.so" > "$kit/c2/libonnxruntime.so.xz"
 cp "$native/libonnxruntime_providers_shared.so" "$kit/c2/"
 tar -C "$work" --exclude='libonnxruntime*.so' --exclude='*.pdb' -cf - api bench cli | xz -9 -T2 > "$kit/c3/builds.tar.xz"
-if [ -n "$vit_b16" ]; then
-  "$python" tools/gpu/timing_package.py strip "$vit_b16/model.onnx" "$kit/c3/vitb16-graph.onnx"
-  # The manifest with the tokens entry the token defense needs (README, 'Bring your own ViT').
-  python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m["tokens"]={"tensor":"/encoder/Add_output_0","classToken":True}; json.dump(m,open(sys.argv[2],"w"))' \
-    "$vit_b16/model.json" "$kit/c3/vitb16-model.json"
+# ViT-B/16 in torchvision's layout (vitb16) and in timm's (vitb16timm, whose attention the service fuses and can
+# key-mask): each graph without its large weights, and its manifest with the tokens entry the token defense needs
+# (README, 'Bring your own ViT'; older exports lack it, and torchvision's tokens are /encoder/Add_output_0).
+for entry in "vitb16:$vit_b16" "vitb16timm:$vit_b16_timm"; do
+  name="${entry%%:*}" dir="${entry#*:}"
+  [ -n "$dir" ] || continue
+  "$python" tools/gpu/timing_package.py strip "$dir/model.onnx" "$kit/c3/$name-graph.onnx"
+  python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m.setdefault("tokens",{"tensor":"/encoder/Add_output_0","classToken":True}); json.dump(m,open(sys.argv[2],"w"))' \
+    "$dir/model.json" "$kit/c3/$name-model.json"
+done
+if [ -n "$vit_b16$vit_b16_timm" ]; then
   # Calibration needs 10 images at least: the samples, three copies of each (timing only, as in session 11).
   mkdir -p "$kit/c3/calib-images"
   for f in samples/*.png samples/*.jpg; do for i in 0 1 2; do cp "$f" "$kit/c3/calib-images/$i-$(basename "$f")"; done; done

@@ -4,8 +4,9 @@
 #                          the kit and runs gpu-check (Inference:Device Cuda and Auto, device-parity), device-parity with
 #                          key-masked views, then the defense's cost on CUDA: the embedded model over 300 test images
 #                          (groups of 3, the default, and one window at a time, each with key-masked and with dropped
-#                          views; no check), certified mode per image (both view kinds), and, when its graph travelled,
-#                          ViT-B/16 (random weights). STRAPVIT_SITTING_LOG names a file that gets a copy of the output.
+#                          views; no check), certified mode per image (both view kinds), and, when their graphs
+#                          travelled, ViT-B/16 (random weights) in torchvision's layout and in timm's (key-masked and
+#                          dropped views). STRAPVIT_SITTING_LOG names a file that gets a copy of the output.
 # STRAPVIT_CUDA_LIBS: folders holding CUDA 13's and cuDNN 9's libraries (default: those of the machine's PyTorch).
 # Exit status: 0 everything ran and gpu-check passed; 1 a step failed (each says FAIL); 2 nothing travelled or the
 # kit is broken; 3 pieces stored, more to come (the message says which).
@@ -96,12 +97,16 @@ for masking in KeyMask Drop; do
   done
 done
 
+# A ViT-B/16 package that travelled as a graph: weights drawn there, calibrated on copies of the samples.
+vit_package() { # vit_package NAME: the package folder $S/NAME, or FAIL
+  mkdir -p "$S/$1" && python3 tools/gpu/timing_package.py fill "$C/$1-graph.onnx" "$S/$1/model.onnx" \
+    && cp "$C/$1-model.json" "$S/$1/model.json" \
+    && timeout 120 dotnet "$S/b/cli/strapvit.dll" calibrate "$S/$1" --images "$C/calib-images"
+}
+I=samples/trouser-rgb-112.jpg
 if [ -f "$C/vitb16-graph.onnx" ]; then
   step "ViT-B/16: weights and calibration"
-  if mkdir -p "$S/vitb16" && python3 tools/gpu/timing_package.py fill "$C/vitb16-graph.onnx" "$S/vitb16/model.onnx" \
-    && cp "$C/vitb16-model.json" "$S/vitb16/model.json" \
-    && timeout 120 dotnet "$S/b/cli/strapvit.dll" calibrate "$S/vitb16" --images "$C/calib-images"; then
-    I=samples/trouser-rgb-112.jpg
+  if vit_package vitb16; then
     for round in 1 2; do
       for g in 3 1; do step "ViT-B/16, groups of $g (round $round)"; STRAPVIT_DEFENSE_GROUP=$g bench 1 defense-cost "$S/vitb16" 50 "$I"; done
       step "ViT-B/16, no check (round $round)"; bench 1 defense-cost "$S/vitb16" 50 "$I" 0
@@ -109,6 +114,20 @@ if [ -f "$C/vitb16-graph.onnx" ]; then
     step "ViT-B/16, where the time goes"; STRAPVIT_DEFENSE_PARTS=1 bench 6 defense-cost "$S/vitb16" 50 "$I"
   else
     fail "ViT-B/16's weights or calibration"
+  fi
+fi
+if [ -f "$C/vitb16timm-graph.onnx" ]; then
+  step "ViT-B/16 in timm's layout: weights and calibration"
+  if vit_package vitb16timm; then
+    for round in 1 2; do
+      for masking in KeyMask Drop; do
+        step "ViT-B/16 (timm), groups of 3, views $masking (round $round)"
+        STRAPVIT_VIEW_MASKING=$masking bench 1 defense-cost "$S/vitb16timm" 50 "$I"
+      done
+      step "ViT-B/16 (timm), no check (round $round)"; bench 1 defense-cost "$S/vitb16timm" 50 "$I" 0
+    done
+  else
+    fail "ViT-B/16 (timm)'s weights or calibration"
   fi
 fi
 step "done: $failures failed"

@@ -16,6 +16,9 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 # name: (channels, size, patch, classes, mean, std)
 SPECS = {
     "vit-b16": (3, 224, 16, 1000, IMAGENET_MEAN, IMAGENET_STD),
+    # ViT-B/16's sizes in the embedded model's (timm's) layout, whose attention the service fuses (and can key-mask);
+    # torchvision's layout keeps standard ops.
+    "vit-b16-timm": (3, 224, 16, 1000, IMAGENET_MEAN, IMAGENET_STD),
     "tiny": (1, 28, 4, 10, [0.286], [0.353]),
 }
 
@@ -29,6 +32,17 @@ def make(name: str, seed: int = 0) -> nn.Module:
         with torch.no_grad():  # torchvision zero-initialises the head: all logits would be 0
             nn.init.normal_(model.heads.head.weight, std=0.02)
             nn.init.normal_(model.heads.head.bias, std=0.02)
+    elif name == "vit-b16-timm":
+        import vitlib
+
+        model = vitlib.ViT(image_size=224, patch_size=16, in_chans=3, num_classes=1000, dim=768, depth=12, heads=12, mlp_ratio=4.0)
+        # Biases and norms as a trained model has them, all different: freshly initialised ones are equal (zeros,
+        # ones), the exporter folds equal tensors into one shared through Identity nodes, and the service's attention
+        # fusion recognises only a block whose bias is its own initializer (it would fuse 1 of 12 blocks).
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if parameter.dim() == 1:
+                    parameter.add_(torch.randn_like(parameter) * 0.02)
     elif name == "tiny":
         import vitlib  # the embedded model's architecture: dim 64, depth 4, heads 4, patch 4, 28x28x1
 

@@ -2,7 +2,7 @@
 """Export the benchmark models as model packages into an ignored folder (never commit them: ViT-B/16 is ~331 MB).
 
 Usage (from the repository root):
-    /usr/bin/python3 tools/gradients/export_vit_b16.py [--model vit-b16|tiny] [--out tools/gradients/out/<model>]
+    /usr/bin/python3 tools/gradients/export_vit_b16.py [--model vit-b16|vit-b16-timm|tiny] [--out tools/gradients/out/<model>]
 
 Writes model.onnx (opset 17, dynamic batch), model.json (README, 'Bring your own ViT') and reference.json (logits of a
 seeded probe input, so bench_torch.py can prove it rebuilt the very same weights).
@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 
+import onnx
 import torch
 
 import benchmodels
@@ -44,7 +45,11 @@ def main():
         logits = model((x - mean_t) / std_t)
     manifest = {"name": f"bench-{args.model}",
                 "input": {"name": "input", "channels": c, "height": size, "width": size, "mean": mean, "std": std},
-                "output": "logits", "labels": [f"class{i}" for i in range(classes)], "patchSize": patch}
+                "output": "logits", "labels": [f"class{i}" for i in range(classes)], "patchSize": patch,
+                # The tokens tensor (README, 'Bring your own ViT'): after the position embedding, class token first.
+                "tokens": {"tensor": "/encoder/Add_output_0" if args.model == "vit-b16" else "/Add_output_0", "classToken": True}}
+    names = {o for n in onnx.load(os.path.join(out, "model.onnx"), load_external_data=False).graph.node for o in n.output}
+    assert manifest["tokens"]["tensor"] in names, f"no tensor {manifest['tokens']['tensor']} in the export"
     with open(os.path.join(out, "model.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     with open(os.path.join(out, "reference.json"), "w") as f:
