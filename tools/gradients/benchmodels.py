@@ -36,9 +36,9 @@ def make(name: str, seed: int = 0) -> nn.Module:
         import vitlib
 
         model = vitlib.ViT(image_size=224, patch_size=16, in_chans=3, num_classes=1000, dim=768, depth=12, heads=12, mlp_ratio=4.0)
-        # Biases and norms as a trained model has them, all different: freshly initialised ones are equal (zeros,
-        # ones), the exporter folds equal tensors into one shared through Identity nodes, and the service's attention
-        # fusion recognises only a block whose bias is its own initializer (it would fuse 1 of 12 blocks).
+        # Biases and norms as a trained model has them, all different. Freshly initialised ones are equal (zeros,
+        # ones), and the exporter folds equal tensors into one, shared through Identity nodes (the service's attention
+        # fusion looks through those since session 22; before, it fused 1 block of 12 of such an export).
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 if parameter.dim() == 1:

@@ -77,10 +77,13 @@ public static class AttentionFusion
         // qkv = Reshape(Add(b, MatMul(X, W)), [N, L, 3, H, dh])
         if (g.Producer(permute.Input[0], "Reshape") is not { } reshape || g.Readers(reshape.Output[0]).Count != 1) return null;
         if (g.Producer(reshape.Input[0], "Add") is not { } biasAdd || g.Readers(biasAdd.Output[0]).Count != 1) return null;
-        var (bias, product) = g.Initializers.ContainsKey(biasAdd.Input[0]) ? (biasAdd.Input[0], biasAdd.Input[1]) : (biasAdd.Input[1], biasAdd.Input[0]);
+        // The bias and the weights are initializers, possibly passed through Identity nodes: an exporter that folds
+        // equal tensors into one (fresh zero biases, say) shares it that way.
+        var (bias, product) = g.Initializers.ContainsKey(g.Source(biasAdd.Input[0])) ? (g.Source(biasAdd.Input[0]), biasAdd.Input[1]) : (g.Source(biasAdd.Input[1]), biasAdd.Input[0]);
         if (!g.Initializers.TryGetValue(bias, out var biasTensor) || biasTensor.Dims.Count != 1) return null;
         if (g.Producer(product, "MatMul") is not { } qkv || g.Readers(qkv.Output[0]).Count != 1) return null;
-        if (!g.Initializers.TryGetValue(qkv.Input[1], out var weights) || weights.Dims.Count != 2 || weights.Dims[1] != biasTensor.Dims[0] || weights.Dims[1] % 3 != 0) return null;
+        var weightsName = g.Source(qkv.Input[1]);
+        if (!g.Initializers.TryGetValue(weightsName, out var weights) || weights.Dims.Count != 2 || weights.Dims[1] != biasTensor.Dims[0] || weights.Dims[1] % 3 != 0) return null;
         var hidden = weights.Dims[1] / 3;
         var heads = HeadsOf(g, reshape.Input[1], hidden);
         if (heads is not > 0 || hidden % heads != 0) return null;
@@ -111,14 +114,14 @@ public static class AttentionFusion
         if (g.OnlyReader(mix.Output[0], "Transpose") is not { } back || Perm(back) is not [0, 2, 1, 3]) return null;
         if (g.OnlyReader(back.Output[0], "Reshape") is not { } merge) return null;
 
-        return new AttentionMatch(qkv, biasAdd, reshape, permute, q, k, v, scale, kT, scores, softmax, mix, back, merge, scaleInput, s, heads.Value, bias);
+        return new AttentionMatch(qkv, biasAdd, reshape, permute, q, k, v, scale, kT, scores, softmax, mix, back, merge, scaleInput, s, heads.Value, bias, weightsName);
     }
 
     /// <summary>Puts one fused Attention where the block's head merge was and removes the block's nodes.</summary>
     private static void Replace(GraphProto graph, AttentionMatch m)
     {
         var attention = new NodeProto { OpType = "Attention", Domain = MicrosoftDomain, Name = $"{m.Qkv.Name}{FusedSuffix}" };
-        attention.Input.AddRange([m.Qkv.Input[0], m.Qkv.Input[1], m.Bias]);
+        attention.Input.AddRange([m.Qkv.Input[0], m.Weights, m.Bias]);
         attention.Output.Add(m.Merge.Output[0]);
         attention.Attribute.Add(OnnxProto.IntAttr("num_heads", m.Heads));
         attention.Attribute.Add(OnnxProto.FloatAttr("scale", m.ScaleValue));
@@ -126,10 +129,11 @@ public static class AttentionFusion
         foreach (var n in m.Nodes) graph.Node.Remove(n);
     }
 
-    /// <summary>One matched attention block: its nodes from the q/k/v projection to the head merge, the scale (tensor and value), the head count and the bias initializer.</summary>
+    /// <summary>One matched attention block: its nodes from the q/k/v projection to the head merge, the scale (tensor and value), the head count and the bias and weight initializers.</summary>
     internal sealed record AttentionMatch(
         NodeProto Qkv, NodeProto BiasAdd, NodeProto Reshape, NodeProto Permute, NodeProto Q, NodeProto K, NodeProto V, NodeProto Scale,
-        NodeProto KT, NodeProto Scores, NodeProto Softmax, NodeProto Mix, NodeProto Back, NodeProto Merge, string ScaleInput, float ScaleValue, long Heads, string Bias)
+        NodeProto KT, NodeProto Scores, NodeProto Softmax, NodeProto Mix, NodeProto Back, NodeProto Merge, string ScaleInput, float ScaleValue, long Heads, string Bias,
+        string Weights)
     {
         /// <summary>Every node of the block, input to output.</summary>
         public NodeProto[] Nodes => [Qkv, BiasAdd, Reshape, Permute, Q, K, V, Scale, KT, Scores, Softmax, Mix, Back, Merge];

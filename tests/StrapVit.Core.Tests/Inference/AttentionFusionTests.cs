@@ -80,6 +80,50 @@ public sealed class AttentionFusionTests
     }
 
     [Fact]
+    public void Blocks_whose_bias_and_weights_come_through_identity_nodes_fuse_and_the_logits_stay()
+    {
+        // As an exporter writes a parameter that equals another's (fresh zero biases): one initializer, shared through
+        // Identity nodes. Here blocks 1 and 2 read their qkv bias and block 2 its qkv weights that way.
+        var package = ModelPackage.Load(RepoPaths.DefaultModel);
+        var standard = ForwardGraph.LoadNormalized(package);
+        var adds = standard.Graph.Node.Where(n => n.OpType == "Add" && n.Name.Contains("/attn/qkv/", StringComparison.Ordinal)).ToList();
+        var products = standard.Graph.Node.Where(n => n.OpType == "MatMul" && n.Name.Contains("/attn/qkv/", StringComparison.Ordinal)).ToList();
+        Assert.Equal(6, adds.Count);
+        Assert.Equal(6, products.Count);
+        var initializers = standard.Graph.Initializer.Select(i => i.Name).ToHashSet();
+        void ThroughIdentity(global::Onnx.NodeProto node, int slot)
+        {
+            var source = node.Input[slot];
+            Assert.Contains(source, initializers);
+            var alias = $"{source}_through_identity";
+            standard.Graph.Node.Insert(standard.Graph.Node.IndexOf(node), new global::Onnx.NodeProto { OpType = "Identity", Name = alias, Input = { source }, Output = { alias } });
+            node.Input[slot] = alias;
+        }
+
+        ThroughIdentity(adds[1], adds[1].Input.ToList().FindIndex(initializers.Contains));
+        ThroughIdentity(adds[2], adds[2].Input.ToList().FindIndex(initializers.Contains));
+        ThroughIdentity(products[2], 1);
+        var fused = standard.Clone();
+
+        Assert.Equal(6, AttentionFusion.Fuse(fused));
+        Assert.DoesNotContain(fused.Graph.Node, n => n.OpType == "Identity" && n.Name.EndsWith("_through_identity", StringComparison.Ordinal));
+        Assert.All(fused.Graph.Node.Where(AttentionFusion.IsFused), n => Assert.True(initializers.Contains(n.Input[1]) && initializers.Contains(n.Input[2])));
+
+        var pixels = TestImages(4);
+        float[] Run(global::Onnx.ModelProto graph)
+        {
+            using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(Google.Protobuf.MessageExtensions.ToByteArray(graph));
+            var tensor = new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(pixels, [4, 1, 28, 28]);
+            using var result = session.Run([Microsoft.ML.OnnxRuntime.NamedOnnxValue.CreateFromTensor(ForwardGraph.PixelInput, tensor)]);
+            return result[0].AsTensor<float>().ToArray();
+        }
+
+        var expected = Run(standard);
+        var actual = Run(fused);
+        for (var i = 0; i < expected.Length; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-4f, $"logit {i}: {actual[i]} vs {expected[i]}");
+    }
+
+    [Fact]
     public void The_last_block_runs_for_the_class_token_only_and_every_other_block_still_for_all_tokens()
     {
         var graph = ForwardGraph.LoadNormalized(ModelPackage.Load(RepoPaths.DefaultModel));
