@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging.Abstractions;
+using StrapVit.Core.Certification;
 using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Diagnostics;
@@ -217,5 +218,38 @@ public sealed class KeyMaskTests
                 }
             }
         }
+    }
+
+    [Fact]
+    public void Certified_mode_gives_the_same_answers_votes_and_certificates_with_key_masked_views()
+    {
+        using var dropping = Model(RepoPaths.DefaultModel, ViewMasking.Drop);
+        using var masking = Model(RepoPaths.DefaultModel, ViewMasking.KeyMask);
+        var expected = new PatchCertifier(new MaskedTokenClassifier(dropping, null), new CertifyOptions());
+        var actual = new PatchCertifier(new MaskedTokenClassifier(masking, null), new CertifyOptions());
+        var pixels = TestImages(8);
+        Assert.True(masking.MasksKeys);
+
+        var certified = 0;
+        for (var i = 0; i < 8; i++)
+        {
+            foreach (var side in new[] { 4, 6 })
+            {
+                CertifiedClassification want = null!, got = null!;
+                var droppedRuns = EncoderRuns(() => want = expected.Certify(pixels.AsSpan(i * 784, 784), side));
+                // Each of certification's calls runs its views, which hide masks of several sizes, in one run per 256.
+                var runs = EncoderRuns(() => got = actual.Certify(pixels.AsSpan(i * 784, 784), side));
+
+                Assert.Equal(want.Label, got.Label);
+                Assert.Equal(want.Votes, got.Votes);
+                Assert.Equal(want.Report.Certified, got.Report.Certified);
+                Assert.Equal(want.Report.Case, got.Report.Case);
+                Assert.Equal(want.Report.Forwards, got.Report.Forwards);
+                Assert.True(runs < droppedRuns, $"image {i}, {side}x{side}: {runs} key-masked runs against {droppedRuns} dropped, {want.Report.Forwards} views");
+                if (got.Report.Certified) certified++;
+            }
+        }
+
+        Assert.True(certified > 0);
     }
 }
