@@ -14,6 +14,11 @@ public sealed class VerbRunTests : IDisposable
 {
     private readonly string temp = Directory.CreateTempSubdirectory("strapvit-cli-").FullName;
 
+    /// <summary>The shipped tuning and calibration images (gzipped IDX, labels beside them).</summary>
+    private static readonly string TuneImages = RepoPaths.Sample(Path.Combine("fashion-mnist", "tune-500-images-idx3-ubyte.gz"));
+
+    private static readonly string CalibImages = RepoPaths.Sample(Path.Combine("fashion-mnist", "calib-500-images-idx3-ubyte.gz"));
+
     public void Dispose() => Directory.Delete(temp, recursive: true);
 
     [Theory]
@@ -125,9 +130,8 @@ public sealed class VerbRunTests : IDisposable
         // The mark is checked against PatchCleanser's condition computed here by brute force: every view hiding one
         // mask, or two, answers the label (no early stop, no decision branches; only the mask geometry is shared).
         const int count = 16;
-        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", "tune-500-images-idx3-ubyte.gz"));
         var output = Path.Combine(temp, "certify");
-        var (exit, _, stderr) = CliHarness.Run("certify-eval", RepoPaths.DefaultModel, "--images", idx, "--split", "tune",
+        var (exit, _, stderr) = CliHarness.Run("certify-eval", RepoPaths.DefaultModel, "--images", TuneImages, "--split", "tune",
             "--count", $"{count}", "--sizes", "6", "--soundness", "false", "--output", output);
         Assert.True(exit == 0, stderr);
         using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "certify-fashion-vit-tiny-tune.json")));
@@ -143,7 +147,7 @@ public sealed class VerbRunTests : IDisposable
             for (var b = a; b < masks.Count; b++) views.Add(masks[a].Union(masks[b]).Select(c => c + model.FirstPatchToken).ToArray());
         }
 
-        var set = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx));
+        var set = IdxDataset.Load(TuneImages, IdxDataset.LabelsBeside(TuneImages));
         var expected = new char[count];
         for (var i = 0; i < count; i++)
         {
@@ -171,15 +175,13 @@ public sealed class VerbRunTests : IDisposable
         // from the paper over every one- and two-mask view (majority label, smallest on a tie; the first minority mask,
         // in mask order, whose two-mask views all give its label; else the majority), on the cached pixels themselves.
         const int count = 24;
-        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", "tune-500-images-idx3-ubyte.gz"));
-        var calib = RepoPaths.Sample(Path.Combine("fashion-mnist", "calib-500-images-idx3-ubyte.gz"));
         var cache = Path.Combine(temp, "patches");
-        var (exit, _, stderr) = CliHarness.Run("evaluate", RepoPaths.DefaultModel, "--images", idx, "--calib", calib, "--split", "tune",
+        var (exit, _, stderr) = CliHarness.Run("evaluate", RepoPaths.DefaultModel, "--images", TuneImages, "--calib", CalibImages, "--split", "tune",
             "--count", $"{count}", "--sizes", "6", "--steps", "100", "--universal-steps", "0", "--adaptive-count", "0", "--bank-size", "256",
             "--ablation", "false", "--output", Path.Combine(temp, "evaluate"), "--patch-cache", cache);
         Assert.True(exit == 0, stderr);
         var output = Path.Combine(temp, "certify");
-        (exit, _, stderr) = CliHarness.Run("certify-eval", RepoPaths.DefaultModel, "--images", idx, "--split", "tune", "--count", $"{count}",
+        (exit, _, stderr) = CliHarness.Run("certify-eval", RepoPaths.DefaultModel, "--images", TuneImages, "--split", "tune", "--count", $"{count}",
             "--sizes", "6", "--soundness", "false", "--plain-patches", "6", "--plain-patch-steps", "100", "--patch-cache", cache, "--output", output);
         Assert.True(exit == 0, stderr);
 
@@ -205,7 +207,7 @@ public sealed class VerbRunTests : IDisposable
 
         using var model = DefaultTokenModel();
         var masks = ServiceMasks(model, 6);
-        var labels = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx)).Labels;
+        var labels = IdxDataset.Load(TuneImages, IdxDataset.LabelsBeside(TuneImages)).Labels;
         var k = masks.Count;
         var right = new char[count];
         var cases = new char[count];
@@ -259,10 +261,8 @@ public sealed class VerbRunTests : IDisposable
         // What --save-attacks writes is read back here with ONNX Runtime on the raw model.onnx (normalised by hand), not
         // the service's classifier: the saved bytes must be the attacked images, the source outside each patch.
         const int count = 10;
-        var idx = RepoPaths.Sample(Path.Combine("fashion-mnist", "tune-500-images-idx3-ubyte.gz"));
-        var calib = RepoPaths.Sample(Path.Combine("fashion-mnist", "calib-500-images-idx3-ubyte.gz"));
         var saved = Path.Combine(temp, "attacks");
-        var (exit, _, stderr) = CliHarness.Run("evaluate", RepoPaths.DefaultModel, "--images", idx, "--calib", calib, "--split", "tune",
+        var (exit, _, stderr) = CliHarness.Run("evaluate", RepoPaths.DefaultModel, "--images", TuneImages, "--calib", CalibImages, "--split", "tune",
             "--count", $"{count}", "--sizes", "4", "--steps", "5", "--universal-steps", "0", "--adaptive-count", $"{count}", "--strong-steps", "0",
             "--sweep", "--sweep-scores", "knn", "--sweep-windows", "6", "--sweep-k", "2", "--sweep-neutralize", "drop", "--sweep-verify", "0",
             "--output", Path.Combine(temp, "evaluate"), "--save-attacks", saved);
@@ -273,7 +273,7 @@ public sealed class VerbRunTests : IDisposable
         var attacks = json.RootElement.GetProperty("attacks").EnumerateArray().ToArray();
         Assert.Equal(["4x4 (2.0%) non-adaptive", "4x4 (2.0%) EOT through the defense (4 draws, 5 steps)"], attacks.Select(a => a.GetProperty("scenario").GetString()));
 
-        var source = IdxDataset.Load(idx, IdxDataset.LabelsBeside(idx));
+        var source = IdxDataset.Load(TuneImages, IdxDataset.LabelsBeside(TuneImages));
         var manifest = ModelPackage.Load(RepoPaths.DefaultModel).Manifest;
         using var raw = new Microsoft.ML.OnnxRuntime.InferenceSession(Path.Combine(RepoPaths.DefaultModel, "model.onnx"));
         foreach (var attack in attacks)

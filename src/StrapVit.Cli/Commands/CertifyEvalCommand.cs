@@ -9,6 +9,7 @@ using StrapVit.Core.Evaluation;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
 using StrapVit.Core.Runtime;
+using static System.FormattableString;
 
 namespace StrapVit.Cli.Commands;
 
@@ -143,59 +144,46 @@ internal sealed class CertifyEvalCommand : CliVerb
         var f = report.ReceptiveField;
         sb.AppendLine(CultureInfo.InvariantCulture,
             $"Model {report.Model}; split {report.Split}; {report.Images} images; masking by {report.Method}; token receptive field {f.Rows.Size}x{f.Cols.Size} px, offset {f.Rows.Offset}, stride {f.Rows.Stride}; seed {report.Settings.Seed}; {report.Seconds:F0} s.");
-        sb.AppendLine();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"Plain model: {report.PlainAccuracy:P1} clean, {report.PlainMsPerImage:F2} ms/image (batch 1, CPU).");
-        sb.AppendLine();
-        sb.AppendLine("| patch | area | stride | border strides (rows x cols) | masks | mask (tokens; largest) | clean (certify mode) | certified | certified (any label) | forwards/image | ms/image (mean / median / certified images) | cases |");
-        sb.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
-        foreach (var r in report.Rows)
-        {
-            sb.AppendLine(CultureInfo.InvariantCulture,
-                $"| {r.PatchSize}x{r.PatchSize} | {r.AreaPercent:F1}% | {r.Stride} | {r.RowBorderStride}x{r.ColBorderStride} | {r.Masks} | {r.MaskRows}x{r.MaskCols}; {r.LargestRows}x{r.LargestCols} | {r.CleanAccuracy:P1} | {r.CertifiedAccuracy:P1} | {r.CertifiedRate:P1} | {r.ForwardsPerImage:F0} | {r.MsPerImage:F1} / {r.MedianMsPerImage:F1} / {r.CertifiedMsPerImage:F1} | {Cases(r.Cases)} |");
-        }
+        Table(sb, Invariant($"Plain model: {report.PlainAccuracy:P1} clean, {report.PlainMsPerImage:F2} ms/image (batch 1, CPU)."),
+            ["patch", "area", "stride", "border strides (rows x cols)", "masks", "mask (tokens; largest)", "clean (certify mode)", "certified", "certified (any label)", "forwards/image", "ms/image (mean / median / certified images)", "cases"],
+            report.Rows.Select(r => Invariant(
+                $"| {r.PatchSize}x{r.PatchSize} | {r.AreaPercent:F1}% | {r.Stride} | {r.RowBorderStride}x{r.ColBorderStride} | {r.Masks} | {r.MaskRows}x{r.MaskCols}; {r.LargestRows}x{r.LargestCols} | {r.CleanAccuracy:P1} | {r.CertifiedAccuracy:P1} | {r.CertifiedRate:P1} | {r.ForwardsPerImage:F0} | {r.MsPerImage:F1} / {r.MedianMsPerImage:F1} / {r.CertifiedMsPerImage:F1} | {Cases(r.Cases)} |")));
 
         if (report.UnderAttack.Count > 0)
         {
-            sb.AppendLine();
-            sb.AppendLine("Certify mode under attack where a patch can change it: uncertified images answered right, patched at placements no sound mask covers (the patch optimised on the certify surrogate there), answered again in certify mode.");
-            sb.AppendLine();
-            sb.AppendLine("| patch | images | certified | attacked | broken | right under attack | attacked with no vulnerable placement | vulnerable share of placements | placements x steps | surrogate fooled |");
-            sb.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
-            foreach (var a in report.UnderAttack)
-            {
-                sb.AppendLine(CultureInfo.InvariantCulture,
-                    $"| {a.PatchSize}x{a.PatchSize} | {a.Images} | {a.Certified} | {a.Attacked} | {a.Broken} | **{a.Accuracy:P1}** | {a.NoVulnerable} | {a.VulnerableShare:P1} | {a.Placements} x {a.Steps} | {a.SurrogateFooled:P1} |");
-            }
+            Table(sb, "Certify mode under attack where a patch can change it: uncertified images answered right, patched at placements no sound mask covers (the patch optimised on the certify surrogate there), answered again in certify mode.",
+                ["patch", "images", "certified", "attacked", "broken", "right under attack", "attacked with no vulnerable placement", "vulnerable share of placements", "placements x steps", "surrogate fooled"],
+                report.UnderAttack.Select(a => Invariant(
+                    $"| {a.PatchSize}x{a.PatchSize} | {a.Images} | {a.Certified} | {a.Attacked} | {a.Broken} | **{a.Accuracy:P1}** | {a.NoVulnerable} | {a.VulnerableShare:P1} | {a.Placements} x {a.Steps} | {a.SurrogateFooled:P1} |")));
         }
 
         if (report.PlainPatches.Count > 0)
         {
-            sb.AppendLine();
-            sb.AppendLine(CultureInfo.InvariantCulture, $"Certify mode on plain per-image patches ({report.PlainPatches[0].Steps} signed steps on the undefended model, seed {report.Settings.Seed}, the 8-bit image: the patches evaluate scores the empirical defense on).");
-            sb.AppendLine();
-            sb.AppendLine("| masks for | patch | images | undefended | certify mode | certified with the label | forwards/image | ms/image | cases |");
-            sb.AppendLine("|---|---|---|---|---|---|---|---|---|");
-            foreach (var p in report.PlainPatches)
-            {
-                sb.AppendLine(CultureInfo.InvariantCulture,
-                    $"| {p.MaskSize}x{p.MaskSize} | {p.PatchSize}x{p.PatchSize} | {p.Images} | {p.Undefended:P1} | **{p.Accuracy:P1}** | {p.Certified:P1} | {p.ForwardsPerImage:F0} | {p.MsPerImage:F1} | {Cases(p.Cases)} |");
-            }
+            Table(sb, Invariant($"Certify mode on plain per-image patches ({report.PlainPatches[0].Steps} signed steps on the undefended model, seed {report.Settings.Seed}, the 8-bit image: the patches evaluate scores the empirical defense on)."),
+                ["masks for", "patch", "images", "undefended", "certify mode", "certified with the label", "forwards/image", "ms/image", "cases"],
+                report.PlainPatches.Select(p => Invariant(
+                    $"| {p.MaskSize}x{p.MaskSize} | {p.PatchSize}x{p.PatchSize} | {p.Images} | {p.Undefended:P1} | **{p.Accuracy:P1}** | {p.Certified:P1} | {p.ForwardsPerImage:F0} | {p.MsPerImage:F1} | {Cases(p.Cases)} |")));
         }
 
         if (report.Soundness.Count > 0)
         {
-            sb.AppendLine();
-            sb.AppendLine(CultureInfo.InvariantCulture, $"Soundness: images certified with their label, patched ({report.Settings.AttackSteps} steps on the plain model, {report.Settings.AdaptiveSteps} on the certify surrogate; {report.Settings.Placements} random places each), certified again.");
-            sb.AppendLine();
-            sb.AppendLine("| patch | attack optimised on | images | patched images | attack success | plain model fooled | still certified | exceptions |");
-            sb.AppendLine("|---|---|---|---|---|---|---|---|");
-            foreach (var s in report.Soundness)
-            {
-                sb.AppendLine(CultureInfo.InvariantCulture,
-                    $"| {s.PatchSize}x{s.PatchSize} | {s.Attack} | {s.Images} | {s.Attempts} | {s.AttackSuccess:P1} | {s.PlainFooled:P1} | {s.CertifiedAfter:P1} | **{s.Exceptions}** |");
-            }
+            Table(sb, Invariant($"Soundness: images certified with their label, patched ({report.Settings.AttackSteps} steps on the plain model, {report.Settings.AdaptiveSteps} on the certify surrogate; {report.Settings.Placements} random places each), certified again."),
+                ["patch", "attack optimised on", "images", "patched images", "attack success", "plain model fooled", "still certified", "exceptions"],
+                report.Soundness.Select(s => Invariant(
+                    $"| {s.PatchSize}x{s.PatchSize} | {s.Attack} | {s.Images} | {s.Attempts} | {s.AttackSuccess:P1} | {s.PlainFooled:P1} | {s.CertifiedAfter:P1} | **{s.Exceptions}** |")));
         }
 
         return sb.ToString();
+    }
+
+    /// <summary>One Markdown table after a blank line: its caption paragraph, the header and its separator, then the rows.</summary>
+    private static void Table(StringBuilder sb, string caption, string[] columns, IEnumerable<string> rows)
+    {
+        sb.AppendLine();
+        sb.AppendLine(caption);
+        sb.AppendLine();
+        sb.AppendLine($"| {string.Join(" | ", columns)} |");
+        sb.AppendLine($"|{string.Concat(columns.Select(_ => "---|"))}");
+        foreach (var row in rows) sb.AppendLine(row);
     }
 }

@@ -224,10 +224,10 @@ public sealed record TokenBank
         for (; i + 4 <= n; i += 4)
         {
             // Refs into bounds-checked slices: the four tokens' channels, and below two panels' worth of the bank.
-            ref readonly var s0 = ref MemoryMarshal.GetReference(scaled.Slice(i * d, 4 * d));
-            ref readonly var s1 = ref Unsafe.Add(ref Unsafe.AsRef(in s0), d);
-            ref readonly var s2 = ref Unsafe.Add(ref Unsafe.AsRef(in s0), 2 * d);
-            ref readonly var s3 = ref Unsafe.Add(ref Unsafe.AsRef(in s0), 3 * d);
+            ref var s0 = ref MemoryMarshal.GetReference(scaled.Slice(i * d, 4 * d));
+            ref var s1 = ref Unsafe.Add(ref s0, d);
+            ref var s2 = ref Unsafe.Add(ref s0, 2 * d);
+            ref var s3 = ref Unsafe.Add(ref s0, 3 * d);
             var r0 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice(i * m, blocks * w));
             var r1 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice((i + 1) * m, blocks * w));
             var r2 = MemoryMarshal.Cast<float, Vector<float>>(acc.Slice((i + 2) * m, blocks * w));
@@ -237,16 +237,16 @@ public sealed record TokenBank
             {
                 Vector<float> a0 = normVectors[v], a1 = a0, a2 = a0, a3 = a0;
                 Vector<float> b0 = normVectors[v + 1], b1 = b0, b2 = b0, b3 = b0;
-                ref readonly var panelA = ref MemoryMarshal.GetReference(panels.Slice(v * d, 2 * d));
-                ref readonly var panelB = ref Unsafe.Add(ref Unsafe.AsRef(in panelA), d);
+                ref var panelA = ref MemoryMarshal.GetReference(panels.Slice(v * d, 2 * d));
+                ref var panelB = ref Unsafe.Add(ref panelA, d);
                 for (var c = 0; c < d; c++)
                 {
-                    var colA = Unsafe.Add(ref Unsafe.AsRef(in panelA), c);
-                    var colB = Unsafe.Add(ref Unsafe.AsRef(in panelB), c);
-                    var x0 = new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s0), c));
-                    var x1 = new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s1), c));
-                    var x2 = new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s2), c));
-                    var x3 = new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s3), c));
+                    var colA = Unsafe.Add(ref panelA, c);
+                    var colB = Unsafe.Add(ref panelB, c);
+                    var x0 = new Vector<float>(Unsafe.Add(ref s0, c));
+                    var x1 = new Vector<float>(Unsafe.Add(ref s1, c));
+                    var x2 = new Vector<float>(Unsafe.Add(ref s2, c));
+                    var x3 = new Vector<float>(Unsafe.Add(ref s3, c));
                     a0 += x0 * colA;
                     b0 += x0 * colB;
                     a1 += x1 * colA;
@@ -268,10 +268,10 @@ public sealed record TokenBank
                 for (var c = 0; c < panel.Length; c++)
                 {
                     var col = panel[c];
-                    a0 += new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s0), c)) * col;
-                    a1 += new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s1), c)) * col;
-                    a2 += new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s2), c)) * col;
-                    a3 += new Vector<float>(Unsafe.Add(ref Unsafe.AsRef(in s3), c)) * col;
+                    a0 += new Vector<float>(Unsafe.Add(ref s0, c)) * col;
+                    a1 += new Vector<float>(Unsafe.Add(ref s1, c)) * col;
+                    a2 += new Vector<float>(Unsafe.Add(ref s2, c)) * col;
+                    a3 += new Vector<float>(Unsafe.Add(ref s3, c)) * col;
                 }
 
                 (r0[v], r1[v], r2[v], r3[v]) = (a0, a1, a2, a3);

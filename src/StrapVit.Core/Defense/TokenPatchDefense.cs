@@ -61,29 +61,24 @@ public sealed class TokenPatchDefense(TokenSpaceModel model, TokenReference refe
             }
         }
 
-        float[] logits;
-        VerificationReport[]? verification = null;
-        if (check && model.MasksKeys && model.AcceptsShorterSequences)
+        // The check's first round depends on the token ratios alone, so it is planned before any encoder run.
+        var plan = check ? PlanFirstRound(batch, dropped, ratios) : null;
+        float[] logits, groupLogits = [];
+        if (plan is not null && model.MasksKeys && model.AcceptsShorterSequences)
         {
             // With a key mask, sequences of every length share a run: the defended views and the check's first round go
             // in one (on CUDA a run costs about the same for one view or a few, docs/BENCHMARKS.md session 22).
-            var plan = PlanFirstRound(batch, dropped, ratios);
-            var views = dropped.Select((h, i) => (i, h.ToArray())).Concat(plan.Views).ToList();
-            var all = EncodeHiding(tokens, views, cancellationToken);
+            var all = EncodeHiding(tokens, [.. dropped.Select((h, i) => (i, h.ToArray())), .. plan.Views], cancellationToken);
             var split = batch * model.Manifest.Labels.Count;
-            logits = all[..split];
-            verification = Verify(tokens, batch, dropped, over, logits, plan, all[split..], cancellationToken);
+            (logits, groupLogits) = (all[..split], all[split..]);
         }
         else
         {
             logits = dropped.Any(x => x.Count > 0) ? model.EncodeDropping(tokens, batch, dropped, cancellationToken) : model.Encode(tokens, batch, cancellationToken);
-            if (check)
-            {
-                var plan = PlanFirstRound(batch, dropped, ratios);
-                verification = Verify(tokens, batch, dropped, over, logits, plan, EncodeHiding(tokens, plan.Views, cancellationToken), cancellationToken);
-            }
+            if (plan is not null) groupLogits = EncodeHiding(tokens, plan.Views, cancellationToken);
         }
 
+        var verification = plan is null ? null : Verify(tokens, batch, dropped, over, logits, plan, groupLogits, cancellationToken);
         var perImageMs = sw.Elapsed.TotalMilliseconds / batch;
         var k2 = logits.Length / batch;
         var modeName = mode == DefenseMode.Detect ? "detect" : "mitigate";

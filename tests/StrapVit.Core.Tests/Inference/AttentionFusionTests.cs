@@ -1,5 +1,4 @@
 using Microsoft.Extensions.Logging.Abstractions;
-using StrapVit.Core.Datasets;
 using StrapVit.Core.Inference;
 using StrapVit.Core.Models;
 using StrapVit.Core.Onnx;
@@ -16,13 +15,6 @@ public sealed class AttentionFusionTests
     private static readonly InferenceOptions Standard = new() { Device = InferenceDevice.Cpu, FuseAttention = false, ShareWeights = false };
     private static readonly InferenceOptions Fused = new() { Device = InferenceDevice.Cpu, FuseAttention = true, ShareWeights = false };
 
-    private static float[] TestImages(int count)
-    {
-        var path = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
-        var data = IdxDataset.Load(path, IdxDataset.LabelsBeside(path));
-        return Enumerable.Range(0, count).SelectMany(i => data.Image(i).Data.ToArray()).ToArray();
-    }
-
     private static VitClassifier Classifier(string dir, InferenceOptions options) =>
         new(ModelPackage.Load(dir), new OnnxSessionFactory(options, NullLogger<OnnxSessionFactory>.Instance), options);
 
@@ -35,7 +27,7 @@ public sealed class AttentionFusionTests
         var dir = Path.Combine(RepoPaths.Root, "models", model);
         using var standard = Classifier(dir, Standard);
         using var fused = Classifier(dir, Fused);
-        var pixels = TestImages(32);
+        var pixels = ShippedTestImages.First(32);
 
         var expected = standard.Logits(pixels, 32);
         var actual = fused.Logits(pixels, 32);
@@ -109,7 +101,7 @@ public sealed class AttentionFusionTests
         Assert.DoesNotContain(fused.Graph.Node, n => n.OpType == "Identity" && n.Name.EndsWith("_through_identity", StringComparison.Ordinal));
         Assert.All(fused.Graph.Node.Where(AttentionFusion.IsFused), n => Assert.True(initializers.Contains(n.Input[1]) && initializers.Contains(n.Input[2])));
 
-        var pixels = TestImages(4);
+        var pixels = ShippedTestImages.First(4);
         float[] Run(global::Onnx.ModelProto graph)
         {
             using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(Google.Protobuf.MessageExtensions.ToByteArray(graph));
@@ -225,7 +217,7 @@ public sealed class AttentionFusionTests
         var parallelOptions = new InferenceOptions { Device = InferenceDevice.Cpu, ViewParallelism = 3 };
         using var serial = new TokenSpaceModel(package, new OnnxSessionFactory(serialOptions, NullLogger<OnnxSessionFactory>.Instance));
         using var parallel = new TokenSpaceModel(package, new OnnxSessionFactory(parallelOptions, NullLogger<OnnxSessionFactory>.Instance));
-        var tokens = serial.Embed(TestImages(2), 2);
+        var tokens = serial.Embed(ShippedTestImages.First(2), 2);
         var rng = new Random(5);
         // 150 views of two images, hiding 0-8 tokens each: several lengths, runs of up to 32 views, three workers.
         var sources = Enumerable.Range(0, 150).Select(v => v % 2).ToArray();

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging.Abstractions;
 using StrapVit.Core.Certification;
-using StrapVit.Core.Datasets;
 using StrapVit.Core.Defense;
 using StrapVit.Core.Diagnostics;
 using StrapVit.Core.Inference;
@@ -20,13 +19,6 @@ public sealed class KeyMaskTests
 {
     private static TokenSpaceModel Model(string dir, ViewMasking masking) =>
         new(ModelPackage.Load(dir), new OnnxSessionFactory(new InferenceOptions { Device = InferenceDevice.Cpu, ViewMasking = masking, ViewParallelism = 1 }, NullLogger<OnnxSessionFactory>.Instance));
-
-    private static float[] TestImages(int count)
-    {
-        var path = RepoPaths.Sample(Path.Combine("fashion-mnist", "test-1000-images-idx3-ubyte.gz"));
-        var data = IdxDataset.Load(path, IdxDataset.LabelsBeside(path));
-        return Enumerable.Range(0, count).SelectMany(i => data.Image(i).Data.ToArray()).ToArray();
-    }
 
     /// <summary>The encoder runs <paramref name="action"/> makes (Core's "onnx encoder" spans under a span of its own).</summary>
     private static int EncoderRuns(Action action)
@@ -61,7 +53,7 @@ public sealed class KeyMaskTests
         var dir = Path.Combine(RepoPaths.Root, "models", name);
         using var dropping = Model(dir, ViewMasking.Drop);
         using var masking = Model(dir, ViewMasking.KeyMask);
-        var tokens = dropping.Embed(TestImages(3), 3);
+        var tokens = dropping.Embed(ShippedTestImages.First(3), 3);
         var rng = new Random(11);
         var patches = dropping.TokenCount - 1;
         // 40 views of three images hiding 0 to a quarter of the patch tokens: many lengths, which drop in separate runs.
@@ -149,7 +141,7 @@ public sealed class KeyMaskTests
     {
         using var dropping = Model(RepoPaths.DefaultModel, ViewMasking.Drop);
         using var masking = Model(RepoPaths.DefaultModel, ViewMasking.KeyMask);
-        var tokens = dropping.Embed(TestImages(1), 1);
+        var tokens = dropping.Embed(ShippedTestImages.First(1), 1);
         var all = Enumerable.Range(0, dropping.TokenCount).ToArray();
         // A sequence without the class token, and one that repeats token 5: no key mask can express either.
         int[][] kept = [all[1..], [.. all, 5], all[..^3]];
@@ -172,7 +164,7 @@ public sealed class KeyMaskTests
         using var dropping = Runtime(ViewMasking.Drop);
         using var masking = Runtime(ViewMasking.KeyMask);
         // 24 test images and the same with a white 6x6 square (a crude patch: more flags, more disagreeing views).
-        var clean = TestImages(24);
+        var clean = ShippedTestImages.First(24);
         var patched = (float[])clean.Clone();
         var rng = new Random(7);
         for (var i = 0; i < 24; i++)
@@ -227,7 +219,7 @@ public sealed class KeyMaskTests
         using var masking = Model(RepoPaths.DefaultModel, ViewMasking.KeyMask);
         var expected = new PatchCertifier(new MaskedTokenClassifier(dropping, null), new CertifyOptions());
         var actual = new PatchCertifier(new MaskedTokenClassifier(masking, null), new CertifyOptions());
-        var pixels = TestImages(8);
+        var pixels = ShippedTestImages.First(8);
         Assert.True(masking.MasksKeys);
 
         var certified = 0;
