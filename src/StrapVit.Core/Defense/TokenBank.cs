@@ -52,6 +52,19 @@ public sealed record TokenBank
     internal float[] SquaredNorms => field ??= ComputeSquaredNorms(Vectors, Dim);
 
     /// <summary>
+    /// Scan the whole bank for every token instead of going through its <see cref="TokenBankIndex"/> (the same results;
+    /// for tests and benchmarks). Not part of the calibration file.
+    /// </summary>
+    [JsonIgnore]
+    public bool FullScan { get; init; }
+
+    /// <summary>The clustered index of a large pooled bank (built on first use, about 2 ms for 8,192 entries), or null.</summary>
+    [JsonIgnore]
+    internal TokenBankIndex? Index => FullScan ? null : (indexBox ??= new StrongBox<TokenBankIndex?>(TokenBankIndex.For(this))).Value;
+
+    private StrongBox<TokenBankIndex?>? indexBox;
+
+    /// <summary>
     /// Scores token <paramref name="position"/>'s content: the mean distance of <c>z - offset</c> to its k nearest bank
     /// entries, whose indices go to <paramref name="nearest"/> (length k, nearest first) when given.
     /// <paramref name="exclude"/> skips bank entries (leave-one-out at calibration).
@@ -136,12 +149,24 @@ public sealed record TokenBank
     private double ScoreContent(ReadOnlySpan<float> x, int k, Span<int> nearest, Func<int, bool>? exclude)
     {
         // d²_j = |x|² − 2 x·b_j + |b_j|², all j at once, then one pass keeps the k smallest.
+        var xx = Dot(x, x);
+        if (Index is { } index && TokenBankIndex.Applies(xx))
+        {
+            // Through the index: the centres' distances first, then only the clusters that can hold a nearest entry.
+            var part = Scratch(Dim + index.Clusters);
+            var minus2x = part[..Dim];
+            for (var c = 0; c < Dim; c++) minus2x[c] = -2 * x[c];
+            var centreAcc = part.Slice(Dim, index.Clusters);
+            Accumulate(minus2x, 1, centreAcc, Dim, index.CentreVectors, index.CentreNorms, index.CentrePanels);
+            return index.Nearest(minus2x, xx, centreAcc, k, nearest, exclude);
+        }
+
         var scratch = Scratch(Dim + Count);
         var scaled = scratch[..Dim];
         for (var c = 0; c < Dim; c++) scaled[c] = -2 * x[c];
         var acc = scratch.Slice(Dim, Count);
-        Accumulate(scaled, 1, acc);
-        return Nearest(acc, Dot(x, x), k, nearest, exclude);
+        AccumulateBank(scaled, 1, acc);
+        return Nearest(acc, xx, k, nearest, exclude);
     }
 
     /// <summary>
@@ -169,6 +194,12 @@ public sealed record TokenBank
 
         int d = Dim, m = Count, t = tokens.Length / d, k = Math.Min(Neighbors, m), n = t - first;
         if (n <= 0) return;
+        if (Index is { } index)
+        {
+            ScoreThroughIndex(index, tokens, first, scores, nearest);
+            return;
+        }
+
         var scratch = Scratch(n * ((2 * d) + m));
         var content = scratch[..(n * d)];
         var scaled = scratch.Slice(n * d, n * d);
@@ -176,11 +207,45 @@ public sealed record TokenBank
         Contents(tokens, first, content);
         for (var c = 0; c < scaled.Length; c++) scaled[c] = -2 * content[c];
 
-        Accumulate(scaled, n, acc);
+        AccumulateBank(scaled, n, acc);
         for (var i = 0; i < n; i++)
         {
             var x = content.Slice(i * d, d);
             scores[first + i] = Nearest(acc.Slice(i * m, m), Dot(x, x), k, nearest.IsEmpty ? default : nearest.Slice((first + i) * Neighbors, Neighbors), null);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="ScoreImage(ReadOnlySpan{float}, int, Span{double}, Span{int})"/> through the index: every token's
+    /// distances to the centres in one pass of the kernel (four tokens at a time), then each token's own clusters.
+    /// </summary>
+    private void ScoreThroughIndex(TokenBankIndex index, ReadOnlySpan<float> tokens, int first, Span<double> scores, Span<int> nearest)
+    {
+        int d = Dim, t = tokens.Length / d, k = Math.Min(Neighbors, Count), n = t - first, clusters = index.Clusters;
+        var scratch = Scratch(n * ((2 * d) + clusters));
+        var content = scratch[..(n * d)];
+        var scaled = scratch.Slice(n * d, n * d);
+        var centreAcc = scratch.Slice(2 * n * d, n * clusters);
+        Contents(tokens, first, content);
+        for (var c = 0; c < scaled.Length; c++) scaled[c] = -2 * content[c];
+
+        Accumulate(scaled, n, centreAcc, d, index.CentreVectors, index.CentreNorms, index.CentrePanels);
+        for (var i = 0; i < n; i++)
+        {
+            var x = content.Slice(i * d, d);
+            var xx = Dot(x, x);
+            var into = nearest.IsEmpty ? default : nearest.Slice((first + i) * Neighbors, Neighbors);
+            if (TokenBankIndex.Applies(xx))
+            {
+                scores[first + i] = index.Nearest(scaled.Slice(i * d, d), xx, centreAcc.Slice(i * clusters, clusters), k, into, null);
+            }
+            else
+            {
+                // Not finite, or too large for the bound: the full scan, as without the index.
+                var acc = new float[Count];
+                AccumulateBank(scaled.Slice(i * d, d), 1, acc);
+                scores[first + i] = Nearest(acc, xx, k, into, null);
+            }
         }
     }
 
@@ -214,12 +279,20 @@ public sealed record TokenBank
     /// each token's channel once per two panels. Every sum takes the same operations in the same order however the
     /// loops are tiled, so the result does not depend on the tiling, bit for bit.
     /// </summary>
-    private void Accumulate(ReadOnlySpan<float> scaled, int n, Span<float> acc)
+    private void AccumulateBank(ReadOnlySpan<float> scaled, int n, Span<float> acc) =>
+        Accumulate(scaled, n, acc, Dim, Vectors, SquaredNorms, Packed);
+
+    /// <summary>
+    /// The sums above against any <paramref name="vectors"/>
+    /// <c>[M*D]</c> with their <paramref name="norms"/> and their <see cref="Pack"/>ed panels (the bank itself, or the
+    /// centres of its <see cref="TokenBankIndex"/>).
+    /// </summary>
+    internal static void Accumulate(ReadOnlySpan<float> scaled, int n, Span<float> acc, int d, ReadOnlySpan<float> vectors, ReadOnlySpan<float> norms, ReadOnlySpan<float> packed)
     {
-        int d = Dim, m = Count, w = Vector<float>.Count;
+        int m = norms.Length, w = Vector<float>.Count;
         var blocks = Vector.IsHardwareAccelerated ? m / w : 0;
-        var normVectors = MemoryMarshal.Cast<float, Vector<float>>(SquaredNorms.AsSpan(0, blocks * w));
-        var panels = MemoryMarshal.Cast<float, Vector<float>>(Packed.AsSpan(0, blocks * w * d));
+        var normVectors = MemoryMarshal.Cast<float, Vector<float>>(norms[..(blocks * w)]);
+        var panels = MemoryMarshal.Cast<float, Vector<float>>(packed[..(blocks * w * d)]);
         var i = 0;
         for (; i + 4 <= n; i += 4)
         {
@@ -297,8 +370,8 @@ public sealed record TokenBank
             var s = scaled.Slice(r * d, d);
             for (var j = blocks * w; j < m; j++)
             {
-                var a = SquaredNorms[j];
-                var b = Vectors.AsSpan(j * d, d);
+                var a = norms[j];
+                var b = vectors.Slice(j * d, d);
                 for (var c = 0; c < d; c++) a += s[c] * b[c];
                 acc[(r * m) + j] = a;
             }
@@ -312,7 +385,7 @@ public sealed record TokenBank
     [JsonIgnore]
     private float[] Packed => field ??= Pack(Vectors, Dim, Vector<float>.Count);
 
-    private static float[] Pack(float[] vectors, int dim, int width)
+    internal static float[] Pack(float[] vectors, int dim, int width)
     {
         var m = vectors.Length / dim;
         var blocks = m / width;
@@ -354,6 +427,13 @@ public sealed record TokenBank
 
         for (; j < acc.Length; j++) Insert(acc[j] + xx, j, best, bestIndex, exclude);
 
+        return Mean(best, bestIndex, nearest);
+    }
+
+    /// <summary>The mean of the square roots of the k best squared distances (nearest first); their indices to <paramref name="nearest"/>.</summary>
+    internal static double Mean(ReadOnlySpan<float> best, ReadOnlySpan<int> bestIndex, Span<int> nearest)
+    {
+        var k = best.Length;
         double sum = 0;
         for (var i = 0; i < k; i++)
         {
@@ -369,7 +449,7 @@ public sealed record TokenBank
     }
 
     /// <summary>Entry <paramref name="j"/> at squared distance <paramref name="d2"/> into the sorted k best, unless it is no nearer than the k-th or excluded.</summary>
-    private static void Insert(float d2, int j, Span<float> best, Span<int> bestIndex, Func<int, bool>? exclude)
+    internal static void Insert(float d2, int j, Span<float> best, Span<int> bestIndex, Func<int, bool>? exclude)
     {
         var k = best.Length;
         if (d2 >= best[k - 1] || (exclude is not null && exclude(j))) return;
