@@ -20,6 +20,9 @@ public sealed class TypedOptionTests
         Assert.Equal("per-position", CliHarness.Parse("calibrate", "m", "--images", "a", "--bank-layout", "per-position").GetValue<string>("--bank-layout"));
         Assert.NotEmpty(CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b", "--bank-layout", "per-token").Errors);
         Assert.Equal(new BankSettings().FalsePositiveRate, result.GetValue<double>("--fpr"));
+        Assert.Equal(0, result.GetValue<int>("--fpr-folds"));
+        Assert.Equal(5, CliHarness.Parse("calibrate", "m", "--images", "a", "--fpr-folds", "5").GetValue<int>("--fpr-folds"));
+        Assert.Contains(CliHarness.Parse("evaluate", "m", "--images", "a", "--calib", "b", "--fpr-folds", "1").Errors, e => e.Message.Contains("--fpr-folds must be 0 or at least 2"));
         Assert.Equal("a", result.GetValue<string>("--images"));
         Assert.Null(result.GetValue<string>("--idx"));
     }

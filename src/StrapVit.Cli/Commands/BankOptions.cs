@@ -18,13 +18,27 @@ internal sealed class BankOptions
 
     private readonly Option<double> fpr = CliOptions.Number("--fpr", Defaults.FalsePositiveRate, 0, 1, "share of clean images allowed a token over its bank threshold");
 
+    private readonly Option<int> fprFolds = FoldsOption();
+
     /// <summary>The options, in the order a verb lists them.</summary>
-    public Option[] All => [size, layout, neighbors, fpr];
+    public Option[] All => [size, layout, neighbors, fpr, fprFolds];
 
     /// <summary>The bank settings the command line asks for.</summary>
     public BankSettings Read(ParseResult parseResult) => new(
         Size: parseResult.GetOptional(size),
         Neighbors: parseResult.GetValue(neighbors),
         FalsePositiveRate: parseResult.GetValue(fpr),
+        FprFolds: parseResult.GetValue(fprFolds),
         PerPosition: parseResult.GetValue(layout) == "per-position");
+
+    private static Option<int> FoldsOption()
+    {
+        var option = CliOptions.Number("--fpr-folds", Defaults.FprFolds, 0, 50,
+            "0: --fpr is the share of the calibration images flagged (each scored leave-one-out); 2 or more: the share of fresh clean images, estimated by cross-fitting over that many folds of the calibration images, and the thresholds are set for the calibration rate that meets it");
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() == 1) result.AddError("--fpr-folds must be 0 or at least 2: one fold leaves no images to build its bank from");
+        });
+        return option;
+    }
 }

@@ -95,7 +95,7 @@ internal sealed class CalibrateCommand : CliVerb
             var path = output ?? Destination(package, cache);
             calibration.Save(path);
             stdout.WriteLine($"{Path.GetFullPath(path)}: defense calibration of {package.Manifest.Name} from {images.Count} images "
-                + $"(token reference: {(calibration.Tokens is null ? "none, no tokens tensor" : $"{calibration.Tokens.TokenCount}x{calibration.Tokens.Dim}, T={temperature}, bank {calibration.Tokens.Bank?.Count} tokens, k={bank.Neighbors}, clean images flagged {calibration.Tokens.BankFalsePositiveRate:P1}")}; quantile {quantile})");
+                + $"(token reference: {(calibration.Tokens is null ? "none, no tokens tensor" : $"{calibration.Tokens.TokenCount}x{calibration.Tokens.Dim}, T={temperature}, bank {calibration.Tokens.Bank?.Count} tokens, k={bank.Neighbors}, clean images flagged {calibration.Tokens.BankFalsePositiveRate:P1}{Fresh(calibration.Tokens, bank)}")}; quantile {quantile})");
             return ExitCodes.Ok;
         }
         catch (Exception ex) when (ex is ModelPackageException or ImageRejectedException or IOException or InvalidDataException or UnauthorizedAccessException or ArgumentException or InvalidOperationException)
@@ -153,4 +153,9 @@ internal sealed class CalibrateCommand : CliVerb
             .ToList();
         return files.Select(f => decoder.Decode(File.ReadAllBytes(f), input.Channels, input.Height, input.Width)).ToList();
     }
+
+    /// <summary>With --fpr-folds: the calibration rate chosen and the estimated share of fresh clean images flagged.</summary>
+    private static string Fresh(TokenReference tokens, BankSettings bank) => tokens.BankFreshRate is { } fresh
+        ? $" for {fresh:P1} of fresh clean images (cross-fitted; calibration rate {tokens.BankNominalRate:P1})"
+        : bank.FprFolds > 1 ? $" (too few images for {bank.FprFolds} folds of {BankSettings.MinImagesPerFold}: the rate is the calibration images')" : "";
 }

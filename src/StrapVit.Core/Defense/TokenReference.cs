@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using StrapVit.Core.Imaging;
 using StrapVit.Core.Inference;
 
@@ -32,6 +33,17 @@ public sealed record TokenReference
 
     /// <summary>Share of clean calibration images (scored leave-one-image-out) with a token over its bank threshold.</summary>
     public double BankFalsePositiveRate { get; init; }
+
+    /// <summary>
+    /// With <see cref="BankSettings.FprFolds"/>: the share of fresh clean images estimated to have a token over its bank
+    /// threshold (cross-fitted over the calibration images' folds); null when calibrated without folds.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? BankFreshRate { get; init; }
+
+    /// <summary>With <see cref="BankSettings.FprFolds"/>: the rate the thresholds were set for on the calibration images, chosen for <see cref="BankFreshRate"/>.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? BankNominalRate { get; init; }
 
     /// <summary>The thresholds of <paramref name="score"/>.</summary>
     public float[] ThresholdsFor(TokenScore score) => score == TokenScore.Knn
@@ -134,6 +146,32 @@ public sealed record TokenReference
             }
         }
 
+        var images = Enumerable.Range(0, n).ToArray();
+        var (bank, source) = BuildBank(contents, images, patches, d, offset, settings, t, first);
+        var scores = LeaveOneOut(bank, source, all, images, t, d, first);
+        var rate = settings.FalsePositiveRate;
+        double? fresh = null;
+        if (settings.FprFolds > 1 && n >= settings.FprFolds * BankSettings.MinImagesPerFold)
+        {
+            (rate, fresh) = RateForFreshImages(contents, all, n, patches, d, offset, settings, t, first);
+        }
+
+        var (threshold, flagged) = Thresholds(scores, first, patches, settings.PositionQuantile, rate);
+        return reference with
+        {
+            Bank = bank, BankThreshold = threshold, BankFalsePositiveRate = flagged / (double)n, BankFreshRate = fresh,
+            BankNominalRate = fresh is null ? null : rate,
+        };
+    }
+
+    /// <summary>
+    /// The bank of <paramref name="images"/>' clean contents (<c>contents</c> holds all images', <c>[N*P*D]</c>): a
+    /// coreset pooled over positions, or each position's own; and for each entry, the image it came from.
+    /// </summary>
+    private static (TokenBank Bank, int[] Source) BuildBank(float[] contents, int[] images, int patches, int d, float[][] offset, BankSettings settings, int t, int first)
+    {
+        var n = images.Length;
+        var rowOf = images.SelectMany(i => Enumerable.Range(i * patches, patches)).ToArray();   // subset row -> row of contents
         int[] chosen;
         int[]? starts = null;
         if (settings.PerPosition)
@@ -146,7 +184,7 @@ public sealed record TokenReference
             {
                 starts[k] = picked.Count;
                 if (k < first) continue;
-                var rows = Enumerable.Range(0, n).Select(i => (i * patches) + (k - first)).ToArray();
+                var rows = Enumerable.Range(0, n).Select(i => rowOf[(i * patches) + (k - first)]).ToArray();
                 var points = new float[n * d];
                 for (var i = 0; i < n; i++) contents.AsSpan(rows[i] * d, d).CopyTo(points.AsSpan(i * d, d));
                 picked.AddRange(TokenBank.Coreset(points, d, Math.Min(perPosition, n), settings.Seed + k).Select(i => rows[i]));
@@ -157,7 +195,14 @@ public sealed record TokenReference
         }
         else
         {
-            chosen = TokenBank.Coreset(contents, d, settings.EntriesFor(d), settings.Seed);
+            var subset = contents;
+            if (n * patches * d != contents.Length)
+            {
+                subset = new float[n * patches * d];
+                for (var r = 0; r < rowOf.Length; r++) contents.AsSpan(rowOf[r] * d, d).CopyTo(subset.AsSpan(r * d, d));
+            }
+
+            chosen = TokenBank.Coreset(subset, d, settings.EntriesFor(d), settings.Seed).Select(r => rowOf[r]).ToArray();
         }
 
         var vectors = new float[chosen.Length * d];
@@ -168,29 +213,80 @@ public sealed record TokenReference
             source[j] = chosen[j] / patches;
         }
 
-        var bank = new TokenBank { Dim = d, Neighbors = settings.Neighbors, Offset = offset, Vectors = vectors, PositionStarts = starts };
-        var scores = new double[n, t];
-        Parallel.For(0, n, i =>
+        return (new TokenBank { Dim = d, Neighbors = settings.Neighbors, Offset = offset, Vectors = vectors, PositionStarts = starts }, source);
+    }
+
+    /// <summary>Scores <c>[images, T]</c> of <paramref name="images"/>' tokens, each never against bank entries of its own image.</summary>
+    private static double[,] LeaveOneOut(TokenBank bank, int[] source, float[] all, int[] images, int t, int d, int first)
+    {
+        var scores = new double[images.Length, t];
+        Parallel.For(0, images.Length, i =>
         {
+            var image = images[i];
             for (var k = first; k < t; k++)
             {
-                scores[i, k] = bank.Score(all.AsSpan(((i * t) + k) * d, d), k, default, j => source[j] == i);
+                scores[i, k] = bank.Score(all.AsSpan(((image * t) + k) * d, d), k, default, j => source[j] == image);
             }
         });
+        return scores;
+    }
 
+    /// <summary>
+    /// Per-position thresholds: each position's <paramref name="quantile"/> of clean <paramref name="scores"/>, times
+    /// one factor chosen so that <paramref name="rate"/> of the images have a token over; and how many do.
+    /// </summary>
+    private static (float[] Threshold, int Flagged) Thresholds(double[,] scores, int first, int patches, double quantile, double rate)
+    {
+        int n = scores.GetLength(0), t = scores.GetLength(1);
         var scale = new float[t];
         for (var k = first; k < t; k++)
         {
-            scale[k] = DefenseCalibration.QuantileOf(Enumerable.Range(0, n).Select(i => scores[i, k]).ToList(), settings.PositionQuantile);
+            scale[k] = DefenseCalibration.QuantileOf(Enumerable.Range(0, n).Select(i => scores[i, k]).ToList(), quantile);
         }
 
         var worst = Enumerable.Range(0, n)
             .Select(i => Enumerable.Range(first, patches).Max(k => scores[i, k] / Math.Max(scale[k], 1e-12)))
             .ToList();
-        var factor = DefenseCalibration.QuantileOf(worst, 1 - settings.FalsePositiveRate);
+        var factor = DefenseCalibration.QuantileOf(worst, 1 - rate);
         var threshold = scale.Select(s => s * factor).ToArray();
         var flagged = Enumerable.Range(0, n).Count(i => Enumerable.Range(first, patches).Any(k => scores[i, k] > threshold[k]));
-        return reference with { Bank = bank, BankThreshold = threshold, BankFalsePositiveRate = flagged / (double)n };
+        return (threshold, flagged);
+    }
+
+    /// <summary>
+    /// <see cref="BankSettings.FprFolds"/>: the calibration rate whose thresholds flag at most
+    /// <see cref="BankSettings.FalsePositiveRate"/> of fresh clean images. Leave-one-out scores come out lower than a
+    /// fresh image's, because the coreset was built from the scored images themselves. So each fold of the images
+    /// (image i in fold i mod F) is scored as fresh against a bank built from the other folds, with thresholds set on
+    /// those folds leave-one-out, as the full calibration sets them. Thresholds are only ever applied with the bank
+    /// they came from: background tokens all score alike, at distances that differ from one coreset to the next.
+    /// Returns the largest rate on a grid of 0.005 steps down to half the target whose pooled fresh share is within the
+    /// target (else the smallest), and that share.
+    /// </summary>
+    private static (double Rate, double Fresh) RateForFreshImages(float[] contents, float[] all, int n, int patches, int d, float[][] offset, BankSettings settings,
+        int t, int first)
+    {
+        var target = settings.FalsePositiveRate;
+        var grid = Enumerable.Range(0, (int)Math.Floor((target / 2) / 0.005) + 1).Select(g => Math.Round(target - (g * 0.005), 6)).ToArray();
+        var flaggedAt = new int[grid.Length];
+        var folds = settings.FprFolds;
+        for (var f = 0; f < folds; f++)
+        {
+            var train = Enumerable.Range(0, n).Where(i => i % folds != f).ToArray();
+            var test = Enumerable.Range(0, n).Where(i => i % folds == f).ToArray();
+            var (bank, source) = BuildBank(contents, train, patches, d, offset, settings, t, first);
+            var loo = LeaveOneOut(bank, source, all, train, t, d, first);
+            var fresh = LeaveOneOut(bank, source, all, test, t, d, first);   // their images are not in this bank
+            for (var g = 0; g < grid.Length; g++)
+            {
+                var (threshold, _) = Thresholds(loo, first, patches, settings.PositionQuantile, grid[g]);
+                flaggedAt[g] += Enumerable.Range(0, test.Length).Count(i => Enumerable.Range(first, patches).Any(k => fresh[i, k] > threshold[k]));
+            }
+        }
+
+        var chosen = Array.FindIndex(flaggedAt, c => c <= target * n);
+        if (chosen < 0) chosen = grid.Length - 1;
+        return (grid[chosen], flaggedAt[chosen] / (double)n);
     }
 
     /// <summary>Jensen-Shannon distance of each token of one image <c>[T*D]</c> to its position's reference.</summary>
@@ -249,10 +345,20 @@ public sealed record TokenReference
 /// One bank per position instead of one pooled over positions: each position keeps its share of the entries (a
 /// coreset of its own clean contents), and a token is compared only with those.
 /// </param>
-public sealed record BankSettings(int? Size = null, int Neighbors = 3, double FalsePositiveRate = 0.3, double PositionQuantile = 0.95, int Seed = 0, bool PerPosition = false)
+/// <param name="FprFolds">
+/// 0: <paramref name="FalsePositiveRate"/> is the share of calibration images flagged (scored leave-one-out). 2 or more:
+/// it is the share of fresh clean images, estimated by cross-fitting over that many folds of the calibration images,
+/// and the thresholds are set for the rate on the calibration images that meets it (given at least
+/// <see cref="MinImagesPerFold"/> images per fold; with fewer, as with 0).
+/// </param>
+public sealed record BankSettings(int? Size = null, int Neighbors = 3, double FalsePositiveRate = 0.3, double PositionQuantile = 0.95, int Seed = 0, bool PerPosition = false,
+    int FprFolds = 0)
 {
     /// <summary>Entries of the automatic size where the tokens are narrow enough.</summary>
     public const int DefaultEntries = 8192;
+
+    /// <summary>Calibration images per fold that <see cref="FprFolds"/> needs; with fewer, the rate is taken leave-one-out.</summary>
+    public const int MinImagesPerFold = 20;
 
     /// <summary>Values (entries x token width) the automatic size keeps the bank under.</summary>
     public const int AutoValueBudget = 1 << 20;

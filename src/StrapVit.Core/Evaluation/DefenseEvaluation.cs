@@ -220,7 +220,7 @@ public sealed class DefenseEvaluation(
         var started = Stopwatch.GetTimestamp();
         var rows = new List<EvaluationRow>();
         var reference = Calibrate(calibration, settings.Temperature);
-        log.WriteLine($"token bank: {reference.Tokens!.Bank!.Count} entries{(reference.Tokens.Bank.PositionStarts is null ? "" : " per position")}, k={reference.Tokens.Bank.Neighbors}, clean images flagged at calibration {reference.Tokens.BankFalsePositiveRate:P1}");
+        log.WriteLine($"token bank: {reference.Tokens!.Bank!.Count} entries{(reference.Tokens.Bank.PositionStarts is null ? "" : " per position")}, k={reference.Tokens.Bank.Neighbors}, clean images flagged at calibration {reference.Tokens.BankFalsePositiveRate:P1}{(reference.Tokens.BankFreshRate is { } fresh ? $" (thresholds for {fresh:P1} of fresh clean images, cross-fitted)" : "")}");
         if (settings.VerifyCleanRate > 0 && options.VerifyWindows > 0)
         {
             options = options.Clone();
