@@ -157,5 +157,5 @@ internal sealed class CalibrateCommand : CliVerb
     /// <summary>With --fpr-folds: the calibration rate chosen and the estimated share of fresh clean images flagged.</summary>
     private static string Fresh(TokenReference tokens, BankSettings bank) => tokens.BankFreshRate is { } fresh
         ? $" for {fresh:P1} of fresh clean images (cross-fitted; calibration rate {tokens.BankNominalRate:P1})"
-        : bank.FprFolds > 1 ? $" (too few images for {bank.FprFolds} folds of {BankSettings.MinImagesPerFold}: the rate is the calibration images')" : "";
+        : bank.FprFolds > 1 ? $" (fewer than {BankSettings.MinImagesPerFold} images per fold: --fpr applies to the calibration images)" : "";
 }

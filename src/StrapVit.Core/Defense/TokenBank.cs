@@ -18,6 +18,25 @@ namespace StrapVit.Core.Defense;
 /// </summary>
 public sealed record TokenBank
 {
+    public TokenBank()
+    {
+    }
+
+    /// <summary>
+    /// The copy behind <c>with</c>: the settings and data, but none of the caches (squared norms, packed panels, index),
+    /// which are rebuilt from the copy's own vectors on first use.
+    /// </summary>
+    private TokenBank(TokenBank original)
+    {
+        Dim = original.Dim;
+        Neighbors = original.Neighbors;
+        Offset = original.Offset;
+        Vectors = original.Vectors;
+        Search = original.Search;
+        PositionStarts = original.PositionStarts;
+        FullScan = original.FullScan;
+    }
+
     public required int Dim { get; init; }
 
     /// <summary>k: neighbours averaged into a score.</summary>
@@ -58,7 +77,10 @@ public sealed record TokenBank
     [JsonIgnore]
     public bool FullScan { get; init; }
 
-    /// <summary>The clustered index of a large pooled bank (built on first use, about 2 ms for 8,192 entries), or null.</summary>
+    /// <summary>
+    /// The clustered index of a large pooled bank (built on first use, about 2 ms for 8,192 entries), or null. The box
+    /// caches a null too; threads that race on first use may each build one, and every one is the same.
+    /// </summary>
     [JsonIgnore]
     internal TokenBankIndex? Index => FullScan ? null : (indexBox ??= new StrongBox<TokenBankIndex?>(TokenBankIndex.For(this))).Value;
 
@@ -449,7 +471,7 @@ public sealed record TokenBank
     }
 
     /// <summary>Entry <paramref name="j"/> at squared distance <paramref name="d2"/> into the sorted k best, unless it is no nearer than the k-th or excluded.</summary>
-    internal static void Insert(float d2, int j, Span<float> best, Span<int> bestIndex, Func<int, bool>? exclude)
+    private static void Insert(float d2, int j, Span<float> best, Span<int> bestIndex, Func<int, bool>? exclude)
     {
         var k = best.Length;
         if (d2 >= best[k - 1] || (exclude is not null && exclude(j))) return;

@@ -12,8 +12,8 @@ namespace StrapVit.Core.Defense;
 /// <b>The same answer as the full scan.</b> An entry's squared distance is computed exactly as the full scan computes it
 /// (<c>|b|² + Σ_c (−2x_c)·b_c</c> in channel order, a multiply then an add, then <c>+ |x|²</c>), only in another order
 /// of entries. A cluster is passed over only when the triangle inequality puts every one of its entries farther than
-/// the k-th best so far by more than the rounding of those sums can account for (<see cref="Slack"/>, about 13 times
-/// its bound), and ties are ordered by entry index as the full scan's order leaves them, so the k nearest found are
+/// the k-th best so far by more than the rounding of those sums can account for (at least 1e-4 (|x| + max |b|)², 20 times
+/// the bound for 64 channels, twice it for wide tokens), and ties are ordered by entry index as the full scan's order leaves them, so the k nearest found are
 /// the full scan's, distances bit for bit and the same entries. A content whose squared norm is not finite or passes
 /// 1e30 takes the full scan.
 /// </para>
@@ -32,10 +32,11 @@ internal sealed class TokenBankIndex
     internal const int EntriesPerCluster = 32;
 
     /// <summary>
-    /// Relative rounding allowance: a float sum of ~130 products (|x|² + |b|² − 2x·b over 64 channels and the norms')
-    /// is off by at most ~130 · 2^-24 · (|x| + |b|)² ≈ 7.7e-6 (|x| + |b|)²; the allowance is 1e-4 (|x| + max |b|)².
+    /// Relative rounding allowance, at least 1e-4: a computed squared distance (the kernel's D + 1 terms, the vectorised
+    /// norms of x and b, the last add) is off by at most about (D + D/W + W + 3) · 2^-24 · (|x| + |b|)², 4.9e-6 for
+    /// 64 channels (a margin of 20), and the allowance is twice that bound for wider tokens.
     /// </summary>
-    private const double Slack = 1e-4;
+    private readonly double relativeSlack;
 
     private readonly int dim;
     private readonly int width;
@@ -44,13 +45,16 @@ internal sealed class TokenBankIndex
     {
         this.dim = dim;
         this.width = width;
+        relativeSlack = Math.Max(1e-4, 2 * (dim + (dim / width) + width + 4) * Math.Pow(2, -24));
     }
 
-    /// <summary>Centres <c>[C*D]</c>, their squared norms (the bank's own values) and their packed panels.</summary>
+    /// <summary>Centres <c>[C*D]</c>: the bank's first C entries.</summary>
     internal float[] CentreVectors { get; private init; } = [];
 
+    /// <summary>The centres' squared norms (the bank's own values).</summary>
     internal float[] CentreNorms { get; private init; } = [];
 
+    /// <summary>The centres packed as the kernel reads them (<see cref="TokenBank.Pack"/>).</summary>
     internal float[] CentrePanels { get; private init; } = [];
 
     internal int Clusters => CentreNorms.Length;
@@ -78,6 +82,8 @@ internal sealed class TokenBankIndex
         if (bank.PositionStarts is not null || bank.Count < MinEntries || !Vector.IsHardwareAccelerated) return null;
         int d = bank.Dim, m = bank.Count, w = Vector<float>.Count, clusters = m / EntriesPerCluster;
         var norms = bank.SquaredNorms;
+        // Entries the bound cannot cover (not finite, or squares near float's range) leave the bank to the full scan.
+        if (norms.Any(n => !float.IsFinite(n) || n >= 1e30f) || bank.Vectors.Any(v => !float.IsFinite(v))) return null;
         var centres = bank.Vectors.AsSpan(0, clusters * d).ToArray();
         var centreNorms = norms.AsSpan(0, clusters).ToArray();
         var centrePanels = TokenBank.Pack(centres, d, w);
@@ -167,7 +173,7 @@ internal sealed class TokenBankIndex
     internal double Nearest(ReadOnlySpan<float> scaled, float xx, ReadOnlySpan<float> centreAcc, int k, Span<int> nearest, Func<int, bool>? exclude) =>
         Nearest(scaled, xx, centreAcc, k, nearest, exclude, out _);
 
-    /// <summary>Entries the search reads for a content (<c>token - offset[0]</c>), padding included: for tests.</summary>
+    /// <summary>Entries the search reads for a token at position 0 (its content is <c>token - offset[0]</c>), padding included: for tests.</summary>
     internal int EntriesRead(ReadOnlySpan<float> token, TokenBank bank)
     {
         var minus2x = new float[dim];
@@ -195,7 +201,7 @@ internal sealed class TokenBankIndex
         best.Fill(float.PositiveInfinity);
         bestIndex.Fill(-1);
         var norm = Math.Sqrt(xx) + MaxNorm;
-        var slack = Slack * norm * norm;
+        var slack = (relativeSlack * norm * norm) + 1e-30;
         var firstCluster = 0;
         for (var c = 1; c < centreAcc.Length; c++) if (centreAcc[c] < centreAcc[firstCluster]) firstCluster = c;
 
@@ -265,8 +271,9 @@ internal sealed class TokenBankIndex
     }
 
     /// <summary>
-    /// Entry <paramref name="j"/> into the sorted k best by (distance, index): the full scan meets entries in index
-    /// order and keeps the earlier of equal distances, so ordering ties by index gives its very entries in any order.
+    /// Entry <paramref name="j"/> into the sorted k best by (distance, index). The full scan's own insert compares
+    /// distances only, which is enough there because it meets entries in index order and keeps the earlier of equal
+    /// distances; here clusters come in another order, so ties are ordered by index explicitly.
     /// </summary>
     private static void Insert(float d2, int j, Span<float> best, Span<int> bestIndex, Func<int, bool>? exclude)
     {

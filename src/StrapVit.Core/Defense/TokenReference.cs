@@ -36,7 +36,8 @@ public sealed record TokenReference
 
     /// <summary>
     /// With <see cref="BankSettings.FprFolds"/>: the share of fresh clean images estimated to have a token over its bank
-    /// threshold (cross-fitted over the calibration images' folds); null when calibrated without folds.
+    /// threshold (cross-fitted over the calibration images' folds), at the rate chosen for it, so a little optimistic;
+    /// null when calibrated without folds.
     /// </summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public double? BankFreshRate { get; init; }
@@ -148,9 +149,10 @@ public sealed record TokenReference
 
         var images = Enumerable.Range(0, n).ToArray();
         var (bank, source) = BuildBank(contents, images, patches, d, offset, settings, t, first);
-        var scores = LeaveOneOut(bank, source, all, images, t, d, first);
+        var scores = ScoresOf(bank, source, all, images, t, d, first);
         var rate = settings.FalsePositiveRate;
         double? fresh = null;
+        if (settings.FprFolds is 1 or < 0) throw new ArgumentOutOfRangeException(nameof(settings), settings.FprFolds, "FprFolds is 0 or at least 2.");
         if (settings.FprFolds > 1 && n >= settings.FprFolds * BankSettings.MinImagesPerFold)
         {
             (rate, fresh) = RateForFreshImages(contents, all, n, patches, d, offset, settings, t, first);
@@ -216,8 +218,11 @@ public sealed record TokenReference
         return (new TokenBank { Dim = d, Neighbors = settings.Neighbors, Offset = offset, Vectors = vectors, PositionStarts = starts }, source);
     }
 
-    /// <summary>Scores <c>[images, T]</c> of <paramref name="images"/>' tokens, each never against bank entries of its own image.</summary>
-    private static double[,] LeaveOneOut(TokenBank bank, int[] source, float[] all, int[] images, int t, int d, int first)
+    /// <summary>
+    /// Scores <c>[images, T]</c> of <paramref name="images"/>' tokens, each never against bank entries of its own image:
+    /// leave-one-out for images in the bank, plain scores for images outside it.
+    /// </summary>
+    private static double[,] ScoresOf(TokenBank bank, int[] source, float[] all, int[] images, int t, int d, int first)
     {
         var scores = new double[images.Length, t];
         Parallel.For(0, images.Length, i =>
@@ -275,8 +280,8 @@ public sealed record TokenReference
             var train = Enumerable.Range(0, n).Where(i => i % folds != f).ToArray();
             var test = Enumerable.Range(0, n).Where(i => i % folds == f).ToArray();
             var (bank, source) = BuildBank(contents, train, patches, d, offset, settings, t, first);
-            var loo = LeaveOneOut(bank, source, all, train, t, d, first);
-            var fresh = LeaveOneOut(bank, source, all, test, t, d, first);   // their images are not in this bank
+            var loo = ScoresOf(bank, source, all, train, t, d, first);
+            var fresh = ScoresOf(bank, source, all, test, t, d, first);   // not in this bank: scored as fresh images
             for (var g = 0; g < grid.Length; g++)
             {
                 var (threshold, _) = Thresholds(loo, first, patches, settings.PositionQuantile, grid[g]);

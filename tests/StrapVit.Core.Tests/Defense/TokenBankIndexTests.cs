@@ -40,7 +40,11 @@ public sealed class TokenBankIndexTests(DefaultModelTokens shipped) : IClassFixt
     }
 
     /// <summary>Queries of every kind: near the bank, bank entries themselves, between entries, far outside, and at scale.</summary>
-    private static IEnumerable<float[]> Queries(TokenBank bank, int count, int seed, bool integers = false)
+    private static IEnumerable<float[]> Queries(TokenBank bank, int count, int seed, bool integers = false) =>
+        QueriesFrom(bank, count, seed, integers).Select(q => q.Token);
+
+    /// <summary><see cref="Queries"/> with the entry each was made from.</summary>
+    private static IEnumerable<(float[] Token, int Entry)> QueriesFrom(TokenBank bank, int count, int seed, bool integers = false)
     {
         var rng = new Random(seed);
         int d = bank.Dim;
@@ -64,7 +68,7 @@ public sealed class TokenBankIndexTests(DefaultModelTokens shipped) : IClassFixt
                 x[c] = (integers ? (float)Math.Round(v) : (float)v) + bank.Offset[0][c];
             }
 
-            yield return x;
+            yield return (x, a);
         }
     }
 
@@ -108,9 +112,10 @@ public sealed class TokenBankIndexTests(DefaultModelTokens shipped) : IClassFixt
         var bank = MixtureBank(2500, 12, 3, seed: 5);
         var full = bank with { FullScan = true };
         var source = Enumerable.Range(0, bank.Count).Select(j => j / 10).ToArray(); // ten entries per "image"
-        foreach (var x in Queries(bank, 200, seed: 6))
+        foreach (var (x, entry) in QueriesFrom(bank, 200, seed: 6))
         {
-            var image = source[(int)(Math.Abs(x[0] * 1000) % bank.Count)];
+            // As at calibration: a token is never compared with the entries of its own image, its own entry among them.
+            var image = source[entry];
             var (viaIndex, scanned) = (new int[3], new int[3]);
             Assert.Equal(full.Score(x, 0, scanned, j => source[j] == image), bank.Score(x, 0, viaIndex, j => source[j] == image));
             Assert.Equal(scanned, viaIndex);
@@ -155,7 +160,7 @@ public sealed class TokenBankIndexTests(DefaultModelTokens shipped) : IClassFixt
     {
         var bank = MixtureBank(2048, 8, 3, seed: 12);
         var full = bank with { FullScan = true };
-        foreach (var value in new[] { 1e20f, float.NaN, float.PositiveInfinity })
+        foreach (var value in new[] { 1e16f, 1e20f, float.NaN, float.PositiveInfinity })   // |x|² ≥ 1e30, overflowing, not a number
         {
             var x = Enumerable.Repeat(1f, bank.Dim).ToArray();
             x[3] = value;
@@ -167,10 +172,41 @@ public sealed class TokenBankIndexTests(DefaultModelTokens shipped) : IClassFixt
     }
 
     [Fact]
-    public void Small_and_per_position_banks_are_scanned_whole()
+    public void Small_per_position_and_non_finite_banks_are_scanned_whole()
     {
         Assert.Null(MixtureBank(TokenBankIndex.MinEntries - 1, 8, 3, seed: 1).Index);
         Assert.Null((MixtureBank(4096, 8, 3, seed: 1) with { PositionStarts = [0, 4096] }).Index);
+        var bank = MixtureBank(4096, 8, 3, seed: 1);
+        bank.Vectors[77] = float.NaN;
+        Assert.Null(bank.Index);
+    }
+
+    [Fact]
+    public void Wide_tokens_far_from_the_origin_where_rounding_is_largest_still_match_the_full_scan()
+    {
+        // 128 channels around 1,000 each: |x|² is about 1.3e8 while neighbours lie about 1 apart, so the float sums
+        // cancel almost everything. (No data built here needs the rounding allowance: without it these tests pass too.)
+        var bank = MixtureBank(2048, 128, 3, seed: 21);
+        for (var i = 0; i < bank.Vectors.Length; i++) bank.Vectors[i] += 1000;
+        var full = bank with { FullScan = true };
+        Assert.NotNull(bank.Index);
+        foreach (var x in Queries(bank, 100, seed: 22).Where((_, q) => q % 5 is 0 or 1 or 2))
+        {
+            var (viaIndex, scanned) = (new int[3], new int[3]);
+            Assert.Equal(full.Score(x, 0, scanned), bank.Score(x, 0, viaIndex));
+            Assert.Equal(scanned, viaIndex);
+        }
+    }
+
+    [Fact]
+    public void A_copy_with_other_vectors_searches_its_own_vectors()
+    {
+        var bank = MixtureBank(2048, 8, 3, seed: 3);
+        var x = Queries(bank, 1, seed: 4).Single();
+        _ = bank.Score(x, 0);   // builds the index and the caches
+        var moved = bank with { Vectors = bank.Vectors.Select(v => v + 5).ToArray() };
+        Assert.Equal((moved with { FullScan = true }).Score(x, 0), moved.Score(x, 0));
+        Assert.NotEqual(bank.Score(x, 0), moved.Score(x, 0));
     }
 
     [Fact]
