@@ -541,24 +541,37 @@ public sealed record TokenBank
         var (space, width) = dim > 128 ? (Project(points, dim, 128, seed), 128) : (points, dim);
         var minDist = new float[n];
         Array.Fill(minDist, float.PositiveInfinity);
+        var norms = new float[n];
+        for (var i = 0; i < n; i++) norms[i] = Dot(space.AsSpan(i * width, width), space.AsSpan(i * width, width));
         var chosen = new int[size];
         var next = new Random(seed).Next(n);
+        // The points in a few contiguous parts, each scanned on its own thread; the farthest point is the first of the
+        // parts' own farthest (strictly greater wins, in part order), so the picks are those of one scan in index order.
+        var parts = Math.Clamp(n / 4096, 1, Environment.ProcessorCount);
+        var farthest = new (float Distance, int Index)[parts];
         for (var s = 0; s < size; s++)
         {
             chosen[s] = next;
-            var c = space.AsSpan(next * width, width);
-            var cc = Dot(c, c);
-            var far = -1f;
-            for (var i = 0; i < n; i++)
+            var centre = next;
+            var cc = norms[centre];
+            Parallel.For(0, parts, part =>
             {
-                var p = space.AsSpan(i * width, width);
-                var d2 = Dot(p, p) - (2 * Dot(p, c)) + cc;
-                if (d2 < minDist[i]) minDist[i] = d2;
-                if (minDist[i] > far)
+                var c = space.AsSpan(centre * width, width);
+                int from = (int)((long)n * part / parts), to = (int)((long)n * (part + 1) / parts);
+                var (far, at) = (-1f, -1);
+                for (var i = from; i < to; i++)
                 {
-                    far = minDist[i];
-                    next = i;
+                    var d2 = norms[i] - (2 * Dot(space.AsSpan(i * width, width), c)) + cc;
+                    if (d2 < minDist[i]) minDist[i] = d2;
+                    if (minDist[i] > far) (far, at) = (minDist[i], i);
                 }
+
+                farthest[part] = (far, at);
+            });
+            var best = -1f;
+            foreach (var (distance, index) in farthest)
+            {
+                if (index >= 0 && distance > best) (best, next) = (distance, index);
             }
         }
 
