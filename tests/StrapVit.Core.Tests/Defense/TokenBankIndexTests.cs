@@ -242,6 +242,29 @@ public sealed class TokenBankIndexTests(DefaultModelTokens shipped) : IClassFixt
 
     private static double Norm(float[] v) => Math.Sqrt(v.Sum(a => (double)a * a));
 
+    [Fact]
+    public void On_clean_test_images_a_token_reads_a_small_share_of_the_embedded_models_bank()
+    {
+        // docs/BENCHMARKS.md, session 23: 10.3% on average over 300 test images; here the first 100.
+        var bank = shipped.Reference.Bank!;
+        var index = bank.Index!;
+        var model = shipped.Model;
+        int t = model.TokenCount, d = model.Dim;
+        var tokens = model.Embed(Enumerable.Range(0, 100).SelectMany(i => shipped.TestSet.Image(i).Data.ToArray()).ToArray(), 100);
+        var read = new List<double>();
+        for (var i = 0; i < 100; i++)
+        {
+            for (var p = model.FirstPatchToken; p < t; p++)
+            {
+                // EntriesRead takes a token at position 0: move the content there.
+                var token = Enumerable.Range(0, d).Select(c => tokens[(((i * t) + p) * d) + c] - bank.Offset[p][c] + bank.Offset[0][c]).ToArray();
+                read.Add(index.EntriesRead(token, bank) / (double)bank.Count);
+            }
+        }
+
+        Assert.InRange(read.Average(), 0.01, 0.2);
+    }
+
     /// <summary>Whether an entry other than the k found lies at exactly the k-th distance (computed in double; the data are small integers).</summary>
     private static int DistanceTies(TokenBank bank, float[] x, int[] found)
     {
