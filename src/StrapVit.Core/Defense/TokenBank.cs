@@ -214,59 +214,40 @@ public sealed record TokenBank
             return;
         }
 
-        int d = Dim, m = Count, t = tokens.Length / d, k = Math.Min(Neighbors, m), n = t - first;
+        // Every token's sums against the whole bank, or with the index against its centres only (four tokens at a
+        // time either way); then each token's k nearest from its row, or from the clusters its row does not rule out.
+        var index = Index;
+        int d = Dim, m = Count, t = tokens.Length / d, k = Math.Min(Neighbors, m), n = t - first, columns = index?.Clusters ?? m;
         if (n <= 0) return;
-        if (Index is { } index)
-        {
-            ScoreThroughIndex(index, tokens, first, scores, nearest);
-            return;
-        }
-
-        var scratch = Scratch(n * ((2 * d) + m));
+        var scratch = Scratch(n * ((2 * d) + columns));
         var content = scratch[..(n * d)];
         var scaled = scratch.Slice(n * d, n * d);
-        var acc = scratch.Slice(2 * n * d, n * m);
+        var acc = scratch.Slice(2 * n * d, n * columns);
         Contents(tokens, first, content);
         for (var c = 0; c < scaled.Length; c++) scaled[c] = -2 * content[c];
 
-        AccumulateBank(scaled, n, acc);
-        for (var i = 0; i < n; i++)
-        {
-            var x = content.Slice(i * d, d);
-            scores[first + i] = Nearest(acc.Slice(i * m, m), Dot(x, x), k, nearest.IsEmpty ? default : nearest.Slice((first + i) * Neighbors, Neighbors), null);
-        }
-    }
-
-    /// <summary>
-    /// <see cref="ScoreImage(ReadOnlySpan{float}, int, Span{double}, Span{int})"/> through the index: every token's
-    /// distances to the centres in one pass of the kernel (four tokens at a time), then each token's own clusters.
-    /// </summary>
-    private void ScoreThroughIndex(TokenBankIndex index, ReadOnlySpan<float> tokens, int first, Span<double> scores, Span<int> nearest)
-    {
-        int d = Dim, t = tokens.Length / d, k = Math.Min(Neighbors, Count), n = t - first, clusters = index.Clusters;
-        var scratch = Scratch(n * ((2 * d) + clusters));
-        var content = scratch[..(n * d)];
-        var scaled = scratch.Slice(n * d, n * d);
-        var centreAcc = scratch.Slice(2 * n * d, n * clusters);
-        Contents(tokens, first, content);
-        for (var c = 0; c < scaled.Length; c++) scaled[c] = -2 * content[c];
-
-        Accumulate(scaled, n, centreAcc, d, index.CentreVectors, index.CentreNorms, index.CentrePanels);
+        if (index is null) AccumulateBank(scaled, n, acc);
+        else Accumulate(scaled, n, acc, d, index.CentreVectors, index.CentreNorms, index.CentrePanels);
         for (var i = 0; i < n; i++)
         {
             var x = content.Slice(i * d, d);
             var xx = Dot(x, x);
+            var row = acc.Slice(i * columns, columns);
             var into = nearest.IsEmpty ? default : nearest.Slice((first + i) * Neighbors, Neighbors);
-            if (TokenBankIndex.Applies(xx))
+            if (index is null)
             {
-                scores[first + i] = index.Nearest(scaled.Slice(i * d, d), xx, centreAcc.Slice(i * clusters, clusters), k, into, null);
+                scores[first + i] = Nearest(row, xx, k, into, null);
+            }
+            else if (TokenBankIndex.Applies(xx))
+            {
+                scores[first + i] = index.Nearest(scaled.Slice(i * d, d), xx, row, k, into, null);
             }
             else
             {
                 // Not finite, or too large for the bound: the full scan, as without the index.
-                var acc = new float[Count];
-                AccumulateBank(scaled.Slice(i * d, d), 1, acc);
-                scores[first + i] = Nearest(acc, xx, k, into, null);
+                var full = new float[m];
+                AccumulateBank(scaled.Slice(i * d, d), 1, full);
+                scores[first + i] = Nearest(full, xx, k, into, null);
             }
         }
     }

@@ -83,7 +83,8 @@ internal sealed class TokenBankIndex
         int d = bank.Dim, m = bank.Count, w = Vector<float>.Count, clusters = m / EntriesPerCluster;
         var norms = bank.SquaredNorms;
         // Entries the bound cannot cover (not finite, or squares near float's range) leave the bank to the full scan.
-        if (norms.Any(n => !float.IsFinite(n) || n >= 1e30f) || bank.Vectors.Any(v => !float.IsFinite(v))) return null;
+        // (A non-finite channel makes its entry's squared norm non-finite too.)
+        if (norms.Any(n => !float.IsFinite(n) || n >= 1e30f)) return null;
         var centres = bank.Vectors.AsSpan(0, clusters * d).ToArray();
         var centreNorms = norms.AsSpan(0, clusters).ToArray();
         var centrePanels = TokenBank.Pack(centres, d, w);

@@ -158,7 +158,8 @@ public sealed record TokenReference
             (rate, fresh) = RateForFreshImages(contents, all, n, patches, d, offset, settings, t, first);
         }
 
-        var (threshold, flagged) = Thresholds(scores, first, patches, settings.PositionQuantile, rate);
+        var threshold = ThresholdsOf(scores, first, patches, settings.PositionQuantile)(rate);
+        var flagged = Flagged(scores, threshold, first, patches);
         return reference with
         {
             Bank = bank, BankThreshold = threshold, BankFalsePositiveRate = flagged / (double)n, BankFreshRate = fresh,
@@ -237,10 +238,11 @@ public sealed record TokenReference
     }
 
     /// <summary>
-    /// Per-position thresholds: each position's <paramref name="quantile"/> of clean <paramref name="scores"/>, times
-    /// one factor chosen so that <paramref name="rate"/> of the images have a token over; and how many do.
+    /// Per-position thresholds for any rate: each position's <paramref name="quantile"/> of clean
+    /// <paramref name="scores"/>, times one factor chosen so that the rate's share of the images have a token over.
+    /// The quantiles and each image's worst ratio are computed once; a rate only picks the factor.
     /// </summary>
-    private static (float[] Threshold, int Flagged) Thresholds(double[,] scores, int first, int patches, double quantile, double rate)
+    private static Func<double, float[]> ThresholdsOf(double[,] scores, int first, int patches, double quantile)
     {
         int n = scores.GetLength(0), t = scores.GetLength(1);
         var scale = new float[t];
@@ -252,11 +254,16 @@ public sealed record TokenReference
         var worst = Enumerable.Range(0, n)
             .Select(i => Enumerable.Range(first, patches).Max(k => scores[i, k] / Math.Max(scale[k], 1e-12)))
             .ToList();
-        var factor = DefenseCalibration.QuantileOf(worst, 1 - rate);
-        var threshold = scale.Select(s => s * factor).ToArray();
-        var flagged = Enumerable.Range(0, n).Count(i => Enumerable.Range(first, patches).Any(k => scores[i, k] > threshold[k]));
-        return (threshold, flagged);
+        return rate =>
+        {
+            var factor = DefenseCalibration.QuantileOf(worst, 1 - rate);
+            return scale.Select(s => s * factor).ToArray();
+        };
     }
+
+    /// <summary>How many images of <paramref name="scores"/> have a token over its <paramref name="threshold"/>.</summary>
+    private static int Flagged(double[,] scores, float[] threshold, int first, int patches) =>
+        Enumerable.Range(0, scores.GetLength(0)).Count(i => Enumerable.Range(first, patches).Any(k => scores[i, k] > threshold[k]));
 
     /// <summary>
     /// <see cref="BankSettings.FprFolds"/>: the calibration rate whose thresholds flag at most
@@ -282,11 +289,8 @@ public sealed record TokenReference
             var (bank, source) = BuildBank(contents, train, patches, d, offset, settings, t, first);
             var loo = ScoresOf(bank, source, all, train, t, d, first);
             var fresh = ScoresOf(bank, source, all, test, t, d, first);   // not in this bank: scored as fresh images
-            for (var g = 0; g < grid.Length; g++)
-            {
-                var (threshold, _) = Thresholds(loo, first, patches, settings.PositionQuantile, grid[g]);
-                flaggedAt[g] += Enumerable.Range(0, test.Length).Count(i => Enumerable.Range(first, patches).Any(k => fresh[i, k] > threshold[k]));
-            }
+            var thresholdsFor = ThresholdsOf(loo, first, patches, settings.PositionQuantile);
+            for (var g = 0; g < grid.Length; g++) flaggedAt[g] += Flagged(fresh, thresholdsFor(grid[g]), first, patches);
         }
 
         var chosen = Array.FindIndex(flaggedAt, c => c <= target * n);
