@@ -6,7 +6,9 @@ The embedded model's stem is copied into PyTorch from its model.onnx. A window o
 places) is scored as one vector: its four token contents (token minus position embedding) side by side, 256 channels,
 against a bank of 8,192 windows drawn from calibration images 0-399, the mean distance to the 3 nearest. A token takes
 the maximum over the windows that hold it. Variants: the window's 64 raw pixels; a token with the mean of its 8
-neighbours beside it (128 channels). Thresholds: per-place 99% quantiles on calibration images 400-499 for their shape,
+neighbours beside it (128 channels); the token kNN score divided by its nearest entries' own reach (each one's mean
+distance to its 3 nearest other entries: a local-density ratio, as the local outlier factor takes it). A window
+score's "top on patch" is understated (its four tokens tie and the first is taken), so read "patch hit" for it. Thresholds: per-place 99% quantiles on calibration images 400-499 for their shape,
 scaled so that tune-500's clean images are flagged as often as by the service's shipped thresholds. Patches: the very
 per-image patches `strapvit evaluate` made on tune-500 (its --patch-cache files for the embedded model, 100 steps,
 seed 0).
