@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 
 IMAGES = 2051
@@ -20,6 +21,16 @@ def read(path: str, magic: int) -> tuple[bytes, tuple[int, ...]]:
         raise SystemExit(f"{path}: not an IDX file of the expected kind")
     dims = magic & 0xFF
     return data, struct.unpack(f">{dims}I", data[4:4 + 4 * dims])
+
+
+def read_split(folder: str, split: str, shape: tuple[int, ...]) -> tuple[bytes, bytes]:
+    """The images and labels (as `read` returns them) of one of Fashion-MNIST's original files, `split` "train" or
+    "t10k", in `folder` (Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist); refuses other shapes."""
+    images, found = read(os.path.join(folder, f"{split}-images-idx3-ubyte.gz"), IMAGES)
+    labels, _ = read(os.path.join(folder, f"{split}-labels-idx1-ubyte.gz"), LABELS)
+    if found != shape:
+        raise SystemExit(f"{folder}: {split} images have shape {found}, not Fashion-MNIST's {shape}")
+    return images, labels
 
 
 def labels_path(images_path: str) -> str:

@@ -22,9 +22,7 @@ def main():
     p.add_argument("--out", default="/tmp/calib")
     p.add_argument("--count", type=int, default=4000)
     args = p.parse_args()
-    images, shape = idx.read(os.path.join(args.source, "train-images-idx3-ubyte.gz"), idx.IMAGES)
-    labels, _ = idx.read(os.path.join(args.source, "train-labels-idx1-ubyte.gz"), idx.LABELS)
-    assert shape == (60000, 28, 28), "not the Fashion-MNIST training set"
+    images, labels = idx.read_split(args.source, "train", (60000, 28, 28))
     assert 0 < args.count <= 60000
     os.makedirs(args.out, exist_ok=True)
     name = f"calib-{args.count}"

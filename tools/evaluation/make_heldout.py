@@ -28,9 +28,7 @@ def main():
     p.add_argument("--out", default="/tmp/heldout")
     p.add_argument("--part", choices=["all", "a", "b"], default="all")
     args = p.parse_args()
-    images, shape = idx.read(os.path.join(args.source, "t10k-images-idx3-ubyte.gz"), idx.IMAGES)
-    labels, _ = idx.read(os.path.join(args.source, "t10k-labels-idx1-ubyte.gz"), idx.LABELS)
-    assert shape == (10000, 28, 28), "not the Fashion-MNIST test set"
+    images, labels = idx.read_split(args.source, "t10k", (10000, 28, 28))
     keep = {"all": list(range(1000, 5000)) + list(range(5500, 10000)), "a": list(range(1000, 5000)), "b": list(range(5500, 10000))}[args.part]
     os.makedirs(args.out, exist_ok=True)
     name = f"heldout-{len(keep)}" if args.part == "all" else f"heldout-{args.part}-{len(keep)}"

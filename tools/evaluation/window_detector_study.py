@@ -15,63 +15,26 @@ seed 0).
 
     /usr/bin/python3 tools/evaluation/window_detector_study.py <patch-cache folder> [win,pix8,ctx]   (about 20 s)
 """
-import base64, gzip, json, os, sys
-import numpy as np, onnx, torch
-from onnx import numpy_helper
-torch.set_num_threads(2)
-R=os.path.join(os.path.dirname(os.path.abspath(__file__)),'..','..')+'/'
+import sys
+import torch
+from detector_study import K, V, calib, content, knn, nearest, patched, report, scale_to, thr, token_scores, tune
 CACHE=sys.argv[1]
-cal=json.load(open(R+'models/fashion-vit-tiny/defense-calibration.json'))
-b=cal['tokens']['bank']; dim=b['dim']
-V=torch.tensor(np.frombuffer(base64.b64decode(b['vectors']),dtype='<f4').reshape(-1,dim).copy())
-off=torch.tensor(np.array(b['offset'],dtype=np.float32)); K=b['neighbors']
-thr=torch.tensor(np.array(cal['tokens']['bankThreshold'],dtype=np.float32))
-m=onnx.load(R+'models/fashion-vit-tiny/model.onnx'); W={i.name:torch.tensor(numpy_helper.to_array(i).copy()) for i in m.graph.initializer}
-def idx(path,n=None):
-    raw=gzip.open(path).read(); a=np.frombuffer(raw[16:],dtype=np.uint8).reshape(-1,28,28).astype(np.float32)/255
-    return torch.tensor(a[:n] if n else a)
-tune=idx(R+'samples/fashion-mnist/tune-500-images-idx3-ubyte.gz')
-calib=idx(R+'samples/fashion-mnist/calib-500-images-idx3-ubyte.gz')
-def patched(size):
-    d=json.load(open(os.path.join(CACHE,f'patched-47f1b5e15ed6d54b-53fc0c8273f60687-500-p{size}-s100-seed0.json')))
-    px=torch.tensor(np.frombuffer(base64.b64decode(d['Pixels']),dtype='<f4').reshape(-1,28,28).copy())
-    return px,[(p['X'],p['Y'],p['Size']) for p in d['Placements']]
-def content(x):
-    x=((x-0.286)/0.353)[:,None]
-    h=torch.nn.functional.gelu(torch.nn.functional.conv2d(x,W['stem.0.weight'],W['stem.0.bias'],stride=2))
-    t=torch.nn.functional.conv2d(h,W['patch_embed.weight'],W['patch_embed.bias'],stride=2).flatten(2).transpose(1,2)
-    t=torch.cat([W['cls_token'].expand(len(x),-1,-1),t],1)+W['pos_embed']
-    return (t[:,1:]-off[None,1:]).reshape(len(x),7,7,dim)   # N,7,7,64
-def knn(q,bank,k,chunk=2048):
-    out=[]; bn=(bank**2).sum(1)
-    for i in range(0,len(q),chunk):
-        qq=q[i:i+chunk]; d2=(qq**2).sum(1)[:,None]-2*qq@bank.T+bn[None]
-        out.append(d2.clamp_min(0).topk(k,largest=False).values.sqrt().mean(1))
-    return torch.cat(out)
-def token_scores(x):
-    return knn(content(x).reshape(-1,dim),V,K).reshape(len(x),49)
-def knn_idx(q,bank,k,chunk=2048,skip_self=False):
-    ds,ix=[],[]; bn=(bank**2).sum(1)
-    for i in range(0,len(q),chunk):
-        qq=q[i:i+chunk]; d2=(qq**2).sum(1)[:,None]-2*qq@bank.T+bn[None]
-        if skip_self: d2[torch.arange(len(qq)),torch.arange(i,i+len(qq))]=float('inf')
-        v,j=d2.clamp_min(0).topk(k,largest=False); ds.append(v.sqrt()); ix.append(j)
-    return torch.cat(ds),torch.cat(ix)
 # each bank entry's own reach: its mean distance to its K nearest other entries
-_rd,_ = knn_idx(V,V,K,skip_self=True); REACH=_rd.mean(1)
+REACH=nearest(V,V,K,skip_self=True)[0].mean(1)
 def lof_scores(x):
-    d,j=knn_idx(content(x).reshape(-1,dim),V,K)
+    d,j=nearest(content(x).flatten(0,1),V,K)
     return (d.mean(1)/REACH[j].mean(1)).reshape(len(x),49)
 # Features per place: 'win' and 'pix8' on the 6x6 places of 2x2-token windows, 'ctx' on the 7x7 tokens.
 def features(x,kind):
     if kind=='win':
-        c=content(x); return torch.cat([c[:,:-1,:-1],c[:,:-1,1:],c[:,1:,:-1],c[:,1:,1:]],-1)   # N,6,6,256
+        c=content(x).reshape(len(x),7,7,-1)
+        return torch.cat([c[:,:-1,:-1],c[:,:-1,1:],c[:,1:,:-1],c[:,1:,1:]],-1)                # N,6,6,256
     if kind=='pix8':
         p=x.reshape(-1,7,4,7,4).permute(0,1,3,2,4)                                          # N,7,7,4,4
         w=torch.cat([torch.cat([p[:,:-1,:-1],p[:,:-1,1:]],-1),torch.cat([p[:,1:,:-1],p[:,1:,1:]],-1)],-2)
         return w.reshape(len(x),6,6,64)
     if kind=='ctx':
-        c=content(x).permute(0,3,1,2)                                                        # N,64,7,7
+        c=content(x).reshape(len(x),7,7,-1).permute(0,3,1,2)                                # N,64,7,7
         s=torch.nn.functional.avg_pool2d(torch.nn.functional.pad(c,(1,1,1,1)),3,1,count_include_pad=False)*9
         n=torch.nn.functional.avg_pool2d(torch.nn.functional.pad(torch.ones_like(c[:,:1]),(1,1,1,1)),3,1)*9
         mean=(s-c)/(n-1)
@@ -83,46 +46,31 @@ def place_scores(x,kind,bank):
     f=features(x,kind); n,h,w,c=f.shape
     return knn(f.reshape(-1,c),bank,K).reshape(n,h,w)
 def to_tokens(s):
-    # a token takes the maximum over the places (windows) that hold it
-    if s.shape[1]==7: return s.reshape(len(s),49)
+    # a token takes the maximum over the places (windows) that hold it; token scores (N x 49 or N x 7 x 7) stay as they are
+    if s.dim()==2 or s.shape[1]==7: return s.reshape(len(s),49)
     p=torch.nn.functional.pad(s,(1,1,1,1),value=-1e9)[:,None]
     return torch.nn.functional.max_pool2d(p,2,1)[:,0].reshape(len(s),49)
-def patch_tokens(pl):
-    X,Y,S=pl; return [r*7+c for r in range(7) for c in range(7) if not (c*4>=X+S or c*4+4<=X or r*4>=Y+S or r*4+4<=Y)]
-def report(name, clean_ratio, pat):
-    fl=(clean_ratio>1).any(1).float().mean().item()
-    line=f'{name:44s} clean flagged {fl*100:5.1f}%'
-    for size,(ratio,pls) in pat.items():
-        top=ratio.argmax(1); ontop=np.mean([int(top[i]) in patch_tokens(pls[i]) for i in range(len(pls))])
-        hit=np.mean([bool((ratio[i,patch_tokens(pls[i])]>1).any()) for i in range(len(pls))])
-        line+=f' | {size}x{size}: top on patch {ontop*100:5.1f}%, patch hit {hit*100:5.1f}%'
-    print(line, flush=True)
-def scale_to(c, p, rate):
-    lo,hi=0.05,20.0
-    for _ in range(60):
-        mid=(lo+hi)/2; f=(c>mid).any(1).float().mean().item(); lo,hi=(mid,hi) if f>rate else (lo,mid)
-    return c/hi, {s:v/hi for s,v in p.items()}
+def show(name, c, p):
+    report(name, c, {s:(p[s],pats[s][1]) for s in pats}, width=44, coverage=False)
+def per_place(fn, name):
+    """fn's scores over their per-place 99% quantile on ref, as tokens, scaled to the service's clean flag rate; then
+    the same for their maximum with the service's ratios."""
+    shape=torch.quantile(fn(ref),0.99,dim=0)
+    c=to_tokens(fn(tune)/shape); p={s:to_tokens(fn(px)/shape) for s,(px,_) in pats.items()}
+    c,p=scale_to(c,p,rate); show(name, c, p)
+    return c,p
+def with_token(name, c, p):
+    mc,mp=scale_to(torch.maximum(tok_c,c), {s:torch.maximum(tok_p[s],p[s]) for s in pats}, rate)
+    show(f'max(token, {name})', mc, mp)
 ref=calib[400:]
 KINDS=[k for k in ('win','pix8','ctx') if len(sys.argv)<3 or k in sys.argv[2].split(',')]
-pats={s:patched(s) for s in (4,6)}
+pats={s:patched(CACHE,s) for s in (4,6)}
 tok_c=token_scores(tune)/thr[None,1:]
 tok_p={s:token_scores(px)/thr[None,1:] for s,(px,_) in pats.items()}
 rate=(tok_c>1).any(1).float().mean().item()
-report('token kNN (the service, shipped thresholds)', tok_c, {s:(tok_p[s],pats[s][1]) for s in pats})
-def per_position(fn, name):
-    shape=torch.quantile(fn(ref),0.99,dim=0)
-    c=fn(tune)/shape; p={s:fn(px)/shape for s,(px,_) in pats.items()}
-    c,p=scale_to(c,p,rate); report(name, c, {s:(p[s],pats[s][1]) for s in pats}); return c,p
-per_position(token_scores,'token kNN, thresholds as the others')
-lc,lp=per_position(lof_scores,'token kNN / neighbours\' reach (LOF-like)')
-mc,mp=scale_to(torch.maximum(tok_c,lc), {s:torch.maximum(tok_p[s],lp[s]) for s in pats}, rate)
-report('max(token, LOF-like)', mc, {s:(mp[s],pats[s][1]) for s in pats})
+show('token kNN (the service, shipped thresholds)', tok_c, tok_p)
+per_place(token_scores,'token kNN, thresholds as the others')
+with_token('LOF-like', *per_place(lof_scores,'token kNN / neighbours\' reach (LOF-like)'))
 for kind in KINDS:
     bank=bank_of(kind)
-    shape=torch.quantile(place_scores(ref,kind,bank).flatten(1),0.99,dim=0).reshape(1,*place_scores(ref[:1],kind,bank).shape[1:])
-    c=to_tokens(place_scores(tune,kind,bank)/shape)
-    p={s:to_tokens(place_scores(px,kind,bank)/shape) for s,(px,_) in pats.items()}
-    c,p=scale_to(c,p,rate)
-    report(f'{kind}', c, {s:(p[s],pats[s][1]) for s in pats})
-    mc,mp=scale_to(torch.maximum(tok_c,c), {s:torch.maximum(tok_p[s],p[s]) for s in pats}, rate)
-    report(f'max(token, {kind})', mc, {s:(mp[s],pats[s][1]) for s in pats})
+    with_token(kind, *per_place(lambda x: place_scores(x,kind,bank), kind))
