@@ -21,9 +21,10 @@ def images(path):
     return torch.tensor(np.frombuffer(raw[16:],dtype=np.uint8).reshape(shape).astype(np.float32)/255)
 tune=images(R+'samples/fashion-mnist/tune-500-images-idx3-ubyte.gz')
 calib=images(R+'samples/fashion-mnist/calib-500-images-idx3-ubyte.gz')
-def patched(cache,size):
-    """tune-500 with its per-image patches of `size` pixels, as `strapvit evaluate --patch-cache` stored them, and their (x, y, size)."""
-    d=json.load(open(os.path.join(cache,f'patched-47f1b5e15ed6d54b-53fc0c8273f60687-500-p{size}-s100-seed0.json')))
+def patched(cache,size,model='47f1b5e15ed6d54b'):
+    """tune-500 with its per-image patches of `size` pixels, as `strapvit evaluate --patch-cache` stored them, and their
+    (x, y, size); `model` is the first 16 hex digits of the model.onnx's SHA-256 (the embedded model's by default)."""
+    d=json.load(open(os.path.join(cache,f'patched-{model}-53fc0c8273f60687-500-p{size}-s100-seed0.json')))
     px=torch.tensor(np.frombuffer(base64.b64decode(d['Pixels']),dtype='<f4').reshape(-1,28,28).copy())
     return px,[(p['X'],p['Y'],p['Size']) for p in d['Placements']]
 def stem(x):
@@ -50,19 +51,20 @@ def knn(q,bank,k,chunk=2048):
 def token_scores(x,chunk=2048):
     """The service's score of each patch token against the shipped bank, N x 49."""
     return knn(content(x).reshape(-1,dim),V,K,chunk).reshape(len(x),49)
-def patch_tokens(pl):
-    X,Y,S=pl; return [r*7+c for r in range(7) for c in range(7) if not (c*4>=X+S or c*4+4<=X or r*4>=Y+S or r*4+4<=Y)]
-def report(name, clean_ratio, pat, width=38, coverage=True):
+def patch_tokens(pl,grid=7,side=4):
+    """The tokens (row-major on a grid x grid of side-pixel tokens) that patch placement pl overlaps."""
+    X,Y,S=pl; return [r*grid+c for r in range(grid) for c in range(grid) if not (c*side>=X+S or c*side+side<=X or r*side>=Y+S or r*side+side<=Y)]
+def report(name, clean_ratio, pat, width=38, coverage=True, grid=7, side=4):
     """One line: clean images flagged (a token's ratio over 1), and per patch size how often the top token lies on the
     patch, how often a patch token is over, and (coverage) the mean share of patch tokens over."""
     fl=(clean_ratio>1).any(1).float().mean().item()
     line=f'{name:{width}s} clean flagged {fl*100:5.1f}%'
     for size,(ratio,pls) in pat.items():
-        top=ratio.argmax(1); ontop=np.mean([int(top[i]) in patch_tokens(pls[i]) for i in range(len(pls))])
-        hit=np.mean([bool((ratio[i,patch_tokens(pls[i])]>1).any()) for i in range(len(pls))])
+        top=ratio.argmax(1); ontop=np.mean([int(top[i]) in patch_tokens(pls[i],grid,side) for i in range(len(pls))])
+        hit=np.mean([bool((ratio[i,patch_tokens(pls[i],grid,side)]>1).any()) for i in range(len(pls))])
         line+=f' | {size}x{size}: top on patch {ontop*100:5.1f}%, patch hit {hit*100:5.1f}%'
         if coverage:
-            cov=np.mean([float((ratio[i,patch_tokens(pls[i])]>1).float().mean()) for i in range(len(pls))])
+            cov=np.mean([float((ratio[i,patch_tokens(pls[i],grid,side)]>1).float().mean()) for i in range(len(pls))])
             line+=f', patch tokens over {cov*100:5.1f}%'
     print(line, flush=True)
 def scale_to(c, p, rate):
