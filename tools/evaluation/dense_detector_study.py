@@ -17,7 +17,7 @@ token takes the maximum over the windows whose centre lies in it. Every score is
 images are flagged as often as by the service's shipped thresholds. Patches: the very per-image patches
 `strapvit evaluate` made on tune-500 for that model (its --patch-cache files, 100 steps, seed 0).
 
-    /usr/bin/python3 tools/evaluation/dense_detector_study.py models/fashion-vit-p7-masked <patch-cache folder>   (about 2 minutes)
+    /usr/bin/python3 tools/evaluation/dense_detector_study.py models/fashion-vit-p7-masked <patch-cache folder>   (15-30 minutes on 2 cores, most of it the coreset)
 """
 import base64, hashlib, json, sys
 import numpy as np, onnx, torch
