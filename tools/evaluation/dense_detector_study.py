@@ -79,13 +79,14 @@ def show(name, c, p):
     report(name, c, {s: (p[s], pats[s][1]) for s in pats}, width=52, grid=GRID, side=SIDE)
 
 
-tok_c = grid_scores(tune) / thr[None]
-tok_p = {s: grid_scores(px) / thr[None] for s, (px, _) in pats.items()}
+grid_c = grid_scores(tune); grid_p = {s: grid_scores(px) for s, (px, _) in pats.items()}
+tok_c = grid_c / thr[None]
+tok_p = {s: v / thr[None] for s, v in grid_p.items()}
 rate = (tok_c > 1).any(1).float().mean().item()
 print(f'{MODEL.split("/")[-1]}: {GRID}x{GRID} tokens of {SIDE} px, bank {len(V)} entries, k = {K}; tune-500 clean flagged by the shipped thresholds {rate * 100:.1f}%')
 show('token kNN (the service, shipped thresholds)', tok_c, tok_p)
 shape = torch.quantile(grid_scores(ref), 0.99, dim=0)
-show('token kNN, thresholds as the others', *scale_to(grid_scores(tune) / shape, {s: grid_scores(px) / shape for s, (px, _) in pats.items()}, rate))
+show('token kNN, thresholds as the others', *scale_to(grid_c / shape, {s: v / shape for s, v in grid_p.items()}, rate))
 windows = embed(calib[:400], 1).permute(0, 2, 3, 1).reshape(-1, dim)
 g = torch.Generator().manual_seed(0)
 banks = {'random': windows[torch.randperm(len(windows), generator=g)[:8192]], 'coreset': coreset(windows, 8192)}
